@@ -1,0 +1,3 @@
+"""hepaudit: audit ONNX jet taggers on ROOT data."""
+
+__version__ = "0.1.0"

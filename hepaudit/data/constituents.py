@@ -1,0 +1,108 @@
+"""Constituent four-momenta and the per-particle features derived from them.
+
+Everything here works on whole chunks at once: jagged awkward arrays of vector
+``Momentum4D`` records in, padded numpy arrays out. The jet axis is always the
+four-vector sum of *all* of a jet's constituents, before any truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import awkward as ak
+import numpy as np
+import vector
+
+vector.register_awkward()
+
+#: Features every constituents input can ask for by name.
+DERIVED_FEATURES: tuple[str, ...] = (
+    "pt", "eta", "phi", "energy", "mass", "log_pt", "log_energy",
+    "pt_rel", "energy_rel", "deta", "dphi", "dr", "px", "py", "pz",
+)
+
+
+def momenta_from_cartesian(px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.Array) -> ak.Array:
+    """Zip jagged px, py, pz, E into vector ``Momentum4D`` records."""
+    return ak.zip({"px": px, "py": py, "pz": pz, "E": energy}, with_name="Momentum4D")
+
+
+def momenta_from_ptetaphi(pt: ak.Array, eta: ak.Array, phi: ak.Array, mass: ak.Array) -> ak.Array:
+    """Zip jagged pt, eta, phi, mass into vector ``Momentum4D`` records."""
+    return ak.zip({"pt": pt, "eta": eta, "phi": phi, "mass": mass}, with_name="Momentum4D")
+
+
+def sort_by_pt(parts: ak.Array) -> ak.Array:
+    """Constituents in descending pT order within each jet (stable for ties)."""
+    return parts[ak.argsort(parts.pt, axis=1, ascending=False, stable=True)]
+
+
+def jet_axis(parts: ak.Array) -> ak.Array:
+    """The jet four-momentum: the sum of all constituents, one record per jet."""
+    summed = ak.zip(
+        {
+            "px": ak.sum(parts.px, axis=1),
+            "py": ak.sum(parts.py, axis=1),
+            "pz": ak.sum(parts.pz, axis=1),
+            "E": ak.sum(parts.E, axis=1),
+        },
+        with_name="Momentum4D",
+    )
+    return summed
+
+
+def wrap_phi(dphi: ak.Array | np.ndarray) -> ak.Array | np.ndarray:
+    """Wrap angle differences to [-pi, pi)."""
+    return (dphi + np.pi) % (2 * np.pi) - np.pi
+
+
+def _safe_log(x: ak.Array) -> ak.Array:
+    # log of a zero-momentum constituent would be -inf; clamp to a tiny positive value.
+    return np.log(np.maximum(x, 1e-12))
+
+
+def _deta(parts: ak.Array, jet: ak.Array) -> ak.Array:
+    return parts.eta - jet.eta
+
+
+def _dphi(parts: ak.Array, jet: ak.Array) -> ak.Array:
+    return wrap_phi(parts.phi - jet.phi)
+
+
+_DERIVERS: dict[str, Callable[[ak.Array, ak.Array], ak.Array]] = {
+    "pt": lambda p, j: p.pt,
+    "eta": lambda p, j: p.eta,
+    "phi": lambda p, j: p.phi,
+    "energy": lambda p, j: p.E,
+    "mass": lambda p, j: p.mass,
+    "px": lambda p, j: p.px,
+    "py": lambda p, j: p.py,
+    "pz": lambda p, j: p.pz,
+    "log_pt": lambda p, j: _safe_log(p.pt),
+    "log_energy": lambda p, j: _safe_log(p.E),
+    "pt_rel": lambda p, j: p.pt / j.pt,
+    "energy_rel": lambda p, j: p.E / j.E,
+    "deta": _deta,
+    "dphi": _dphi,
+    "dr": lambda p, j: np.sqrt(_deta(p, j) ** 2 + _dphi(p, j) ** 2),
+}
+
+
+def derive_feature(name: str, parts: ak.Array, jet: ak.Array) -> ak.Array:
+    """One jagged per-constituent feature (see :data:`DERIVED_FEATURES`)."""
+    try:
+        return _DERIVERS[name](parts, jet)
+    except KeyError:
+        raise KeyError(f"unknown constituent feature {name!r}; known: {', '.join(DERIVED_FEATURES)}") from None
+
+
+def pad_jagged(values: ak.Array, max_particles: int, fill: float = 0.0) -> np.ndarray:
+    """Pad or truncate a jagged (N, var) array to a dense float32 (N, max_particles)."""
+    padded = ak.pad_none(values, max_particles, axis=1, clip=True)
+    return ak.to_numpy(ak.fill_none(padded, fill)).astype(np.float32, copy=False)
+
+
+def padding_mask(parts: ak.Array, max_particles: int) -> np.ndarray:
+    """1.0 where a real constituent sits, 0.0 for padding: float32 (N, max_particles)."""
+    counts = ak.to_numpy(ak.num(parts, axis=1))
+    return (np.arange(max_particles)[None, :] < counts[:, None]).astype(np.float32)

@@ -1,0 +1,111 @@
+"""Named preprocessing recipes: how a tagger's paper turns constituents into its inputs.
+
+A recipe maps pT-ordered constituents (vector ``Momentum4D``, jagged) to a dense
+``(N, max_particles, F)`` float32 array plus the mask and feature names. The built-in
+recipes follow the definitions in docs/methods.md; plugins add more through the
+``hepaudit_register_recipes`` hook. The functions :func:`topodnn_arrays` and
+:func:`pfn_arrays` are the same recipes for plain px/py/pz/E arrays, used by the
+example training scripts so that training and auditing share one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from hepaudit.data.constituents import (
+    jet_axis,
+    momenta_from_cartesian,
+    pad_jagged,
+    padding_mask,
+    sort_by_pt,
+    wrap_phi,
+)
+
+#: The paper's pT scale for TopoDNN (Khot, Neubauer & Roy, arXiv:2210.04371).
+TOPODNN_PT_SCALE = 1700.0
+
+
+@dataclass(frozen=True)
+class RecipeOutput:
+    """What a recipe returns for one chunk of jets."""
+
+    values: np.ndarray  # (N, P, F) float32
+    mask: np.ndarray  # (N, P) float32, 1 = real constituent
+    features: tuple[str, ...]  # the F per-particle feature names, in order
+
+
+#: A recipe: (pT-sorted constituents, jet axis, max_particles) -> RecipeOutput.
+Recipe = Callable[[ak.Array, ak.Array, int], RecipeOutput]
+
+
+def topodnn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:
+    """TopoDNN inputs: (pT/1700, eta, phi) after shift, rotation and flip.
+
+    Constituent 0 is moved to (0, 0) (phi differences wrapped to [-pi, pi)); the
+    eta-phi plane is rotated about the origin so that constituent 1 lies on the
+    negative phi axis; eta is flipped so that sum(pT * eta) >= 0 over the kept
+    constituents. Padding stays zero.
+    """
+    del jet  # TopoDNN frames the jet on its leading constituent, not on the jet axis
+    pt = pad_jagged(parts.pt, max_particles)
+    eta = pad_jagged(parts.eta, max_particles)
+    phi = pad_jagged(parts.phi, max_particles)
+    mask = padding_mask(parts, max_particles)
+
+    eta = (eta - eta[:, :1]) * mask
+    phi = wrap_phi(phi - phi[:, :1]) * mask
+
+    # Rotate so that constituent 1 sits at angle -pi/2 (negative phi axis).
+    has_second = mask[:, 1] > 0 if max_particles > 1 else np.zeros(len(pt), bool)
+    angle = np.arctan2(phi[:, 1], eta[:, 1]) if max_particles > 1 else np.zeros(len(pt))
+    theta = np.where(has_second, -np.pi / 2 - angle, 0.0)[:, None]
+    cos, sin = np.cos(theta), np.sin(theta)
+    eta, phi = eta * cos - phi * sin, eta * sin + phi * cos
+
+    flip = np.where(np.sum(pt * eta, axis=1) < 0, -1.0, 1.0)[:, None]
+    eta = eta * flip
+    values = np.stack([pt / TOPODNN_PT_SCALE, eta, phi], axis=-1).astype(np.float32)
+    values *= mask[:, :, None]  # keep padding exactly zero after the float arithmetic
+    return RecipeOutput(values, mask, ("pt", "eta", "phi"))
+
+
+def pfn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:
+    """PFN inputs: (pT / sum pT, eta - eta_jet, phi - phi_jet), zero-padded with a mask.
+
+    The pT sum and the jet axis use all constituents, not only the kept ones.
+    """
+    pt_sum = ak.sum(parts.pt, axis=1)
+    mask = padding_mask(parts, max_particles)
+    z = pad_jagged(parts.pt / pt_sum, max_particles)
+    deta = pad_jagged(parts.eta - jet.eta, max_particles)
+    dphi = pad_jagged(wrap_phi(parts.phi - jet.phi), max_particles)
+    values = np.stack([z, deta, dphi], axis=-1).astype(np.float32) * mask[:, :, None]
+    return RecipeOutput(values, mask, ("pt_frac", "deta", "dphi"))
+
+
+#: The recipes hepaudit ships; the plugin hook adds to these.
+BUILTIN_RECIPES: dict[str, Recipe] = {"topodnn": topodnn, "pfn": pfn}
+
+
+def _apply(recipe: Recipe, px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.Array,
+           max_particles: int) -> RecipeOutput:
+    parts = sort_by_pt(momenta_from_cartesian(px, py, pz, energy))
+    return recipe(parts, jet_axis(parts), max_particles)
+
+
+def topodnn_arrays(px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.Array,
+                   max_particles: int = 30) -> np.ndarray:
+    """TopoDNN inputs from jagged four-momenta, flattened particle-major: (N, 3 * P)."""
+    out = _apply(topodnn, px, py, pz, energy, max_particles)
+    return out.values.reshape(len(out.values), -1)
+
+
+def pfn_arrays(px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.Array,
+               max_particles: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """PFN ``features`` (N, P, 3) and ``mask`` (N, P) from jagged four-momenta."""
+    out = _apply(pfn, px, py, pz, energy, max_particles)
+    return out.values, out.mask
