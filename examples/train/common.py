@@ -95,9 +95,11 @@ def accuracy(scores: np.ndarray, labels: np.ndarray, cut: float = 0.5) -> float:
 
 
 def summary(scores: np.ndarray, labels: np.ndarray) -> dict:
+    """AUC, accuracy (cut 0.5) and 1/eps_B at eps_S = 0.3 (None if no background passes)."""
+    rej = rejection_at(scores, labels, 0.3)
     return {"auc": round(auc(scores, labels), 4),
             "accuracy": round(accuracy(scores, labels), 4),
-            "rejection_at_30": round(rejection_at(scores, labels, 0.3), 1)}
+            "rejection_at_30": None if np.isinf(rej) else round(rej, 1)}
 
 
 # --- training loop ---------------------------------------------------------------------------
