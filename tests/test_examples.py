@@ -177,7 +177,7 @@ def test_model_sidecar_and_dynamic_batch(name, test_inputs):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i["name"] for i in side["inputs"]] == [i.name for i in sess.get_inputs()]
     assert [o["name"] for o in side["outputs"]] == [o.name for o in sess.get_outputs()]
-    for spec, inp in zip(side["inputs"], sess.get_inputs()):
+    for spec, inp in zip(side["inputs"], sess.get_inputs(), strict=True):
         assert list(inp.shape[1:]) == spec["shape"][1:]
         assert isinstance(inp.shape[0], str) or inp.shape[0] is None  # dynamic batch
         assert spec["meaning"]

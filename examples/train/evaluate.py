@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 
 BEGIN, END = "<!-- metrics:begin -->", "<!-- metrics:end -->"
 SHIFTED = common.EXAMPLES / "data" / "shifted_wqcd.root"

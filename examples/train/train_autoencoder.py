@@ -19,9 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 from train_topodnn import INPUTS  # noqa: E402
 
 OUTPUTS = [{"name": "reconstruction", "shape": ["N", 90], "dtype": "float32",
@@ -31,7 +30,6 @@ OUTPUTS = [{"name": "reconstruction", "shape": ["N", 90], "dtype": "float32",
 
 def main(argv=None):
     import torch
-
     from nets import AutoEncoder
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 
@@ -37,7 +36,6 @@ OUTPUTS = [{"name": "prob", "shape": ["N", 2], "dtype": "float32",
 
 def main(argv=None):
     import torch
-
     from nets import PFN
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -18,9 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 
 INPUTS = [{"name": "x", "shape": ["N", 90], "dtype": "float32",
            "meaning": "TopoDNN inputs (recipe 'topodnn', max_particles=30): the 30 leading "
@@ -42,7 +41,6 @@ def build_data(train_path, max_jets=None):
 
 def train_one(x, labels, tr, va, seed, epochs, batch_size, lr, patience, prefix=""):
     import torch
-
     from nets import TopoDNN
 
     common.seed_everything(seed)
