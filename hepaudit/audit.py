@@ -1,0 +1,223 @@
+"""The audit, end to end: config → plugins → data → model → explainers → report.
+
+:func:`audit` is the public entry point (the CLI is a thin layer on it): usable from a
+notebook or inside a coffea processor. It validates everything it can before reading a
+single chunk (config, plugins, explainer options, files, branches, model inputs), then
+hands one :class:`~hepaudit.executors.local.Job` to the executor and assembles the
+:class:`~hepaudit.results.AuditReport`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from hepaudit import __version__
+from hepaudit.config import AuditConfig, load_config
+from hepaudit.data.builders import InputBuilder
+from hepaudit.data.reading import Sample
+from hepaudit.errors import ConfigError, DataError, OutputError
+from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor
+from hepaudit.explainers.base import AuditContext
+from hepaudit.gates import evaluate_gates
+from hepaudit.metrics import kendall_tau, top_k_overlap
+from hepaudit.model.session import Tagger
+from hepaudit.options import as_table, parse_table
+from hepaudit.plugins import PluginHost
+from hepaudit.report.per_jet import PerJetWriter
+from hepaudit.results import Agreement, AuditReport, ExplainerResult
+
+
+def prepare_output(out: Path, force: bool) -> None:
+    """Refuse a non-empty output folder unless ``force``; never delete anything else."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise OutputError(f"{out}: the output folder is not empty (it may hold an earlier report); "
+                              "choose another --out or pass --force to overwrite")
+        for name in ("report.json", "report.html", "per_jet.root"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "figures", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _label_counts(sample: Sample, label: str) -> tuple[int, int, set[int]]:
+    """Signal and background counts from the label branch alone (cheap: one branch)."""
+    n_sig = n_bkg = 0
+    values: set[int] = set()
+    for raw in sample.chunks([label]):
+        lab = np.asarray(raw.arrays[label])
+        values |= set(np.unique(lab).astype(int).tolist())
+        n_sig += int((lab == 1).sum())
+        n_bkg += int((lab == 0).sum())
+    return n_sig, n_bkg, values
+
+
+def _agreement(results: dict[str, ExplainerResult]) -> list[Agreement]:
+    ranked = {n: r.feature_importance for n, r in results.items() if r.status == "ok" and r.feature_importance}
+    names = list(ranked)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            sa = {s.feature: s.score for s in ranked[a]}
+            sb = {s.feature: s.score for s in ranked[b]}
+            common = [f for f in sa if f in sb]
+            tau = kendall_tau(np.array([sa[f] for f in common]), np.array([sb[f] for f in common]))
+            overlap = top_k_overlap([s.feature for s in ranked[a]], [s.feature for s in ranked[b]])
+            out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap))
+    return out
+
+
+def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudit-report",
+          explainers: Sequence[str] | None = None, max_jets: int | None = None, seed: int | None = None,
+          force: bool = False, disable: Sequence[str] = (), progress: bool | None = None,
+          debug: bool = False, plugins: Sequence[tuple[str, object]] = ()) -> AuditReport:
+    """Run an audit and return its report; with ``out`` set, also write it there.
+
+    :param config: an audit TOML file, or an :class:`AuditConfig`.
+    :param out: output folder (report.json, report.html, figures/, per_jet.root); None
+        writes nothing and only returns the report.
+    :param explainers: run only these (default: every ``[explainers.NAME]`` table).
+    :param max_jets: cap on audited jets (overrides ``data.max_jets``).
+    :param seed: seed for stochastic explainers (overrides ``execution.seed``).
+    :param force: overwrite a non-empty output folder.
+    :param disable: plugin names to block.
+    :param progress: progress bars on stderr (default: the config's ``execution.progress``).
+    :param plugins: extra ``(name, plugin)`` objects to register, e.g. from a notebook.
+    """
+    t_start = time.perf_counter()
+    cfg = config if isinstance(config, AuditConfig) else load_config(config)
+    if max_jets is not None:
+        cfg = replace(cfg, data=replace(cfg.data, max_jets=max_jets))
+    if seed is not None:
+        cfg = replace(cfg, execution=replace(cfg.execution, seed=seed))
+    host = PluginHost(disable=disable, extra=plugins)
+
+    # Which explainers, with which validated options: all before reading any data.
+    names = list(explainers) if explainers else list(cfg.explainers)
+    if not names:
+        raise ConfigError("no explainers to run: add [explainers.NAME] tables or pass --explainer NAME")
+    for name in cfg.explainers:
+        host.explainer_class(name)  # unknown tables are errors too, not silently ignored
+    classes = {name: host.explainer_class(name) for name in names}
+    options = {name: parse_table(cls.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
+               for name, cls in classes.items()}
+
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)
+    sample = Sample(cfg.data, "data")
+    needed_flat = list(builder.flat_branches) + [b for b in (cfg.data.label, cfg.data.weight) if b]
+    sample.check(needed_flat, builder.jagged_branches)
+    if sample.n_entries == 0:
+        raise DataError(f"{', '.join(cfg.data.files)}: no jets selected (tree {cfg.data.tree!r} has "
+                        f"{sum(f.entries for f in sample.files)} entries, max_jets = {cfg.data.max_jets})")
+    reference = None
+    if cfg.reference is not None:
+        reference = Sample(cfg.reference, "reference")
+        reference.check(list(builder.flat_branches), builder.jagged_branches)
+
+    warnings: list[str] = []
+    n_sig = n_bkg = 0
+    if cfg.data.label:
+        n_sig, n_bkg, values = _label_counts(sample, cfg.data.label)
+        if not values <= {0, 1}:
+            raise DataError(f"data.label: branch {cfg.data.label!r} must hold 0 (background) and 1 (signal); "
+                            f"found values {sorted(values)[:6]}")
+    context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
+                           seed=cfg.execution.seed, has_labels=cfg.data.label is not None,
+                           has_weights=cfg.data.weight is not None, n_jets=sample.n_entries,
+                           n_signal=n_sig, n_background=n_bkg, warnings=warnings)
+
+    runs: list[ExplainerRun] = []
+    skipped: dict[str, str] = {}
+    for name, cls in classes.items():
+        if "labels" in cls.needs and not cfg.data.label:
+            skipped[name] = "needs labels: set data.label to the branch with 1 = signal, 0 = background"
+            continue
+        if "labels" in cls.needs and (n_sig == 0 or n_bkg == 0):
+            skipped[name] = (f"needs both classes, but data.label {cfg.data.label!r} has "
+                             f"{n_sig} signal and {n_bkg} background jets")
+            continue
+        runs.append(ExplainerRun(name=name, plugin=host.plugin_of(name)))
+
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        prepare_output(out_dir, force)
+    per_jet = PerJetWriter(out_dir / "per_jet.root") if out_dir is not None else None
+    show = cfg.execution.progress if progress is None else progress
+    job = Job(sample=sample, builder=builder, tagger=tagger, context=context, runs=runs, label=cfg.data.label,
+              weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug)
+    executor = LocalExecutor()
+
+    t_stats = time.perf_counter()
+    if any("input_mean" in classes[r.name].needs for r in runs):
+        stats = executor.input_stats(reference or sample, job)
+        context.input_mean = stats.mean()
+        warnings += stats.warnings(builder.features)
+    stats_s = time.perf_counter() - t_stats
+
+    for run in runs:  # instantiate after x̄ is known: explainers may read it in __init__
+        try:
+            run.explainer = classes[run.name](options[run.name], context)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a plugin's bug: that explainer fails, the audit goes on
+            run.error = f"{type(exc).__name__}: {exc}"
+    outcome = executor.run(job)
+    if outcome.n_dropped:
+        warnings.append(f"{outcome.n_dropped} jets with NaN/inf inputs or scores were left out (data.nonfinite = "
+                        "\"drop\"); per_jet.root lists the audited jets' entry numbers in `entry`")
+    if per_jet is not None:
+        per_jet.close()
+
+    results: dict[str, ExplainerResult] = {}
+    for name in names:
+        if name in skipped:
+            results[name] = ExplainerResult(name=name, status="skipped", error=skipped[name],
+                                            plugin=host.plugin_of(name), options=as_table(options[name]))
+            continue
+        run = next(r for r in runs if r.name == name)
+        if run.error is not None or run.result is None:
+            result = ExplainerResult(name=name, status="failed", error=run.error or "no result",
+                                     options=as_table(options[name]))
+        else:
+            result = run.result
+        result.plugin = run.plugin
+        result.runtime_s = run.seconds
+        results[name] = result
+        warnings += [f"{name}: {w}" for w in result.warnings]
+
+    report = AuditReport(
+        hepaudit_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        config=as_table(cfg),
+        model={**tagger.info.to_dict(), "score": tagger.score_spec.describe()},
+        data={"files": sample.summary(), "tree": cfg.data.tree, "n_jets": outcome.n_jets,
+              "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label, "weight": cfg.data.weight,
+              "reference": reference.summary() if reference else None},
+        features=builder.features,
+        explainers=results,
+        agreement=_agreement(results),
+        per_jet="per_jet.root" if per_jet is not None and per_jet.entries else None,
+        warnings=warnings,
+        groups={g: [builder.features[k] for k in ks] for g, ks in builder.groups().items()},
+        output_dir=str(out_dir) if out_dir else None,
+    )
+    report.sections = host.report_sections(report)
+    report.gates = evaluate_gates(cfg.gates, report)
+    report.timing = {"total_s": time.perf_counter() - t_start, "read_s": outcome.read_s,
+                     "input_stats_s": stats_s, "inference_s": tagger.inference_s,
+                     **{f"{n}_s": r.runtime_s for n, r in results.items()}}
+    if out_dir is not None:
+        from hepaudit.report.writer import write_report
+
+        write_report(report, out_dir)
+    return report
+

@@ -1,0 +1,231 @@
+"""The audit config: TOML in, typed and validated :class:`AuditConfig` out.
+
+Follows docs/contract.md section 2. Paths are resolved relative to the config file;
+unknown keys and wrong types raise :class:`~hepaudit.errors.ConfigError` naming the key.
+Explainer tables are kept as raw dicts here and validated against each explainer's own
+options class once the plugins are known.
+"""
+
+from __future__ import annotations
+
+import glob
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from hepaudit.errors import ConfigError, close_matches
+from hepaudit.options import parse_table
+
+InputKind = Literal["jet", "constituents", "mask"]
+Layout = Literal["flat", "particles", "channels"]
+
+
+@dataclass(frozen=True)
+class ClassSumScore:
+    """A class-sum discriminant S / (S + B) over named (or numbered) output columns."""
+
+    signal: tuple[str | int, ...]
+    background: tuple[str | int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.signal or not self.background:
+            raise ValueError("score: signal and background must each name at least one class")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str
+    output: str | None = None
+    score: int | ClassSumScore | None = None
+    classes: tuple[str, ...] | None = None
+    batch_size: int = 65536
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """A set of ROOT files and a tree: the audited ``[data]`` or a ``[reference]``."""
+
+    files: tuple[str, ...]
+    tree: str = "jets"
+    label: str | None = None
+    weight: str | None = None
+    max_jets: int | None = None
+    step_size: int = 100_000
+    nonfinite: Literal["fail", "drop"] = "fail"  # NaN/inf in inputs or scores
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ValueError("files: give at least one file or glob")
+        if self.step_size < 1:
+            raise ValueError("step_size must be at least 1")
+        if self.max_jets is not None and self.max_jets < 0:
+            raise ValueError("max_jets must not be negative")
+
+
+@dataclass(frozen=True)
+class MomentumBranches:
+    """Jagged constituent branches, Cartesian (px, py, pz, energy) or (pt, eta, phi, mass)."""
+
+    px: str | None = None
+    py: str | None = None
+    pz: str | None = None
+    energy: str | None = None
+    pt: str | None = None
+    eta: str | None = None
+    phi: str | None = None
+    mass: str | None = None
+
+    def __post_init__(self) -> None:
+        cart = (self.px, self.py, self.pz, self.energy)
+        polar = (self.pt, self.eta, self.phi, self.mass)
+        if not (all(cart) and not any(polar)) and not (all(polar) and not any(cart)):
+            raise ValueError("momentum: give either px, py, pz, energy or pt, eta, phi, mass")
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        cart = (self.px, self.py, self.pz, self.energy)
+        return tuple(b for b in (cart if all(cart) else (self.pt, self.eta, self.phi, self.mass)) if b)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """One ONNX model input and how to build it from the tree."""
+
+    name: str
+    kind: InputKind
+    momentum: MomentumBranches | None = None
+    features: tuple[str, ...] | None = None
+    max_particles: int | None = None
+    preprocess: str | None = None
+    layout: Layout = "flat"
+    of: str | None = None  # for masks: the constituents input it masks
+    branches: tuple[str, ...] | None = None  # for kind = "jet"
+
+    def __post_init__(self) -> None:
+        if self.kind == "jet" and not self.branches:
+            raise ValueError(f"input {self.name!r} has kind = \"jet\" and needs branches = [...]")
+        if self.kind == "constituents":
+            if self.momentum is None:
+                raise ValueError(f"input {self.name!r} has kind = \"constituents\" and needs momentum = {{...}}")
+            if not self.max_particles or self.max_particles < 1:
+                raise ValueError(f"input {self.name!r} needs max_particles >= 1")
+            if not self.features and not self.preprocess:
+                raise ValueError(f"input {self.name!r} needs features = [...] or a preprocess recipe")
+
+
+@dataclass(frozen=True)
+class GateRule:
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min or max")
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    seed: int = 0
+    progress: bool = True
+    executor: Literal["local"] = "local"
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The whole audit, as run. ``source`` is the config file (None when built in code)."""
+
+    model: ModelConfig
+    data: SampleConfig
+    inputs: tuple[InputConfig, ...]
+    explainers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reference: SampleConfig | None = None
+    gates: dict[str, GateRule] = field(default_factory=dict)
+    execution: ExecutionConfig = ExecutionConfig()
+    source: str | None = None
+
+
+_TOP_LEVEL = ("model", "data", "inputs", "explainers", "reference", "gates", "execution")
+
+
+def _resolve_path(path: str, base: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base / p))
+
+
+def resolve_files(patterns: tuple[str, ...], where: str) -> list[Path]:
+    """Expand globs (already absolute) in order; a pattern matching nothing is an error."""
+    files: list[Path] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise ConfigError(f"{where}: the glob {pattern!r} matches no file")
+            files.extend(Path(m) for m in matches)
+        else:
+            files.append(Path(pattern))
+    return files
+
+
+def _sample(table: Any, where: str, base: Path) -> SampleConfig:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}]: expected a table")
+    sample = parse_table(SampleConfig, table, where)
+    return replace(sample, files=tuple(_resolve_path(f, base) for f in sample.files))
+
+
+def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None) -> AuditConfig:
+    """Validate a parsed TOML document; relative paths are taken from ``base``."""
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            raise ConfigError(f"unknown key [{key}]{close_matches(key, _TOP_LEVEL)}")
+    for key in ("model", "data", "inputs"):
+        if key not in raw:
+            raise ConfigError(f"missing [{key}] table" if key != "inputs" else "missing [[inputs]] tables")
+    model = parse_table(ModelConfig, raw["model"], "model")
+    model = replace(model, path=_resolve_path(model.path, base))
+    data = _sample(raw["data"], "data", base)
+    if not isinstance(raw["inputs"], list):
+        raise ConfigError("inputs: expected [[inputs]] tables (an array of tables)")
+    inputs = tuple(parse_table(InputConfig, t, f"inputs[{i}]") for i, t in enumerate(raw["inputs"]))
+    names = [i.name for i in inputs]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"inputs: the ONNX input {sorted(dupes)[0]!r} is configured twice")
+    explainers = raw.get("explainers", {})
+    if not isinstance(explainers, dict) or not all(isinstance(v, dict) for v in explainers.values()):
+        raise ConfigError("explainers: expected [explainers.NAME] tables")
+    reference = _sample(raw["reference"], "reference", base) if "reference" in raw else None
+    gates_raw = raw.get("gates", {})
+    if not isinstance(gates_raw, dict):
+        raise ConfigError("gates: expected a table of \"explainer.field\" = { min = ..., max = ... }")
+    gates = {k: parse_table(GateRule, v if isinstance(v, dict) else {"_": v}, f"gates.{k}")
+             for k, v in gates_raw.items()}
+    execution = parse_table(ExecutionConfig, raw.get("execution", {}), "execution")
+    return AuditConfig(model=model, data=data, inputs=inputs, explainers=dict(explainers),
+                       reference=reference, gates=gates, execution=execution, source=source)
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    """Read and validate an audit config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    try:
+        return config_from_dict(raw, path.resolve().parent, source=str(path.resolve()))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

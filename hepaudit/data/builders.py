@@ -1,0 +1,216 @@
+"""The one place that turns tree branches into model input tensors.
+
+:class:`InputBuilder` knows, for every ``[[inputs]]`` table, which branches it needs,
+how to build its float32 tensor for a chunk (flat jet branches, constituents through a
+recipe or derived features, masks), and the name of every feature in model order.
+Explainers address features through :attr:`InputBuilder.slots`: which input tensor and
+which flat position within a jet's row hold feature k. Groups ``particle_{i}`` and
+``feature_{name}`` are derived from the same names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import awkward as ak
+import numpy as np
+
+from hepaudit.config import InputConfig
+from hepaudit.data.constituents import (
+    DERIVED_FEATURES,
+    derive_feature,
+    jet_axis,
+    momenta_from_cartesian,
+    momenta_from_ptetaphi,
+    pad_jagged,
+    padding_mask,
+)
+from hepaudit.data.recipes import Recipe
+from hepaudit.errors import ConfigError, close_matches
+from hepaudit.model.graph import TensorInfo
+
+
+@dataclass(frozen=True)
+class FeatureSlot:
+    """Feature ``name`` lives in input ``input`` at flat position ``index`` of a jet's row."""
+
+    name: str
+    input: str
+    index: int
+    particle: int | None = None  # constituent rank, for constituent features
+    base: str | None = None  # the per-particle feature name, e.g. "pt"
+
+
+def _feature_order(names: tuple[str, ...], particles: int, layout: str) -> list[tuple[str, int, int]]:
+    """(feature, particle, flat index) in the model's own memory order for the layout."""
+    n_feat = len(names)
+    if layout == "channels":
+        return [(names[f], p, f * particles + p) for f in range(n_feat) for p in range(particles)]
+    return [(names[f], p, p * n_feat + f) for p in range(particles) for f in range(n_feat)]
+
+
+class InputBuilder:
+    """Builds every configured model input for a chunk of jets."""
+
+    def __init__(self, inputs: tuple[InputConfig, ...], recipes: Mapping[str, Recipe],
+                 model_inputs: tuple[TensorInfo, ...]) -> None:
+        self.inputs = inputs
+        self.recipes = dict(recipes)
+        self.model_inputs = {t.name: t for t in model_inputs}
+        for cfg in inputs:
+            if cfg.name not in self.model_inputs:
+                raise ConfigError(f"inputs: the model has no input {cfg.name!r}{close_matches(cfg.name, self.model_inputs)}"
+                                  f" (model inputs: {', '.join(self.model_inputs)})")
+            if cfg.preprocess and cfg.preprocess not in self.recipes:
+                raise ConfigError(f"inputs.{cfg.name}.preprocess: unknown recipe {cfg.preprocess!r}"
+                                  f"{close_matches(cfg.preprocess, self.recipes)} (known: {', '.join(sorted(self.recipes))})")
+        missing = [n for n in self.model_inputs if n not in {c.name for c in inputs}]
+        if missing:
+            raise ConfigError(f"inputs: the model input {missing[0]!r} has no [[inputs]] table "
+                              f"(model inputs: {', '.join(self.model_inputs)})")
+        constituents = [c for c in inputs if c.kind == "constituents"]
+        for cfg in inputs:
+            if cfg.kind == "mask":
+                target = cfg.of or (constituents[0].name if len(constituents) == 1 else None)
+                if target is None or target not in {c.name for c in constituents}:
+                    raise ConfigError(f"inputs.{cfg.name}.of: name the constituents input this mask belongs to")
+        self._mask_of = {c.name: (c.of or constituents[0].name) for c in inputs if c.kind == "mask"}
+        self.flat_branches: list[str] = []
+        self.jagged_branches: list[str] = []
+        for cfg in inputs:
+            if cfg.kind == "jet":
+                self.flat_branches += [b for b in cfg.branches or () if b not in self.flat_branches]
+            elif cfg.kind == "constituents":
+                assert cfg.momentum is not None
+                extra = [f for f in cfg.features or () if f not in DERIVED_FEATURES] if not cfg.preprocess else []
+                self.jagged_branches += [b for b in (*cfg.momentum.branches, *extra) if b not in self.jagged_branches]
+        self.slots = self._make_slots()
+        self.features = [s.name for s in self.slots]
+
+    # -- names -----------------------------------------------------------------------------------
+    def _per_particle_names(self, cfg: InputConfig) -> tuple[str, ...]:
+        if cfg.preprocess:
+            recipe_features = _recipe_feature_names(self.recipes[cfg.preprocess])
+            if cfg.features:
+                if recipe_features is not None and len(cfg.features) != len(recipe_features):
+                    raise ConfigError(f"inputs.{cfg.name}.features: the recipe {cfg.preprocess!r} makes "
+                                      f"{len(recipe_features)} features ({', '.join(recipe_features)}), "
+                                      f"{len(cfg.features)} are named")
+                return tuple(cfg.features)
+            if recipe_features is None:
+                raise ConfigError(f"inputs.{cfg.name}.features: name the features recipe {cfg.preprocess!r} makes")
+            return recipe_features
+        return tuple(cfg.features or ())
+
+    def _make_slots(self) -> list[FeatureSlot]:
+        feature_inputs = [c for c in self.inputs if c.kind != "mask"]
+        prefix = len(feature_inputs) > 1
+        slots: list[FeatureSlot] = []
+        for cfg in feature_inputs:
+            pre = f"{cfg.name}." if prefix else ""
+            if cfg.kind == "jet":
+                slots += [FeatureSlot(pre + b, cfg.name, i) for i, b in enumerate(cfg.branches or ())]
+            else:
+                names = self._per_particle_names(cfg)
+                assert cfg.max_particles is not None
+                for feat, p, index in _feature_order(names, cfg.max_particles, cfg.layout):
+                    slots.append(FeatureSlot(f"{pre}{feat}_{p}", cfg.name, index, p, pre + feat))
+        return slots
+
+    def groups(self) -> dict[str, list[int]]:
+        """``particle_{i}`` and ``feature_{name}`` groups as lists of feature indices."""
+        groups: dict[str, list[int]] = {}
+        for k, slot in enumerate(self.slots):
+            if slot.particle is None:
+                continue
+            prefix = slot.name[: slot.name.index(".") + 1] if "." in slot.name else ""
+            groups.setdefault(f"{prefix}particle_{slot.particle}", []).append(k)
+            groups.setdefault(f"feature_{slot.base}", []).append(k)
+        return groups
+
+    def match(self, patterns: list[str]) -> list[int]:
+        """Feature indices matching glob patterns like ``pt_*`` (for user-defined groups)."""
+        regexes = [re.compile("^" + re.escape(p).replace(r"\*", ".*").replace(r"\?", ".") + "$") for p in patterns]
+        return [k for k, name in enumerate(self.features) if any(r.match(name) for r in regexes)]
+
+    @property
+    def branches(self) -> list[str]:
+        return self.flat_branches + self.jagged_branches
+
+    # -- building --------------------------------------------------------------------------------
+    def build(self, arrays: ak.Array) -> dict[str, np.ndarray]:
+        """Every model input for this chunk, float32 (or the model's dtype), in model shape."""
+        built: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        for cfg in self.inputs:
+            if cfg.kind == "jet":
+                cols = [ak.to_numpy(arrays[b]).astype(np.float32) for b in cfg.branches or ()]
+                built[cfg.name] = np.stack(cols, axis=1) if cols else np.zeros((len(arrays), 0), np.float32)
+            elif cfg.kind == "constituents":
+                values, mask = self._constituents(cfg, arrays)
+                masks[cfg.name] = mask
+                built[cfg.name] = _layout(values, cfg.layout)
+        for cfg in self.inputs:
+            if cfg.kind == "mask":
+                built[cfg.name] = masks[self._mask_of[cfg.name]]
+        return {name: self._fit_rank(name, value) for name, value in built.items()}
+
+    def _constituents(self, cfg: InputConfig, arrays: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+        mom = cfg.momentum
+        assert mom is not None and cfg.max_particles is not None
+        if mom.px:
+            parts = momenta_from_cartesian(arrays[mom.px], arrays[mom.py], arrays[mom.pz], arrays[mom.energy])
+        else:
+            parts = momenta_from_ptetaphi(arrays[mom.pt], arrays[mom.eta], arrays[mom.phi], arrays[mom.mass])
+        order = ak.argsort(parts.pt, axis=1, ascending=False, stable=True)
+        parts = parts[order]
+        jet = jet_axis(parts)
+        if cfg.preprocess:
+            out = self.recipes[cfg.preprocess](parts, jet, cfg.max_particles)
+            return out.values, out.mask
+        columns = []
+        for feat in cfg.features or ():
+            jagged = derive_feature(feat, parts, jet) if feat in DERIVED_FEATURES else arrays[feat][order]
+            columns.append(pad_jagged(jagged, cfg.max_particles))
+        return np.stack(columns, axis=-1), padding_mask(parts, cfg.max_particles)
+
+    def _fit_rank(self, name: str, value: np.ndarray) -> np.ndarray:
+        """Add the trailing or channel axes of size one a model's input declares, e.g. (N,C,P,1)."""
+        want = self.model_inputs[name].shape
+        if len(want) == value.ndim + 1:
+            if want[-1] == 1:
+                value = value[..., None]
+            elif len(want) > 1 and want[1] == 1:
+                value = value[:, None]
+        dtype = self.model_inputs[name].dtype
+        return np.ascontiguousarray(value, dtype=np.dtype(dtype) if dtype.startswith(("float", "int")) else np.float32)
+
+
+def _layout(values: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "flat":
+        return values.reshape(len(values), -1)
+    if layout == "channels":
+        return np.ascontiguousarray(values.transpose(0, 2, 1))
+    return values
+
+
+def _recipe_feature_names(recipe: Recipe) -> tuple[str, ...] | None:
+    """Ask a recipe its feature names by running it on one empty jet."""
+    empty = momenta_from_cartesian(*(ak.Array([[1.0]]) for _ in range(3)), ak.Array([[2.0]]))
+    try:
+        return tuple(recipe(empty, jet_axis(empty), 1).features)
+    except Exception:
+        return None
+
+
+def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The (N, K) matrix of every feature in model order, gathered from the input tensors."""
+    n = len(next(iter(inputs.values())))
+    flat = {name: value.reshape(n, -1) for name, value in inputs.items()}
+    by_input: dict[str, list[int]] = {}
+    for slot in builder.slots:
+        by_input.setdefault(slot.input, []).append(slot.index)
+    # slots are grouped by input in model order, so concatenating per input keeps the order
+    return np.concatenate([flat[name][:, idx] for name, idx in by_input.items()], axis=1)

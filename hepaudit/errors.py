@@ -1,0 +1,40 @@
+"""The errors hepaudit raises for users, each with the exit code the CLI maps it to.
+
+Messages are one or two lines naming the file, branch, ONNX input or config key at
+fault, with what was expected and what was found (docs/contract.md section 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HepauditError(Exception):
+    """Base class: an error meant for the user, not a bug. ``exit_code`` per the contract."""
+
+    exit_code: int = 1
+
+
+class ConfigError(HepauditError):
+    """Bad usage or bad config (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(HepauditError):
+    """The input data cannot be read or used (exit code 1)."""
+
+
+class ModelError(HepauditError):
+    """The ONNX model cannot be loaded, does not match the config, or misbehaves (exit 1)."""
+
+
+class OutputError(HepauditError):
+    """The output folder cannot be written (exit code 1)."""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """A ``" (close matches: a, b)"`` suffix for error messages, or ``""`` when none."""
+    found = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)
+    return f" (close matches: {', '.join(found)})" if found else ""

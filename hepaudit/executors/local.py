@@ -1,0 +1,195 @@
+"""The local executor: one loop over chunks, every explainer fed from it.
+
+Each chunk is read once, its inputs built once and scored once; then every explainer
+updates its partial state from the same :class:`~hepaudit.explainers.base.Chunk`. One
+explainer's exception marks it "failed" and the others go on. Per-jet columns are
+written as the loop goes, so memory does not grow with the number of jets beyond what
+explainers keep. A first, lighter pass computes x̄ and the input warnings when an
+explainer needs the mean.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from hepaudit.data.builders import InputBuilder, feature_matrix
+from hepaudit.data.reading import RawChunk, Sample
+from hepaudit.data.stats import InputStats
+from hepaudit.errors import DataError, ModelError
+from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.model.session import Tagger
+from hepaudit.report.per_jet import PerJetWriter
+from hepaudit.results import ExplainerResult
+
+
+@dataclass
+class ExplainerRun:
+    """An explainer instance with its state and bookkeeping during the loop."""
+
+    name: str
+    plugin: dict[str, str]
+    explainer: Explainer[Any] | None = None
+    state: Any = None
+    seconds: float = 0.0
+    error: str | None = None
+    result: ExplainerResult | None = None
+
+
+@dataclass
+class Job:
+    """Everything the executor needs, prepared by :mod:`hepaudit.audit`."""
+
+    sample: Sample
+    builder: InputBuilder
+    tagger: Tagger
+    context: AuditContext
+    runs: list[ExplainerRun]
+    label: str | None
+    weight: str | None
+    nonfinite: str
+    per_jet: PerJetWriter | None
+    progress: bool
+    debug: bool = False
+
+
+@dataclass
+class Outcome:
+    read_s: float = 0.0
+    n_jets: int = 0
+    n_dropped: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="jet", unit_scale=True, desc=desc, file=sys.stderr,
+                disable=not (enabled and sys.stderr.isatty()), leave=False)
+
+
+def _nonfinite_rows(inputs: dict[str, np.ndarray]) -> np.ndarray:
+    bad = np.zeros(len(next(iter(inputs.values()))), bool)
+    for value in inputs.values():
+        bad |= ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+    return bad
+
+
+def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | None:
+    return None if branch is None else ak.to_numpy(arrays[branch]).astype(dtype)
+
+
+class LocalExecutor:
+    """Runs a :class:`Job` in this process."""
+
+    def __init__(self) -> None:
+        self.outcome = Outcome()
+
+    def _chunks(self, sample: Sample, branches: list[str], job: Job, desc: str) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+        """Read and build inputs chunk by chunk, applying the non-finite policy to inputs."""
+        bar = _progress(sample.n_entries, job.progress, desc)
+        try:
+            t0 = time.perf_counter()
+            for raw in sample.chunks(branches):
+                inputs = job.builder.build(raw.arrays)
+                bad = _nonfinite_rows(inputs)
+                if bad.any():
+                    if job.nonfinite == "fail":
+                        first = int(raw.entries[np.flatnonzero(bad)[0]])
+                        raise DataError(f"{raw.file}: {int(bad.sum())} of {len(bad)} jets in this chunk have NaN or inf "
+                                        f"model inputs (first at entry {first}); fix the input or set "
+                                        f"{sample.where}.nonfinite = \"drop\"")
+                    keep = ~bad
+                    inputs = {k: v[keep] for k, v in inputs.items()}
+                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
+                    self.outcome.n_dropped += int(bad.sum())
+                self.outcome.read_s += time.perf_counter() - t0
+                yield raw, inputs
+                bar.update(len(bad))
+                t0 = time.perf_counter()
+        finally:
+            bar.close()
+
+    def input_stats(self, sample: Sample, job: Job) -> InputStats:
+        """The first pass: sums of every input (for x̄) and feature moments (for warnings)."""
+        stats = InputStats()
+        for _, inputs in self._chunks(sample, job.builder.branches, job, "input means"):
+            stats.update(inputs, feature_matrix(job.builder, inputs))
+        return stats
+
+    def run(self, job: Job) -> Outcome:
+        branches = job.builder.branches + [b for b in (job.label, job.weight) if b and b not in job.builder.branches]
+        live = [r for r in job.runs if r.error is None and r.explainer is not None]
+        for run in live:
+            t0 = time.perf_counter()
+            try:
+                run.state = run.explainer.start()  # type: ignore[union-attr]
+            except Exception as exc:  # an explainer's bug must not stop the audit
+                run.error = _describe(exc, job.debug)
+            run.seconds += time.perf_counter() - t0
+        try:
+            for raw, inputs in self._chunks(job.sample, branches, job, "auditing"):
+                labels = _column(raw.arrays, job.label, np.int8)
+                weights = _column(raw.arrays, job.weight, np.float64)
+                out = job.tagger.run(inputs)
+                bad = ~(np.isfinite(out.score) & np.isfinite(out.logit))
+                if bad.any():
+                    first = int(raw.entries[np.flatnonzero(bad)[0]])
+                    if job.nonfinite == "fail":
+                        raise ModelError(f"{job.tagger.path}: the model returned NaN or inf for {int(bad.sum())} of "
+                                         f"{len(bad)} jets (first at entry {first}); set data.nonfinite = \"drop\" "
+                                         "to leave them out")
+                    keep = ~bad
+                    self.outcome.n_dropped += int(bad.sum())
+                    inputs = {k: v[keep] for k, v in inputs.items()}
+                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
+                    out.score, out.logit = out.score[keep], out.logit[keep]
+                    out.extra = {k: v[keep] for k, v in out.extra.items()}
+                    labels = None if labels is None else labels[keep]
+                    weights = None if weights is None else weights[keep]
+                chunk = Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights,
+                              out.extra, raw.arrays)
+                for run in live:
+                    if run.error is not None:
+                        continue
+                    t0 = time.perf_counter()
+                    try:
+                        run.state = run.explainer.update(run.state, chunk)  # type: ignore[union-attr]
+                    except Exception as exc:
+                        run.error = _describe(exc, job.debug)
+                    run.seconds += time.perf_counter() - t0
+                self.outcome.n_jets += len(chunk)
+                if job.per_jet is not None:
+                    columns: dict[str, np.ndarray] = {"entry": chunk.entries, "score": chunk.score.astype(np.float32)}
+                    if labels is not None:
+                        columns["label"] = labels.astype(np.int32)
+                    columns.update(chunk.per_jet)
+                    job.per_jet.write(columns)
+        except BaseException:
+            if job.per_jet is not None:
+                job.per_jet.abort()
+            raise
+        for run in live:
+            if run.error is not None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                run.result = run.explainer.finish(run.state)  # type: ignore[union-attr]
+            except Exception as exc:
+                run.error = _describe(exc, job.debug)
+            run.seconds += time.perf_counter() - t0
+        return self.outcome
+
+
+def _describe(exc: BaseException, debug: bool) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if debug:
+        text += "\n" + "".join(traceback.format_exception(exc))
+    return text

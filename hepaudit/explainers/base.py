@@ -1,0 +1,174 @@
+"""The explainer protocol: one small base class, a chunk, and the audit context.
+
+An explainer turns chunks into a mergeable partial state and the merged state into an
+:class:`~hepaudit.results.ExplainerResult`:
+
+    start() -> state;  update(state, chunk) -> state;  merge(a, b) -> state;  finish(state)
+
+The executor owns the loop; an explainer never opens files or builds sessions. What it
+needs beyond the chunk (labels, the mean input x̄, graph weights, hidden tensors) it
+declares in ``needs`` and finds in the :class:`AuditContext`. Per-jet outputs go into
+``chunk.per_jet`` and end up in per_jet.root.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from hepaudit.results import ExplainerResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.model.session import Tagger
+
+State = TypeVar("State")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """For explainers without options."""
+
+
+@dataclass
+class AuditContext:
+    """What every explainer may read: the model, the input layout, shared statistics."""
+
+    tagger: Tagger
+    builder: InputBuilder
+    features: list[str]
+    groups: dict[str, list[int]]
+    input_mean: dict[str, np.ndarray] | None = None  # x̄ per input, one jet's row each
+    seed: int = 0
+    has_labels: bool = False
+    has_weights: bool = False
+    n_jets: int = 0
+    n_signal: int = 0
+    n_background: int = 0
+    warnings: list[str] = field(default_factory=list)
+    _baselines: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def baseline(self, spec: str | float) -> dict[str, np.ndarray]:
+        """Replacement values per input (one jet's row): ``"mean"`` = x̄, or a constant."""
+        key = repr(spec)
+        if key not in self._baselines:
+            if spec == "mean":
+                if self.input_mean is None:
+                    raise RuntimeError("the input mean was not computed; declare needs = {'input_mean'}")
+                self._baselines[key] = self.input_mean
+            elif isinstance(spec, (int, float)):
+                shapes = {name: row.shape for name, row in (self.input_mean or {}).items()}
+                if not shapes:
+                    shapes = {name: self.tagger_input_row(name) for name in self.builder.model_inputs}
+                self._baselines[key] = {n: np.full(s, float(spec), np.float32) for n, s in shapes.items()}
+            else:
+                raise ValueError(f"baseline must be \"mean\" or a number, not {spec!r}")
+        return self._baselines[key]
+
+    def tagger_input_row(self, name: str) -> tuple[int, ...]:
+        shape = self.builder.model_inputs[name].shape[1:]
+        return tuple(int(d) if isinstance(d, int) else 1 for d in shape)
+
+
+class Chunk:
+    """A chunk of jets with their built inputs and base scores, shared by all explainers.
+
+    Occluded forward passes are computed on first request and cached for the chunk, so
+    explainers that need the same occlusions (ΔAUC and MAD) pay for them once.
+    """
+
+    def __init__(self, entries: np.ndarray, inputs: dict[str, np.ndarray], score: np.ndarray,
+                 logit: np.ndarray, context: AuditContext, labels: np.ndarray | None = None,
+                 weights: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
+                 arrays: Any = None) -> None:
+        self.entries = entries
+        self.inputs = inputs
+        self.score = score
+        self.logit = logit
+        self.labels = labels
+        self.weights = weights
+        self.extra = extra or {}
+        self.arrays = arrays  # the raw awkward branches, for observables
+        self.context = context
+        self.per_jet: dict[str, np.ndarray] = {}
+        self._occluded: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def occluded(self, units: Sequence[Sequence[int]], baseline: str | float = "mean"
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and logits, shape (len(units), N), with each unit's features replaced.
+
+        A unit is a list of feature indices occluded together (one feature, or a group);
+        ``baseline`` is ``"mean"`` (x̄) or a constant (see :meth:`AuditContext.baseline`).
+        Results are cached per (unit, baseline) for the life of the chunk, so explainers
+        asking for the same occlusions share the forward passes.
+        """
+        slots = self.context.builder.slots
+        values = self.context.baseline(baseline)
+        tag = repr(baseline)
+        scores = np.empty((len(units), len(self)))
+        logits = np.empty((len(units), len(self)))
+        for row, unit in enumerate(units):
+            key = (tag, *unit)
+            if key not in self._occluded:
+                by_input: dict[str, list[int]] = {}
+                for k in unit:
+                    by_input.setdefault(slots[k].input, []).append(slots[k].index)
+                feed = dict(self.inputs)
+                for name, positions in by_input.items():
+                    flat = self.inputs[name].reshape(len(self), -1).copy()
+                    flat[:, positions] = values[name].reshape(-1)[positions]
+                    feed[name] = flat.reshape(self.inputs[name].shape)
+                out = self.context.tagger.run(feed, extra=False)
+                self._occluded[key] = (out.score, out.logit)
+            scores[row], logits[row] = self._occluded[key]
+        return scores, logits
+
+
+class Explainer(ABC, Generic[State]):
+    """Base class for explainers. Subclass, set the class variables, implement the methods.
+
+    ``name`` is the config table and the report key; ``Options`` a dataclass of options with
+    defaults (validated from the config table); ``needs`` what the executor must provide:
+    ``"labels"`` (the audit skips the explainer, with the reason, when labels are missing
+    or one class only) and ``"input_mean"`` (x̄ in the context before the first chunk).
+    ``attribution`` says whether the result carries feature importance.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+    needs: ClassVar[frozenset[str]] = frozenset()
+    attribution: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def __init__(self, options: Any, context: AuditContext) -> None:
+        self.options = options
+        self.context = context
+
+    def start(self) -> State:
+        """An empty partial state."""
+        return None  # type: ignore[return-value]
+
+    @abstractmethod
+    def update(self, state: State, chunk: Chunk) -> State:
+        """Fold one chunk into the state (and optionally fill ``chunk.per_jet``)."""
+
+    @abstractmethod
+    def merge(self, a: State, b: State) -> State:
+        """Combine the states of two disjoint sets of chunks."""
+
+    @abstractmethod
+    def finish(self, state: State) -> ExplainerResult:
+        """The result from the merged state of every chunk."""
+
+    def result(self, **kwargs: Any) -> ExplainerResult:
+        """A result carrying this explainer's name and options; for use in ``finish``."""
+        from hepaudit.options import as_table
+
+        return ExplainerResult(name=self.name, options=as_table(self.options), **kwargs)

@@ -1,0 +1,202 @@
+"""Reading an ONNX graph: safe loading, introspection, the score head, hidden tensors.
+
+Nothing here runs the model. ``load_model`` refuses external-data locations that leave
+the model's folder (the model is untrusted input); ``describe_model`` is what
+``hepaudit inspect`` and report.json show; ``find_head`` locates the Sigmoid/Softmax that
+turns the logit into the score, so the logit can be exposed exactly rather than
+recomputed from a saturated probability.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import external_data_helper
+
+from hepaudit.errors import ModelError
+
+ACTIVATION_OPS = frozenset({"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus",
+                            "PRelu", "HardSigmoid", "Gelu", "Mish", "ThresholdedRelu"})
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int | str | None, ...]  # ints for fixed dims, a name or None for dynamic ones
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    sha256: str
+    opset: int
+    producer: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    op_counts: dict[str, int]
+    n_parameters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "sha256": self.sha256, "opset": self.opset, "producer": self.producer,
+            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "op_counts": dict(self.op_counts), "n_parameters": self.n_parameters,
+        }
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file, checking it is ONNX and that external data stays in its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(f"{path}: not an ONNX model (no graph found)")
+    folder = path.resolve().parent
+    for tensor in external_data_helper._get_all_tensors(model):
+        if external_data_helper.uses_external_data(tensor):
+            info = external_data_helper.ExternalDataInfo(tensor)
+            target = (folder / info.location).resolve()
+            if folder not in target.parents:
+                raise ModelError(f"{path}: external data {info.location!r} of tensor {tensor.name!r} "
+                                 "lies outside the model's folder; refusing to read it")
+    if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
+        external_data_helper.load_external_data_for_model(model, str(folder))
+    return model
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type).name
+    except Exception:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    ttype = value.type.tensor_type
+    dims: list[int | str | None] = []
+    for d in ttype.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        elif d.HasField("dim_param"):
+            dims.append(d.dim_param)
+        else:
+            dims.append(None)
+    return TensorInfo(value.name, tuple(dims), _dtype_name(ttype.elem_type))
+
+
+def graph_inputs(model: onnx.ModelProto) -> tuple[TensorInfo, ...]:
+    """Real inputs: graph inputs that are not initializers (old exporters list weights too)."""
+    inits = {t.name for t in model.graph.initializer}
+    return tuple(_tensor_info(v) for v in model.graph.input if v.name not in inits)
+
+
+def describe_model(model: onnx.ModelProto, path: str | Path) -> ModelInfo:
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    producer = f"{model.producer_name} {model.producer_version}".strip()
+    n_params = sum(int(_numel(t.dims)) for t in model.graph.initializer)
+    return ModelInfo(
+        path=str(path), sha256=file_sha256(path), opset=opset, producer=producer,
+        inputs=graph_inputs(model), outputs=tuple(_tensor_info(v) for v in model.graph.output),
+        op_counts=dict(Counter(n.op_type for n in model.graph.node).most_common()),
+        n_parameters=n_params,
+    )
+
+
+def _numel(dims: Any) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n
+
+
+def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Tensor name -> the node that produces it."""
+    return {out: node for node in model.graph.node for out in node.output}
+
+
+_PASS_THROUGH = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Cast"})
+
+
+@dataclass(frozen=True)
+class Head:
+    """The score head: ``op`` is "Sigmoid" or "Softmax"; ``logit`` is the tensor it reads."""
+
+    op: str
+    logit: str
+    axis: int = -1
+
+
+def find_head(model: onnx.ModelProto, output: str) -> Head | None:
+    """The Sigmoid or Softmax whose result is ``output`` (through shape-only ops), if any."""
+    made_by = producers(model)
+    name = output
+    for _ in range(8):
+        node = made_by.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Sigmoid":
+            return Head("Sigmoid", node.input[0])
+        if node.op_type == "Softmax":
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+            return Head("Softmax", node.input[0], axis)
+        if node.op_type not in _PASS_THROUGH:
+            return None
+        name = node.input[0]
+    return None
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Type information for every tensor we can infer (inputs, outputs, intermediates)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+             + list(inferred.graph.output)}
+    return infos
+
+
+def with_extra_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of the model that also returns the named intermediate tensors."""
+    existing = {o.name for o in model.graph.output}
+    wanted = [n for n in names if n not in existing]
+    if not wanted:
+        return model
+    known = producers(model)
+    missing = [n for n in wanted if n not in known and n not in {i.name for i in model.graph.input}]
+    if missing:
+        raise ModelError(f"the model has no tensor named {missing[0]!r}")
+    types = value_types(model)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for name in wanted:
+        if name in types:
+            vi = onnx.ValueInfoProto()
+            vi.CopyFrom(types[name])
+            # drop the inferred shape: exporters' symbolic dims can disagree with onnxruntime
+            vi.type.tensor_type.ClearField("shape")
+        else:
+            vi = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        copy.graph.output.append(vi)
+    return copy

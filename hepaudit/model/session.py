@@ -1,0 +1,222 @@
+"""Running a tagger: an onnxruntime session, the signal score and its logit, batching.
+
+:class:`Tagger` is the only place hepaudit calls ``InferenceSession.run`` for the audited
+model. It checks the configured inputs against the graph, forms the signal score (an
+output column, or the class-sum discriminant S / (S + B)), exposes the logit tensor
+feeding the score's Sigmoid/Softmax when it can, runs in batches (padding the last batch
+for models whose batch dimension is fixed), and can return hidden tensors as extra
+outputs. It keeps the time spent inside onnxruntime so reports and benchmarks can quote it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from hepaudit.config import ClassSumScore, ModelConfig
+from hepaudit.errors import ConfigError, ModelError
+from hepaudit.model.graph import Head, ModelInfo, describe_model, find_head, load_model, with_extra_outputs
+
+
+@dataclass
+class ScoreSpec:
+    """How the signal score is formed from the chosen output; ``describe`` goes to the report."""
+
+    output: str
+    column: int | None  # a single column (None: the output is 1-D or has one column)
+    signal: tuple[int, ...] = ()
+    background: tuple[int, ...] = ()
+    head: Head | None = None
+    classes: tuple[str, ...] | None = None
+
+    @property
+    def is_class_sum(self) -> bool:
+        return bool(self.signal)
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"output": self.output}
+        if self.is_class_sum:
+            names = self.classes
+            out["kind"] = "class_sum"
+            out["signal"] = [names[i] if names else i for i in self.signal]
+            out["background"] = [names[i] if names else i for i in self.background]
+            out["formula"] = "S / (S + B)"
+        else:
+            out["kind"] = "column"
+            out["column"] = self.column if self.column is not None else 0
+            if self.classes and self.column is not None:
+                out["class"] = self.classes[self.column]
+        out["head"] = self.head.op if self.head else None
+        out["logit"] = f"input of {self.head.op} ({self.head.logit})" if self.head else "log(f / (1 - f))"
+        return out
+
+
+@dataclass
+class ModelOutputs:
+    """One batch of results: score f(x) and logit z(x) per jet, and any extra tensors."""
+
+    score: np.ndarray  # (N,) float64
+    logit: np.ndarray  # (N,) float64
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _class_index(ref: str | int, classes: tuple[str, ...] | None, n_columns: int | None) -> int:
+    if isinstance(ref, int):
+        index = ref
+    else:
+        if not classes or ref not in classes:
+            raise ConfigError(f"model.score: unknown class {ref!r}; set model.classes to name the output columns")
+        index = classes.index(ref)
+    if index < 0 or (n_columns is not None and index >= n_columns):
+        raise ConfigError(f"model.score: column {index} is out of range for an output with {n_columns} columns")
+    return index
+
+
+def _logsumexp(z: np.ndarray, cols: Sequence[int]) -> np.ndarray:
+    sub = z[:, list(cols)].astype(np.float64)
+    top = sub.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(sub - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+class Tagger:
+    """An ONNX tagger ready to score chunks of jets."""
+
+    def __init__(self, config: ModelConfig, extra_outputs: Sequence[str] = ()) -> None:
+        self.config = config
+        self.path = Path(config.path)
+        self.proto = load_model(self.path)
+        self.info: ModelInfo = describe_model(self.proto, self.path)
+        output_names = [o.name for o in self.info.outputs]
+        output = config.output or output_names[0]
+        if output not in output_names:
+            raise ConfigError(f"model.output: the model has no output {output!r} (outputs: {', '.join(output_names)})")
+        out_info = next(o for o in self.info.outputs if o.name == output)
+        n_columns = out_info.shape[-1] if len(out_info.shape) >= 2 and isinstance(out_info.shape[-1], int) else None
+        self.score_spec = self._score_spec(output, n_columns)
+        self._extra = list(extra_outputs)
+        self._base_outputs = [output] + ([self.score_spec.head.logit] if self.score_spec.head else [])
+        self.inference_s = 0.0
+        self.n_runs = 0
+        self._session = self._make_session(self._base_outputs + self._extra)
+        first = self.info.inputs[0].shape if self.info.inputs else ()
+        self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
+
+    # -- construction -------------------------------------------------------------------------
+    def _score_spec(self, output: str, n_columns: int | None) -> ScoreSpec:
+        cfg = self.config
+        classes = cfg.classes
+        if classes is not None and n_columns is not None and len(classes) != n_columns:
+            raise ConfigError(f"model.classes: {len(classes)} names given but output {output!r} has {n_columns} columns")
+        head = find_head(self.proto, output)
+        if isinstance(cfg.score, ClassSumScore):
+            sig = tuple(_class_index(c, classes, n_columns) for c in cfg.score.signal)
+            bkg = tuple(_class_index(c, classes, n_columns) for c in cfg.score.background)
+            if head is not None and head.op != "Softmax":
+                head = None
+            return ScoreSpec(output, None, sig, bkg, head, classes)
+        if cfg.score is None:
+            if n_columns not in (None, 1):
+                raise ConfigError(f"model.score: output {output!r} has {n_columns} columns; say which is the "
+                                  "signal score (score = N) or give a class-sum (score = {signal = [...], background = [...]})")
+            column = None
+        else:
+            column = _class_index(cfg.score, classes, n_columns)
+        if head is not None and head.op == "Softmax" and n_columns is None:
+            head = None
+        return ScoreSpec(output, column, head=head, classes=classes)
+
+    def _make_session(self, outputs: list[str]) -> ort.InferenceSession:
+        opts = ort.SessionOptions()
+        if self.config.threads:
+            opts.intra_op_num_threads = self.config.threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        proto: onnx.ModelProto = with_extra_outputs(self.proto, outputs)
+        try:
+            session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
+                                           providers=list(self.config.providers))
+        except Exception as exc:
+            raise ModelError(f"{self.path}: onnxruntime cannot load the model ({str(exc).splitlines()[0][:200]})") from None
+        self._output_names = outputs
+        return session
+
+    def expose(self, names: Sequence[str]) -> None:
+        """Also return these intermediate tensors from every run (e.g. hidden layers for NAP)."""
+        new = [n for n in names if n not in self._extra and n not in self._base_outputs]
+        if new:
+            self._extra.extend(new)
+            self._session = self._make_session(self._base_outputs + self._extra)
+
+    # -- running ------------------------------------------------------------------------------
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Every graph input present with a compatible per-jet shape; clear errors otherwise."""
+        for info in self.info.inputs:
+            if info.name not in inputs:
+                raise ModelError(f"{self.path}: ONNX input {info.name!r} is not configured "
+                                 f"(configured: {', '.join(inputs) or 'none'}); add an [[inputs]] table for it")
+            got = inputs[info.name].shape
+            want = info.shape
+            if len(got) != len(want) or any(isinstance(w, int) and w != g for w, g in zip(want[1:], got[1:])):
+                shown = ["N" if not isinstance(w, int) else w for w in want]
+                raise ModelError(f"{self.path}: ONNX input {info.name!r} expects shape {tuple(shown)}, "
+                                 f"the config builds {('N',) + tuple(got[1:])}")
+        extra = set(inputs) - {i.name for i in self.info.inputs}
+        if extra:
+            raise ConfigError(f"inputs: the model has no input {sorted(extra)[0]!r} "
+                              f"(model inputs: {', '.join(i.name for i in self.info.inputs)})")
+
+    def run(self, inputs: Mapping[str, np.ndarray], extra: bool = True) -> ModelOutputs:
+        """Score a chunk of jets of any length, batch by batch."""
+        n = len(next(iter(inputs.values())))
+        batch = self.fixed_batch or self.config.batch_size
+        pieces: list[dict[str, np.ndarray]] = []
+        for start in range(0, n, batch):
+            feed = {k: v[start:start + batch] for k, v in inputs.items()}
+            m = len(next(iter(feed.values())))
+            if self.fixed_batch and m < self.fixed_batch:  # pad the last batch of a fixed-batch model
+                feed = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed_batch - m, axis=0)]) for k, v in feed.items()}
+            t0 = time.perf_counter()
+            values = self._session.run(self._output_names, feed)
+            self.inference_s += time.perf_counter() - t0
+            self.n_runs += 1
+            pieces.append({name: val[:m] for name, val in zip(self._output_names, values)})
+        if not pieces:
+            empty = np.zeros(0)
+            return ModelOutputs(empty, empty, {k: np.zeros((0,)) for k in self._extra})
+        joined = {k: np.concatenate([p[k] for p in pieces]) for k in self._output_names}
+        score, logit = self._score_and_logit(joined)
+        extras = {k: joined[k] for k in self._extra} if extra else {}
+        return ModelOutputs(score, logit, extras)
+
+    def _score_and_logit(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.score_spec
+        raw = out[spec.output].astype(np.float64)
+        raw2 = raw.reshape(len(raw), -1)
+        z = out[spec.head.logit].astype(np.float64).reshape(len(raw), -1) if spec.head else None
+        if spec.is_class_sum:
+            s = raw2[:, list(spec.signal)].sum(axis=1)
+            b = raw2[:, list(spec.background)].sum(axis=1)
+            score = s / (s + b)
+            if z is not None:
+                return score, _logsumexp(z, spec.signal) - _logsumexp(z, spec.background)
+            return score, _prob_logit(score)
+        col = spec.column or 0
+        score = raw2[:, col]
+        if z is not None and spec.head is not None and spec.head.op == "Sigmoid":
+            return score, z[:, col] if z.shape[1] > col else z[:, 0]
+        if z is not None:  # softmax column c: z_c - logsumexp(others)
+            others = [i for i in range(z.shape[1]) if i != col]
+            return score, z[:, col] - _logsumexp(z, others)
+        return score, _prob_logit(score)
+
+
+def _prob_logit(p: np.ndarray) -> np.ndarray:
+    eps = 1e-15
+    q = np.clip(p, eps, 1 - eps)
+    return np.log(q) - np.log1p(-q)

@@ -1,0 +1,215 @@
+"""The plugin manager: built-ins, third-party entry points, blocking, and typed calls.
+
+Each audit (and each CLI invocation) makes its own :class:`PluginHost`; there is no
+module-global plugin manager. Built-ins are registered from :data:`DEFAULT_PLUGINS`, a
+tuple of in-package module names, so a source checkout works without installed
+metadata; third-party plugins come from the ``hepaudit`` entry-point group. A plugin is
+blocked by name with ``--disable NAME`` or ``HEPAUDIT_DISABLE_PLUGINS=NAME,NAME``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from hepaudit import __version__, hookspecs
+from hepaudit.data.recipes import Recipe
+from hepaudit.errors import ConfigError, HepauditError
+
+ENTRY_POINT_GROUP = "hepaudit"
+DISABLE_ENV = "HEPAUDIT_DISABLE_PLUGINS"
+
+#: The built-in plugins, by module name, registered under these short names.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "hepaudit.data.builtin_recipes",
+    "hepaudit.explainers.dauc",
+    "hepaudit.explainers.mad",
+)
+
+hookimpl = pluggy.HookimplMarker("hepaudit")
+
+
+def _short(module: str) -> str:
+    return module.rsplit(".", 1)[-1]
+
+
+class ExplainerRegistry:
+    """Handed to ``hepaudit_register_explainers``; call it with explainer classes."""
+
+    def __init__(self) -> None:
+        self.classes: dict[str, type] = {}
+        self.owner: dict[str, str] = {}
+        self._current = "?"
+
+    def __call__(self, explainer: type) -> None:
+        name = getattr(explainer, "name", None)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise HepauditError(f"plugin {self._current}: explainer {explainer!r} needs a `name` identifier")
+        if name in self.classes:
+            raise HepauditError(f"explainer {name!r} is registered by both {self.owner[name]} and {self._current}")
+        self.classes[name] = explainer
+        self.owner[name] = self._current
+
+
+class RecipeRegistry:
+    """Handed to ``hepaudit_register_recipes``; call it with ``(name, recipe)``."""
+
+    def __init__(self) -> None:
+        self.recipes: dict[str, Recipe] = {}
+        self.owner: dict[str, str] = {}
+        self._current = "?"
+
+    def __call__(self, name: str, recipe: Recipe) -> None:
+        if name in self.recipes:
+            raise HepauditError(f"recipe {name!r} is registered by both {self.owner[name]} and {self._current}")
+        self.recipes[name] = recipe
+        self.owner[name] = self._current
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    module: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+    explainers: list[str] = field(default_factory=list)
+    recipes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "module": self.module, "builtin": self.builtin,
+                "hooks": self.hooks, "explainers": self.explainers, "recipes": self.recipes}
+
+
+def disabled_from_env() -> list[str]:
+    return [n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()]
+
+
+class PluginHost:
+    """A fresh pluggy manager with hepaudit's hooks and typed wrappers for calling them."""
+
+    def __init__(self, disable: Iterable[str] = (), entry_points: bool = True,
+                 extra: Iterable[tuple[str, object]] = ()) -> None:
+        self.pm = pluggy.PluginManager("hepaudit")
+        self.pm.add_hookspecs(hookspecs)
+        self.disabled = sorted(set(disable) | set(disabled_from_env()))
+        for name in self.disabled:
+            self.pm.set_blocked(name)
+        self._versions: dict[str, str] = {}
+        self._modules: dict[str, str] = {}
+        self._builtin: set[str] = set()
+        for module in DEFAULT_PLUGINS:
+            name = _short(module)
+            if self.pm.is_blocked(name):
+                continue
+            self._register(importlib.import_module(module), name, __version__, module)
+            self._builtin.add(name)
+        if entry_points:
+            self._load_entry_points()
+        for name, plugin in extra:
+            self._register(plugin, name, "local", getattr(plugin, "__name__", name))
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise HepauditError(f"a plugin implements a hook hepaudit does not have: {exc}") from None
+        self._explainers: ExplainerRegistry | None = None
+        self._recipes: RecipeRegistry | None = None
+
+    def _register(self, plugin: object, name: str, version: str, module: str) -> None:
+        if self.pm.is_blocked(name) or self.pm.get_plugin(name) is not None:
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise HepauditError(f"plugin {name}: {exc}") from None
+        self._versions[name] = version
+        self._modules[name] = module
+
+    def _load_entry_points(self) -> None:
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if self.pm.is_blocked(ep.name) or self.pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise HepauditError(f"plugin {ep.name} ({ep.value}) failed to import: {type(exc).__name__}: {exc}; "
+                                    f"disable it with --disable {ep.name} or {DISABLE_ENV}={ep.name}") from None
+            version = ep.dist.version if ep.dist is not None else "?"
+            self._register(plugin, ep.name, version, ep.value)
+
+    def _each_plugin(self, hook: str, call: Callable[[object, str], None]) -> None:
+        """Call one registration hook plugin by plugin, so the registries know who registered what."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            call(impl.function, impl.plugin_name)
+
+    # -- typed calls -----------------------------------------------------------------------------
+    def explainers(self) -> ExplainerRegistry:
+        if self._explainers is None:
+            registry = ExplainerRegistry()
+
+            def call(fn: Any, plugin: str) -> None:
+                registry._current = plugin
+                fn(register=registry)
+
+            self._each_plugin("hepaudit_register_explainers", call)
+            self._explainers = registry
+        return self._explainers
+
+    def recipes(self) -> RecipeRegistry:
+        if self._recipes is None:
+            registry = RecipeRegistry()
+
+            def call(fn: Any, plugin: str) -> None:
+                registry._current = plugin
+                fn(register=registry)
+
+            self._each_plugin("hepaudit_register_recipes", call)
+            self._recipes = registry
+        return self._recipes
+
+    def explainer_class(self, name: str) -> type:
+        classes = self.explainers().classes
+        if name not in classes:
+            from hepaudit.errors import close_matches
+
+            raise ConfigError(f"unknown explainer {name!r}{close_matches(name, classes)} "
+                              f"(available: {', '.join(sorted(classes))})")
+        return classes[name]
+
+    def plugin_of(self, explainer: str) -> dict[str, str]:
+        owner = self.explainers().owner.get(explainer, "?")
+        return {"name": owner, "version": self._versions.get(owner, "?")}
+
+    def report_sections(self, report: Any) -> list[Any]:
+        sections: list[Any] = []
+        for result in self.pm.hook.hepaudit_report_sections(report=report):
+            sections.extend(result or [])
+        return sections
+
+    def register_commands(self, cli: Any) -> None:
+        self.pm.hook.hepaudit_register_commands(cli=cli)
+
+    def info(self) -> list[PluginInfo]:
+        explainers = self.explainers()
+        recipes = self.recipes()
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            out.append(PluginInfo(
+                name=name, version=self._versions.get(name, "?"), module=self._modules.get(name, "?"),
+                builtin=name in self._builtin, hooks=hooks,
+                explainers=sorted(e for e, o in explainers.owner.items() if o == name),
+                recipes=sorted(r for r, o in recipes.owner.items() if o == name),
+            ))
+        return sorted(out, key=lambda p: (not p.builtin, p.name))
+
+

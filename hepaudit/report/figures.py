@@ -1,0 +1,170 @@
+"""The report's figures, drawn with matplotlib (Agg backend) and returned as PNG bytes.
+
+matplotlib is imported inside each function so that importing hepaudit stays fast and never
+touches a display. Every function returns the PNG bytes (or None when there is nothing to
+draw); writing them to disk is the writer's job.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, sorted_scores
+
+DPI = 100
+SIGNAL_COLOUR = "#d62728"
+BACKGROUND_COLOUR = "#1f77b4"
+OVERALL_COLOUR = "#4d4d4d"
+RANK_TOP = 15
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _finite(x: float | None) -> float:
+    return float(x) if x is not None and math.isfinite(x) else 0.0
+
+
+def _short(label: str, width: int = 40) -> str:
+    # Long names (prefixed multi-input features) would squeeze the bars to nothing.
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _bar_chart(scores: list[FeatureScore], title: str, xlabel: str, top: int) -> bytes | None:
+    ranked = sorted_scores(scores)[:top]
+    if not ranked:
+        return None
+    plt = _pyplot()
+    labels = [_short(s.feature) for s in ranked]
+    per_class = any(s.score_signal is not None or s.score_background is not None for s in ranked)
+    n = len(ranked)
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.3 * n * (1.6 if per_class else 1.0)))
+    y = np.arange(n)
+    overall = [_finite(s.score) for s in ranked]
+    if per_class:
+        # Three thin bars per feature: overall, then each class, so a feature that only
+        # matters for one class stands out.
+        h = 0.27
+        ax.barh(y - h, overall, height=h, color=OVERALL_COLOUR, label="all jets")
+        ax.barh(y, [_finite(s.score_signal) for s in ranked], height=h, color=SIGNAL_COLOUR, label="signal")
+        ax.barh(y + h, [_finite(s.score_background) for s in ranked], height=h,
+                color=BACKGROUND_COLOUR, label="background")
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    else:
+        ax.barh(y, overall, height=0.7, color=OVERALL_COLOUR)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()  # rank 1 at the top
+    ax.axvline(0.0, color="black", linewidth=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(axis="x", alpha=0.3)
+    ax.tick_params(axis="x", labelsize=8)
+    return _png(fig)
+
+
+def importance_bar_chart(result: ExplainerResult, top: int = 20) -> bytes | None:
+    """Horizontal bars of the ``top`` features by score, per class where the result has them."""
+    if not result.feature_importance:
+        return None
+    return _bar_chart(result.feature_importance, f"{result.name}: feature importance (top {top})",
+                      "importance score", top)
+
+
+def group_bar_chart(result: ExplainerResult, top: int = 30) -> bytes | None:
+    """Horizontal bars of the group scores (``particle_i``, ``feature_name``), when scored."""
+    if not result.group_importance:
+        return None
+    return _bar_chart(result.group_importance, f"{result.name}: group importance", "importance score", top)
+
+
+def attribution_rankings(report: AuditReport) -> dict[str, list[str]]:
+    """Feature names by descending score, for every explainer that ran and ranked features."""
+    return {
+        name: [s.feature for s in sorted_scores(r.feature_importance)]
+        for name, r in report.explainers.items()
+        if r.status == "ok" and r.feature_importance
+    }
+
+
+def ranking_comparison(report: AuditReport, top: int = RANK_TOP) -> bytes | None:
+    """Rank heat-map: rows = union of each method's top features, columns = methods, cell = rank.
+
+    None with fewer than two attribution methods, where there is nothing to compare.
+    """
+    rankings = attribution_rankings(report)
+    if len(rankings) < 2:
+        return None
+    methods = list(rankings)
+    rank_of = {m: {f: i + 1 for i, f in enumerate(order)} for m, order in rankings.items()}
+    rows: list[str] = []
+    for order in rankings.values():
+        rows += [f for f in order[:top] if f not in rows]
+    worst = max(len(order) for order in rankings.values())
+    # Rows ordered by mean rank so the features the methods agree on sit at the top.
+    rows.sort(key=lambda f: np.mean([rank_of[m].get(f, worst + 1) for m in methods]))
+    ranks = np.array([[rank_of[m].get(f, np.nan) for m in methods] for f in rows], dtype=float)
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2.2 + 1.1 * len(methods), 1.2 + 0.26 * len(rows)))
+    shown = np.clip(ranks, 1, 3 * top)  # beyond 3×top the exact rank no longer matters visually
+    cmap = plt.get_cmap("viridis_r").copy()
+    cmap.set_bad("#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, aspect="auto", vmin=1, vmax=3 * top)
+    for i in range(len(rows)):
+        for j in range(len(methods)):
+            r = ranks[i, j]
+            text = "–" if np.isnan(r) else str(int(r))
+            colour = "white" if not np.isnan(r) and r <= top else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(len(methods)), methods, fontsize=9, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), [_short(f, 32) for f in rows], fontsize=8)
+    ax.set_title(f"Rank of each method's top-{top} features", fontsize=11)
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    colorbar.set_label("rank (1 = most important)", fontsize=8)
+    colorbar.ax.tick_params(labelsize=7)
+    return _png(fig)
+
+
+def score_distribution(scores_signal: Sequence[float] | np.ndarray,
+                       scores_background: Sequence[float] | np.ndarray, bins: int = 50) -> bytes:
+    """Histogram of the tagger score per class, each normalised to unit area."""
+    sig = np.asarray(scores_signal, dtype=float)
+    bkg = np.asarray(scores_background, dtype=float)
+    sig, bkg = sig[np.isfinite(sig)], bkg[np.isfinite(bkg)]
+    both = np.concatenate([sig, bkg])
+    lo, hi = (0.0, 1.0) if both.size == 0 or (both.min() >= 0 and both.max() <= 1) else (both.min(), both.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    edges = np.linspace(lo, hi, bins + 1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for values, colour, label in ((sig, SIGNAL_COLOUR, "signal"), (bkg, BACKGROUND_COLOUR, "background")):
+        if values.size:
+            ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5, color=colour,
+                    label=f"{label} ({values.size} jets)")
+    ax.set_xlabel("tagger score")
+    ax.set_ylabel("normalised jets")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title("Tagger score per class", fontsize=11)
+    return _png(fig)

@@ -1,0 +1,145 @@
+"""report.html: one self-contained page for a physicist, rendered from a jinja2 template.
+
+Everything from the report (feature names, branch names, error messages, plugin text) comes
+from files and plugins, so the template autoescapes and nothing derived from the report is
+marked safe. Figures are embedded as base64 ``data:`` URIs (whose alphabet needs no escaping)
+and the CSS is inline: the page loads nothing from anywhere, opened from disk or mailed on.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from numbers import Integral, Real
+from typing import Any
+
+import jinja2
+
+from hepaudit.report.figures import RANK_TOP, attribution_rankings
+from hepaudit.report.json_report import report_dict
+from hepaudit.results import AuditReport, ExplainerResult, Figure, sorted_scores
+
+TOP_FEATURES = 20
+# Fields shown in their own place (or too large for a key/value table).
+_HIDDEN_FIELDS = {"definition"}
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table: compact, and honest about missing or non-finite values."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Real):
+        x = float(value)
+        if math.isnan(x):
+            return "NaN"
+        if math.isinf(x):
+            return "∞" if x > 0 else "−∞"
+        if isinstance(value, Integral):
+            return f"{int(value):,}".replace(",", "\u2009")  # thin-space thousands separator
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+            return f"{x:.{digits - 1}e}"
+        return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+    return str(value)
+
+
+def _shape(shape: Any) -> str:
+    if isinstance(shape, (list, tuple)):
+        return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+    return str(shape)
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _figure_views(figures: list[Figure], pngs: dict[str, bytes]) -> list[dict[str, str]]:
+    views = []
+    for figure in figures:
+        png = pngs.get(figure.name) or figure.png
+        if png:
+            views.append({"name": figure.name, "caption": figure.caption, "src": _data_uri(png)})
+    return views
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, bool, Real))
+
+
+def _explainer_view(result: ExplainerResult, pngs: dict[str, bytes]) -> dict[str, Any]:
+    top = sorted_scores(result.feature_importance)[:TOP_FEATURES] if result.feature_importance else []
+    per_class = any(s.score_signal is not None or s.score_background is not None for s in top)
+    fields = result.fields
+    # Scalars (and short lists) as a key/value table; big nested fields stay in report.json.
+    scalar_fields = [(k, fmt(v)) for k, v in fields.items() if k not in _HIDDEN_FIELDS and _is_scalar(v)]
+    nested = [k for k, v in fields.items() if k not in _HIDDEN_FIELDS and not _is_scalar(v)]
+    return {
+        "name": result.name,
+        "status": result.status,
+        "error": result.error,
+        "plugin": result.plugin,
+        "runtime": fmt(result.runtime_s, 3),
+        "summary": result.summary,
+        "definition": fields.get("definition"),
+        "options": [(k, v if isinstance(v, str) else fmt(v) if _is_scalar(v) else str(v))
+                    for k, v in result.options.items()],
+        "fields": scalar_fields,
+        "nested_fields": nested,
+        "figures": _figure_views(result.figures, pngs),
+        "per_class": per_class,
+        "top": [{"rank": i + 1, "feature": s.feature, "score": fmt(s.score), "signal": fmt(s.score_signal),
+                 "background": fmt(s.score_background)} for i, s in enumerate(top)],
+        "n_features": len(result.feature_importance or []),
+        "warnings": result.warnings,
+    }
+
+
+def _ranking_table(report: AuditReport) -> tuple[list[str], list[list[str]]]:
+    rankings = attribution_rankings(report)
+    methods = list(rankings)
+    depth = min(RANK_TOP, max((len(r) for r in rankings.values()), default=0))
+    rows = [[order[i] if i < len(order) else "" for order in rankings.values()] for i in range(depth)]
+    return methods, rows
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("hepaudit.report", "templates"),
+        autoescape=True,  # every string from the report is untrusted text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = fmt
+    env.filters["shape"] = _shape
+    return env
+
+
+def render_html(report: AuditReport, figures: dict[str, bytes]) -> str:
+    """The text of report.html; ``figures`` maps a figure's file name to its PNG bytes."""
+    explainers = [_explainer_view(r, figures) for r in report.explainers.values()]
+    methods, ranking_rows = _ranking_table(report)
+    dauc = report.explainers.get("dauc")
+    baseline_auc = dauc.fields.get("baseline_auc") if dauc is not None and dauc.status == "ok" else None
+    # The same warnings report.json carries, including the NaN → null notes.
+    warnings = report_dict(report)["warnings"]
+    ranking_figure = figures.get("ranking_comparison.png")
+    context = {
+        "r": report,
+        "config_source": report.config.get("source") if isinstance(report.config, dict) else None,
+        "data": report.data or {},
+        "model": report.model or {},
+        "baseline_auc": baseline_auc,
+        "explainers": explainers,
+        "methods": methods,
+        "ranking_rows": ranking_rows,
+        "rank_top": RANK_TOP,
+        "ranking_figure": _data_uri(ranking_figure) if ranking_figure else None,
+        "sections": [{"title": s.title, "text": s.text, "key": s.key,
+                      "data": [(k, fmt(v)) for k, v in s.data.items() if _is_scalar(v)],
+                      "figures": _figure_views(s.figures, figures)} for s in report.sections],
+        "warnings": warnings,
+        "n_failed": sum(r.status != "ok" for r in report.explainers.values()),
+    }
+    return _environment().get_template("report.html.j2").render(**context)

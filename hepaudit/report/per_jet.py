@@ -1,0 +1,72 @@
+"""per_jet.root: one entry per audited jet, in input order, as a friend of the input tree.
+
+:class:`PerJetWriter` writes a classic TTree ``hepaudit`` chunk by chunk (so memory does
+not grow with the number of jets). The tree's branches are fixed by the first chunk;
+a column missing from a later chunk (an explainer that failed half-way) is filled with
+NaN. The file is written under a temporary name and renamed into place on close, so a
+crash never leaves a half-written per_jet.root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import uproot
+
+TREE_NAME = "hepaudit"
+
+
+class PerJetWriter:
+    """Writes per-jet columns chunk by chunk; call :meth:`close` to put the file in place."""
+
+    def __init__(self, path: Path, tree: str = TREE_NAME) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tree_name = tree
+        self._file: uproot.WritableDirectory | None = None
+        self._tree = None
+        self._columns: dict[str, np.dtype] = {}
+        self.dropped: set[str] = set()
+        self.entries = 0
+
+    def write(self, columns: dict[str, np.ndarray]) -> None:
+        if self._tree is None:
+            self._file = uproot.recreate(self.tmp)
+            self._columns = {k: _branch_dtype(v) for k, v in columns.items()}
+            self._tree = self._file.mktree(self.tree_name, dict(self._columns))
+        n = len(next(iter(columns.values())))
+        out = {}
+        for name, dtype in self._columns.items():
+            value = columns.get(name)
+            out[name] = np.full(n, np.nan, dtype) if value is None else np.asarray(value, dtype=dtype)
+        self.dropped |= set(columns) - set(self._columns)
+        self._tree.extend(out)
+        self.entries += n
+
+    def close(self) -> bool:
+        """Finish the file and move it into place; False when nothing was written."""
+        if self._file is None:
+            return False
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        self._file = None
+        return True
+
+    def abort(self) -> None:
+        """Drop the temporary file (after an error or Ctrl-C)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
+def _branch_dtype(values: np.ndarray) -> np.dtype:
+    dtype = np.asarray(values).dtype
+    if dtype.kind == "b":
+        return np.dtype(np.bool_)
+    if dtype.kind in "iu":
+        return np.dtype(np.int64) if dtype.itemsize > 4 else np.dtype(np.int32)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)

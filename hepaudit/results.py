@@ -1,0 +1,171 @@
+"""The one result container every explainer returns, and the audit report that holds them.
+
+Like shap's ``Explanation``: reporting, plotting and agreement tables read these and never
+special-case an explainer. Explainer-specific numbers go into ``fields``; they are written
+into report.json next to the common keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "failed", "skipped"]
+
+
+@dataclass
+class FeatureScore:
+    """One feature's (or group's) importance, overall and per class."""
+
+    feature: str
+    score: float
+    score_signal: float | None = None
+    score_background: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "score": self.score,
+            "score_signal": self.score_signal,
+            "score_background": self.score_background,
+        }
+
+
+def sorted_scores(scores: list[FeatureScore]) -> list[FeatureScore]:
+    """Scores sorted by ``score`` descending (stable, so ties keep model order)."""
+    return sorted(scores, key=lambda s: -s.score if s.score == s.score else float("inf"))
+
+
+@dataclass
+class Figure:
+    """A figure an explainer or plugin made: a PNG file name under figures/ and a caption."""
+
+    name: str  # file name inside figures/, e.g. "dauc_importance.png"
+    caption: str
+    png: bytes = field(repr=False, default=b"")
+
+
+@dataclass
+class ExplainerResult:
+    """What ``Explainer.finish`` returns, and what the executor records on failure or skip."""
+
+    name: str
+    status: Status = "ok"
+    error: str | None = None
+    plugin: dict[str, str] = field(default_factory=dict)  # {"name": ..., "version": ...}
+    runtime_s: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    feature_importance: list[FeatureScore] | None = None
+    group_importance: list[FeatureScore] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # explainer-specific report keys
+    figures: list[Figure] = field(default_factory=list)
+    summary: str = ""  # one or two sentences for the HTML report
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "error": self.error,
+            "plugin": self.plugin,
+            "runtime_s": self.runtime_s,
+            "options": self.options,
+        }
+        if self.feature_importance is not None:
+            out["feature_importance"] = [s.to_dict() for s in self.feature_importance]
+        if self.group_importance is not None:
+            out["group_importance"] = [s.to_dict() for s in self.group_importance]
+        out.update(self.fields)
+        if self.figures:
+            out["figures"] = [f"figures/{f.name}" for f in self.figures]
+        return out
+
+
+@dataclass
+class Agreement:
+    """Rank agreement of two attribution methods over the common features."""
+
+    a: str
+    b: str
+    kendall_tau: float | None
+    top10_overlap: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "kendall_tau": self.kendall_tau, "top10_overlap": self.top10_overlap}
+
+
+@dataclass
+class ReportSection:
+    """An extra section a plugin adds to the report (hook ``hepaudit_report_sections``).
+
+    ``text`` is plain text (escaped in HTML); ``data`` goes into report.json under
+    ``sections[key]``.
+    """
+
+    key: str
+    title: str
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+
+
+@dataclass
+class GateOutcome:
+    """One ``[gates]`` rule evaluated against the results."""
+
+    path: str
+    value: float | None
+    min: float | None
+    max: float | None
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "value": self.value, "min": self.min, "max": self.max,
+                "passed": self.passed, "message": self.message}
+
+
+@dataclass
+class AuditReport:
+    """Everything an audit found; ``to_dict`` is report.json (docs/contract.md section 3)."""
+
+    hepaudit_version: str
+    created: str
+    config: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    features: list[str]
+    explainers: dict[str, ExplainerResult]
+    agreement: list[Agreement] = field(default_factory=list)
+    per_jet: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    timing: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    sections: list[ReportSection] = field(default_factory=list)
+    gates: list[GateOutcome] = field(default_factory=list)
+    output_dir: str | None = None
+    schema_version: int = 1
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "hepaudit_version": self.hepaudit_version,
+            "created": self.created,
+            "config": self.config,
+            "model": self.model,
+            "data": self.data,
+            "features": self.features,
+            "explainers": {name: r.to_dict() for name, r in self.explainers.items()},
+            "agreement": [a.to_dict() for a in self.agreement],
+            "per_jet": self.per_jet,
+            "warnings": self.warnings,
+            "timing": self.timing,
+        }
+        if self.gates:
+            out["gates"] = [g.to_dict() for g in self.gates]
+        if self.sections:
+            out["sections"] = {s.key: {"title": s.title, "text": s.text, **s.data} for s in self.sections}
+        return out
