@@ -1,0 +1,176 @@
+"""The ``hepaudit`` command line: click commands, parsing and printing only.
+
+Exit codes (docs/contract.md): 0 the audit completed (an explainer may have failed: its
+status says so); 1 the audit could not run or a ``[gates]`` rule failed; 2 bad usage or
+bad config. Errors are one or two lines, no traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hepaudit import __version__
+from hepaudit.errors import HepauditError
+
+
+def _fail(exc: HepauditError, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    click.echo(f"hepaudit: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _host(ctx: click.Context) -> Any:
+    from hepaudit.plugins import PluginHost
+
+    return PluginHost(disable=ctx.obj.get("disable", ()) if ctx.obj else ())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="hepaudit")
+@click.option("--disable", "disable", multiple=True, metavar="PLUGIN",
+              help="Block a plugin by name (repeatable); also HEPAUDIT_DISABLE_PLUGINS=a,b.")
+@click.pass_context
+def cli(ctx: click.Context, disable: tuple[str, ...]) -> None:
+    """Audit ONNX jet taggers on ROOT data: which inputs matter, do methods agree,
+    how the network is used inside, and is the data unlike the training data."""
+    ctx.ensure_object(dict)
+    ctx.obj["disable"] = disable
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("hepaudit-report"),
+              show_default=True, help="Output folder for report.json, report.html, figures/, per_jet.root.")
+@click.option("--explainer", "explainers", multiple=True, metavar="NAME", help="Run only this explainer (repeatable).")
+@click.option("--max-jets", type=click.IntRange(min=0), default=None, help="Audit at most N jets.")
+@click.option("--seed", type=int, default=None, help="Seed for stochastic explainers.")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
+@click.pass_context
+def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ...], max_jets: int | None,
+          seed: int | None, force: bool, debug: bool, quiet: bool) -> None:
+    """Run the audit described by CONFIG (a TOML file)."""
+    from hepaudit.audit import audit as run_audit
+
+    try:
+        report = run_audit(config, out=out, explainers=explainers or None, max_jets=max_jets, seed=seed,
+                           force=force, disable=ctx.obj["disable"], progress=False if quiet else None, debug=debug)
+    except HepauditError as exc:
+        _fail(exc, debug)
+        return
+    except KeyboardInterrupt:
+        click.echo("hepaudit: interrupted; no report written", err=True)
+        sys.exit(130)
+    if not quiet:
+        click.echo(_summary(report, out), err=True)
+    if not report.gates_passed:
+        for gate in report.gates:
+            if not gate.passed:
+                click.echo(f"hepaudit: gate failed: {gate.message}", err=True)
+        sys.exit(1)
+
+
+def _summary(report: Any, out: Path) -> str:
+    lines = [f"audited {report.data['n_jets']} jets with {Path(report.model['path']).name}"]
+    for name, result in report.explainers.items():
+        line = f"  {name:<14} {result.status:<8} {result.runtime_s:7.1f} s"
+        if result.status != "ok":
+            line += f"  {str(result.error).splitlines()[0][:100]}"
+        elif result.feature_importance:
+            top = ", ".join(s.feature for s in result.feature_importance[:3])
+            line += f"  top: {top}"
+        lines.append(line)
+    for warning in report.warnings[:5]:
+        lines.append(f"  warning: {warning[:160]}")
+    lines.append(f"report: {out / 'report.html'}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def inspect(file: Path, as_json: bool, debug: bool) -> None:
+    """Show what is in an .onnx model or a .root file."""
+    from hepaudit.inspection import inspect_path
+
+    try:
+        info, text = inspect_path(file)
+    except HepauditError as exc:
+        _fail(exc, debug)
+        return
+    click.echo(json.dumps(info, indent=2) if as_json else text)
+
+
+@cli.command()
+@click.option("--model", "model", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .onnx tagger.")
+@click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A .root file.")
+@click.option("--tree", default=None, help="Tree name (default: the file's only or largest tree).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def init(model: Path, data: Path, tree: str | None, debug: bool) -> None:
+    """Print a starter audit config for MODEL on DATA, saying what it could not guess."""
+    from hepaudit.starter import starter_config
+
+    try:
+        text, notes = starter_config(model, data, tree)
+    except HepauditError as exc:
+        _fail(exc, debug)
+        return
+    click.echo(text)
+    for note in notes:
+        click.echo(f"hepaudit init: {note}", err=True)
+
+
+@cli.command()
+@click.option("--all", "show_all", is_flag=True, help="Also list hooks, modules and recipes.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def plugins(ctx: click.Context, show_all: bool, as_json: bool) -> None:
+    """List installed plugins and the explainers and recipes they provide."""
+    try:
+        host = _host(ctx)
+        infos = host.info()
+    except HepauditError as exc:
+        _fail(exc, False)
+        return
+    if as_json:
+        rows = [i.to_dict() if show_all else {"name": i.name, "version": i.version, "explainers": i.explainers}
+                for i in infos]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for info in infos:
+        kind = "built-in" if info.builtin else "installed"
+        provides = ", ".join(info.explainers + [f"recipe:{r}" for r in info.recipes]) or "-"
+        click.echo(f"{info.name:<22} {info.version:<10} {kind:<10} {provides}")
+        if show_all:
+            click.echo(f"    module: {info.module}")
+            click.echo(f"    hooks:  {', '.join(info.hooks)}")
+    if host.disabled:
+        click.echo(f"disabled: {', '.join(host.disabled)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: adds plugin commands, then runs the click group."""
+    args = sys.argv[1:] if argv is None else argv
+    disable = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--disable"]
+    try:
+        from hepaudit.plugins import PluginHost
+
+        PluginHost(disable=disable).register_commands(cli)
+    except HepauditError as exc:
+        click.echo(f"hepaudit: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    cli.main(args=args, prog_name="hepaudit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
