@@ -127,8 +127,7 @@ def ranking_comparison(report: AuditReport, top: int = RANK_TOP) -> bytes | None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(2.2 + 1.1 * len(methods), 1.2 + 0.26 * len(rows)))
     shown = np.clip(ranks, 1, 3 * top)  # beyond 3×top the exact rank no longer matters visually
-    cmap = plt.get_cmap("viridis_r").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, aspect="auto", vmin=1, vmax=3 * top)
     for i in range(len(rows)):
         for j in range(len(methods)):
@@ -152,7 +151,8 @@ def score_distribution(scores_signal: Sequence[float] | np.ndarray,
     bkg = np.asarray(scores_background, dtype=float)
     sig, bkg = sig[np.isfinite(sig)], bkg[np.isfinite(bkg)]
     both = np.concatenate([sig, bkg])
-    lo, hi = (0.0, 1.0) if both.size == 0 or (both.min() >= 0 and both.max() <= 1) else (both.min(), both.max())
+    in_unit = both.size == 0 or (both.min() >= 0 and both.max() <= 1)
+    lo, hi = (0.0, 1.0) if in_unit else (float(both.min()), float(both.max()))
     if hi <= lo:
         hi = lo + 1.0
     edges = np.linspace(lo, hi, bins + 1)
