@@ -1,0 +1,143 @@
+"""ΔAUC + MAD on TopoDNN: total audit time against the pure onnxruntime forward passes.
+
+The target (issue 3): over >= 200k jets, the audit's wall time <= 1.3 x the time
+onnxruntime alone needs for the 1 + (number of features) forward passes ΔAUC and MAD
+need together (they share them). Both are measured in this one run, on the same jets,
+with the same batch size and threads. Peak RSS is measured in separate processes at two
+sample sizes to show memory does not grow beyond O(jets) scalars.
+
+    python benchmarks/bench_occlusion.py [--jets 200000] [--memory 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import EXAMPLE_MODEL, machine, peak_rss_mb, repeated_sample  # noqa: E402
+
+CONFIG = """
+[model]
+path = "{model}"
+[data]
+files = {files}
+tree = "jets"
+label = "is_signal"
+step_size = {step}
+[[inputs]]
+name = "x"
+kind = "constituents"
+momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
+features = ["pt", "eta", "phi"]
+max_particles = 30
+preprocess = "topodnn"
+[execution]
+progress = false
+[explainers.dauc]
+[explainers.mad]
+"""
+
+
+def write_config(folder: Path, files: list[Path], step: int) -> Path:
+    path = folder / "audit.toml"
+    path.write_text(CONFIG.format(model=EXAMPLE_MODEL, files=json.dumps([str(f) for f in files]), step=step))
+    return path
+
+
+def pure_onnxruntime_seconds(config: Path) -> tuple[float, int]:
+    """Time only session.run for the 1 + K passes, inputs built beforehand (not timed)."""
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.data.reading import Sample
+    from hepaudit.model.session import Tagger
+    from hepaudit.plugins import PluginHost
+
+    cfg = load_config(config)
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
+    sample = Sample(cfg.data)
+    sample.check([], builder.jagged_branches)
+    session = tagger._session
+    outputs = [tagger.score_spec.output]
+    batch = cfg.model.batch_size
+    total = 0.0
+    n_passes = 1 + len(builder.features)
+    mean = None
+    chunks = [builder.build(raw.arrays)["x"] for raw in sample.chunks(builder.branches)]
+    mean = np.concatenate(chunks).mean(axis=0)
+    for x in chunks:
+        for k in range(-1, len(builder.features)):
+            xo = x.copy()
+            if k >= 0:
+                xo[:, k] = mean[k]
+            t0 = time.perf_counter()
+            for start in range(0, len(xo), batch):
+                session.run(outputs, {"x": xo[start:start + batch]})
+            total += time.perf_counter() - t0
+    return total, n_passes
+
+
+def run_memory(config: Path) -> None:
+    import hepaudit
+
+    t0 = time.perf_counter()
+    report = hepaudit.audit(config, out=None, progress=False)
+    print(json.dumps({"jets": report.data["n_jets"], "seconds": time.perf_counter() - t0,
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jets", type=int, default=200_000)
+    parser.add_argument("--step", type=int, default=100_000)
+    parser.add_argument("--memory", default="100000,1000000", help="sample sizes for the peak-RSS runs ('' = skip)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hepaudit-bench")
+    parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--_memory_child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._memory_child:
+        run_memory(args._memory_child)
+        return
+    import hepaudit
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    if not args.memory_only:
+        folder = args.workdir / f"speed_{args.jets}"
+        folder.mkdir(exist_ok=True)
+        files = repeated_sample(args.jets, folder)
+        config = write_config(folder, files, args.step)
+        t0 = time.perf_counter()
+        report = hepaudit.audit(config, out=None, progress=False)
+        audit_s = time.perf_counter() - t0
+        ort_s, passes = pure_onnxruntime_seconds(config)
+        t = report.timing
+        print(f"jets: {report.data['n_jets']}, features: {len(report.features)}, forward passes per jet: {passes}")
+        print(f"audit (dauc + mad) wall time:        {audit_s:8.1f} s")
+        print(f"  of which onnxruntime inside audit: {t['inference_s']:8.1f} s; reading+building {t['read_s']:.1f} s;"
+              f" input-mean pass {t['input_stats_s']:.1f} s")
+        print(f"pure onnxruntime, {passes} passes:       {ort_s:8.1f} s")
+        print(f"RATIO audit / pure onnxruntime = {audit_s / ort_s:.3f}   (target <= 1.3)")
+        print(f"baseline AUC {report.explainers['dauc'].fields['baseline_auc']:.4f}")
+    for n in [int(x) for x in args.memory.split(",") if x]:
+        folder = args.workdir / f"memory_{n}"
+        folder.mkdir(exist_ok=True)
+        files = repeated_sample(n, folder)
+        config = write_config(folder, files, args.step)
+        out = subprocess.run([sys.executable, __file__, "--_memory_child", str(config)], capture_output=True,
+                             text=True, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"memory: {result['jets']:>8} jets  peak RSS {result['peak_rss_mb']:7.0f} MB  "
+              f"({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

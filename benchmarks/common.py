@@ -1,0 +1,68 @@
+"""Shared pieces of the benchmark scripts: the machine, peak memory, a scaled-up sample."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import uproot
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_SAMPLE = REPO / "examples" / "data" / "top_qcd_test.root"
+EXAMPLE_MODEL = REPO / "examples" / "models" / "topodnn.onnx"
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()} | {os.cpu_count()} cores | {cpu} | Python {platform.python_version()}"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux ru_maxrss is in kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+BRANCHES = ["jet_pt", "jet_eta", "jet_phi", "jet_mass", "is_signal",
+            "part_px", "part_py", "part_pz", "part_energy"]
+
+
+def repeated_sample(n_jets: int, out: Path, source: Path = EXAMPLE_SAMPLE, per_file: int = 500_000) -> list[Path]:
+    """Write ``n_jets`` jets by repeating the example sample, into files of ``per_file`` jets."""
+    with uproot.open(source) as handle:
+        base = handle["jets"].arrays(BRANCHES)
+    files = []
+    written = 0
+    index = 0
+    while written < n_jets:
+        path = out / f"repeated_{index:03d}.root"
+        n = min(per_file, n_jets - written)
+        if not path.exists():
+            reps = int(np.ceil(n / len(base)))
+            with uproot.recreate(path, compression=None) as f:
+                tree = f.mktree("jets", {b: ("var * float64" if b.startswith("part_") else base[b].type.content)
+                                         for b in BRANCHES})
+                block = 50_000
+                idx = np.arange(reps * len(base)) % len(base)
+                idx = idx[:n]
+                for start in range(0, n, block):
+                    chunk = base[idx[start:start + block]]
+                    tree.extend({b: chunk[b] for b in BRANCHES})
+        files.append(path)
+        written += n
+        index += 1
+    return files
+
+
+def ensure_ak() -> None:
+    ak.Array([1])  # import check
