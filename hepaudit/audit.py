@@ -174,8 +174,6 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     if outcome.n_dropped:
         warnings.append(f"{outcome.n_dropped} jets with NaN/inf inputs or scores were left out (data.nonfinite = "
                         "\"drop\"); per_jet.root lists the audited jets' entry numbers in `entry`")
-    if per_jet is not None:
-        per_jet.close()
 
     results: dict[str, ExplainerResult] = {}
     for name in names:
@@ -192,8 +190,13 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         result.plugin = run.plugin
         result.runtime_s = run.seconds
         results[name] = result
+        if per_jet is not None:
+            for tree, columns in result.trees.items():
+                per_jet.add_tree(tree, columns)
         warnings += [f"{name}: {w}" for w in result.warnings]
 
+    if per_jet is not None:
+        per_jet.close()
     report = AuditReport(
         hepaudit_version=__version__,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

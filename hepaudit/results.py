@@ -61,6 +61,9 @@ class ExplainerResult:
     figures: list[Figure] = field(default_factory=list)
     summary: str = ""  # one or two sentences for the HTML report
     warnings: list[str] = field(default_factory=list)
+    # extra per-jet trees for per_jet.root, e.g. {"shap": {"entry": ..., "shap_pt_0": ...}}, for
+    # explainers that look at a subsample; not part of report.json
+    trees: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -45,6 +45,17 @@ class PerJetWriter:
         self._tree.extend(out)
         self.entries += n
 
+    def add_tree(self, name: str, columns: dict[str, np.ndarray]) -> None:
+        """Write a further tree of its own (e.g. ``shap`` for a subsample) into the same file."""
+        if name == self.tree_name:
+            raise ValueError(f"the tree name {name!r} is reserved for the per-jet tree")
+        if self._file is None:
+            self._file = uproot.recreate(self.tmp)
+        types = {k: _branch_dtype(v) for k, v in columns.items()}
+        tree = self._file.mktree(name, types)
+        if columns and len(next(iter(columns.values()))):
+            tree.extend({k: np.asarray(v, dtype=types[k]) for k, v in columns.items()})
+
     def close(self) -> bool:
         """Finish the file and move it into place; False when nothing was written."""
         if self._file is None:
