@@ -45,6 +45,10 @@ def _finite(x: float | None) -> float:
     return float(x) if x is not None and math.isfinite(x) else 0.0
 
 
+def _known(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
 def _short(label: str, width: int = 40) -> str:
     # Long names (prefixed multi-input features) would squeeze the bars to nothing.
     return label if len(label) <= width else label[: width - 1] + "…"
@@ -56,7 +60,7 @@ def _bar_chart(scores: list[FeatureScore], title: str, xlabel: str, top: int) ->
         return None
     plt = _pyplot()
     labels = [_short(s.feature) for s in ranked]
-    per_class = any(s.score_signal is not None or s.score_background is not None for s in ranked)
+    per_class = any(_known(s.score_signal) or _known(s.score_background) for s in ranked)
     n = len(ranked)
     fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.3 * n * (1.6 if per_class else 1.0)))
     y = np.arange(n)
@@ -133,7 +137,9 @@ def ranking_comparison(report: AuditReport, top: int = RANK_TOP) -> bytes | None
         for j in range(len(methods)):
             r = ranks[i, j]
             text = "–" if np.isnan(r) else str(int(r))
-            colour = "white" if not np.isnan(r) and r <= top else "black"
+            # Dark text on light cells and vice versa, from the cell colour's luminance.
+            red, green, blue, _ = cmap(image.norm(shown[i, j])) if not np.isnan(r) else (0.87, 0.87, 0.87, 1)
+            colour = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(len(methods)), methods, fontsize=9, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), [_short(f, 32) for f in rows], fontsize=8)
@@ -141,6 +147,7 @@ def ranking_comparison(report: AuditReport, top: int = RANK_TOP) -> bytes | None
     colorbar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     colorbar.set_label("rank (1 = most important)", fontsize=8)
     colorbar.ax.tick_params(labelsize=7)
+    colorbar.ax.invert_yaxis()  # rank 1 at the top, as in the rows
     return _png(fig)
 
 
@@ -164,7 +171,6 @@ def score_distribution(scores_signal: Sequence[float] | np.ndarray,
                     label=f"{label} ({values.size} jets)")
     ax.set_xlabel("tagger score")
     ax.set_ylabel("normalised jets")
-    ax.set_yscale("log")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Tagger score per class", fontsize=11)
     return _png(fig)
