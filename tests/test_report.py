@@ -272,3 +272,14 @@ def test_report_json_numpy_and_non_finite_inputs() -> None:
     doc = json.loads(report_json(report), parse_constant=_reject_constant)
     assert doc["timing"] == {"total_s": 2.5, "read_s": None, "shape": [3, 4]}
     assert "timing.read_s was -inf; written as null" in doc["warnings"]
+
+
+def test_minimal_report_renders(tmp_path: Path) -> None:
+    report = AuditReport(hepaudit_version="0.1.0", created="2025-01-01T00:00:00Z", config={}, model={},
+                         data={}, features=[], explainers={})
+    write_report(report, tmp_path)
+    doc = json.loads((tmp_path / "report.json").read_text(), parse_constant=_reject_constant)
+    assert doc["explainers"] == {} and doc["warnings"] == []
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Summary</h2>" in html and "<img" not in html
+    assert list((tmp_path / "figures").iterdir()) == []
