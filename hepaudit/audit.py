@@ -23,7 +23,7 @@ from hepaudit.config import AuditConfig, load_config
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import Sample
 from hepaudit.errors import ConfigError, DataError, OutputError
-from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor
+from hepaudit.executors.local import SCORE_BINS, ExplainerRun, Job, LocalExecutor
 from hepaudit.explainers.base import AuditContext
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
@@ -31,7 +31,7 @@ from hepaudit.model.session import Tagger
 from hepaudit.options import as_table, parse_table
 from hepaudit.plugins import PluginHost
 from hepaudit.report.per_jet import PerJetWriter
-from hepaudit.results import Agreement, AuditReport, ExplainerResult
+from hepaudit.results import Agreement, AuditReport, ExplainerResult, Figure, ReportSection
 
 
 def prepare_output(out: Path, force: bool) -> None:
@@ -73,6 +73,26 @@ def _agreement(results: dict[str, ExplainerResult]) -> list[Agreement]:
             overlap = top_k_overlap([s.feature for s in ranked[a]], [s.feature for s in ranked[b]])
             out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap))
     return out
+
+
+def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
+    """The tagger's score distribution per class, from the executor's histograms."""
+    from hepaudit.report.figures import score_histograms
+
+    bkg, sig, other = hist
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    data = {"bin_edges": edges.tolist(), "signal": sig.tolist(), "background": bkg.tolist()}
+    text_parts = []
+    for name, counts in (("signal", sig), ("background", bkg), ("unlabelled", other)):
+        if counts.sum():
+            text_parts.append(f"mean score of {name} jets {float((counts * centres).sum() / counts.sum()):.3f}")
+    try:
+        png = score_histograms(edges, sig if sig.sum() else None, bkg if bkg.sum() else None,
+                               other if other.sum() else None)
+        figures = [Figure("score_distribution.png", "Tagger score per class", png)]
+    except Exception:  # a figure must never cost the report
+        figures = []
+    return ReportSection("score", "Tagger score", "; ".join(text_parts) + ".", data, figures)
 
 
 def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudit-report",
@@ -213,7 +233,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         groups={g: [builder.features[k] for k in ks] for g, ks in builder.groups().items()},
         output_dir=str(out_dir) if out_dir else None,
     )
-    report.sections = host.report_sections(report)
+    report.sections = [score_section(outcome.score_hist, SCORE_BINS)] + host.report_sections(report)
     report.gates = evaluate_gates(cfg.gates, report)
     report.timing = {"total_s": time.perf_counter() - t_start, "read_s": outcome.read_s,
                      "input_stats_s": stats_s, "inference_s": tagger.inference_s,

@@ -60,12 +60,22 @@ class Job:
     debug: bool = False
 
 
+SCORE_BINS = np.linspace(0.0, 1.0, 101)
+
+
 @dataclass
 class Outcome:
     read_s: float = 0.0
     n_jets: int = 0
     n_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
+    # score histograms on [0, 1]: rows background, signal, unlabelled (scores outside are clipped)
+    score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
+
+    def fill_scores(self, score: np.ndarray, labels: np.ndarray | None) -> None:
+        cls = np.full(len(score), 2) if labels is None else labels.astype(int)
+        for c in range(3):
+            self.score_hist[c] += np.histogram(np.clip(score[cls == c], 0.0, 1.0), SCORE_BINS)[0]
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
@@ -97,13 +107,17 @@ class LocalExecutor:
         bar = _progress(sample.n_entries, job.progress, desc)
         try:
             t0 = time.perf_counter()
-            for raw in sample.chunks(branches):
+            chunks = sample.chunks(branches)
+            for raw in chunks:
                 inputs = job.builder.build(raw.arrays)
                 bad = _nonfinite_rows(inputs)
                 if bad.any():
                     if job.nonfinite == "fail":
+                        # count over the whole sample, so the message says how big the problem is
                         first = int(raw.entries[np.flatnonzero(bad)[0]])
-                        raise DataError(f"{raw.file}: {int(bad.sum())} of {len(bad)} jets in this chunk have NaN or inf "
+                        n_bad = int(bad.sum()) + sum(int(_nonfinite_rows(job.builder.build(rest.arrays)).sum())
+                                                     for rest in chunks)
+                        raise DataError(f"{raw.file}: {n_bad} of {sample.n_entries} jets have NaN or inf "
                                         f"model inputs (first at entry {first}); fix the input or set "
                                         f"{sample.where}.nonfinite = \"drop\"")
                     keep = ~bad
@@ -166,6 +180,7 @@ class LocalExecutor:
                         run.error = _describe(exc, job.debug)
                     run.seconds += time.perf_counter() - t0
                 self.outcome.n_jets += len(chunk)
+                self.outcome.fill_scores(chunk.score, labels)
                 if job.per_jet is not None:
                     columns: dict[str, np.ndarray] = {"entry": chunk.entries, "score": chunk.score.astype(np.float32)}
                     if labels is not None:

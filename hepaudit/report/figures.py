@@ -174,3 +174,22 @@ def score_distribution(scores_signal: Sequence[float] | np.ndarray,
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Tagger score per class", fontsize=11)
     return _png(fig)
+
+
+def score_histograms(edges: np.ndarray, signal: np.ndarray | None, background: np.ndarray | None,
+                     unlabelled: np.ndarray | None = None) -> bytes:
+    """The tagger score per class from pre-filled histograms (the executor fills them chunk by chunk)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    widths = np.diff(edges)
+    for counts, colour, label in ((signal, SIGNAL_COLOUR, "signal"), (background, BACKGROUND_COLOUR, "background"),
+                                  (unlabelled, "0.3", "jets")):
+        if counts is not None and counts.sum() > 0:
+            density = counts / (counts.sum() * widths)
+            ax.stairs(density, edges, color=colour, linewidth=1.5, label=f"{label} ({int(counts.sum())} jets)")
+    ax.set_xlabel("tagger score")
+    ax.set_ylabel("normalised jets")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title("Tagger score per class", fontsize=11)
+    return _png(fig)

@@ -61,6 +61,8 @@ class PerJetWriter:
         if self._file is None:
             return False
         self._file.close()
+        with open(self.tmp, "rb") as handle:  # durable before the rename, like atomic_write
+            os.fsync(handle.fileno())
         os.replace(self.tmp, self.path)
         self._file = None
         return True
