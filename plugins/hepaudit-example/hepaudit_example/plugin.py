@@ -72,7 +72,7 @@ class PermutationImportance(Explainer[PermutationState]):
     among the jets of a chunk (every other feature of each jet is kept), and the chunk is
     scored again. Then, over the whole sample,
 
-        ΔAUC_k = AUC(f(x)) − (1/R) Σ_r AUC(f(x with feature k permuted, permutation r))
+        ΔAUC_k = (1/R) Σ_r [AUC(f(x)) − AUC(f(x with feature k permuted, permutation r))]
 
     with exact AUCs (ties count one half), weighted when the data has weights. A feature
     the model ignores scores exactly 0; unlike occlusion with the mean, permuting keeps the
@@ -133,7 +133,7 @@ class PermutationImportance(Explainer[PermutationState]):
         base_auc = roc_auc(np.concatenate(state.base), labels, weights)
         permuted = np.concatenate(state.permuted, axis=2)  # (repeats, features, jets)
         aucs = np.array([[roc_auc(row, labels, weights) for row in rep] for rep in permuted])
-        deltas = base_auc - aucs.mean(axis=0)
+        deltas = (base_auc - aucs).mean(axis=0)  # a feature the model ignores: exactly 0
         features = sorted_scores([FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas)])
         fields = {
             "baseline_auc": base_auc,
