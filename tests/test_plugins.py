@@ -296,7 +296,8 @@ def test_permutation_skipped_without_labels(template: ModuleType, toy: Path) -> 
 # -- the hook contract -------------------------------------------------------------------------
 
 def _hookspecs() -> list:
-    return [fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("hepaudit_")]
+    members = inspect.getmembers(hookspecs, inspect.isfunction)
+    return [fn for name, fn in members if name.startswith("hepaudit_")]
 
 
 def test_hooks_exist() -> None:
@@ -324,7 +325,8 @@ def test_docs_mention_every_hook() -> None:
 
 def test_template_implements_only_real_hooks(template: ModuleType) -> None:
     specs = {fn.__name__ for fn in _hookspecs()}
-    impls = {name for name, fn in inspect.getmembers(template, inspect.isfunction) if hasattr(fn, "hepaudit_impl")}
+    members = inspect.getmembers(template, inspect.isfunction)
+    impls = {name for name, fn in members if hasattr(fn, "hepaudit_impl")}
     assert impls and impls <= specs
 
 
