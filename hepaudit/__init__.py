@@ -15,12 +15,9 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer  # noqa: E40
 from hepaudit.plugins import hookimpl  # noqa: E402
 from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection  # noqa: E402
 
-
-def audit(*args, **kwargs) -> AuditReport:  # type: ignore[no-untyped-def]
-    """Run an audit; see :func:`hepaudit.audit.audit` for the parameters."""
-    from hepaudit.audit import audit as _audit
-
-    return _audit(*args, **kwargs)
+# Importing the submodule hepaudit.audit sets the package attribute `audit` to the module;
+# this import runs after it and binds the name to the function for good.
+from hepaudit.audit import audit  # noqa: E402
 
 
 __all__ = [

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hepaudit import __version__
-from hepaudit.config import AuditConfig, load_config
+from hepaudit.config import AuditConfig, load_config, sample_config
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import Sample
 from hepaudit.errors import ConfigError, DataError, OutputError
@@ -73,6 +73,18 @@ def _agreement(results: dict[str, ExplainerResult]) -> list[Agreement]:
             overlap = top_k_overlap([s.feature for s in ranked[a]], [s.feature for s in ranked[b]])
             out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap))
     return out
+
+
+def _reference_for(name: str, options: object, reference: Sample | None, data: Sample, base_dir: Path,
+                   builder: InputBuilder) -> Sample:
+    """The sample an explainer's reference pass reads: its own ``reference`` option table, else
+    ``[reference]``, else the audited data itself."""
+    own = getattr(options, "reference", None)
+    if isinstance(own, dict) and own:
+        sample = Sample(sample_config(own, f"explainers.{name}.reference", base_dir), f"explainers.{name}.reference")
+        sample.check(list(builder.flat_branches), builder.jagged_branches)
+        return sample
+    return reference if reference is not None else data
 
 
 def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
@@ -150,7 +162,10 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         if not values <= {0, 1}:
             raise DataError(f"data.label: branch {cfg.data.label!r} must hold 0 (background) and 1 (signal); "
                             f"found values {sorted(values)[:6]}")
+    base_dir = Path(cfg.source).parent if cfg.source else Path.cwd()
+    out_dir = Path(out) if out is not None else None
     context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
+                           output_dir=out_dir, has_reference=reference is not None,
                            seed=cfg.execution.seed, has_labels=cfg.data.label is not None,
                            has_weights=cfg.data.weight is not None, n_jets=sample.n_entries,
                            n_signal=n_sig, n_background=n_bkg, warnings=warnings)
@@ -165,9 +180,11 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
             skipped[name] = (f"needs both classes, but data.label {cfg.data.label!r} has "
                              f"{n_sig} signal and {n_bkg} background jets")
             continue
-        runs.append(ExplainerRun(name=name, plugin=host.plugin_of(name)))
+        run = ExplainerRun(name=name, plugin=host.plugin_of(name))
+        if "reference" in cls.needs:
+            run.reference = _reference_for(name, options[name], reference, sample, base_dir, builder)
+        runs.append(run)
 
-    out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         prepare_output(out_dir, force)
     per_jet = PerJetWriter(out_dir / "per_jet.root") if out_dir is not None else None

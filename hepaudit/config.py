@@ -173,7 +173,8 @@ def resolve_files(patterns: tuple[str, ...], where: str) -> list[Path]:
     return files
 
 
-def _sample(table: Any, where: str, base: Path) -> SampleConfig:
+def sample_config(table: Any, where: str, base: Path) -> SampleConfig:
+    """A ``[data]``-like table (files, tree, label, ...) validated, paths resolved from ``base``."""
     if not isinstance(table, dict):
         raise ConfigError(f"[{where}]: expected a table")
     sample = parse_table(SampleConfig, table, where)
@@ -190,7 +191,7 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
             raise ConfigError(f"missing [{key}] table" if key != "inputs" else "missing [[inputs]] tables")
     model = parse_table(ModelConfig, raw["model"], "model")
     model = replace(model, path=_resolve_path(model.path, base))
-    data = _sample(raw["data"], "data", base)
+    data = sample_config(raw["data"], "data", base)
     if not isinstance(raw["inputs"], list):
         raise ConfigError("inputs: expected [[inputs]] tables (an array of tables)")
     inputs = tuple(parse_table(InputConfig, t, f"inputs[{i}]") for i, t in enumerate(raw["inputs"]))
@@ -201,7 +202,7 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
     explainers = raw.get("explainers", {})
     if not isinstance(explainers, dict) or not all(isinstance(v, dict) for v in explainers.values()):
         raise ConfigError("explainers: expected [explainers.NAME] tables")
-    reference = _sample(raw["reference"], "reference", base) if "reference" in raw else None
+    reference = sample_config(raw["reference"], "reference", base) if "reference" in raw else None
     gates_raw = raw.get("gates", {})
     if not isinstance(gates_raw, dict):
         raise ConfigError("gates: expected a table of \"explainer.field\" = { min = ..., max = ... }")

@@ -76,6 +76,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected {_type_name(hint)}, found {_describe(value)}")
         item = get_args(hint)[1]
         return {str(k): coerce(v, item, f"{key}.{k}") for k, v in value.items()}
+    if hint in (dict, list):  # bare containers: checked by kind only (e.g. a reference table)
+        if not isinstance(value, hint):
+            raise ConfigError(f"{key}: expected {'a table' if hint is dict else 'a list'}, found {_describe(value)}")
+        return value
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, found {_describe(value)}")

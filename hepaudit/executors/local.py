@@ -37,6 +37,7 @@ class ExplainerRun:
     name: str
     plugin: dict[str, str]
     explainer: Explainer[Any] | None = None
+    reference: Sample | None = None  # the sample update_reference sees (needs "reference")
     state: Any = None
     seconds: float = 0.0
     error: str | None = None
@@ -102,17 +103,25 @@ class LocalExecutor:
     def __init__(self) -> None:
         self.outcome = Outcome()
 
-    def _chunks(self, sample: Sample, branches: list[str], job: Job, desc: str) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
-        """Read and build inputs chunk by chunk, applying the non-finite policy to inputs."""
+    def _chunks(self, sample: Sample, branches: list[str], job: Job, desc: str,
+                count: bool = True) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+        """Read and build inputs chunk by chunk, applying the non-finite policy to inputs.
+
+        Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
+        """
         bar = _progress(sample.n_entries, job.progress, desc)
         try:
             t0 = time.perf_counter()
             chunks = sample.chunks(branches)
+            checked = False
             for raw in chunks:
                 inputs = job.builder.build(raw.arrays)
+                if not checked:  # a config that builds the wrong shape fails here, not inside onnxruntime
+                    job.tagger.check_inputs(inputs)
+                    checked = True
                 bad = _nonfinite_rows(inputs)
                 if bad.any():
-                    if job.nonfinite == "fail":
+                    if job.nonfinite == "fail" and count:
                         # count over the whole sample, so the message says how big the problem is
                         first = int(raw.entries[np.flatnonzero(bad)[0]])
                         n_bad = int(bad.sum()) + sum(int(_nonfinite_rows(job.builder.build(rest.arrays)).sum())
@@ -123,7 +132,8 @@ class LocalExecutor:
                     keep = ~bad
                     inputs = {k: v[keep] for k, v in inputs.items()}
                     raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
-                    self.outcome.n_dropped += int(bad.sum())
+                    if count:
+                        self.outcome.n_dropped += int(bad.sum())
                 self.outcome.read_s += time.perf_counter() - t0
                 yield raw, inputs
                 bar.update(len(bad))
@@ -134,9 +144,50 @@ class LocalExecutor:
     def input_stats(self, sample: Sample, job: Job) -> InputStats:
         """The first pass: sums of every input (for x̄) and feature moments (for warnings)."""
         stats = InputStats()
+        dropped = self.outcome.n_dropped
         for _, inputs in self._chunks(sample, job.builder.branches, job, "input means"):
             stats.update(inputs, feature_matrix(job.builder, inputs))
+        self.outcome.n_dropped = dropped  # the audit pass counts the dropped jets; do not count them twice
         return stats
+
+    def _update_all(self, runs: list[ExplainerRun], chunk: Chunk, job: Job, reference: bool) -> None:
+        for run in runs:
+            if run.error is not None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                if reference:
+                    run.state = run.explainer.update_reference(run.state, chunk)  # type: ignore[union-attr]
+                else:
+                    run.state = run.explainer.update(run.state, chunk)  # type: ignore[union-attr]
+            except Exception as exc:  # an explainer's bug must not stop the audit
+                run.error = _describe(exc, job.debug)
+            run.seconds += time.perf_counter() - t0
+
+    def reference_pass(self, job: Job, runs: list[ExplainerRun]) -> None:
+        """Feed each reference sample once to the explainers that asked for it."""
+        samples: dict[int, tuple[Sample, list[ExplainerRun]]] = {}
+        for run in runs:
+            if run.reference is not None and run.error is None:
+                samples.setdefault(id(run.reference), (run.reference, []))[1].append(run)
+        for sample, users in samples.values():
+            label, weight = sample.config.label, sample.config.weight
+            branches = job.builder.branches + [b for b in (label, weight) if b and b not in job.builder.branches]
+            for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False):
+                out = job.tagger.run(inputs)
+                keep = np.isfinite(out.score) & np.isfinite(out.logit)
+                labels = _column(raw.arrays, label, np.int8)
+                weights = _column(raw.arrays, weight, np.float64)
+                if not keep.all():  # a reference jet the model cannot score tells nothing
+                    inputs = {k: v[keep] for k, v in inputs.items()}
+                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
+                    out.score, out.logit = out.score[keep], out.logit[keep]
+                    out.extra = {k: v[keep] for k, v in out.extra.items()}
+                    labels = None if labels is None else labels[keep]
+                    weights = None if weights is None else weights[keep]
+                chunk = Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights,
+                              out.extra, raw.arrays)
+                self._update_all(users, chunk, job, reference=True)
 
     def run(self, job: Job) -> Outcome:
         branches = job.builder.branches + [b for b in (job.label, job.weight) if b and b not in job.builder.branches]
@@ -148,6 +199,7 @@ class LocalExecutor:
             except Exception as exc:  # an explainer's bug must not stop the audit
                 run.error = _describe(exc, job.debug)
             run.seconds += time.perf_counter() - t0
+        self.reference_pass(job, live)
         try:
             for raw, inputs in self._chunks(job.sample, branches, job, "auditing"):
                 labels = _column(raw.arrays, job.label, np.int8)
@@ -170,15 +222,7 @@ class LocalExecutor:
                     weights = None if weights is None else weights[keep]
                 chunk = Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights,
                               out.extra, raw.arrays)
-                for run in live:
-                    if run.error is not None:
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        run.state = run.explainer.update(run.state, chunk)  # type: ignore[union-attr]
-                    except Exception as exc:
-                        run.error = _describe(exc, job.debug)
-                    run.seconds += time.perf_counter() - t0
+                self._update_all(live, chunk, job, reference=False)
                 self.outcome.n_jets += len(chunk)
                 self.outcome.fill_scores(chunk.score, labels)
                 if job.per_jet is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -50,6 +51,8 @@ class AuditContext:
     n_signal: int = 0
     n_background: int = 0
     warnings: list[str] = field(default_factory=list)
+    output_dir: Path | None = None  # where the report goes (None: nothing is written)
+    has_reference: bool = False  # a [reference] sample is configured (else the data is its own reference)
     _baselines: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def baseline(self, spec: str | float) -> dict[str, np.ndarray]:
@@ -137,7 +140,10 @@ class Explainer(ABC, Generic[State]):
     ``name`` is the config table and the report key; ``Options`` a dataclass of options with
     defaults (validated from the config table); ``needs`` what the executor must provide:
     ``"labels"`` (the audit skips the explainer, with the reason, when labels are missing
-    or one class only) and ``"input_mean"`` (x̄ in the context before the first chunk).
+    or one class only), ``"input_mean"`` (x̄ in the context before the first chunk) and
+    ``"reference"`` (:meth:`update_reference` is called with every chunk of the reference
+    sample, before the first audited chunk: the ``[reference]`` sample, or the explainer's
+    own ``reference`` option table, or, when neither is set, the audited data itself).
     ``attribution`` says whether the result carries feature importance.
     """
 
@@ -158,6 +164,10 @@ class Explainer(ABC, Generic[State]):
     @abstractmethod
     def update(self, state: State, chunk: Chunk) -> State:
         """Fold one chunk into the state (and optionally fill ``chunk.per_jet``)."""
+
+    def update_reference(self, state: State, chunk: Chunk) -> State:
+        """Fold one chunk of the reference sample into the state (``needs = {"reference"}``)."""
+        return state
 
     @abstractmethod
     def merge(self, a: State, b: State) -> State:
