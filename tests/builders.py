@@ -122,3 +122,112 @@ def write_jets(path: Path, jets: dict[str, object], tree: str = "jets") -> Path:
         t = f.mktree(tree, {k: (v if not isinstance(jets[k], ak.Array) else "var * float64") for k, v in types.items()})
         t.extend({k: v for k, v in jets.items()})
     return path
+
+
+# -- helpers added for the host acceptance tests -------------------------------------------------
+
+def toml_value(value: object) -> str:
+    """One TOML value: strings, numbers, booleans, arrays and inline tables."""
+    import json
+    import math
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else ("-inf" if v == -math.inf else repr(v)))
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_dumps(doc: dict[str, object]) -> str:
+    """A small TOML writer: top-level tables become [sections], lists of tables [[arrays]],
+    anything deeper an inline table. Enough for audit configs."""
+    import json
+
+    lines: list[str] = []
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines += [f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for table in value:
+                lines.append(f"[[{key}]]")
+                lines += [f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in table.items()]
+        else:
+            lines.insert(0, f"{json.dumps(key)} = {toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def make_flat_jets(n: int, n_features: int = 4, seed: int = 0) -> dict[str, object]:
+    """Jets with flat float32 features f0..f{k-1} that separate signal from background
+    to different degrees, a 0/1 label ``is_signal`` and a positive ``weight``."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) % 2).astype(np.int32)
+    rng.shuffle(labels)
+    out: dict[str, object] = {}
+    for k in range(n_features):
+        shift = 1.2 / (k + 1)
+        out[f"f{k}"] = (rng.normal(0, 1, n) + shift * labels).astype(np.float32)
+    out["is_signal"] = labels
+    out["weight"] = rng.uniform(0.2, 2.0, n)
+    return out
+
+
+def mann_whitney_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """AUC by its definition: over all (signal, background) pairs, w_s·w_b·[s > b] + 1/2 [s = b]."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    w = np.ones(len(scores)) if weights is None else np.asarray(weights, dtype=np.float64)
+    s, b = scores[labels], scores[~labels]
+    ws, wb = w[labels], w[~labels]
+    total = 0.0
+    for i in range(len(s)):  # row by row to keep memory small
+        wins = (s[i] > b) + 0.5 * (s[i] == b)
+        total += ws[i] * np.sum(wb * wins)
+    return float(total / (ws.sum() * wb.sum()))
+
+
+def nan_model(n_in: int, input_name: str = "x", output_name: str = "score") -> onnx.ModelProto:
+    """score = Sigmoid(Log(x[:, 0:1])): NaN for every jet whose first feature is negative."""
+    nodes = [helper.make_node("Gather", [input_name, "first"], ["x0"], axis=1),
+             helper.make_node("Log", ["x0"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], [output_name])]
+    graph = helper.make_graph(
+        nodes, "nan_model",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", n_in])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(np.array([0], np.int64), "first")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="hepaudit-tests")
+    onnx.checker.check_model(model)
+    return model
+
+
+def mlp_logits(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """The pre-head values (logits) of :func:`mlp_model`'s network, in numpy float64."""
+    h = x.astype(np.float64)
+    for i, (w, b) in enumerate(weights):
+        h = h @ w.astype(np.float64) + b
+        if i < len(weights) - 1:
+            h = np.maximum(h, 0)
+    return h
+
+
+def mlp_hidden(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> list[np.ndarray]:
+    """The ReLU activations h0, h1, ... of :func:`mlp_model`'s network, in numpy float64."""
+    h = x.astype(np.float64)
+    out = []
+    for w, b in weights[:-1]:
+        h = np.maximum(h @ w.astype(np.float64) + b, 0)
+        out.append(h)
+    return out

@@ -164,7 +164,7 @@ class Tagger:
             want = info.shape
             if len(got) != len(want) or any(isinstance(w, int) and w != g for w, g in zip(want[1:], got[1:])):
                 shown = ["N" if not isinstance(w, int) else w for w in want]
-                raise ModelError(f"{self.path}: ONNX input {info.name!r} expects shape {tuple(shown)}, "
+                raise ConfigError(f"{self.path}: ONNX input {info.name!r} expects shape {tuple(shown)}, "
                                  f"the config builds {('N',) + tuple(got[1:])}")
         extra = set(inputs) - {i.name for i in self.info.inputs}
         if extra:
