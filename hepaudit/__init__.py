@@ -10,15 +10,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+# Importing the submodule hepaudit.audit sets the package attribute `audit` to the module;
+# this import runs after it and binds the name to the function for good.
+from hepaudit.audit import audit  # noqa: E402
 from hepaudit.errors import ConfigError, DataError, HepauditError, ModelError  # noqa: E402
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer  # noqa: E402
 from hepaudit.plugins import hookimpl  # noqa: E402
 from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection  # noqa: E402
-
-# Importing the submodule hepaudit.audit sets the package attribute `audit` to the module;
-# this import runs after it and binds the name to the function for good.
-from hepaudit.audit import audit  # noqa: E402
-
 
 __all__ = [
     "__version__", "audit", "hookimpl", "Explainer", "Chunk", "AuditContext", "ExplainerResult",

@@ -112,7 +112,8 @@ def inspect(file: Path, as_json: bool, debug: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", "model", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .onnx tagger.")
+@click.option("--model", "model", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The .onnx tagger.")
 @click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A .root file.")
 @click.option("--tree", default=None, help="Tree name (default: the file's only or largest tree).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")

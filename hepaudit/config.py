@@ -9,10 +9,11 @@ options class once the plugins are known.
 from __future__ import annotations
 
 import glob
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 from hepaudit.errors import ConfigError, close_matches
 from hepaudit.options import parse_table

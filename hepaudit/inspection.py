@@ -54,7 +54,8 @@ def inspect_root(path: Path) -> tuple[dict[str, Any], str]:
     try:
         handle = uproot.open(path)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable ROOT file ({type(exc).__name__}: {str(exc).splitlines()[0][:150] if str(exc) else ''})") from None
+        detail = str(exc).splitlines()[0][:150] if str(exc) else ""
+        raise DataError(f"{path}: not a readable ROOT file ({type(exc).__name__}: {detail})") from None
     with handle:
         trees = root_trees(handle)
         doc: dict[str, Any] = {"path": str(path), "trees": {}}

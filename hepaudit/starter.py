@@ -85,7 +85,8 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
         notes.append(f"output {out.name!r} has {n_cols} columns: set model.score (a column, or a class-sum)")
     lines += ["", "[data]", f"files = [{_toml_value(os.path.relpath(data_path.resolve(), out_dir))}]",
               f"tree = {_toml_value(tree)}"]
-    lines.append(f"label = {_toml_value(label)}" if label else "# label = \"is_signal\"   # CHECK: no label branch found")
+    lines.append(f"label = {_toml_value(label)}" if label
+                 else "# label = \"is_signal\"   # CHECK: no label branch found")
     lines.append("# step_size = 100000")
     for tensor in info.inputs:
         lines += ["", "[[inputs]]", f"name = {_toml_value(tensor.name)}"]
@@ -109,7 +110,8 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
             notes.append(f"input {tensor.name!r}: shape {tensor.shape}; name its per-particle features")
         elif rank == 2 and width is not None:
             chosen = [b for b in flat if b != label][:width]
-            lines += ['kind = "jet"', f"branches = {_toml_value(chosen)}   # CHECK: the model's {width} inputs, in order"]
+            lines += ['kind = "jet"',
+                      f"branches = {_toml_value(chosen)}   # CHECK: the model's {width} inputs, in order"]
             notes.append(f"input {tensor.name!r}: guessed jet branches {chosen}; check them and their order")
         else:
             lines.append('kind = "constituents"   # CHECK: could not guess this input')

@@ -63,8 +63,9 @@ class InputStats:
         live = std > 1e-6 * typical
         constant = [names[k] for k in np.flatnonzero(~live)]
         if constant:
-            out.append(f"{len(constant)} feature(s) are constant over the audited jets ({', '.join(constant[:max_listed])}"
-                       f"{', ...' if len(constant) > max_listed else ''}): occluding them with their mean changes nothing,"
+            listed = ", ".join(constant[:max_listed]) + (", ..." if len(constant) > max_listed else "")
+            out.append(f"{len(constant)} feature(s) are constant over the audited jets ({listed}): "
+                       "occluding them with their mean changes nothing,"
                        " while LRP may still rank them high (mean-behaviour relevance).")
         if self.abs_max is not None and live.any():
             scales = self.abs_max[live]

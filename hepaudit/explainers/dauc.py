@@ -72,7 +72,8 @@ class DeltaAUC(Explainer[DaucState]):
         return self.result(
             feature_importance=sorted_scores(features),
             group_importance=sorted_scores(groups) if groups else None,
-            fields={"baseline_auc": base_auc, "definition": "AUC(f(x)) - AUC(f(x\\k)), x\\k: feature k set to the baseline",
+            fields={"baseline_auc": base_auc,
+                    "definition": "AUC(f(x)) - AUC(f(x\\k)), x\\k: feature k set to the baseline",
                     "forward_passes_per_jet": 1 + len(self.units.all)},
             summary=summary,
         )
