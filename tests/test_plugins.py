@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -321,6 +322,25 @@ def test_docs_mention_every_hook() -> None:
     text = (REPO / "docs" / "plugins.md").read_text()
     for fn in _hookspecs():
         assert fn.__name__ in text, f"docs/plugins.md does not mention {fn.__name__}"
+
+
+def test_docs_python_snippets_compile() -> None:
+    text = (REPO / "docs" / "plugins.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 5
+    for i, block in enumerate(blocks):
+        compile(block, f"docs/plugins.md python block {i + 1}", "exec")
+
+
+def test_docs_section_snippet_runs(template: ModuleType, toy: Path) -> None:
+    """The report-section snippet in docs/plugins.md, run on a real report."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "ReportSection(" in b)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/plugins.md", "exec"), namespace)
+    report = run_audit(_config(toy, "one.onnx", "[explainers.dauc]\n[explainers.permutation]\n"), out=None)
+    (section,) = namespace["hepaudit_report_sections"](report)  # type: ignore[operator]
+    assert section.key == "example" and "good" in section.data["agreed"]
 
 
 def test_template_implements_only_real_hooks(template: ModuleType) -> None:
