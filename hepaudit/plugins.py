@@ -30,6 +30,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hepaudit.data.builtin_recipes",
     "hepaudit.explainers.dauc",
     "hepaudit.explainers.mad",
+    "hepaudit.explainers.shap",
 )
 
 hookimpl = pluggy.HookimplMarker("hepaudit")

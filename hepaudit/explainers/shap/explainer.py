@@ -1,0 +1,309 @@
+"""The ``shap`` explainer: Shapley values of v(S) = E_b[f(x_S, b_~S)] for a stratified
+subsample of jets, exact or by Kernel SHAP, for features or groups of features.
+
+f is the tagger's signal score; the background b is the mean input x̄ over all audited
+jets (or the reference sample) by default, a seeded random sample of N audited jets, or
+k-means centres of a seeded sample weighted by cluster size. The jets explained are a
+seeded reservoir of ``jets`` jets per class, collected chunk by chunk (mergeable); the
+Shapley values are computed in ``finish``: exactly over all 2^M coalitions when the number
+of players M ≤ ``max_exact``, otherwise by Kernel SHAP with the additivity constraint
+φ_0 + Σφ = f(x) imposed exactly (or by antithetic permutation sampling, ``method``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hepaudit.errors import ConfigError
+from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.explainers.shap.background import Reservoir, entry_keys, kmeans, salt_for
+from hepaudit.explainers.shap.coalitions import all_coalitions, exact_shapley
+from hepaudit.explainers.shap.evaluate import CoalitionEvaluator, Players
+from hepaudit.explainers.shap.kernel import default_budget, kernel_design, kernel_shap, permutation_shap
+from hepaudit.plugins import ExplainerRegistry, hookimpl
+from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
+
+CLASS_NAMES = {0: "background", 1: "signal", 2: "unlabelled"}
+
+
+@dataclass(frozen=True)
+class ShapOptions:
+    # "mean" (x̄), a number N of audited jets drawn at random, or "kmeans:K"
+    background: str | int = "mean"
+    jets: int = 100  # jets explained per class (per label value; all jets when unlabelled)
+    # false: every feature is a player; "particle" / "feature": the built-in groups;
+    # a table {name = ["glob", ...]}: user groups (features in no group stay single players)
+    groups: bool | str | dict[str, list[str]] = False
+    max_exact: int = 14  # exact enumeration of all 2^M coalitions up to this many players
+    method: str = "kernel"  # "kernel" (Kernel SHAP) or "permutation" (antithetic permutations)
+    samples: int | str = "auto"  # model evaluations (coalitions) per jet; "auto" = 2M + 2048
+    seed: int | None = None  # default: the audit's seed
+
+    def __post_init__(self) -> None:
+        b = self.background
+        if isinstance(b, str) and b != "mean" and not re.fullmatch(r"kmeans:[1-9][0-9]*", b):
+            raise ValueError(f"background: expected \"mean\", a number of jets or \"kmeans:K\", found {b!r}")
+        if isinstance(b, int) and b < 1:
+            raise ValueError(f"background: the number of background jets must be at least 1, found {b}")
+        if self.jets < 1:
+            raise ValueError(f"jets: expected at least 1 jet per class, found {self.jets}")
+        if self.groups is True:
+            raise ValueError("groups: say which groups: \"particle\", \"feature\", or a table of globs")
+        if isinstance(self.groups, str) and self.groups not in ("particle", "feature"):
+            raise ValueError(f"groups: expected \"particle\", \"feature\", false or a table, "
+                             f"found {self.groups!r}")
+        if self.method not in ("kernel", "permutation"):
+            raise ValueError(f"method: expected \"kernel\" or \"permutation\", found {self.method!r}")
+        if isinstance(self.samples, str) and self.samples != "auto":
+            raise ValueError(f"samples: expected \"auto\" or a number, found {self.samples!r}")
+        if isinstance(self.samples, int) and self.samples < 2:
+            raise ValueError(f"samples: expected at least 2, found {self.samples}")
+        if not 0 <= self.max_exact <= 20:
+            raise ValueError(f"max_exact: expected 0..20 (2^M coalitions per jet), found {self.max_exact}")
+
+
+@dataclass
+class ShapState:
+    """Per-class reservoirs of jets to explain, and a reservoir for the background."""
+
+    explain: dict[int, Reservoir] = field(default_factory=dict)
+    background: Reservoir | None = None
+
+
+def resolve_players(context: AuditContext, groups: bool | str | dict[str, list[str]], where: str = "shap"
+                    ) -> tuple[Players, bool]:
+    """The players, and whether any of them is a group of features."""
+    n = len(context.features)
+    if groups is False:
+        return Players(list(context.features), [[k] for k in range(n)]), False
+    if isinstance(groups, str):
+        pattern = re.compile(r"(^|\.)particle_\d+$" if groups == "particle" else r"^feature_")
+        named = {g: ks for g, ks in context.groups.items() if pattern.search(g)}
+        if not named:
+            raise ConfigError(f"explainers.{where}.groups = {groups!r}: the model has no constituent inputs, "
+                              "so there are no such groups")
+    else:
+        named = {}
+        for name, patterns in groups.items():
+            members = context.builder.match(list(patterns))
+            if not members:
+                raise ConfigError(f"explainers.{where}.groups.{name}: the patterns {list(patterns)} "
+                                  "match no feature")
+            named[name] = members
+    owner: dict[int, str] = {}
+    for name, members in named.items():
+        for k in members:
+            if k in owner:
+                raise ConfigError(f"explainers.{where}.groups: feature {context.features[k]!r} is in both "
+                                  f"{owner[k]!r} and {name!r}; a feature may be in one group only")
+            owner[k] = name
+    names = list(named)
+    members_list = [sorted(named[g]) for g in names]
+    # features in no group stay single players, in model order, after the groups
+    for k in range(n):
+        if k not in owner:
+            names.append(context.features[k])
+            members_list.append([k])
+    return Players(names, members_list), True
+
+
+class Shap(Explainer[ShapState]):
+    name = "shap"
+    Options = ShapOptions
+    needs = frozenset({"input_mean"})
+    attribution = True
+    description = "Shapley values of v(S) = E_b[f(x_S, b_~S)]: exact for few players, Kernel SHAP otherwise"
+
+    def __init__(self, options: ShapOptions, context: AuditContext) -> None:
+        super().__init__(options, context)
+        self.players, self.grouped = resolve_players(context, options.groups)
+        self.seed = context.seed if options.seed is None else options.seed
+        self.salt_jets = salt_for(self.seed, "shap-jets")
+        self.salt_background = salt_for(self.seed, "shap-background")
+        b = options.background
+        if isinstance(b, int):
+            self.background_pool = b
+        elif b.startswith("kmeans:"):
+            k = int(b.split(":")[1])
+            self.background_pool = max(1000, 50 * k)
+        else:
+            self.background_pool = 0
+
+    # -- the chunk loop -------------------------------------------------------------------------
+    def start(self) -> ShapState:
+        return ShapState()
+
+    def update(self, state: ShapState, chunk: Chunk) -> ShapState:
+        n = len(chunk)
+        if n == 0:
+            return state
+        inputs = {k: v.reshape(n, -1) for k, v in chunk.inputs.items()}
+        labels = np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
+        entries = np.asarray(chunk.entries, np.int64)
+        keys = entry_keys(entries, self.salt_jets)
+        for c in np.unique(labels):
+            sel = labels == c
+            res = state.explain.setdefault(int(c), Reservoir(self.options.jets))
+            picked = {k: v[sel] for k, v in inputs.items()}
+            res.add(keys[sel], entries[sel], picked, chunk.score[sel], labels[sel])
+        if self.background_pool:
+            if state.background is None:
+                state.background = Reservoir(self.background_pool)
+            keys = entry_keys(entries, self.salt_background)
+            state.background.add(keys, entries, inputs, chunk.score, labels)
+        return state
+
+    def merge(self, a: ShapState, b: ShapState) -> ShapState:
+        explain = dict(a.explain)
+        for c, res in b.explain.items():
+            explain[c] = explain[c].merged(res) if c in explain else res
+        if a.background is None or b.background is None:
+            background = a.background or b.background
+        else:
+            background = a.background.merged(b.background)
+        return ShapState(explain, background)
+
+    # -- finish ---------------------------------------------------------------------------------
+    def _background(self, state: ShapState) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
+        b = self.options.background
+        if b == "mean":
+            mean = self.context.baseline("mean")
+            rows = {k: np.asarray(v, np.float32).reshape(1, -1) for k, v in mean.items()}
+            return rows, np.ones(1), "x̄ (mean input)"
+        pool = state.background
+        if pool is None or len(pool) == 0:
+            raise RuntimeError("no jets were collected for the SHAP background")
+        if isinstance(b, int):
+            uniform = np.full(len(pool), 1.0 / len(pool))
+            return dict(pool.inputs), uniform, f"{len(pool)} audited jets drawn at random"
+        k = int(b.split(":")[1])
+        names = list(pool.inputs)
+        widths = [pool.inputs[n].shape[1] for n in names]
+        data = np.concatenate([pool.inputs[n] for n in names], axis=1)
+        # cluster on the features only (masks and other non-feature positions would dominate)
+        positions = self._feature_columns(names, widths)
+        centres, counts = kmeans(data[:, positions], k, self.seed)
+        rows = np.repeat(data.mean(axis=0, keepdims=True), len(centres), axis=0)
+        rows[:, positions] = centres
+        out, start = {}, 0
+        for n, w in zip(names, widths):
+            out[n] = rows[:, start:start + w].astype(np.float32)
+            start += w
+        described = f"k-means: {len(centres)} centres of {len(pool)} audited jets, weighted by size"
+        return out, counts / counts.sum(), described
+
+    def _feature_columns(self, names: list[str], widths: list[int]) -> np.ndarray:
+        offset = dict(zip(names, np.cumsum([0] + widths[:-1])))
+        return np.array([offset[s.input] + s.index for s in self.context.builder.slots], np.int64)
+
+    def _budget(self, m: int) -> int:
+        return default_budget(m) if self.options.samples == "auto" else int(self.options.samples)
+
+    def compute(self, jets: dict[str, np.ndarray], f_x: np.ndarray, background: dict[str, np.ndarray],
+                weights: np.ndarray) -> dict[str, Any]:
+        """Shapley values for the given jets (flat rows per input): φ, φ_0, errors, bookkeeping."""
+        tagger = self.context.tagger
+        shapes = {t.name: tuple(int(d) if isinstance(d, int) else 1 for d in t.shape[1:])
+                  for t in tagger.info.inputs}
+        jets_shaped = {k: v.reshape((len(v), *shapes[k])) for k, v in jets.items()}
+        # inputs without a background row (none expected) are never replaced: zeros are placeholders
+        bg = {k: background.get(k, np.zeros((len(weights), int(np.prod(s))), np.float32))
+              for k, s in shapes.items()}
+        owners = self.players.owners(self.context.builder.slots, shapes)
+        evaluator = CoalitionEvaluator(tagger, owners, jets_shaped, bg, weights)
+        m = len(self.players)
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5A4B]))
+        if m <= self.options.max_exact:
+            v = evaluator.values(all_coalitions(m))
+            phi = exact_shapley(v)
+            return {"phi": phi, "v_empty": v[:, 0], "error": np.zeros_like(phi), "exact": True,
+                    "method": "exact", "samples": 1 << m, "rows": evaluator.forward_rows}
+        v_empty = evaluator.values(np.zeros((1, m), bool))[:, 0]
+        budget = self._budget(m)
+        if self.options.method == "permutation":
+            n_perm = max(2, budget // max(1, m - 1))
+            phi, err = permutation_shap(evaluator.values, m, n_perm, v_empty, f_x, rng)
+            return {"phi": phi, "v_empty": v_empty, "error": err, "exact": False, "method": "permutation",
+                    "samples": n_perm * (m - 1), "rows": evaluator.forward_rows}
+        design = kernel_design(m, budget, rng)
+        v = evaluator.values(design.coalitions)
+        phi, err = kernel_shap(design, v, v_empty, f_x)
+        return {"phi": phi, "v_empty": v_empty, "error": err, "exact": False, "method": "kernel",
+                "samples": len(design.coalitions), "rows": evaluator.forward_rows}
+
+    def finish(self, state: ShapState) -> ExplainerResult:
+        reservoirs = [state.explain[c] for c in sorted(state.explain)]
+        if not reservoirs or sum(len(r) for r in reservoirs) == 0:
+            raise RuntimeError("no jets to explain")
+        entries = np.concatenate([r.entries for r in reservoirs])
+        order = np.argsort(entries, kind="stable")
+        entries = entries[order]
+        labels = np.concatenate([r.labels for r in reservoirs])[order]
+        f_x = np.concatenate([r.score for r in reservoirs])[order]
+        jets = {k: np.concatenate([r.inputs[k] for r in reservoirs])[order] for k in reservoirs[0].inputs}
+        background, weights, described = self._background(state)
+        out = self.compute(jets, f_x, background, weights)
+        phi, v_empty, error = out["phi"], out["v_empty"], out["error"]
+        additivity = float(np.max(np.abs(v_empty + phi.sum(axis=1) - f_x)))
+        names = self.players.names
+        absphi = np.abs(phi)
+        labelled = bool((labels != 2).any())
+
+        def class_mean(c: int) -> np.ndarray | None:
+            sel = labels == c
+            return absphi[sel].mean(axis=0) if labelled and sel.any() else None
+
+        overall, sig, bkg = absphi.mean(axis=0), class_mean(1), class_mean(0)
+        scores = sorted_scores([FeatureScore(name, float(overall[i]),
+                                             None if sig is None else float(sig[i]),
+                                             None if bkg is None else float(bkg[i]))
+                                for i, name in enumerate(names)])
+        tree: dict[str, np.ndarray] = {"entry": entries, "score": f_x, "base_value": v_empty}
+        if labelled:
+            tree["label"] = labels.astype(np.int32)
+        for i, name in enumerate(names):
+            tree[f"shap_{name}"] = phi[:, i]
+        mean_error = error.mean(axis=0)
+        fields = {
+            "base_value": float(v_empty.mean()),
+            "jets_explained": int(len(entries)),
+            "jets_explained_per_class": {CLASS_NAMES[int(c)]: int((labels == c).sum())
+                                         for c in np.unique(labels)},
+            "exact": bool(out["exact"]),
+            "method": out["method"],
+            "additivity_max_abs_error": additivity,
+            "players": "groups" if self.grouped else "features",
+            "groups": ({n: [self.context.features[k] for k in ks] for n, ks in
+                        zip(names, self.players.members) if len(ks) > 1} if self.grouped else None),
+            "n_players": len(names),
+            "coalitions_per_jet": int(out["samples"]),
+            "model_rows_evaluated": int(out["rows"]),
+            "background_description": described,
+            "background_rows": int(len(weights)),
+            "error_estimate": {n: float(mean_error[i]) for i, n in enumerate(names)},
+            "max_error_estimate": float(error.max()) if error.size else 0.0,
+            "definition": ("Shapley values of v(S) = sum_b w_b f(x_S, b_~S); feature_importance = mean |phi| "
+                           "over the explained jets"
+                           + (" (players are groups of features)" if self.grouped else "")),
+        }
+        from hepaudit.explainers.shap.figures import beeswarm, dependence, player_values
+
+        values = player_values(self.players, self.context.builder.slots, jets)
+        figures = [fig for fig in (beeswarm(phi, values, names, self.grouped),
+                                   dependence(phi, values, names, labels, self.grouped)) if fig is not None]
+        top = scores[0] if scores else None
+        how = "exactly" if out["exact"] else f"by {out['method']} sampling"
+        summary = (f"SHAP values of {len(entries)} jets computed {how} over {len(names)} "
+                   f"{'groups' if self.grouped else 'features'}; largest mean |φ|: "
+                   f"{top.feature} ({top.score:.3g}).") if top else ""
+        return self.result(feature_importance=scores, fields=fields, figures=figures, summary=summary,
+                           trees={"shap": tree})
+
+
+@hookimpl
+def hepaudit_register_explainers(register: ExplainerRegistry) -> None:
+    register(Shap)

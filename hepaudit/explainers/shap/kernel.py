@@ -1,0 +1,176 @@
+"""Kernel SHAP (Lundberg & Lee, arXiv:1705.07874) and antithetic permutation sampling.
+
+Kernel SHAP: Shapley values are the solution of a weighted least-squares fit of
+v(S) − v(∅) ≈ Σ_{i∈S} φ_i over coalitions S, weighted by the Shapley kernel
+π(S) = (M − 1) / (C(M, |S|) |S| (M − |S|)), subject to Σφ = f(x) − v(∅). The budget is
+spent like the reference implementation: coalition sizes are taken in complementary pairs
+(s, M − s) from the outside in, and a pair of sizes is enumerated completely when the
+budget left would, in expectation, sample it that often anyway; the remaining sizes are
+sampled in antithetic pairs (S and its complement) with sizes drawn in proportion to the
+kernel, each sample carrying an equal share of the remaining kernel mass. One coalition
+design serves every jet, so the M × M normal equations are factorised once. The constraint
+is imposed exactly by eliminating the last player.
+
+Error estimate: the sampled pairs are dealt round-robin into G sub-designs; each sub-design
+(enumerated part + its share of samples, reweighted) gives an independent estimate, and the
+standard deviation of those over √G estimates the error of the full-budget solution.
+
+Permutation sampling: φ_i = mean over permutations of v(pre_i ∪ {i}) − v(pre_i), with each
+permutation paired with its reverse (antithetic); additivity holds per permutation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import comb
+
+import numpy as np
+
+from hepaudit.explainers.shap.coalitions import kernel_weight
+
+N_SUBDESIGNS = 4
+
+
+@dataclass
+class KernelDesign:
+    """Coalitions (C, M) with their regression weights; ``part`` is −1 for enumerated rows,
+    else the sub-design (0..G−1) of a sampled row."""
+
+    coalitions: np.ndarray
+    weights: np.ndarray
+    part: np.ndarray
+    n_enumerated: int
+
+
+def default_budget(m: int) -> int:
+    """The default number of coalitions: 2M + 2048, as shap's KernelExplainer ``nsamples="auto"``."""
+    return 2 * m + 2048
+
+
+def kernel_design(m: int, budget: int, rng: np.random.Generator, n_parts: int = N_SUBDESIGNS) -> KernelDesign:
+    """Coalitions for Kernel SHAP over ``m`` ≥ 2 players with about ``budget`` evaluations."""
+    sizes = np.arange(1, m)
+    mass = np.array([(m - 1) / (s * (m - s)) for s in sizes])  # total kernel weight of each size
+    rows: list[np.ndarray] = []
+    weights: list[float] = []
+    left = budget
+    remaining = list(range(1, m // 2 + 1))  # pair index: sizes s and m − s
+    enumerated: list[int] = []
+    for s in list(remaining):
+        pair = [s] if s == m - s else [s, m - s]
+        count = sum(comb(m, t) for t in pair)
+        share = sum(mass[t - 1] for t in pair) / sum(mass[t - 1] for q in remaining for t in ({q, m - q}))
+        if count > left or left * share < count:
+            break
+        for t in pair:
+            w = kernel_weight(m, t)
+            for members in _subsets(m, t):
+                row = np.zeros(m, bool)
+                row[list(members)] = True
+                rows.append(row)
+                weights.append(w)
+        left -= count
+        remaining.remove(s)
+        enumerated.append(s)
+    n_enum = len(rows)
+    part = [-1] * n_enum
+    rest = sorted({t for q in remaining for t in (q, m - q)})
+    if rest and left >= 2:
+        p = mass[np.array(rest) - 1]
+        rest_mass = float(p.sum())
+        n_pairs = left // 2
+        drawn = rng.choice(np.array(rest), size=n_pairs, p=p / rest_mass)
+        w = rest_mass / (2 * n_pairs)
+        for j, t in enumerate(drawn):
+            row = np.zeros(m, bool)
+            row[rng.choice(m, size=int(t), replace=False)] = True
+            rows += [row, ~row]
+            weights += [w, w]
+            part += [j % n_parts, j % n_parts]
+    coalitions = np.array(rows, bool).reshape(-1, m)
+    return KernelDesign(coalitions, np.array(weights), np.array(part, np.int64), n_enum)
+
+
+def _subsets(m: int, t: int) -> list[tuple[int, ...]]:
+    from itertools import combinations
+
+    return list(combinations(range(m), t))
+
+
+def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """φ (n, M) minimising Σ_c w_c (y_jc − z_c·φ_j)² subject to Σ_i φ_ji = total_j.
+
+    ``z`` (C, M) bool, ``w`` (C,), ``y`` (n, C) = v(S) − v(∅), ``total`` (n,) = f(x) − v(∅).
+    """
+    zf = z.astype(np.float64)
+    m = zf.shape[1]
+    if m == 1:
+        return total[:, None].copy()
+    x = zf[:, :-1] - zf[:, -1:]  # eliminate φ_M = total − Σ_{i<M} φ_i
+    target = y - zf[None, :, -1] * total[:, None]  # (n, C)
+    a = x.T @ (x * w[:, None])
+    rhs = (x * w[:, None]).T @ target.T  # (M−1, n)
+    try:
+        head = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:  # too few coalitions for a full-rank design
+        head = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    phi = np.empty((len(y), m))
+    phi[:, :-1] = head.T
+    phi[:, -1] = total - head.sum(axis=0)
+    return phi
+
+
+def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Shapley values (n, M) and their error estimate (n, M) from v (n, C) on the design."""
+    y = v - v_empty[:, None]
+    total = f_x - v_empty
+    phi = constrained_wls(design.coalitions, design.weights, y, total)
+    parts = [g for g in np.unique(design.part) if g >= 0]
+    if len(parts) < 2:
+        return phi, np.zeros_like(phi)
+    estimates = []
+    enum = design.part < 0
+    for g in parts:
+        sel = enum | (design.part == g)
+        w = np.where(design.part[sel] < 0, design.weights[sel], design.weights[sel] * len(parts))
+        estimates.append(constrained_wls(design.coalitions[sel], w, y[:, sel], total))
+    spread = np.std(np.stack(estimates), axis=0, ddof=1)
+    return phi, spread / np.sqrt(len(parts))
+
+
+def permutation_shap(values: Callable[[np.ndarray], np.ndarray], m: int, n_permutations: int,
+                     v_empty: np.ndarray, f_x: np.ndarray, rng: np.random.Generator,
+                     block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Antithetic permutation sampling: ``n_permutations`` (rounded up to even) permutations,
+    each followed by its reverse. ``values(coalitions)`` returns v (n, C). Returns φ and the
+    standard error over antithetic pairs."""
+    n_pairs = max(1, (n_permutations + 1) // 2)
+    n = len(f_x)
+    total = np.zeros((n, m))
+    total_sq = np.zeros((n, m))
+    done = 0
+    while done < n_pairs:
+        k = min(block, n_pairs - done)
+        perms = np.array([rng.permutation(m) for _ in range(k)])
+        perms = np.concatenate([perms, perms[:, ::-1]])  # (2k, m): pair j is rows j and j + k
+        # coalition after adding the first t players of each permutation, t = 1..m−1
+        ranks = np.empty_like(perms)
+        ranks[np.arange(2 * k)[:, None], perms] = np.arange(m)
+        prefixes = ranks[:, None, :] < np.arange(1, m)[None, :, None]  # (2k, m−1, m)
+        v = values(prefixes.reshape(-1, m)).reshape(n, 2 * k, m - 1)
+        chain = np.concatenate([np.broadcast_to(v_empty[:, None, None], (n, 2 * k, 1)), v,
+                                np.broadcast_to(f_x[:, None, None], (n, 2 * k, 1))], axis=2)
+        steps = np.diff(chain, axis=2)  # (n, 2k, m): contribution of the t-th player added
+        contrib = np.empty_like(steps)
+        contrib[:, np.arange(2 * k)[:, None], perms] = steps
+        pair = 0.5 * (contrib[:, :k] + contrib[:, k:])  # (n, k, m)
+        total += pair.sum(axis=1)
+        total_sq += (pair ** 2).sum(axis=1)
+        done += k
+    mean = total / n_pairs
+    if n_pairs < 2:
+        return mean, np.zeros_like(mean)
+    var = np.maximum(total_sq / n_pairs - mean ** 2, 0.0) * n_pairs / (n_pairs - 1)
+    return mean, np.sqrt(var / n_pairs)
