@@ -165,7 +165,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     base_dir = Path(cfg.source).parent if cfg.source else Path.cwd()
     out_dir = Path(out) if out is not None else None
     context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
-                           output_dir=out_dir, has_reference=reference is not None,
+                           output_dir=out_dir, has_reference=reference is not None, config_dir=base_dir,
                            seed=cfg.execution.seed, has_labels=cfg.data.label is not None,
                            has_weights=cfg.data.weight is not None, n_jets=sample.n_entries,
                            n_signal=n_sig, n_background=n_bkg, warnings=warnings)

@@ -53,6 +53,7 @@ class AuditContext:
     warnings: list[str] = field(default_factory=list)
     output_dir: Path | None = None  # where the report goes (None: nothing is written)
     has_reference: bool = False  # a [reference] sample is configured (else the data is its own reference)
+    config_dir: Path | None = None  # the config file's folder: explainer options' paths are relative to it
     _baselines: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def baseline(self, spec: str | float) -> dict[str, np.ndarray]:
