@@ -31,6 +31,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hepaudit.explainers.dauc",
     "hepaudit.explainers.mad",
     "hepaudit.explainers.shap",
+    "hepaudit.explainers.nap",
 )
 
 hookimpl = pluggy.HookimplMarker("hepaudit")
