@@ -1,0 +1,373 @@
+"""Reading jets and building model inputs, against per-jet numpy implementations.
+
+The ``topodnn`` and ``pfn`` recipes are recomputed here jet by jet from their definitions
+in docs/methods.md; derived constituent features, layouts, feature naming, masks, globs,
+``max_jets`` and entry numbering across files are checked on real ROOT files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+import pytest
+import uproot
+from builders import make_flat_jets, make_jets, write_jets
+
+from hepaudit.config import InputConfig, SampleConfig
+from hepaudit.data.builders import InputBuilder, feature_matrix
+from hepaudit.data.reading import Sample
+from hepaudit.data.recipes import BUILTIN_RECIPES, pfn_arrays, topodnn_arrays
+from hepaudit.errors import ConfigError
+from hepaudit.model.graph import TensorInfo
+from hepaudit.options import parse_table
+
+
+def wrap(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def kinematics(px, py, pz, e):
+    px, py, pz, e = (np.asarray(v, np.float64) for v in (px, py, pz, e))
+    pt = np.hypot(px, py)
+    return pt, np.arcsinh(pz / pt), np.arctan2(py, px), e
+
+
+def topodnn_reference(px, py, pz, e, p_max: int) -> np.ndarray:
+    """methods.md's TopoDNN recipe for one jet: (P, 3) of pT/1700, eta, phi."""
+    pt, eta, phi, _ = kinematics(px, py, pz, e)
+    order = np.argsort(-pt, kind="stable")[:p_max]
+    pt, eta, phi = pt[order], eta[order], phi[order]
+    eta = eta - eta[0]
+    phi = wrap(phi - phi[0])
+    if len(pt) > 1:
+        theta = -np.pi / 2 - np.arctan2(phi[1], eta[1])
+        eta, phi = eta * np.cos(theta) - phi * np.sin(theta), eta * np.sin(theta) + phi * np.cos(theta)
+    if np.sum(pt * eta) < 0:
+        eta = -eta
+    out = np.zeros((p_max, 3))
+    out[: len(pt)] = np.stack([pt / 1700.0, eta, phi], axis=1)
+    return out
+
+
+def pfn_reference(px, py, pz, e, p_max: int) -> tuple[np.ndarray, np.ndarray]:
+    pt, eta, phi, _ = kinematics(px, py, pz, e)
+    jpx, jpy, jpz = np.sum(px), np.sum(py), np.sum(pz)
+    jet_eta = np.arcsinh(jpz / np.hypot(jpx, jpy))
+    jet_phi = np.arctan2(jpy, jpx)
+    order = np.argsort(-pt, kind="stable")[:p_max]
+    out = np.zeros((p_max, 3))
+    out[: len(order), 0] = pt[order] / pt.sum()  # the sum over all constituents, kept or not
+    out[: len(order), 1] = eta[order] - jet_eta
+    out[: len(order), 2] = wrap(phi[order] - jet_phi)
+    mask = np.zeros(p_max)
+    mask[: len(order)] = 1
+    return out, mask
+
+
+def toy_constituents(counts: list[int], seed: int = 0) -> dict[str, ak.Array]:
+    """Jets with the given constituent counts, some near phi = ±pi (to exercise wrapping)."""
+    rng = np.random.default_rng(seed)
+    cols: dict[str, list] = {"px": [], "py": [], "pz": [], "e": []}
+    for i, n in enumerate(counts):
+        pt = rng.exponential(40, n) + 1
+        eta = rng.normal(rng.uniform(-2, 2), 0.3, n)
+        phi = wrap(rng.normal(np.pi if i % 2 else rng.uniform(-3, 3), 0.3, n))
+        m = rng.uniform(0, 0.2, n)
+        pz = pt * np.sinh(eta)
+        cols["px"].append(pt * np.cos(phi))
+        cols["py"].append(pt * np.sin(phi))
+        cols["pz"].append(pz)
+        cols["e"].append(np.sqrt(pt**2 + pz**2 + m**2))
+    return {k: ak.Array(v) for k, v in cols.items()}
+
+
+COUNTS = [1, 2, 3, 5, 30, 31, 60, 2, 7, 45]
+
+
+@pytest.mark.parametrize("p_max", [1, 4, 30])
+def test_topodnn_recipe_matches_the_definition(p_max: int) -> None:
+    parts = toy_constituents(COUNTS, seed=1)
+    got = topodnn_arrays(parts["px"], parts["py"], parts["pz"], parts["e"], max_particles=p_max)
+    assert got.shape == (len(COUNTS), 3 * p_max) and got.dtype == np.float32
+    for i in range(len(COUNTS)):
+        expected = topodnn_reference(*(parts[k][i] for k in ("px", "py", "pz", "e")), p_max)
+        np.testing.assert_allclose(got[i].reshape(p_max, 3), expected, atol=2e-5, err_msg=f"jet {i}")
+        values = got[i].reshape(p_max, 3)
+        if COUNTS[i] > 1 and p_max > 1:
+            assert abs(values[1, 1]) < 1e-5 and values[1, 2] < 0  # constituent 1 on the negative phi axis
+            assert np.sum(values[:, 0] * values[:, 1]) >= -1e-6
+        assert np.all(values[min(COUNTS[i], p_max) :] == 0)  # padding exactly zero
+
+
+def test_pfn_recipe_matches_the_definition() -> None:
+    parts = toy_constituents(COUNTS, seed=2)
+    values, mask = pfn_arrays(parts["px"], parts["py"], parts["pz"], parts["e"], max_particles=20)
+    assert values.shape == (len(COUNTS), 20, 3) and mask.shape == (len(COUNTS), 20)
+    for i in range(len(COUNTS)):
+        expected, expected_mask = pfn_reference(*(parts[k][i] for k in ("px", "py", "pz", "e")), 20)
+        np.testing.assert_allclose(values[i], expected, atol=2e-5, err_msg=f"jet {i}")
+        np.testing.assert_array_equal(mask[i], expected_mask)
+    # truncated jets: the kept fractions sum to less than one, because the sum runs over all
+    assert values[6, :, 0].sum() < 0.999 and values[0, :, 0].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+# -- the input builder on a real file -------------------------------------------------------
+
+MOMENTUM = {"px": "part_px", "py": "part_py", "pz": "part_pz", "energy": "part_energy"}
+
+
+def builder_for(tables: list[dict], shapes: dict[str, tuple]) -> InputBuilder:
+    inputs = tuple(parse_table(InputConfig, t, f"inputs[{i}]") for i, t in enumerate(tables))
+    model_inputs = tuple(TensorInfo(n, s, "float32") for n, s in shapes.items())
+    return InputBuilder(inputs, BUILTIN_RECIPES, model_inputs)
+
+
+@pytest.fixture(scope="module")
+def jets_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    folder = tmp_path_factory.mktemp("data")
+    jets = make_jets(60, seed=7, max_const=25)
+    jets.update(make_flat_jets(60, 3, seed=8))
+    return write_jets(folder / "jets.root", jets), jets
+
+
+def read_all(path: Path, branches: list[str]) -> ak.Array:
+    with uproot.open(path) as f:
+        return f["jets"].arrays(branches, library="ak")
+
+
+DERIVED = [
+    "pt",
+    "eta",
+    "phi",
+    "energy",
+    "px",
+    "pz",
+    "mass",
+    "log_pt",
+    "log_energy",
+    "pt_rel",
+    "energy_rel",
+    "deta",
+    "dphi",
+    "dr",
+]
+
+
+def derived_reference(jets: dict, i: int, p_max: int) -> np.ndarray:
+    px, py, pz, e = (
+        np.asarray(jets[k][i], np.float64) for k in ("part_px", "part_py", "part_pz", "part_energy")
+    )
+    pt, eta, phi, _ = kinematics(px, py, pz, e)
+    jpx, jpy, jpz, je = px.sum(), py.sum(), pz.sum(), e.sum()
+    jpt = np.hypot(jpx, jpy)
+    jeta, jphi = np.arcsinh(jpz / jpt), np.arctan2(jpy, jpx)
+    mass = np.sqrt(np.maximum(e**2 - px**2 - py**2 - pz**2, 0))
+    deta, dphi = eta - jeta, wrap(phi - jphi)
+    table = {
+        "pt": pt,
+        "eta": eta,
+        "phi": phi,
+        "energy": e,
+        "px": px,
+        "pz": pz,
+        "mass": mass,
+        "log_pt": np.log(pt),
+        "log_energy": np.log(e),
+        "pt_rel": pt / jpt,
+        "energy_rel": e / je,
+        "deta": deta,
+        "dphi": dphi,
+        "dr": np.hypot(deta, dphi),
+    }
+    order = np.argsort(-pt, kind="stable")[:p_max]
+    out = np.zeros((p_max, len(DERIVED)))
+    out[: len(order)] = np.stack([table[f][order] for f in DERIVED], axis=1)
+    return out
+
+
+def test_derived_constituent_features(jets_file) -> None:
+    path, jets = jets_file
+    p_max = 12
+    builder = builder_for(
+        [
+            {
+                "name": "x",
+                "kind": "constituents",
+                "momentum": MOMENTUM,
+                "features": DERIVED,
+                "max_particles": p_max,
+                "layout": "particles",
+            }
+        ],
+        {"x": ("N", p_max, len(DERIVED))},
+    )
+    built = builder.build(read_all(path, builder.branches))["x"]
+    assert built.shape == (60, p_max, len(DERIVED))
+    for i in range(60):
+        expected = derived_reference(jets, i, p_max)
+        np.testing.assert_allclose(built[i], expected, rtol=2e-5, atol=2e-4, err_msg=f"jet {i}")
+    dphi = built[..., DERIVED.index("dphi")]
+    assert dphi.min() >= -np.pi and dphi.max() < np.pi
+
+
+def test_layouts_and_feature_names(jets_file) -> None:
+    path, _ = jets_file
+    feats = ["pt", "eta", "phi"]
+    tensors = {}
+    for layout, shape in (("flat", ("N", 15)), ("particles", ("N", 5, 3)), ("channels", ("N", 3, 5))):
+        builder = builder_for(
+            [
+                {
+                    "name": "x",
+                    "kind": "constituents",
+                    "momentum": MOMENTUM,
+                    "features": feats,
+                    "max_particles": 5,
+                    "layout": layout,
+                }
+            ],
+            {"x": shape},
+        )
+        inputs = builder.build(read_all(path, builder.branches))
+        tensors[layout] = (builder, inputs)
+        assert inputs["x"].shape == (60, *shape[1:])
+    flat_builder, flat = tensors["flat"]
+    assert flat_builder.features[:7] == ["pt_0", "eta_0", "phi_0", "pt_1", "eta_1", "phi_1", "pt_2"]
+    particles = tensors["particles"][1]["x"]
+    np.testing.assert_array_equal(flat["x"], particles.reshape(60, -1))
+    np.testing.assert_array_equal(tensors["channels"][1]["x"], particles.transpose(0, 2, 1))
+    # every layout names the same value the same way: the feature matrix agrees by name
+    reference = dict(zip(flat_builder.features, feature_matrix(flat_builder, flat).T, strict=True))
+    for builder, inputs in (tensors["particles"], tensors["channels"]):
+        assert sorted(builder.features) == sorted(reference)
+        for name, column in zip(builder.features, feature_matrix(builder, inputs).T, strict=True):
+            np.testing.assert_array_equal(column, reference[name], err_msg=name)
+    # channels: the model's own memory order, feature-major
+    assert tensors["channels"][0].features[:6] == ["pt_0", "pt_1", "pt_2", "pt_3", "pt_4", "eta_0"]
+    groups = flat_builder.groups()
+    assert groups["particle_1"] == [3, 4, 5] and groups["feature_eta"] == [1, 4, 7, 10, 13]
+
+
+def test_mask_input_and_prefixed_names(jets_file) -> None:
+    path, jets = jets_file
+    builder = builder_for(
+        [
+            {
+                "name": "pf",
+                "kind": "constituents",
+                "momentum": MOMENTUM,
+                "preprocess": "pfn",
+                "max_particles": 30,
+                "layout": "particles",
+            },
+            {"name": "mask", "kind": "mask"},
+            {"name": "glob", "kind": "jet", "branches": ["f0", "f2"]},
+        ],
+        {"pf": ("N", 30, 3), "mask": ("N", 30), "glob": ("N", 2)},
+    )
+    inputs = builder.build(read_all(path, builder.branches))
+    counts = np.array([len(v) for v in jets["part_px"]])
+    expected_mask = (np.arange(30)[None, :] < counts[:, None]).astype(np.float32)
+    np.testing.assert_array_equal(inputs["mask"], expected_mask)
+    assert counts.max() > 30 or counts.min() < 30  # padding and (maybe) truncation both occur
+    np.testing.assert_array_equal(inputs["glob"], np.stack([jets["f0"], jets["f2"]], 1).astype(np.float32))
+    assert builder.features[:3] == ["pf.pt_frac_0", "pf.deta_0", "pf.dphi_0"]
+    assert builder.features[-2:] == ["glob.f0", "glob.f2"]
+    assert not any("mask" in f for f in builder.features)
+    assert len(builder.features) == 30 * 3 + 2
+    for i in (0, 5, 17):
+        expected, _ = pfn_reference(
+            *(jets[k][i] for k in ("part_px", "part_py", "part_pz", "part_energy")), 30
+        )
+        np.testing.assert_allclose(inputs["pf"][i], expected, atol=2e-5)
+
+
+def test_recipe_feature_count_mismatch_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="makes 3 features"):
+        builder_for(
+            [
+                {
+                    "name": "x",
+                    "kind": "constituents",
+                    "momentum": MOMENTUM,
+                    "preprocess": "topodnn",
+                    "features": ["a", "b"],
+                    "max_particles": 3,
+                }
+            ],
+            {"x": ("N", 6)},
+        )
+
+
+# -- several files, globs, max_jets, entry numbers ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def three_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    folder = tmp_path_factory.mktemp("chain")
+    parts = []
+    for i, n in enumerate((23, 0, 17)):
+        jets = (
+            make_flat_jets(n, 2, seed=20 + i)
+            if n
+            else {
+                "f0": np.zeros(0, np.float32),
+                "f1": np.zeros(0, np.float32),
+                "is_signal": np.zeros(0, np.int32),
+                "weight": np.zeros(0),
+            }
+        )
+        write_jets(folder / f"part_{i}.root", jets)
+        parts.append(jets)
+    (folder / "other.root").write_bytes((folder / "part_0.root").read_bytes())
+    return folder, parts
+
+
+def collect(sample: Sample, branches: list[str], step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    entries, values = [], []
+    for raw in sample.chunks(branches, step):
+        entries.append(raw.entries)
+        values.append(ak.to_numpy(raw.arrays["f0"]))
+    return np.concatenate(entries), np.concatenate(values)
+
+
+def test_glob_expands_in_order_and_numbers_entries_along_the_chain(three_files) -> None:
+    folder, parts = three_files
+    sample = Sample(SampleConfig(files=(str(folder / "part_*.root"),), tree="jets", step_size=5))
+    sample.check(["f0", "is_signal"], [])
+    assert [Path(f.path).name for f in sample.files] == ["part_0.root", "part_1.root", "part_2.root"]
+    assert sample.n_entries == 40
+    entries, f0 = collect(sample, ["f0"])
+    np.testing.assert_array_equal(entries, np.arange(40))
+    np.testing.assert_array_equal(f0, np.concatenate([parts[0]["f0"], parts[2]["f0"]]))
+
+
+@pytest.mark.parametrize("max_jets", [0, 10, 23, 30, 40, 100])
+def test_max_jets_across_files(three_files, max_jets: int) -> None:
+    folder, parts = three_files
+    files = tuple(str(folder / f"part_{i}.root") for i in range(3))
+    sample = Sample(SampleConfig(files=files, tree="jets", step_size=4, max_jets=max_jets))
+    sample.check(["f0"], [])
+    n = min(max_jets, 40)
+    assert sample.n_entries == n
+    entries, f0 = collect(sample, ["f0"]) if n else (np.zeros(0), np.zeros(0))
+    np.testing.assert_array_equal(entries, np.arange(n))
+    np.testing.assert_array_equal(f0, np.concatenate([parts[0]["f0"], parts[2]["f0"]])[:n])
+
+
+def test_same_file_twice_and_explicit_order(three_files) -> None:
+    folder, parts = three_files
+    files = (str(folder / "part_2.root"), str(folder / "other.root"))
+    sample = Sample(SampleConfig(files=files, tree="jets", step_size=1000))
+    sample.check(["f0"], [])
+    entries, f0 = collect(sample, ["f0"])
+    np.testing.assert_array_equal(entries, np.arange(40))
+    np.testing.assert_array_equal(f0, np.concatenate([parts[2]["f0"], parts[0]["f0"]]))
+
+
+def test_glob_matching_nothing_is_a_config_error(three_files) -> None:
+    folder, _ = three_files
+    with pytest.raises(ConfigError, match="matches no file"):
+        Sample(SampleConfig(files=(str(folder / "nope_*.root"),)))
