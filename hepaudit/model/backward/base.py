@@ -1,0 +1,162 @@
+"""Shared pieces of the backward engine: the node wrapper, the per-node step, the op registry.
+
+Every op module registers one backward function per ONNX op type with :func:`register`.
+A backward function receives a :class:`Step` (the node, the forward values it needs, the
+mode -- exact gradient or LRP relevance -- and the LRP rule for this node) and the
+gradient or relevance at each of the node's outputs; it returns one array (or None) per
+node input. Only inputs that lie on the differentiable path get an array back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from hepaudit.errors import ModelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.model.backward.rules import LayerRule
+
+
+class UnsupportedOpError(ModelError):
+    """An op on the path from a model input to the score that the engine cannot propagate through."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """An ONNX node with its attributes decoded (bytes to str, tensors to numpy)."""
+
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: dict[str, Any]
+
+    @classmethod
+    def from_proto(cls, proto: onnx.NodeProto, index: int) -> Node:
+        attrs: dict[str, Any] = {}
+        for a in proto.attribute:
+            value = helper.get_attribute_value(a)
+            if isinstance(value, bytes):
+                value = value.decode()
+            elif isinstance(value, onnx.TensorProto):
+                value = onnx.numpy_helper.to_array(value)
+            attrs[a.name] = value
+        name = proto.name or f"{proto.op_type}_{index}"
+        return cls(name, proto.op_type, tuple(proto.input), tuple(proto.output), attrs)
+
+    def describe(self) -> str:
+        return f"node {self.name!r} ({self.op})"
+
+
+class Values:
+    """Forward values by tensor name: folded constants, then this batch's activations."""
+
+    def __init__(
+        self, consts: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray], diff: frozenset[str]
+    ) -> None:
+        self.consts = consts
+        self.batch = batch
+        self.diff = diff
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.batch:
+            return self.batch[name]
+        if name in self.consts:
+            return self.consts[name]
+        raise KeyError(f"no forward value for tensor {name!r}; it was not exposed from the model")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.batch or name in self.consts
+
+
+@dataclass
+class Step:
+    """One node's backward call: what a backward function may read."""
+
+    node: Node
+    values: Values
+    lrp: bool  # False: exact gradient; True: LRP relevance
+    rule: LayerRule | None = None
+    absorbed: np.ndarray | None = None  # per jet: relevance the biases took (LRP), accumulated
+    fused_bias: str | None = None  # LRP: a following Add's constant, folded into this linear node's z
+    fused_output: str | None = None  # ... and that Add's output (the layer's real z)
+    opset: int = 13
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def x(self, i: int) -> np.ndarray:
+        return self.values[self.node.inputs[i]]
+
+    def y(self, i: int = 0) -> np.ndarray:
+        return self.values[self.node.outputs[i]]
+
+    def has_input(self, i: int) -> bool:
+        return len(self.node.inputs) > i and self.node.inputs[i] != ""
+
+    def is_diff(self, i: int) -> bool:
+        return self.has_input(i) and self.node.inputs[i] in self.values.diff
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.node.attrs.get(name, default)
+
+    def unsupported(self, why: str) -> UnsupportedOpError:
+        mode = "LRP" if self.lrp else "the gradient"
+        return UnsupportedOpError(f"{self.node.describe()}: {why}; {mode} cannot be propagated through it")
+
+    def add_absorbed(self, share: np.ndarray) -> None:
+        if self.absorbed is not None:
+            self.absorbed += share.reshape(len(share), -1).sum(axis=1)
+
+
+Backward = Callable[[Step, list[np.ndarray | None]], list[np.ndarray | None]]
+
+#: op type -> backward function; filled by the ops_* modules
+HANDLERS: dict[str, Backward] = {}
+
+
+def register(*ops: str) -> Callable[[Backward], Backward]:
+    def deco(fn: Backward) -> Backward:
+        for op in ops:
+            HANDLERS[op] = fn
+        return fn
+
+    return deco
+
+
+def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum a gradient over the axes numpy broadcast, back to ``shape`` (the operand's shape)."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def stabilise(z: np.ndarray, epsilon: float) -> np.ndarray:
+    """z + ε·sign(z) with sign(0) = +1 (methods.md)."""
+    return z + epsilon * np.where(z >= 0, 1.0, -1.0)
+
+
+def safe_divide(r: np.ndarray, z: np.ndarray, epsilon: float) -> np.ndarray:
+    """r / (z + ε·sign(z)); 0 where that denominator is exactly 0 (LRP-0 on a dead unit)."""
+    den = stabilise(z, epsilon)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = r / den
+    return np.where(den == 0, 0.0, out)
+
+
+def axes_of(step: Step, attr_name: str = "axes", input_index: int = 1) -> list[int] | None:
+    """Axes given as an attribute (older opsets) or as an input (ReduceSum ≥ 13, ReduceMean ≥ 18, ...)."""
+    if step.has_input(input_index):
+        return [int(a) for a in np.asarray(step.x(input_index)).reshape(-1)]
+    axes = step.attr(attr_name)
+    return None if axes is None else [int(a) for a in axes]

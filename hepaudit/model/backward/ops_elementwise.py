@@ -1,0 +1,247 @@
+"""Backward of element-wise ops: arithmetic, activations, Softmax, Where.
+
+Gradients are the analytic derivatives. For LRP:
+
+* activations (Relu, LeakyRelu, Elu, Selu, Sigmoid, Tanh, Softplus, Clip) and Identity,
+  Dropout, Cast, Neg pass relevance through unchanged (the identity rule);
+* Mul and Div by a constant pass relevance through (a one-input linear map: every rule
+  gives R_x = R);
+* Add/Sub/Sum split relevance in proportion to the terms, R_i = t_i / (z + ε·sign z) R; a
+  constant term is a bias and absorbs its share (``ignore_bias`` passes it all through);
+  an Add whose constant the engine folded into the preceding MatMul/Conv passes through;
+* Mul of two computed tensors (features × mask in a deep set): the operand whose values
+  are all 0 or 1 in this batch is a gate and gets no relevance; the other gets all of it.
+  If neither operand is a 0/1 mask, LRP stops with :class:`UnsupportedOpError` (the
+  gradient uses the product rule).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hepaudit.model.backward.base import Step, register, safe_divide, unbroadcast
+
+
+def _shape(step: Step, i: int) -> tuple[int, ...]:
+    return np.shape(step.x(i))
+
+
+@register("Identity", "Dropout", "Cast")
+def identity(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    return [grads[0]] + [None] * (len(step.node.inputs) - 1)
+
+
+@register("Neg")
+def neg(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    return [g if step.lrp else -g]
+
+
+def _activation(step: Step, g: np.ndarray, derivative: np.ndarray) -> list[np.ndarray | None]:
+    out = g if step.lrp else g * derivative
+    return [out] + [None] * (len(step.node.inputs) - 1)
+
+
+@register("Relu")
+def relu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    return _activation(step, grads[0], 0.0 if step.lrp else (step.x(0) > 0))
+
+
+@register("LeakyRelu")
+def leaky_relu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]]
+    return _activation(step, grads[0], np.where(step.x(0) > 0, 1.0, float(step.attr("alpha", 0.01))))
+
+
+@register("Elu")
+def elu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]]
+    x = step.x(0).astype(np.float64)
+    alpha = float(step.attr("alpha", 1.0))
+    return _activation(step, grads[0], np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0))))
+
+
+@register("Selu")
+def selu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]]
+    x = step.x(0).astype(np.float64)
+    alpha = float(step.attr("alpha", 1.67326319217681884765625))
+    gamma = float(step.attr("gamma", 1.05070102214813232421875))
+    return _activation(step, grads[0], gamma * np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0))))
+
+
+@register("Sigmoid")
+def sigmoid(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]]
+    # from x rather than the float32 output, so saturated units keep their small slope
+    s = 1.0 / (1.0 + np.exp(-step.x(0).astype(np.float64)))
+    return _activation(step, grads[0], s * (1 - s))
+
+
+@register("Tanh")
+def tanh(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]]
+    t = np.tanh(step.x(0).astype(np.float64))
+    return _activation(step, grads[0], 1 - t * t)
+
+
+@register("Softplus")
+def softplus(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]]
+    return _activation(step, grads[0], 1.0 / (1.0 + np.exp(-step.x(0).astype(np.float64))))
+
+
+@register("Clip")
+def clip(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    if step.lrp:
+        return [grads[0]] + [None] * (len(step.node.inputs) - 1)
+    x = step.x(0)
+    lo = step.x(1) if step.has_input(1) else step.attr("min", -np.inf)
+    hi = step.x(2) if step.has_input(2) else step.attr("max", np.inf)
+    return _activation(step, grads[0], (x >= lo) & (x <= hi))
+
+
+@register("Exp", "Log", "Sqrt", "Pow")
+def smooth_unary(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    if step.lrp:
+        raise step.unsupported("a non-linear op with no LRP rule")
+    x = step.x(0).astype(np.float64)
+    if step.node.op == "Exp":
+        d = np.exp(x)
+    elif step.node.op == "Log":
+        d = 1.0 / x
+    elif step.node.op == "Sqrt":
+        d = 0.5 / np.sqrt(x)
+    else:
+        if step.is_diff(1):
+            raise step.unsupported("a Pow with a computed exponent")
+        p = np.asarray(step.x(1), np.float64)
+        d = p * np.power(x, p - 1)
+    out = unbroadcast(g * d, x.shape)
+    return [out] + [None] * (len(step.node.inputs) - 1)
+
+
+@register("Softmax")
+def softmax(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    if step.lrp:
+        raise step.unsupported("a Softmax inside the network (not the score's head)")
+    x = step.x(0).astype(np.float64)
+    axis = int(step.attr("axis", -1 if step.opset >= 13 else 1)) % x.ndim
+    if step.opset < 13:  # the old Softmax works on the input flattened to 2-D at ``axis``
+        x2 = x.reshape(int(np.prod(x.shape[:axis])), -1)
+        g2 = g.reshape(x2.shape)
+        e = np.exp(x2 - x2.max(axis=1, keepdims=True))
+        y = e / e.sum(axis=1, keepdims=True)
+        return [(y * (g2 - (g2 * y).sum(axis=1, keepdims=True))).reshape(x.shape)]
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
+    return [y * (g - (g * y).sum(axis=axis, keepdims=True))]
+
+
+def _split(step: Step, g: np.ndarray, signs: list[float]) -> list[np.ndarray | None]:
+    """Add/Sub/Sum: gradient passes to every term; LRP splits in proportion to the terms."""
+    n = len(step.node.inputs)
+    diff = [step.is_diff(i) for i in range(n)]
+    if not step.lrp:
+        return [
+            unbroadcast(sign * g, _shape(step, i)) if d else None
+            for i, (d, sign) in enumerate(zip(diff, signs))
+        ]
+    assert step.rule is not None
+    if step.extra.get("fused") or (step.rule.ignore_bias and sum(diff) == 1):
+        return [unbroadcast(g, _shape(step, i)) if d else None for i, d in enumerate(diff)]
+    s = safe_divide(g, step.y().astype(np.float64), step.rule.epsilon_used)
+    out: list[np.ndarray | None] = []
+    for i, (d, sign) in enumerate(zip(diff, signs)):
+        share = sign * step.x(i) * s
+        if d:
+            out.append(unbroadcast(share, _shape(step, i)))
+        else:
+            step.add_absorbed(np.broadcast_to(share, s.shape))
+            out.append(None)
+    return out
+
+
+@register("Add", "Sum")
+def add(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    return _split(step, grads[0], [1.0] * len(step.node.inputs))
+
+
+@register("Sub")
+def sub(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    assert grads[0] is not None
+    return _split(step, grads[0], [1.0, -1.0])
+
+
+def _is_mask(x: np.ndarray) -> bool:
+    return bool(np.all((x == 0) | (x == 1)))
+
+
+@register("Mul")
+def mul(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    a, b = step.x(0), step.x(1)
+    da, db = step.is_diff(0), step.is_diff(1)
+    if not step.lrp:
+        return [
+            unbroadcast(g * b, np.shape(a)) if da else None,
+            unbroadcast(g * a, np.shape(b)) if db else None,
+        ]
+    if da and db:
+        gate_a, gate_b = _is_mask(a), _is_mask(b)
+        if not (gate_a or gate_b):
+            raise step.unsupported("a product of two computed tensors, neither of which is a 0/1 mask")
+        if gate_a and gate_b:  # both binary: the smaller (broadcast) operand is the mask
+            gate_a = np.size(a) < np.size(b)
+        return [None, unbroadcast(g, np.shape(b))] if gate_a else [unbroadcast(g, np.shape(a)), None]
+    return [unbroadcast(g, np.shape(a)) if da else None, unbroadcast(g, np.shape(b)) if db else None]
+
+
+@register("Div")
+def div(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    a, b = step.x(0), step.x(1)
+    da, db = step.is_diff(0), step.is_diff(1)
+    if step.lrp:
+        if db:
+            raise step.unsupported("a division by a computed tensor")
+        return [unbroadcast(g, np.shape(a)), None]
+    b64 = np.asarray(b, np.float64)
+    return [
+        unbroadcast(g / b64, np.shape(a)) if da else None,
+        unbroadcast(-g * a / (b64 * b64), np.shape(b)) if db else None,
+    ]
+
+
+@register("Where")
+def where(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    cond = np.asarray(step.x(0), bool)
+    return [
+        None,
+        unbroadcast(np.where(cond, g, 0.0), _shape(step, 1)) if step.is_diff(1) else None,
+        unbroadcast(np.where(cond, 0.0, g), _shape(step, 2)) if step.is_diff(2) else None,
+    ]
