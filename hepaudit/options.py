@@ -43,6 +43,15 @@ def _type_name(hint: Any) -> str:
     )
 
 
+def _same_kind(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is a table for a table type, or a list for a list type."""
+    if isinstance(value, dict):
+        return dataclasses.is_dataclass(hint) or get_origin(hint) is dict
+    if isinstance(value, (list, tuple)):
+        return get_origin(hint) in (list, tuple)
+    return False
+
+
 def coerce(value: Any, hint: Any, key: str) -> Any:
     """Check ``value`` against the type ``hint``; return it converted (lists to tuples etc.)."""
     origin = get_origin(hint)
@@ -59,7 +68,11 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             try:
                 return coerce(value, arg, key)
             except ConfigError as exc:
-                errors.append(exc)
+                errors.append((arg, exc))
+        # a table (or list) that fails inside: report what is wrong within it, e.g. an unknown key
+        same_kind = [exc for arg, exc in errors if _same_kind(value, arg)]
+        if len(same_kind) == 1:
+            raise same_kind[0]
         raise ConfigError(f"{key}: expected {_type_name(hint)}, found {_describe(value)}")
     if origin is Literal:
         if value in get_args(hint):
