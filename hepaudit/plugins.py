@@ -30,6 +30,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hepaudit.data.builtin_recipes",
     "hepaudit.explainers.dauc",
     "hepaudit.explainers.mad",
+    "hepaudit.explainers.lrp",
+    "hepaudit.explainers.gradient",
     "hepaudit.explainers.shap",
     "hepaudit.explainers.nap",
 )

@@ -148,10 +148,11 @@ class Tagger:
 
     def expose(self, names: Sequence[str]) -> None:
         """Also return these intermediate tensors from every run (e.g. hidden layers for NAP)."""
-        new = [n for n in names if n not in self._extra and n not in self._base_outputs]
+        new = [n for n in names if n not in self._extra]
         if new:
             self._extra.extend(new)
-            self._session = self._make_session(self._base_outputs + self._extra)
+            # a name may already be a base output (the head's logit): the session returns it once
+            self._session = self._make_session(list(dict.fromkeys(self._base_outputs + self._extra)))
 
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:

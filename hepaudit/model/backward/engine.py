@@ -391,6 +391,7 @@ class BackwardEngine:
                 after_linear.update(node.outputs)
             elif upstream:
                 after_linear.update(node.outputs)
+        self.after_linear = after_linear
         return first
 
     def _needed(self) -> list[str]:
@@ -413,6 +414,15 @@ class BackwardEngine:
             want(add_out)
         want(self.target.tensor)
         return needed
+
+    def _gate(self, node: Node) -> int | None:
+        """For a Mul of two computed tensors: the operand that is a raw input (a mask), if exactly one is."""
+        if node.op != "Mul" or len(node.inputs) != 2:
+            return None
+        a, b = (name in self.after_linear for name in node.inputs)
+        if a == b:
+            return None
+        return 1 if a else 0
 
     @property
     def path_ops(self) -> dict[str, int]:
@@ -459,17 +469,9 @@ class BackwardEngine:
                 assert rules is not None
                 rule = rules.rule(LINEAR_KIND[node.op], node.name in self.first_layers)
             fused = self.fused.get(node.name) if lrp else None
-            step = Step(
-                node,
-                vals,
-                lrp,
-                rule,
-                absorbed,
-                fused[0] if fused else None,
-                fused[1] if fused else None,
-                self.opset,
-                {"fused": lrp and node.name in self.fused_adds},
-            )
+            extra = {"fused": lrp and node.name in self.fused_adds, "gate": self._gate(node)}
+            step = Step(node, vals, lrp, rule, absorbed, fused[0] if fused else None,
+                        fused[1] if fused else None, self.opset, extra)
             results = HANDLERS[node.op](step, outs)
             for name, g in zip(node.inputs, results):
                 if g is None or name not in self.carrying:

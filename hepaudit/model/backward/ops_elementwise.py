@@ -9,10 +9,12 @@ Gradients are the analytic derivatives. For LRP:
 * Add/Sub/Sum split relevance in proportion to the terms, R_i = t_i / (z + ε·sign z) R; a
   constant term is a bias and absorbs its share (``ignore_bias`` passes it all through);
   an Add whose constant the engine folded into the preceding MatMul/Conv passes through;
-* Mul of two computed tensors (features × mask in a deep set): the operand whose values
-  are all 0 or 1 in this batch is a gate and gets no relevance; the other gets all of it.
-  If neither operand is a 0/1 mask, LRP stops with :class:`UnsupportedOpError` (the
-  gradient uses the product rule).
+* Mul of two computed tensors (features × mask in a deep set): one operand is the gate
+  and gets no relevance, the other gets all of it. The gate is the operand that reaches
+  the model inputs without passing a Gemm/MatMul/Conv (the mask) while the other went
+  through the network's layers; if both or neither did, the operand whose values are all
+  0 or 1 in this batch. Otherwise LRP stops with :class:`UnsupportedOpError` (the
+  gradient always uses the product rule).
 """
 
 from __future__ import annotations
@@ -209,6 +211,9 @@ def mul(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
             unbroadcast(g * a, np.shape(b)) if db else None,
         ]
     if da and db:
+        gate = step.extra.get("gate")
+        if gate is not None:  # one operand went through the network's layers, the other is a raw input
+            return [None, unbroadcast(g, np.shape(b))] if gate == 0 else [unbroadcast(g, np.shape(a)), None]
         gate_a, gate_b = _is_mask(a), _is_mask(b)
         if not (gate_a or gate_b):
             raise step.unsupported("a product of two computed tensors, neither of which is a 0/1 mask")
