@@ -1,0 +1,315 @@
+"""``ood_ae``: is this jet's input unlike the reference? Autoencoder reconstruction error.
+
+Definition (docs/methods.md, "OOD: autoencoder"): x is the jet's model input — every
+non-mask feature input flattened per jet in model order (the report's feature order), or
+one named input (option ``input``). r(x) is an autoencoder's reconstruction: the user's
+ONNX model (option ``autoencoder``, a path relative to the config file; it takes (N, D)
+and returns (N, D)) or, without one, a PCA (or optional scikit-learn MLP) fitted on the fit
+half of the reference and saved as ``ood_autoencoder.onnx`` next to the report. With
+s_k the reference standard deviation of input k (1 for inputs constant in the reference),
+the per-feature error is e_k = ((x_k − r_k) / s_k)² (``standardise = false``: (x_k − r_k)²)
+and the jet's score is mean_k e_k.
+
+The reference (``[reference]``, the option ``reference``, or else the audited data itself)
+is split by a seeded hash of the entry number: the fit half (at most
+``max_reference_jets`` jets, a uniform subsample) fits the autoencoder and gives the
+threshold = the ``quantile`` of its scores; the held-out half gives the reference
+flagged fraction (expected 1 − quantile). A jet is flagged when its score > threshold.
+With a real reference the result has the AUROC of the score for held-out reference (0)
+vs audited (1) jets, and ``drivers``: the inputs ranked by the excess of their audited
+mean error over their held-out reference mean error (kept out of ``feature_importance``,
+which compares attributions of the tagger; this ranks the inputs' unusualness).
+
+Per jet (per_jet.root): ``ood_ae_score``, ``ood_ae_flag``, and ``ood_flag``, which every
+OOD explainer ORs its own flag into.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from hepaudit.errors import ConfigError
+from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.explainers.ood import figures
+from hepaudit.explainers.ood.common import (
+    Reservoir,
+    auroc_reference_vs_audited,
+    entry_keys,
+    flagged_fraction,
+    held_out,
+    jet_kinematics,
+    kinematic_bins,
+    quantile_threshold,
+    real_reference,
+    resolve_path,
+)
+from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
+from hepaudit.results import ExplainerResult
+
+SAVED_NAME = "ood_autoencoder.onnx"
+BATCH = 65536
+
+
+@dataclass(frozen=True)
+class OodAeOptions:
+    autoencoder: str | None = None  # ONNX path relative to the config file; fitted when absent
+    input: str | None = None  # one model input only (default: every non-mask input)
+    quantile: float = 0.95
+    method: Literal["pca", "mlp"] = "pca"  # the fallback when no autoencoder is given
+    variance: float = 0.99  # PCA: fraction of standardised variance the kept components explain
+    hidden: int = 16  # MLP: bottleneck width
+    max_iter: int = 200  # MLP: scikit-learn iterations (the time bound)
+    max_reference_jets: int = 50_000  # per reference half (fit / held-out)
+    standardise: bool = True
+    reference: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError("quantile must be between 0 and 1")
+        if not 0.0 < self.variance <= 1.0:
+            raise ValueError("variance must be in (0, 1]")
+        if self.max_reference_jets < 10 or self.hidden < 1 or self.max_iter < 1:
+            raise ValueError("max_reference_jets must be >= 10, hidden and max_iter >= 1")
+
+
+@dataclass
+class AeState:
+    fit: Reservoir
+    held: Reservoir
+    n_reference: int = 0
+    scores: list[np.ndarray] = field(default_factory=list)
+    pt: list[np.ndarray] = field(default_factory=list)
+    mass: list[np.ndarray] = field(default_factory=list)
+    error_sum: np.ndarray | None = None  # Σ over audited jets of e_k, per input
+    n: int = 0
+
+
+def _session(model_bytes: bytes | str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+class OodAutoencoder(Explainer[AeState]):
+    name = "ood_ae"
+    Options = OodAeOptions
+    needs = frozenset({"reference"})
+    description = "Out-of-distribution inputs: autoencoder reconstruction error against a reference"
+
+    def __init__(self, options: OodAeOptions, context: AuditContext) -> None:
+        super().__init__(options, context)
+        slots = context.builder.slots
+        if options.input is not None:
+            known = sorted({s.input for s in slots})
+            if options.input not in known:
+                raise ConfigError(f"explainers.ood_ae.input: {options.input!r} is not a feature input "
+                                  f"(feature inputs: {', '.join(known)})")
+        self.features = [k for k, s in enumerate(slots) if options.input is None or s.input == options.input]
+        self.names = [context.features[k] for k in self.features]
+        by_input: dict[str, list[int]] = {}
+        for k in self.features:
+            by_input.setdefault(slots[k].input, []).append(slots[k].index)
+        self.positions = by_input
+        self.path: str | None = None
+        self.session: ort.InferenceSession | None = None
+        if options.autoencoder is not None:
+            self.path = resolve_path(context, options.autoencoder)
+            if not Path(self.path).is_file():
+                raise ConfigError(f"explainers.ood_ae.autoencoder: {self.path}: file not found")
+            try:
+                self.session = _session(self.path)
+            except Exception as exc:
+                raise ConfigError(f"explainers.ood_ae.autoencoder: {self.path}: onnxruntime cannot load it "
+                                  f"({str(exc).splitlines()[0][:200]})") from None
+            self._check_autoencoder(self.session)
+        self.real_reference = real_reference(context, options)
+        self._ready = False
+        self.fitted: FittedAutoencoder | None = None
+        self.saved: str | None = None
+
+    def _check_autoencoder(self, session: ort.InferenceSession) -> None:
+        d = len(self.features)
+        shape = session.get_inputs()[0].shape
+        width = shape[-1] if len(shape) == 2 else None
+        if len(shape) != 2 or (isinstance(width, int) and width != d):
+            raise ConfigError(f"explainers.ood_ae.autoencoder: {self.path}: its input "
+                              f"{session.get_inputs()[0].name!r} has shape {shape}; it must take the flattened "
+                              f"model inputs, (N, {d})")
+
+    # -- inputs and errors ---------------------------------------------------------------------
+    def _matrix(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(inputs.values())))
+        parts = [inputs[name].reshape(n, -1)[:, idx] for name, idx in self.positions.items()]
+        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+
+    def _errors(self, x: np.ndarray) -> np.ndarray:
+        """e_k per jet and input (float64), in standardised units unless standardise = false."""
+        assert self.session is not None
+        name = self.session.get_inputs()[0].name
+        out = np.empty(x.shape, np.float64)
+        for start in range(0, len(x), BATCH):
+            xb = x[start:start + BATCH]
+            rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
+            if rec.shape[1] != x.shape[1]:
+                raise ValueError(f"the autoencoder returned {rec.shape[1]} values per jet for {x.shape[1]} inputs")
+            diff = xb.astype(np.float64) - rec
+            if self.options.standardise:
+                diff /= self.standard.scale
+            out[start:start + BATCH] = diff * diff
+        return out
+
+    # -- reference pass ------------------------------------------------------------------------
+    def start(self) -> AeState:
+        cap = self.options.max_reference_jets
+        return AeState(Reservoir(cap), Reservoir(cap))
+
+    def update_reference(self, state: AeState, chunk: Chunk) -> AeState:
+        keys = entry_keys(chunk.entries, self.context.seed)
+        held = held_out(keys)
+        x = self._matrix(chunk.inputs)
+        state.n_reference += len(chunk)
+        fit = ~held & state.fit.candidates(keys)
+        state.fit.add(keys[fit], x=x[fit])
+        keep = held & state.held.candidates(keys)
+        if keep.any():
+            columns = {"x": x[keep]}
+            kin = jet_kinematics(chunk)
+            if kin is not None:
+                columns.update(pt=kin[0][keep], mass=kin[1][keep])
+            state.held.add(keys[keep], **columns)
+        return state
+
+    def _prepare(self, state: AeState) -> None:
+        """Fit (when needed), then threshold and reference errors: once, before the first audited chunk."""
+        fit_x = state.fit.sorted_columns().get("x")
+        if fit_x is None or len(fit_x) < 4:
+            raise ValueError("the reference sample has fewer than 4 jets in its fit half; give a larger reference")
+        self.standard = Standardisation.fit(fit_x)
+        calibration = fit_x
+        if self.session is None:
+            # The threshold must come from jets the autoencoder was not fitted on: in-sample
+            # reconstruction errors are too small, and the held-out flagged fraction would
+            # exceed 1 - quantile. A second hash bit splits the fit half into the two.
+            second = ((np.sort(state.fit.keys) >> np.uint64(1)) & np.uint64(1)).astype(bool)
+            train, calibration = fit_x[~second], fit_x[second]
+            if len(train) < 2 or len(calibration) < 2:
+                raise ValueError("the reference sample is too small to fit an autoencoder and set a threshold")
+            opts = self.options
+            self.fitted = (fit_pca(train, opts.variance, self.standard) if opts.method == "pca"
+                           else fit_mlp(train, opts.hidden, self.context.seed, opts.max_iter, self.standard))
+            data = self.fitted.model.SerializeToString()
+            self.session = _session(data)
+            if self.context.output_dir is not None:
+                target = Path(self.context.output_dir) / SAVED_NAME
+                tmp = target.with_name(f".{SAVED_NAME}.tmp-{os.getpid()}")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+                self.saved = str(target)
+        self.threshold = quantile_threshold(self._errors(calibration).mean(axis=1), self.options.quantile)
+        self.n_threshold = len(calibration)
+        held = state.held.sorted_columns()
+        if "x" in held and len(held["x"]):
+            errors = self._errors(held["x"])
+            self.reference_scores = errors.mean(axis=1)
+            self.reference_errors = errors.mean(axis=0)
+        else:
+            self.reference_scores = np.zeros(0)
+            self.reference_errors = np.full(len(self.features), np.nan)
+        self.reference_kin = {k: held[k] for k in ("pt", "mass") if k in held}
+        self._ready = True
+
+    # -- audited pass ----------------------------------------------------------------------------
+    def update(self, state: AeState, chunk: Chunk) -> AeState:
+        if not self._ready:
+            self._prepare(state)
+        errors = self._errors(self._matrix(chunk.inputs))
+        score = errors.mean(axis=1)
+        flag = score > self.threshold
+        chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
+        chunk.per_jet["ood_ae_flag"] = flag
+        previous = chunk.per_jet.get("ood_flag")
+        chunk.per_jet["ood_flag"] = flag if previous is None else (previous | flag)
+        state.scores.append(score.astype(np.float32))
+        kin = jet_kinematics(chunk)
+        if kin is not None:
+            state.pt.append(kin[0].astype(np.float32))
+            state.mass.append(kin[1].astype(np.float32))
+        sums = errors.sum(axis=0)
+        state.error_sum = sums if state.error_sum is None else state.error_sum + sums
+        state.n += len(chunk)
+        return state
+
+    def merge(self, a: AeState, b: AeState) -> AeState:
+        error_sum = a.error_sum if b.error_sum is None else (b.error_sum if a.error_sum is None
+                                                             else a.error_sum + b.error_sum)
+        return AeState(a.fit.merged(b.fit), a.held.merged(b.held), a.n_reference + b.n_reference,
+                       a.scores + b.scores, a.pt + b.pt, a.mass + b.mass, error_sum, a.n + b.n)
+
+    def finish(self, state: AeState) -> ExplainerResult:
+        if not self._ready:
+            self._prepare(state)
+        scores = np.concatenate(state.scores) if state.scores else np.zeros(0, np.float32)
+        q = self.options.quantile
+        ref_fraction, ref_error = flagged_fraction(self.reference_scores, self.threshold)
+        fraction, fraction_error = flagged_fraction(scores, self.threshold)
+        audited_errors = state.error_sum / state.n if state.n and state.error_sum is not None else \
+            np.full(len(self.features), np.nan)
+        fields: dict[str, Any] = {
+            "definition": "score = mean over inputs of ((x - r(x)) / s)^2, s = reference std"
+                          if self.options.standardise else "score = mean over inputs of (x - r(x))^2",
+            "autoencoder": self.path if self.path else "fitted on the reference",
+            "fitted": self.fitted.description if self.fitted else None,
+            "saved_autoencoder": self.saved,
+            "inputs": len(self.features),
+            "threshold": self.threshold, "threshold_quantile": q,
+            "expected_reference_flagged_fraction": 1 - q,
+            "reference_jets": state.n_reference,
+            "reference_fit_jets": self.fitted.description["fitted_jets"] if self.fitted else 0,
+            "reference_threshold_jets": self.n_threshold,
+            "reference_held_out_jets": int(len(self.reference_scores)),
+            "audited_jets": int(len(scores)),
+            "mean_score": float(scores.mean()) if len(scores) else None,
+            "reference_mean_score": float(self.reference_scores.mean()) if len(self.reference_scores) else None,
+        }
+        warnings: list[str] = []
+        kin_audited = {"score": scores}
+        if state.pt:
+            kin_audited.update(pt=np.concatenate(state.pt), mass=np.concatenate(state.mass))
+        kin_reference = {"score": self.reference_scores, **self.reference_kin}
+        per_feature = [{"feature": n, "audited_error": float(a), "reference_error": float(r),
+                        "excess": float(a - r)}
+                       for n, a, r in zip(self.names, audited_errors, self.reference_errors)]
+        if self.real_reference:
+            fields.update(reference="reference sample (held-out half for the reference numbers)",
+                          flagged_fraction=fraction, flagged_fraction_error=fraction_error,
+                          reference_flagged_fraction=ref_fraction, reference_flagged_fraction_error=ref_error,
+                          auroc=auroc_reference_vs_audited(self.reference_scores, scores))
+            drivers = sorted(per_feature, key=lambda d: -d["excess"] if np.isfinite(d["excess"]) else np.inf)
+            fields["drivers"] = drivers
+            fields.update(kinematic_bins(kin_audited, kin_reference, self.threshold))
+            summary = (f"{fraction:.1%} of audited jets are above the reference's {q:.0%} quantile "
+                       f"(held-out reference: {ref_fraction:.1%}, expected {1 - q:.0%}); AUROC reference vs "
+                       f"audited {fields['auroc']:.3f}. Most unusual input: {drivers[0]['feature']}."
+                       if fraction is not None and ref_fraction is not None and fields["auroc"] is not None
+                       and drivers else "")
+        else:
+            note = ("no reference sample: the audited data is its own reference, so only per-jet scores and "
+                    "their distribution are reported (flagged fractions and AUROC need a [reference] sample); "
+                    "ood_ae_flag marks the audited jets above the data's own quantile")
+            fields.update(reference="audited data (no reference configured)", flagged_fraction=None,
+                          reference_flagged_fraction=None, auroc=None, drivers=None, note=note,
+                          per_feature_error=sorted(per_feature, key=lambda d: -d["audited_error"]))
+            fields.update(kinematic_bins(kin_audited, {}, self.threshold))
+            warnings.append(note)
+            summary = (f"No reference: reconstruction-error scores of the audited jets (median "
+                       f"{float(np.median(scores)):.3g}); flags mark the data's own top {1 - q:.0%}."
+                       if len(scores) else "")
+        figs = figures.ood_figures(self.name, "autoencoder reconstruction error", kin_audited,
+                                   kin_reference if self.real_reference else None, self.threshold, fields)
+        return self.result(fields=fields, figures=figs, summary=summary, warnings=warnings)

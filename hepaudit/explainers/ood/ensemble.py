@@ -1,0 +1,256 @@
+"""``ood_ensemble``: does the tagger know what it does not know? Disagreement of an ensemble.
+
+Definition (docs/methods.md, "OOD: ensemble"; Lakshminarayanan et al., arXiv:1612.01474):
+M members f_1..f_M (ONNX models with the audited model's inputs, option ``members``, paths
+relative to the config file; ``include_audited = true`` adds the audited model itself)
+score every jet, each through its own :class:`~hepaudit.model.session.Tagger` with the
+audited model's output and score settings, so p_m(x) is the same kind of signal score.
+Per jet:
+
+- ``std`` = the population standard deviation of p_1..p_M (ddof = 0);
+- ``mutual_information`` = H[p̄] − (1/M) Σ_m H[p_m], with p̄ the members' mean and H the
+  binary entropy −p ln p − (1 − p) ln(1 − p) in nats (0 ln 0 = 0). It is ≥ 0 and 0 when
+  the members agree; unlike the std it weighs disagreement near p = 0 or 1 more.
+
+Both go to per_jet.root (``ood_ensemble_std``, ``ood_ensemble_mi``); option ``score`` picks
+which one the threshold, the flags and the AUROC use. Thresholds and fractions follow the
+shared scheme of :mod:`hepaudit.explainers.ood.common` (hash split of the reference: fit
+half → threshold = ``quantile`` of its scores, held-out half → reference flagged fraction);
+members run on reference jets only while they can still enter the bounded subsample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from hepaudit.errors import ConfigError, HepauditError
+from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.explainers.ood import figures
+from hepaudit.explainers.ood.common import (
+    Reservoir,
+    auroc_reference_vs_audited,
+    entry_keys,
+    flagged_fraction,
+    held_out,
+    jet_kinematics,
+    kinematic_bins,
+    quantile_threshold,
+    real_reference,
+    resolve_path,
+)
+from hepaudit.model.session import Tagger
+from hepaudit.results import ExplainerResult
+
+
+@dataclass(frozen=True)
+class OodEnsembleOptions:
+    members: list[str] = field(default_factory=list)  # ONNX paths relative to the config file
+    include_audited: bool = False
+    score: Literal["std", "mutual_information"] = "std"
+    quantile: float = 0.95
+    max_reference_jets: int = 50_000  # per reference half (fit / held-out)
+    reference: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError("quantile must be between 0 and 1")
+        if self.max_reference_jets < 10:
+            raise ValueError("max_reference_jets must be >= 10")
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """−p ln p − (1 − p) ln(1 − p), nats, with 0 ln 0 = 0; p is clipped to [0, 1]."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    q = 1.0 - p
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -(np.where(p > 0, p * np.log(p), 0.0) + np.where(q > 0, q * np.log(q), 0.0))
+
+
+def disagreement(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(std, mutual information) per jet from member probabilities of shape (N, M)."""
+    std = probs.std(axis=1)
+    mi = binary_entropy(probs.mean(axis=1)) - binary_entropy(probs).mean(axis=1)
+    return std, np.maximum(mi, 0.0)  # rounding can give -1e-17 for identical members
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 3:
+        return None
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(float)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+@dataclass
+class EnsembleState:
+    fit: Reservoir
+    held: Reservoir
+    n_reference: int = 0
+    std: list[np.ndarray] = field(default_factory=list)
+    mi: list[np.ndarray] = field(default_factory=list)
+    pt: list[np.ndarray] = field(default_factory=list)
+    mass: list[np.ndarray] = field(default_factory=list)
+
+
+class OodEnsemble(Explainer[EnsembleState]):
+    name = "ood_ensemble"
+    Options = OodEnsembleOptions
+    needs = frozenset({"reference"})
+    description = "Out-of-distribution jets: disagreement (std, mutual information) of an ensemble of taggers"
+
+    def __init__(self, options: OodEnsembleOptions, context: AuditContext) -> None:
+        super().__init__(options, context)
+        if len(options.members) + int(options.include_audited) < 2:
+            raise ConfigError("explainers.ood_ensemble.members: an ensemble needs at least two members "
+                              "(list ONNX files in members, and/or set include_audited = true)")
+        self.paths = [resolve_path(context, m) for m in options.members]
+        want = {i.name for i in context.tagger.info.inputs}
+        self.members: list[Tagger] = []
+        for i, path in enumerate(self.paths):
+            if not Path(path).is_file():
+                raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path}: file not found")
+            try:
+                member = Tagger(replace(context.tagger.config, path=path))
+            except HepauditError as exc:
+                raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {exc}") from None
+            have = {t.name for t in member.info.inputs}
+            if have != want:
+                raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path} has inputs {sorted(have)}, "
+                                  f"the audited model {sorted(want)}; members must take the same inputs")
+            self.members.append(member)
+        self.real_reference = real_reference(context, options)
+        self._checked = False
+        self._ready = False
+
+    def _probabilities(self, chunk: Chunk, select: np.ndarray | None = None) -> np.ndarray:
+        inputs = chunk.inputs if select is None else {k: v[select] for k, v in chunk.inputs.items()}
+        if not self._checked:
+            for member in self.members:
+                member.check_inputs(inputs)
+            self._checked = True
+        columns = [m.run(inputs, extra=False).score for m in self.members]
+        if self.options.include_audited:
+            columns.append(chunk.score if select is None else chunk.score[select])
+        return np.stack(columns, axis=1)
+
+    def _chosen(self, std: np.ndarray, mi: np.ndarray) -> np.ndarray:
+        return std if self.options.score == "std" else mi
+
+    # -- reference pass ------------------------------------------------------------------------
+    def start(self) -> EnsembleState:
+        cap = self.options.max_reference_jets
+        return EnsembleState(Reservoir(cap), Reservoir(cap))
+
+    def update_reference(self, state: EnsembleState, chunk: Chunk) -> EnsembleState:
+        keys = entry_keys(chunk.entries, self.context.seed)
+        held = held_out(keys)
+        state.n_reference += len(chunk)
+        # members run only on jets that can still enter one of the two bounded subsamples
+        fit = ~held & state.fit.candidates(keys)
+        keep = held & state.held.candidates(keys)
+        run = fit | keep
+        if not run.any():
+            return state
+        probs = np.empty((len(chunk), len(self.members) + int(self.options.include_audited)))
+        probs[run] = self._probabilities(chunk, run)
+        state.fit.add(keys[fit], probs=probs[fit])
+        columns = {"probs": probs[keep]}
+        kin = jet_kinematics(chunk)
+        if kin is not None:
+            columns.update(pt=kin[0][keep], mass=kin[1][keep])
+        state.held.add(keys[keep], **columns)
+        return state
+
+    def _prepare(self, state: EnsembleState) -> None:
+        fit = state.fit.sorted_columns().get("probs")
+        if fit is None or len(fit) == 0:
+            raise ValueError("the reference sample has no jets in its fit half; give a larger reference")
+        self.threshold = quantile_threshold(self._chosen(*disagreement(fit)), self.options.quantile)
+        held = state.held.sorted_columns()
+        probs = held.get("probs", np.zeros((0, fit.shape[1])))
+        self.reference_std, self.reference_mi = disagreement(probs)
+        self.reference_kin = {k: held[k] for k in ("pt", "mass") if k in held}
+        self.n_fit = len(fit)
+        self._ready = True
+
+    # -- audited pass ----------------------------------------------------------------------------
+    def update(self, state: EnsembleState, chunk: Chunk) -> EnsembleState:
+        if not self._ready:
+            self._prepare(state)
+        std, mi = disagreement(self._probabilities(chunk))
+        flag = self._chosen(std, mi) > self.threshold
+        chunk.per_jet["ood_ensemble_std"] = std.astype(np.float32)
+        chunk.per_jet["ood_ensemble_mi"] = mi.astype(np.float32)
+        chunk.per_jet["ood_ensemble_flag"] = flag
+        previous = chunk.per_jet.get("ood_flag")
+        chunk.per_jet["ood_flag"] = flag if previous is None else (previous | flag)
+        state.std.append(std)
+        state.mi.append(mi)
+        kin = jet_kinematics(chunk)
+        if kin is not None:
+            state.pt.append(kin[0].astype(np.float32))
+            state.mass.append(kin[1].astype(np.float32))
+        return state
+
+    def merge(self, a: EnsembleState, b: EnsembleState) -> EnsembleState:
+        return EnsembleState(a.fit.merged(b.fit), a.held.merged(b.held), a.n_reference + b.n_reference,
+                             a.std + b.std, a.mi + b.mi, a.pt + b.pt, a.mass + b.mass)
+
+    def finish(self, state: EnsembleState) -> ExplainerResult:
+        if not self._ready:
+            self._prepare(state)
+        std = np.concatenate(state.std) if state.std else np.zeros(0)
+        mi = np.concatenate(state.mi) if state.mi else np.zeros(0)
+        chosen = self._chosen(std, mi)
+        ref_chosen = self._chosen(self.reference_std, self.reference_mi)
+        q = self.options.quantile
+        members = list(self.paths) + (["(the audited model)"] if self.options.include_audited else [])
+        fields: dict[str, Any] = {
+            "definition": "std = population std of the members' signal scores; mutual_information = "
+                          "H[mean p] - mean H[p_m], binary entropy in nats",
+            "members": members, "score": self.options.score,
+            "threshold": self.threshold, "threshold_quantile": q,
+            "expected_reference_flagged_fraction": 1 - q,
+            "reference_jets": state.n_reference, "reference_fit_jets": self.n_fit,
+            "reference_held_out_jets": int(len(ref_chosen)), "audited_jets": int(len(chosen)),
+            "mean_std": float(std.mean()) if len(std) else None,
+            "mean_mutual_information": float(mi.mean()) if len(mi) else None,
+            "reference_mean_std": float(self.reference_std.mean()) if len(self.reference_std) else None,
+            "reference_mean_mutual_information": float(self.reference_mi.mean()) if len(self.reference_mi) else None,
+            "std_mi_spearman": _spearman(std, mi),
+        }
+        audited = {"score": chosen}
+        if state.pt:
+            audited.update(pt=np.concatenate(state.pt), mass=np.concatenate(state.mass))
+        reference = {"score": ref_chosen, **self.reference_kin}
+        warnings: list[str] = []
+        what = "ensemble std" if self.options.score == "std" else "ensemble mutual information [nats]"
+        if self.real_reference:
+            fraction, fraction_error = flagged_fraction(chosen, self.threshold)
+            ref_fraction, ref_error = flagged_fraction(ref_chosen, self.threshold)
+            auroc = auroc_reference_vs_audited(ref_chosen, chosen)
+            fields.update(reference="reference sample (held-out half for the reference numbers)",
+                          flagged_fraction=fraction, flagged_fraction_error=fraction_error,
+                          reference_flagged_fraction=ref_fraction, reference_flagged_fraction_error=ref_error,
+                          auroc=auroc)
+            fields.update(kinematic_bins(audited, reference, self.threshold))
+            summary = (f"{fraction:.1%} of audited jets have an {what} above the reference's {q:.0%} quantile "
+                       f"(held-out reference: {ref_fraction:.1%}); AUROC reference vs audited {auroc:.3f}."
+                       if fraction is not None and ref_fraction is not None and auroc is not None else "")
+        else:
+            note = ("no reference sample: the audited data is its own reference, so only per-jet disagreement "
+                    "and its distribution are reported (flagged fractions and AUROC need a [reference] sample)")
+            fields.update(reference="audited data (no reference configured)", flagged_fraction=None,
+                          reference_flagged_fraction=None, auroc=None, note=note)
+            fields.update(kinematic_bins(audited, {}, self.threshold))
+            warnings.append(note)
+            summary = f"No reference: mean {what} over the audited jets {float(chosen.mean()):.3g}." if len(chosen) else ""
+        figs = figures.ood_figures(self.name, what, audited, reference if self.real_reference else None,
+                                   self.threshold, fields)
+        return self.result(fields=fields, figures=figs, summary=summary, warnings=warnings)
