@@ -75,8 +75,9 @@ class Gradient(Explainer[GradientState]):
             return 1.0 / (1.0 + np.exp(-z))
         return z
 
-    def _grad(self, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None
-              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _grad(
+        self, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if extra is None:
             extra = self.context.tagger.run(inputs).extra
         values = forward_values(self.engine, inputs, extra)
@@ -105,8 +106,11 @@ class Gradient(Explainer[GradientState]):
                 for k, g in grads.items():
                     total[k] = total[k] + g if k in total else g
             return {k: g / o.samples for k, g in total.items()}, 0.0
-        base = mean_row(self.context) if o.baseline == "mean" else {
-            k: np.zeros((1,) + v.shape[1:], v.dtype) for k, v in chunk.inputs.items()}
+        base = (
+            mean_row(self.context)
+            if o.baseline == "mean"
+            else {k: np.zeros((1,) + v.shape[1:], v.dtype) for k, v in chunk.inputs.items()}
+        )
         total = {}
         for step in range(o.steps):
             alpha = (step + 0.5) / o.steps
@@ -141,26 +145,42 @@ class Gradient(Explainer[GradientState]):
         names = self.context.features
         scores = state.sums.scores(names) if state.n else []
         o = self.options
-        fields: dict[str, object] = {"method": o.method, "target": o.target,
-                                     "seed_tensor": self.engine.target.tensor,
-                                     "definition": "exact analytic gradient of the "
-                                     + ("logit z(x)" if o.target == "logit" else "probability f(x)")}
+        fields: dict[str, object] = {
+            "method": o.method,
+            "target": o.target,
+            "seed_tensor": self.engine.target.tensor,
+            "definition": "exact analytic gradient of the "
+            + ("logit z(x)" if o.target == "logit" else "probability f(x)"),
+        }
         if o.method == "smoothgrad":
             fields.update({"noise": o.noise, "samples": o.samples})
         if o.method == "integrated_gradients":
-            fields.update({"baseline": o.baseline, "steps": o.steps,
-                           "completeness_mean_abs_error": state.completeness / max(state.n, 1)})
+            fields.update(
+                {
+                    "baseline": o.baseline,
+                    "steps": o.steps,
+                    "completeness_mean_abs_error": state.completeness / max(state.n, 1),
+                }
+            )
         figures = []
         if scores:
             overall, sig, bkg = state.sums.means("signed")
             order = [names.index(s.feature) for s in scores]
             png = lrp_figures.class_bars(names, order, sig, bkg, overall, f"mean {o.method} (signed)")
             if png:
-                figures.append(Figure(f"gradient_{o.method}_by_class.png",
-                                      f"Mean signed {o.method} per class, top 20 features by mean |attribution|.",
-                                      png))
-        summary = (f"{o.method} of the {o.target}: largest mean |attribution| for {scores[0].feature} "
-                   f"({scores[0].score:.3g})." if scores else "")
+                figures.append(
+                    Figure(
+                        f"gradient_{o.method}_by_class.png",
+                        f"Mean signed {o.method} per class, top 20 features by mean |attribution|.",
+                        png,
+                    )
+                )
+        summary = (
+            f"{o.method} of the {o.target}: largest mean |attribution| for {scores[0].feature} "
+            f"({scores[0].score:.3g})."
+            if scores
+            else ""
+        )
         return self.result(feature_importance=scores, fields=fields, figures=figures, summary=summary)
 
 

@@ -55,22 +55,34 @@ class LrpOptions:
 
 def rule_set(options: LrpOptions) -> RuleSet:
     if options.rule == "composite":
-        return RuleSet("epsilon", dict(options.composite), options.first_layer, options.epsilon, options.gamma,
-                       options.ignore_bias)
-    return RuleSet(options.rule, None, options.first_layer, options.epsilon, options.gamma, options.ignore_bias)
+        return RuleSet(
+            "epsilon",
+            dict(options.composite),
+            options.first_layer,
+            options.epsilon,
+            options.gamma,
+            options.ignore_bias,
+        )
+    return RuleSet(
+        options.rule, None, options.first_layer, options.epsilon, options.gamma, options.ignore_bias
+    )
 
 
 def engine_for(context: AuditContext) -> BackwardEngine:
     """The backward engine for the audited tagger, its hidden tensors exposed from onnxruntime."""
     tagger = context.tagger
-    engine = BackwardEngine(tagger.proto, ScoreTarget.from_score_spec(tagger.score_spec),
-                            inputs=[i.name for i in tagger.info.inputs])
+    engine = BackwardEngine(
+        tagger.proto,
+        ScoreTarget.from_score_spec(tagger.score_spec),
+        inputs=[i.name for i in tagger.info.inputs],
+    )
     tagger.expose(engine.needed)
     return engine
 
 
-def forward_values(engine: BackwardEngine, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray]
-                   ) -> dict[str, np.ndarray]:
+def forward_values(
+    engine: BackwardEngine, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     values = dict(inputs)
     values.update({k: extra[k] for k in engine.needed})
     return values
@@ -122,8 +134,17 @@ class AttributionSums:
 
     def scores(self, names: list[str]) -> list[FeatureScore]:
         overall, sig, bkg = self.means("abs")
-        return sorted_scores([FeatureScore(n, float(overall[i]), None if sig is None else float(sig[i]),
-                                           None if bkg is None else float(bkg[i])) for i, n in enumerate(names)])
+        return sorted_scores(
+            [
+                FeatureScore(
+                    n,
+                    float(overall[i]),
+                    None if sig is None else float(sig[i]),
+                    None if bkg is None else float(bkg[i]),
+                )
+                for i, n in enumerate(names)
+            ]
+        )
 
 
 @dataclass
@@ -156,7 +177,11 @@ class Profiles:
     def merge(self, other: Profiles) -> Profiles:
         if self.edges is None:
             return other
-        if other.edges is None or other.features != self.features or not np.array_equal(other.edges, self.edges):
+        if (
+            other.edges is None
+            or other.features != self.features
+            or not np.array_equal(other.edges, self.edges)
+        ):
             return self  # different binning: keep one (only happens with a distributed executor)
         assert self.sums is not None and other.sums is not None
         assert self.counts is not None and other.counts is not None
@@ -192,8 +217,9 @@ class EtaPhiImage:
         per_particle = r @ self.members
         present = np.abs(x) @ self.members > 0  # zero-padded constituents carry no position
         eta, phi = x[:, self.eta][present], x[:, self.phi][present]
-        hist, _, _ = np.histogram2d(eta, phi, bins=bins, range=[[-extent, extent], [-extent, extent]],
-                                    weights=per_particle[present])
+        hist, _, _ = np.histogram2d(
+            eta, phi, bins=bins, range=[[-extent, extent], [-extent, extent]], weights=per_particle[present]
+        )
         return hist
 
 
@@ -227,14 +253,17 @@ class LayerwiseRelevance(Explainer[LrpState]):
         n_feat = len(context.features)
         self.per_jet = options.per_jet and n_feat <= options.max_per_jet_features
         if options.per_jet and not self.per_jet:
-            self.warnings.append(f"{n_feat} features > max_per_jet_features = {options.max_per_jet_features}: "
-                                 "lrp_{feature} columns are not written to per_jet.root")
+            self.warnings.append(
+                f"{n_feat} features > max_per_jet_features = {options.max_per_jet_features}: "
+                "lrp_{feature} columns are not written to per_jet.root"
+            )
         self.image = EtaPhiImage(context)
         # the mean-behaviour relevance r(x̄): LRP on the mean input
         mean = mean_row(context)
         out = context.tagger.run(mean)
-        self.mean_relevance = self._features(self.engine.relevance(
-            forward_values(self.engine, mean, out.extra), self.rules).relevance)[0]
+        self.mean_relevance = self._features(
+            self.engine.relevance(forward_values(self.engine, mean, out.extra), self.rules).relevance
+        )[0]
 
     def _features(self, relevance: dict[str, np.ndarray]) -> np.ndarray:
         r = feature_matrix(self.context.builder, relevance)
@@ -272,9 +301,19 @@ class LayerwiseRelevance(Explainer[LrpState]):
 
     def merge(self, a: LrpState, b: LrpState) -> LrpState:
         image = b.image if a.image is None else (a.image if b.image is None else a.image + b.image)
-        return LrpState(a.sums.merge(b.sums), a.differential.merge(b.differential), a.n + b.n,
-                        a.abs_error + b.abs_error, a.abs_logit + b.abs_logit, a.bias + b.bias,
-                        a.abs_bias + b.abs_bias, a.residual + b.residual, a.outside + b.outside, a.profiles.merge(b.profiles), image)
+        return LrpState(
+            a.sums.merge(b.sums),
+            a.differential.merge(b.differential),
+            a.n + b.n,
+            a.abs_error + b.abs_error,
+            a.abs_logit + b.abs_logit,
+            a.bias + b.bias,
+            a.abs_bias + b.abs_bias,
+            a.residual + b.residual,
+            a.outside + b.outside,
+            a.profiles.merge(b.profiles),
+            image,
+        )
 
     def rule_fields(self) -> dict[str, Any]:
         o = self.options
@@ -299,36 +338,51 @@ class LayerwiseRelevance(Explainer[LrpState]):
         scores = state.sums.scores(names) if state.n else []
         diff_overall = state.differential.means("abs")[0] if state.n else np.zeros(len(names))
         order = [names.index(s.feature) for s in scores]
-        mean_behaviour = [{"feature": names[k], "relevance_at_mean": float(self.mean_relevance[k]),
-                           "differential_mean_abs": float(diff_overall[k]),
-                           "mean_abs": float(scores[i].score)} for i, k in enumerate(order)]
+        mean_behaviour = [
+            {
+                "feature": names[k],
+                "relevance_at_mean": float(self.mean_relevance[k]),
+                "differential_mean_abs": float(diff_overall[k]),
+                "mean_abs": float(scores[i].score),
+            }
+            for i, k in enumerate(order)
+        ]
         fields: dict[str, Any] = self.rule_fields()
-        fields.update({
-            "seed_tensor": self.engine.target.tensor,
-            "seed": self.engine.target.describe(),
-            "normalize": self.options.normalize,
-            "conservation_mean_abs_error": state.abs_error / n,
-            "conservation_relative_error": state.abs_error / state.abs_logit if state.abs_logit else None,
-            "bias_absorbed_mean": state.bias / n,
-            "bias_absorbed_mean_abs": state.abs_bias / n,
-            "conservation_with_bias_mean_abs_error": state.residual / n,
-            "relevance_outside_features_mean_abs": state.outside / n,
-            "mean_behaviour": mean_behaviour,
-            "path_ops": self.engine.path_ops,
-            "definition": "R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, seeded with z(x); importance = mean |R|",
-        })
+        fields.update(
+            {
+                "seed_tensor": self.engine.target.tensor,
+                "seed": self.engine.target.describe(),
+                "normalize": self.options.normalize,
+                "conservation_mean_abs_error": state.abs_error / n,
+                "conservation_relative_error": state.abs_error / state.abs_logit if state.abs_logit else None,
+                "bias_absorbed_mean": state.bias / n,
+                "bias_absorbed_mean_abs": state.abs_bias / n,
+                "conservation_with_bias_mean_abs_error": state.residual / n,
+                "relevance_outside_features_mean_abs": state.outside / n,
+                "mean_behaviour": mean_behaviour,
+                "path_ops": self.engine.path_ops,
+                "definition": "R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, seeded with z(x); importance = mean |R|",
+            }
+        )
         summary = ""
         if scores:
             top = scores[0]
             k = names.index(top.feature)
             diff_rank = sorted(range(len(names)), key=lambda i: -diff_overall[i])
-            summary = (f"LRP ({self.options.rule}) ranks {top.feature} first (mean |R| = {top.score:.3g}); "
-                       f"r(x̄) = {self.mean_relevance[k]:.3g} of it is mean-behaviour relevance, which ΔAUC and "
-                       f"SHAP do not see — by the differential part |R(x) − r(x̄)| the leader is "
-                       f"{names[diff_rank[0]]}. Conservation: mean |ΣR − z| = {state.abs_error / n:.3g}, "
-                       f"biases absorbed {state.bias / n:.3g} per jet on average.")
-        return self.result(feature_importance=scores, fields=fields, summary=summary,
-                           figures=self._figures(state, order), warnings=list(self.warnings))
+            summary = (
+                f"LRP ({self.options.rule}) ranks {top.feature} first (mean |R| = {top.score:.3g}); "
+                f"r(x̄) = {self.mean_relevance[k]:.3g} of it is mean-behaviour relevance, which ΔAUC and "
+                f"SHAP do not see — by the differential part |R(x) − r(x̄)| the leader is "
+                f"{names[diff_rank[0]]}. Conservation: mean |ΣR − z| = {state.abs_error / n:.3g}, "
+                f"biases absorbed {state.bias / n:.3g} per jet on average."
+            )
+        return self.result(
+            feature_importance=scores,
+            fields=fields,
+            summary=summary,
+            figures=self._figures(state, order),
+            warnings=list(self.warnings),
+        )
 
     def _figures(self, state: LrpState, order: list[int]) -> list[Figure]:
         from hepaudit.explainers import lrp_figures
@@ -340,20 +394,38 @@ class LayerwiseRelevance(Explainer[LrpState]):
         overall, sig, bkg = state.sums.means("signed")
         png = lrp_figures.class_bars(names, order, sig, bkg, overall, "mean relevance R (signed)")
         if png:
-            figures.append(Figure("lrp_relevance_by_class.png", "Mean signed LRP relevance per class, top 20 "
-                                  "features by mean |R|.", png))
+            figures.append(
+                Figure(
+                    "lrp_relevance_by_class.png",
+                    "Mean signed LRP relevance per class, top 20 features by mean |R|.",
+                    png,
+                )
+            )
         p = state.profiles
         if p.edges is not None and p.sums is not None and p.counts is not None:
             png = lrp_figures.profiles([names[k] for k in p.features], p.edges, p.sums, p.counts, "mean R")
             if png:
-                figures.append(Figure("lrp_profiles.png", "Mean LRP relevance in bins of the feature's value "
-                                      "(Agarwal et al.), for the leading features of the first chunk.", png))
+                figures.append(
+                    Figure(
+                        "lrp_profiles.png",
+                        "Mean LRP relevance in bins of the feature's value "
+                        "(Agarwal et al.), for the leading features of the first chunk.",
+                        png,
+                    )
+                )
         if state.image is not None:
-            png = lrp_figures.eta_phi_image(state.image, self.options.heatmap_range, state.n,
-                                            "LRP relevance of constituents in (η, φ)")
+            png = lrp_figures.eta_phi_image(
+                state.image, self.options.heatmap_range, state.n, "LRP relevance of constituents in (η, φ)"
+            )
             if png:
-                figures.append(Figure("lrp_eta_phi.png", "Constituent relevance (summed over each constituent's "
-                                      "features) histogrammed at its (η, φ) input, averaged over jets.", png))
+                figures.append(
+                    Figure(
+                        "lrp_eta_phi.png",
+                        "Constituent relevance (summed over each constituent's "
+                        "features) histogrammed at its (η, φ) input, averaged over jets.",
+                        png,
+                    )
+                )
         return figures
 
 

@@ -14,8 +14,15 @@ import numpy as np
 from hepaudit.report.figures import BACKGROUND_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short
 
 
-def class_bars(features: Sequence[str], order: Sequence[int], signal: np.ndarray | None,
-               background: np.ndarray | None, overall: np.ndarray, xlabel: str, top: int = 20) -> bytes | None:
+def class_bars(
+    features: Sequence[str],
+    order: Sequence[int],
+    signal: np.ndarray | None,
+    background: np.ndarray | None,
+    overall: np.ndarray,
+    xlabel: str,
+    top: int = 20,
+) -> bytes | None:
     """Mean signed relevance per class, side by side, for the ``top`` features of ``order``."""
     idx = list(order)[:top]
     if not idx:
@@ -39,8 +46,9 @@ def class_bars(features: Sequence[str], order: Sequence[int], signal: np.ndarray
     return _png(fig)
 
 
-def profiles(names: Sequence[str], edges: np.ndarray, sums: np.ndarray, counts: np.ndarray,
-             ylabel: str) -> bytes | None:
+def profiles(
+    names: Sequence[str], edges: np.ndarray, sums: np.ndarray, counts: np.ndarray, ylabel: str
+) -> bytes | None:
     """Mean relevance in bins of each feature's value; ``sums``/``counts`` are (features, bins, 3 classes)."""
     if not len(names):
         return None
@@ -57,13 +65,21 @@ def profiles(names: Sequence[str], edges: np.ndarray, sums: np.ndarray, counts: 
             c = counts[i, :, cls]
             if c.sum() > 0:
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    ax.plot(centres, np.where(c > 0, sums[i, :, cls] / c, np.nan), "o-", ms=3, color=colour,
-                            label=label)
+                    ax.plot(
+                        centres,
+                        np.where(c > 0, sums[i, :, cls] / c, np.nan),
+                        "o-",
+                        ms=3,
+                        color=colour,
+                        label=label,
+                    )
                 drawn = True
         if not drawn:
             c = counts[i].sum(axis=1)
             with np.errstate(invalid="ignore", divide="ignore"):
-                ax.plot(centres, np.where(c > 0, sums[i].sum(axis=1) / c, np.nan), "o-", ms=3, color="#4d4d4d")
+                ax.plot(
+                    centres, np.where(c > 0, sums[i].sum(axis=1) / c, np.nan), "o-", ms=3, color="#4d4d4d"
+                )
         ax.axhline(0, color="black", lw=0.5)
         ax.set_xlabel(_short(name, 30), fontsize=9)
         ax.set_ylabel(ylabel, fontsize=9)
@@ -83,8 +99,15 @@ def eta_phi_image(image: np.ndarray, extent: float, n_jets: int, title: str) -> 
     mean = image / n_jets
     vmax = float(np.abs(mean).max()) or 1.0
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    im = ax.imshow(mean.T, origin="lower", extent=(-extent, extent, -extent, extent), cmap="RdBu_r",
-                   vmin=-vmax, vmax=vmax, aspect="equal")
+    im = ax.imshow(
+        mean.T,
+        origin="lower",
+        extent=(-extent, extent, -extent, extent),
+        cmap="RdBu_r",
+        vmin=-vmax,
+        vmax=vmax,
+        aspect="equal",
+    )
     fig.colorbar(im, ax=ax, label="mean relevance per jet")
     ax.set_xlabel("η (model input frame)")
     ax.set_ylabel("φ (model input frame)")

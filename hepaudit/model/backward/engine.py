@@ -470,8 +470,17 @@ class BackwardEngine:
                 rule = rules.rule(LINEAR_KIND[node.op], node.name in self.first_layers)
             fused = self.fused.get(node.name) if lrp else None
             extra = {"fused": lrp and node.name in self.fused_adds, "gate": self._gate(node)}
-            step = Step(node, vals, lrp, rule, absorbed, fused[0] if fused else None,
-                        fused[1] if fused else None, self.opset, extra)
+            step = Step(
+                node,
+                vals,
+                lrp,
+                rule,
+                absorbed,
+                fused[0] if fused else None,
+                fused[1] if fused else None,
+                self.opset,
+                extra,
+            )
             results = HANDLERS[node.op](step, outs)
             for name, g in zip(node.inputs, results):
                 if g is None or name not in self.carrying:

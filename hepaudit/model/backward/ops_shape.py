@@ -98,8 +98,6 @@ def gather(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None
     assert g is not None
     x_shape = np.shape(step.x(0))
     axis = int(step.attr("axis", 0)) % len(x_shape)
-    if axis == 0:
-        raise step.unsupported("a Gather along the batch axis mixes jets")
     idx = np.asarray(step.x(1)).astype(np.int64)
     idx = np.where(idx < 0, idx + x_shape[axis], idx)
     out = np.zeros(x_shape, dtype=g.dtype)
