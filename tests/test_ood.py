@@ -1,0 +1,328 @@
+"""ood_ae and ood_ensemble: real ROOT files, real ONNX models, real audits, independent checks.
+
+Data: flat jet features f0..f7 that lie close to a 3-dimensional plane (x = u A + noise),
+so that a PCA autoencoder has structure to learn and a shift off the plane is detectable.
+Every number is checked against a direct numpy computation from the ROOT file and the
+definitions in docs/methods.md and the explainers' docstrings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import uproot
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from builders import (  # noqa: E402
+    OPSET,
+    dense_weights,
+    make_jets,
+    mann_whitney_auc,
+    mlp_forward,
+    mlp_model,
+    save,
+    toml_dumps,
+    write_jets,
+)
+from conftest import run_cli  # noqa: E402
+
+import hepaudit  # noqa: E402
+import hepaudit.errors  # noqa: E402
+from hepaudit.explainers.ood.common import entry_keys, held_out  # noqa: E402
+
+K = 8
+FEATURES = [f"f{k}" for k in range(K)]
+MIXING = np.random.default_rng(42).normal(0, 1, (3, K))
+
+
+def plane_jets(n: int, seed: int, scale: dict[int, float] | None = None,
+               contaminate: tuple[float, int, float] | None = None) -> dict[str, np.ndarray]:
+    """x = u A + 0.1 noise; ``scale`` multiplies features; ``contaminate`` = (fraction, feature,
+    offset) adds an offset to one feature for that fraction of jets."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, 3)) @ MIXING + 0.1 * rng.normal(0, 1, (n, K))
+    for k, s in (scale or {}).items():
+        x[:, k] *= s
+    if contaminate is not None:
+        fraction, k, offset = contaminate
+        x[rng.random(n) < fraction, k] += offset
+    labels = (rng.random(n) < 0.5).astype(np.int32)
+    out: dict[str, np.ndarray] = {f: x[:, i].astype(np.float32) for i, f in enumerate(FEATURES)}
+    out["is_signal"] = labels
+    return out
+
+
+def features_of(path: Path) -> np.ndarray:
+    with uproot.open(path) as f:
+        arrays = f["jets"].arrays(FEATURES, library="np")
+    return np.stack([arrays[b] for b in FEATURES], axis=1).astype(np.float32)
+
+
+def config(folder: Path, data: str, reference: str | None, explainers: dict, model: str = "m.onnx",
+           gates: dict | None = None) -> Path:
+    doc: dict = {
+        "model": {"path": model},
+        "data": {"files": [data], "label": "is_signal", "step_size": 1500},
+        "inputs": [{"name": "x", "kind": "jet", "branches": FEATURES}],
+        "execution": {"progress": False},
+    }
+    if reference is not None:
+        doc["reference"] = {"files": [reference], "label": "is_signal"}
+    text = toml_dumps(doc)
+    for name, table in explainers.items():
+        text += f"\n[explainers.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in table.items())
+    if gates:
+        text += "\n[gates]\n" + "".join(f'"{k}" = {v}\n' for k, v in gates.items())
+    path = folder / f"audit_{abs(hash(text)) % 10**8}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ood")
+    save(mlp_model(dense_weights([K, 16, 1], seed=1)), d / "m.onnx")
+    for s in (2, 3, 4):
+        save(mlp_model(dense_weights([K, 16, 1], seed=s), "matmul"), d / f"m{s}.onnx")
+    save(mlp_model(dense_weights([K, 16, 1], seed=1), "matmul"), d / "m_copy.onnx")
+    write_jets(d / "ref.root", plane_jets(12000, seed=10))
+    write_jets(d / "same.root", plane_jets(6000, seed=11))
+    write_jets(d / "scaled.root", plane_jets(3000, seed=12, scale={2: 3.0}))
+    write_jets(d / "contaminated.root", plane_jets(3000, seed=13, contaminate=(0.3, 5, 4.0)))
+    return d
+
+
+def per_jet(out: Path) -> dict[str, np.ndarray]:
+    with uproot.open(out / "per_jet.root") as f:
+        return f["hepaudit"].arrays(library="np")
+
+
+def test_in_distribution_flagged_fraction_is_the_nominal_quantile(folder: Path) -> None:
+    cfg = config(folder, "same.root", "ref.root", {"ood_ae": {}})
+    report = hepaudit.audit(cfg, out=folder / "out_same", force=True)
+    res = report.explainers["ood_ae"]
+    assert res.status == "ok", res.error
+    f = res.fields
+    q = 0.95
+    # binomial uncertainty of the audited fraction plus that of the threshold (a quantile of
+    # reference_threshold_jets jets), in quadrature
+    for fraction, n in ((f["flagged_fraction"], f["audited_jets"]),
+                        (f["reference_flagged_fraction"], f["reference_held_out_jets"])):
+        sigma = np.sqrt(q * (1 - q) / n + q * (1 - q) / f["reference_threshold_jets"])
+        assert abs(fraction - (1 - q)) < 3 * sigma, (fraction, sigma)
+    n1, n0 = f["audited_jets"], f["reference_held_out_jets"]
+    assert abs(f["auroc"] - 0.5) < 3 * np.sqrt((n0 + n1 + 1) / (12 * n0 * n1))
+    assert f["fitted"]["method"] == "pca" and f["fitted"]["explained_variance"] >= 0.99
+    # per jet: the flag is score > threshold and the flagged fraction is their mean
+    cols = per_jet(folder / "out_same")
+    assert np.array_equal(cols["ood_ae_flag"], cols["ood_ae_score"] > np.float32(f["threshold"]))
+    assert abs(cols["ood_ae_flag"].mean() - f["flagged_fraction"]) < 1e-12
+    assert np.array_equal(cols["ood_flag"], cols["ood_ae_flag"])
+    assert (folder / "out_same" / "ood_autoencoder.onnx").is_file()
+
+
+# a 30 % contamination can at most reach AUROC 0.5 + 0.3 / 2 = 0.65
+@pytest.mark.parametrize("sample, shifted, min_auroc", [("scaled.root", "f2", 0.75),
+                                                        ("contaminated.root", "f5", 0.6)])
+def test_shift_raises_auroc_and_names_the_driver(folder: Path, sample: str, shifted: str, min_auroc: float) -> None:
+    cfg = config(folder, sample, "ref.root", {"ood_ae": {}})
+    f = hepaudit.audit(cfg, out=None).explainers["ood_ae"].fields
+    assert f["auroc"] > min_auroc
+    assert f["flagged_fraction"] > 0.2 > 0.1 > f["reference_flagged_fraction"]
+    assert f["drivers"][0]["feature"] == shifted
+    assert f["drivers"][0]["excess"] > 2 * max(d["excess"] for d in f["drivers"][1:])
+
+
+def linear_autoencoder(path: Path, projection: np.ndarray) -> Path:
+    """r(x) = x P, an autoencoder given by the user as ONNX (input "inp", output "rec")."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["inp", "P"], ["rec"])], "ae",
+        [helper.make_tensor_value_info("inp", TensorProto.FLOAT, ["N", K])],
+        [helper.make_tensor_value_info("rec", TensorProto.FLOAT, ["N", K])],
+        [numpy_helper.from_array(projection.astype(np.float32), "P")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    return save(model, path)
+
+
+def test_user_autoencoder_scores_threshold_and_auroc(folder: Path) -> None:
+    basis, _ = np.linalg.qr(MIXING.T)  # (K, 3): the data's plane
+    projection = basis @ basis.T
+    (folder / "models").mkdir(exist_ok=True)
+    linear_autoencoder(folder / "models" / "ae.onnx", projection)
+    cfg = config(folder, "scaled.root", "ref.root",
+                 {"ood_ae": {"autoencoder": '"models/ae.onnx"', "standardise": "false", "quantile": 0.9}})
+    report = hepaudit.audit(cfg, out=folder / "out_user", force=True)
+    f = report.explainers["ood_ae"].fields
+    assert f["autoencoder"] == str(folder / "models" / "ae.onnx") and f["fitted"] is None
+
+    def scores(path: Path) -> np.ndarray:
+        x = features_of(path).astype(np.float64)
+        return np.mean((x - x @ projection) ** 2, axis=1)
+
+    audited = scores(folder / "scaled.root")
+    np.testing.assert_allclose(per_jet(folder / "out_user")["ood_ae_score"], audited, rtol=2e-4, atol=1e-6)
+    ref = scores(folder / "ref.root")
+    half = held_out(entry_keys(np.arange(len(ref)), 0))
+    threshold = np.quantile(ref[~half], 0.9)
+    assert f["threshold"] == pytest.approx(threshold, rel=2e-4)
+    assert f["reference_flagged_fraction"] == pytest.approx(np.mean(ref[half] > threshold), abs=2e-3)
+    assert f["flagged_fraction"] == pytest.approx(np.mean(audited > threshold), abs=2e-3)
+    auc = mann_whitney_auc(np.concatenate([ref[half], audited]),
+                           np.concatenate([np.zeros(half.sum()), np.ones(len(audited))]))
+    assert f["auroc"] == pytest.approx(auc, abs=2e-3)
+    # per-feature errors: f2 (scaled) has the largest excess, computed directly
+    x = features_of(folder / "scaled.root").astype(np.float64)
+    xr = features_of(folder / "ref.root").astype(np.float64)[half]
+    excess = np.mean((x - x @ projection) ** 2, axis=0) - np.mean((xr - xr @ projection) ** 2, axis=0)
+    got = {d["feature"]: d["excess"] for d in f["drivers"]}
+    np.testing.assert_allclose([got[n] for n in FEATURES], excess, rtol=1e-3, atol=1e-6)
+
+
+def test_fitted_autoencoder_is_saved_and_reusable(folder: Path) -> None:
+    saved = folder / "out_same" / "ood_autoencoder.onnx"
+    if not saved.exists():
+        hepaudit.audit(config(folder, "same.root", "ref.root", {"ood_ae": {}}), out=folder / "out_same", force=True)
+    session = ort.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
+    x = features_of(folder / "same.root")[:500]
+    r = session.run(None, {"x": x})[0]
+    rr = session.run(None, {"x": r})[0]
+    np.testing.assert_allclose(rr, r, atol=1e-4)  # PCA reconstruction is a projection: idempotent
+    first = per_jet(folder / "out_same")["ood_ae_score"]
+    cfg = config(folder, "same.root", "ref.root", {"ood_ae": {"autoencoder": f'"{saved}"'}})
+    hepaudit.audit(cfg, out=folder / "out_reuse", force=True)
+    np.testing.assert_allclose(per_jet(folder / "out_reuse")["ood_ae_score"], first, rtol=1e-5, atol=1e-7)
+
+
+def test_without_reference_only_scores_are_reported(folder: Path) -> None:
+    cfg = config(folder, "scaled.root", None, {"ood_ae": {}})
+    res = hepaudit.audit(cfg, out=None).explainers["ood_ae"]
+    f = res.fields
+    assert f["auroc"] is None and f["flagged_fraction"] is None and f["drivers"] is None
+    assert "no reference" in f["note"] and any("no reference" in w for w in res.warnings)
+    assert f["reference"].startswith("audited data")
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(p)
+    inside = (p > 0) & (p < 1)
+    out[inside] = -(p[inside] * np.log(p[inside]) + (1 - p[inside]) * np.log(1 - p[inside]))
+    return out
+
+
+@pytest.mark.parametrize("score", ["std", "mutual_information"])
+def test_ensemble_std_and_mutual_information_match_numpy(folder: Path, score: str) -> None:
+    cfg = config(folder, "scaled.root", "ref.root",
+                 {"ood_ensemble": {"members": '["m2.onnx", "m3.onnx", "m4.onnx"]', "include_audited": "true",
+                                   "score": f'"{score}"'}})
+    out = folder / f"out_ens_{score}"
+    f = hepaudit.audit(cfg, out=out, force=True).explainers["ood_ensemble"].fields
+    weights = [dense_weights([K, 16, 1], seed=s) for s in (2, 3, 4, 1)]
+
+    def members(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        x = features_of(path)
+        p = np.stack([mlp_forward(w, x)[:, 0] for w in weights], axis=1)
+        std = np.sqrt(np.mean((p - p.mean(axis=1, keepdims=True)) ** 2, axis=1))
+        mi = binary_entropy(p.mean(axis=1)) - np.mean([binary_entropy(p[:, m]) for m in range(4)], axis=0)
+        return std, mi
+
+    std, mi = members(folder / "scaled.root")
+    cols = per_jet(out)
+    np.testing.assert_allclose(cols["ood_ensemble_std"], std, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(cols["ood_ensemble_mi"], mi, rtol=1e-3, atol=1e-6)
+    chosen = std if score == "std" else mi
+    rstd, rmi = members(folder / "ref.root")
+    ref = rstd if score == "std" else rmi
+    half = held_out(entry_keys(np.arange(len(ref)), 0))
+    threshold = np.quantile(ref[~half], 0.95)
+    assert f["threshold"] == pytest.approx(threshold, rel=1e-3, abs=1e-7)
+    assert f["flagged_fraction"] == pytest.approx(np.mean(chosen > threshold), abs=2e-3)
+    assert f["reference_flagged_fraction"] == pytest.approx(np.mean(ref[half] > threshold), abs=2e-3)
+    assert abs(np.mean(cols["ood_ensemble_flag"]) - f["flagged_fraction"]) < 1e-12
+    assert f["members"][-1] == "(the audited model)" and f["score"] == score
+
+
+def test_identical_members_do_not_disagree(folder: Path) -> None:
+    cfg = config(folder, "scaled.root", "ref.root",
+                 {"ood_ensemble": {"members": '["m_copy.onnx"]', "include_audited": "true"}})
+    out = folder / "out_identical"
+    f = hepaudit.audit(cfg, out=out, force=True).explainers["ood_ensemble"].fields
+    cols = per_jet(out)
+    assert np.max(cols["ood_ensemble_std"]) < 1e-7 and np.max(cols["ood_ensemble_mi"]) < 1e-7
+    assert f["mean_std"] < 1e-7 and f["flagged_fraction"] == 0.0
+
+
+def test_ood_flag_is_the_or_of_both_explainers(folder: Path) -> None:
+    cfg = config(folder, "contaminated.root", "ref.root",
+                 {"ood_ae": {}, "ood_ensemble": {"members": '["m2.onnx", "m3.onnx"]'}})
+    out = folder / "out_both"
+    hepaudit.audit(cfg, out=out, force=True)
+    cols = per_jet(out)
+    assert np.array_equal(cols["ood_flag"], cols["ood_ae_flag"] | cols["ood_ensemble_flag"])
+    assert cols["ood_flag"].sum() > max(cols["ood_ae_flag"].sum(), cols["ood_ensemble_flag"].sum())
+
+
+def test_flagged_fraction_vs_jet_pt_from_constituents(tmp_path: Path) -> None:
+    save(mlp_model(dense_weights([90, 16, 1], seed=1)), tmp_path / "m.onnx")
+    write_jets(tmp_path / "ref.root", make_jets(1500, seed=3))
+    write_jets(tmp_path / "jets.root", make_jets(800, seed=4))
+    (tmp_path / "audit.toml").write_text("""
+[model]
+path = "m.onnx"
+[data]
+files = ["jets.root"]
+label = "is_signal"
+[reference]
+files = ["ref.root"]
+[[inputs]]
+name = "x"
+kind = "constituents"
+momentum = { px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }
+features = ["pt", "eta", "phi"]
+max_particles = 30
+preprocess = "topodnn"
+[execution]
+progress = false
+[explainers.ood_ae]
+variance = 0.9
+""")
+    f = hepaudit.audit(tmp_path / "audit.toml", out=tmp_path / "out").explainers["ood_ae"].fields
+    with uproot.open(tmp_path / "jets.root") as fh:
+        a = fh["jets"].arrays(["part_px", "part_py", "part_pz", "part_energy"])
+    px, py, pz, en = (np.array([np.sum(v) for v in a[b].tolist()])
+                      for b in ("part_px", "part_py", "part_pz", "part_energy"))
+    pt, mass = np.hypot(px, py), np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0))
+    flags = per_jet(tmp_path / "out")["ood_ae_flag"]
+    for var, values in (("pt", pt), ("mass", mass)):
+        entry = f[f"flagged_vs_{var}"]
+        edges = np.array(entry["edges"])
+        np.testing.assert_allclose(edges, np.quantile(values, np.linspace(0, 1, 11)), rtol=1e-5)
+        index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        for b in range(len(edges) - 1):
+            sel = index == b
+            assert entry["audited"]["jets"][b] == sel.sum()
+            assert entry["audited"]["flagged_fraction"][b] == pytest.approx(flags[sel].mean())
+        assert "reference" in entry
+    assert {"ood_ae_scores.png", "ood_ae_flagged_vs_kinematics.png"} <= {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+
+
+def test_gate_on_flagged_fraction_fails_the_cli(folder: Path) -> None:
+    cfg = config(folder, "contaminated.root", "ref.root", {"ood_ae": {}},
+                 gates={"ood_ae.flagged_fraction": "{ max = 0.1 }"})
+    result = run_cli("audit", cfg, "--out", folder / "out_gate", "--force", cwd=folder)
+    assert result.returncode == 1, result.stderr
+    assert "ood_ae.flagged_fraction" in result.stderr + result.stdout
+
+
+def test_bad_options_are_config_errors(folder: Path) -> None:
+    cfg = config(folder, "same.root", "ref.root", {"ood_ensemble": {"members": '["m2.onnx", "missing.onnx"]'}})
+    with pytest.raises(hepaudit.errors.ConfigError, match="missing.onnx"):
+        hepaudit.audit(cfg, out=None)
+    cfg = config(folder, "same.root", "ref.root", {"ood_ae": {"quantile": 1.5}})
+    with pytest.raises(hepaudit.errors.ConfigError, match="quantile"):
+        hepaudit.audit(cfg, out=None)
