@@ -119,12 +119,26 @@ class PluginHost:
             self._load_entry_points()
         for name, plugin in extra:
             self._register(plugin, name, "local", getattr(plugin, "__name__", name))
+        self._check_pending()
+        self._explainers: ExplainerRegistry | None = None
+        self._recipes: RecipeRegistry | None = None
+
+    def _check_pending(self) -> None:
+        """Like pytest: a ``hepaudit_*`` function matching no hook is an error naming plugin and hook."""
+        from hepaudit.errors import close_matches
+
+        known = [name for name in dir(hookspecs) if name.startswith("hepaudit_")]
+        for name, caller in vars(self.pm.hook).items():
+            if not name.startswith("hepaudit_") or getattr(caller, "spec", None) is not None:
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook:
+                    raise HepauditError(f"plugin {impl.plugin_name}: {name} is not a hepaudit hook"
+                                        f"{close_matches(name, known)}")
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise HepauditError(f"a plugin implements a hook hepaudit does not have: {exc}") from None
-        self._explainers: ExplainerRegistry | None = None
-        self._recipes: RecipeRegistry | None = None
 
     def _register(self, plugin: object, name: str, version: str, module: str) -> None:
         if self.pm.is_blocked(name) or self.pm.get_plugin(name) is not None:
