@@ -41,8 +41,12 @@ FEATURES = [f"f{k}" for k in range(K)]
 MIXING = np.random.default_rng(42).normal(0, 1, (3, K))
 
 
-def plane_jets(n: int, seed: int, scale: dict[int, float] | None = None,
-               contaminate: tuple[float, int, float] | None = None) -> dict[str, np.ndarray]:
+def plane_jets(
+    n: int,
+    seed: int,
+    scale: dict[int, float] | None = None,
+    contaminate: tuple[float, int, float] | None = None,
+) -> dict[str, np.ndarray]:
     """x = u A + 0.1 noise; ``scale`` multiplies features; ``contaminate`` = (fraction, feature,
     offset) adds an offset to one feature for that fraction of jets."""
     rng = np.random.default_rng(seed)
@@ -64,8 +68,14 @@ def features_of(path: Path) -> np.ndarray:
     return np.stack([arrays[b] for b in FEATURES], axis=1).astype(np.float32)
 
 
-def config(folder: Path, data: str, reference: str | None, explainers: dict, model: str = "m.onnx",
-           gates: dict | None = None) -> Path:
+def config(
+    folder: Path,
+    data: str,
+    reference: str | None,
+    explainers: dict,
+    model: str = "m.onnx",
+    gates: dict | None = None,
+) -> Path:
     doc: dict = {
         "model": {"path": model},
         "data": {"files": [data], "label": "is_signal", "step_size": 1500},
@@ -112,8 +122,10 @@ def test_in_distribution_flagged_fraction_is_the_nominal_quantile(folder: Path) 
     q = 0.95
     # binomial uncertainty of the audited fraction plus that of the threshold (a quantile of
     # reference_threshold_jets jets), in quadrature
-    for fraction, n in ((f["flagged_fraction"], f["audited_jets"]),
-                        (f["reference_flagged_fraction"], f["reference_held_out_jets"])):
+    for fraction, n in (
+        (f["flagged_fraction"], f["audited_jets"]),
+        (f["reference_flagged_fraction"], f["reference_held_out_jets"]),
+    ):
         sigma = np.sqrt(q * (1 - q) / n + q * (1 - q) / f["reference_threshold_jets"])
         assert abs(fraction - (1 - q)) < 3 * sigma, (fraction, sigma)
     n1, n0 = f["audited_jets"], f["reference_held_out_jets"]
@@ -128,9 +140,12 @@ def test_in_distribution_flagged_fraction_is_the_nominal_quantile(folder: Path) 
 
 
 # a 30 % contamination can at most reach AUROC 0.5 + 0.3 / 2 = 0.65
-@pytest.mark.parametrize("sample, shifted, min_auroc", [("scaled.root", "f2", 0.75),
-                                                        ("contaminated.root", "f5", 0.6)])
-def test_shift_raises_auroc_and_names_the_driver(folder: Path, sample: str, shifted: str, min_auroc: float) -> None:
+@pytest.mark.parametrize(
+    "sample, shifted, min_auroc", [("scaled.root", "f2", 0.75), ("contaminated.root", "f5", 0.6)]
+)
+def test_shift_raises_auroc_and_names_the_driver(
+    folder: Path, sample: str, shifted: str, min_auroc: float
+) -> None:
     cfg = config(folder, sample, "ref.root", {"ood_ae": {}})
     f = hepaudit.audit(cfg, out=None).explainers["ood_ae"].fields
     assert f["auroc"] > min_auroc
@@ -142,10 +157,12 @@ def test_shift_raises_auroc_and_names_the_driver(folder: Path, sample: str, shif
 def linear_autoencoder(path: Path, projection: np.ndarray) -> Path:
     """r(x) = x P, an autoencoder given by the user as ONNX (input "inp", output "rec")."""
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["inp", "P"], ["rec"])], "ae",
+        [helper.make_node("MatMul", ["inp", "P"], ["rec"])],
+        "ae",
         [helper.make_tensor_value_info("inp", TensorProto.FLOAT, ["N", K])],
         [helper.make_tensor_value_info("rec", TensorProto.FLOAT, ["N", K])],
-        [numpy_helper.from_array(projection.astype(np.float32), "P")])
+        [numpy_helper.from_array(projection.astype(np.float32), "P")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     return save(model, path)
 
@@ -155,8 +172,12 @@ def test_user_autoencoder_scores_threshold_and_auroc(folder: Path) -> None:
     projection = basis @ basis.T
     (folder / "models").mkdir(exist_ok=True)
     linear_autoencoder(folder / "models" / "ae.onnx", projection)
-    cfg = config(folder, "scaled.root", "ref.root",
-                 {"ood_ae": {"autoencoder": '"models/ae.onnx"', "standardise": "false", "quantile": 0.9}})
+    cfg = config(
+        folder,
+        "scaled.root",
+        "ref.root",
+        {"ood_ae": {"autoencoder": '"models/ae.onnx"', "standardise": "false", "quantile": 0.9}},
+    )
     report = hepaudit.audit(cfg, out=folder / "out_user", force=True)
     f = report.explainers["ood_ae"].fields
     assert f["autoencoder"] == str(folder / "models" / "ae.onnx") and f["fitted"] is None
@@ -173,8 +194,9 @@ def test_user_autoencoder_scores_threshold_and_auroc(folder: Path) -> None:
     assert f["threshold"] == pytest.approx(threshold, rel=2e-4)
     assert f["reference_flagged_fraction"] == pytest.approx(np.mean(ref[half] > threshold), abs=2e-3)
     assert f["flagged_fraction"] == pytest.approx(np.mean(audited > threshold), abs=2e-3)
-    auc = mann_whitney_auc(np.concatenate([ref[half], audited]),
-                           np.concatenate([np.zeros(half.sum()), np.ones(len(audited))]))
+    auc = mann_whitney_auc(
+        np.concatenate([ref[half], audited]), np.concatenate([np.zeros(half.sum()), np.ones(len(audited))])
+    )
     assert f["auroc"] == pytest.approx(auc, abs=2e-3)
     # per-feature errors: f2 (scaled) has the largest excess, computed directly
     x = features_of(folder / "scaled.root").astype(np.float64)
@@ -187,7 +209,9 @@ def test_user_autoencoder_scores_threshold_and_auroc(folder: Path) -> None:
 def test_fitted_autoencoder_is_saved_and_reusable(folder: Path) -> None:
     saved = folder / "out_same" / "ood_autoencoder.onnx"
     if not saved.exists():
-        hepaudit.audit(config(folder, "same.root", "ref.root", {"ood_ae": {}}), out=folder / "out_same", force=True)
+        hepaudit.audit(
+            config(folder, "same.root", "ref.root", {"ood_ae": {}}), out=folder / "out_same", force=True
+        )
     session = ort.InferenceSession(str(saved), providers=["CPUExecutionProvider"])
     x = features_of(folder / "same.root")[:500]
     r = session.run(None, {"x": x})[0]
@@ -217,9 +241,18 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("score", ["std", "mutual_information"])
 def test_ensemble_std_and_mutual_information_match_numpy(folder: Path, score: str) -> None:
-    cfg = config(folder, "scaled.root", "ref.root",
-                 {"ood_ensemble": {"members": '["m2.onnx", "m3.onnx", "m4.onnx"]', "include_audited": "true",
-                                   "score": f'"{score}"'}})
+    cfg = config(
+        folder,
+        "scaled.root",
+        "ref.root",
+        {
+            "ood_ensemble": {
+                "members": '["m2.onnx", "m3.onnx", "m4.onnx"]',
+                "include_audited": "true",
+                "score": f'"{score}"',
+            }
+        },
+    )
     out = folder / f"out_ens_{score}"
     f = hepaudit.audit(cfg, out=out, force=True).explainers["ood_ensemble"].fields
     weights = [dense_weights([K, 16, 1], seed=s) for s in (2, 3, 4, 1)]
@@ -248,8 +281,12 @@ def test_ensemble_std_and_mutual_information_match_numpy(folder: Path, score: st
 
 
 def test_identical_members_do_not_disagree(folder: Path) -> None:
-    cfg = config(folder, "scaled.root", "ref.root",
-                 {"ood_ensemble": {"members": '["m_copy.onnx"]', "include_audited": "true"}})
+    cfg = config(
+        folder,
+        "scaled.root",
+        "ref.root",
+        {"ood_ensemble": {"members": '["m_copy.onnx"]', "include_audited": "true"}},
+    )
     out = folder / "out_identical"
     f = hepaudit.audit(cfg, out=out, force=True).explainers["ood_ensemble"].fields
     cols = per_jet(out)
@@ -258,8 +295,12 @@ def test_identical_members_do_not_disagree(folder: Path) -> None:
 
 
 def test_ood_flag_is_the_or_of_both_explainers(folder: Path) -> None:
-    cfg = config(folder, "contaminated.root", "ref.root",
-                 {"ood_ae": {}, "ood_ensemble": {"members": '["m2.onnx", "m3.onnx"]'}})
+    cfg = config(
+        folder,
+        "contaminated.root",
+        "ref.root",
+        {"ood_ae": {}, "ood_ensemble": {"members": '["m2.onnx", "m3.onnx"]'}},
+    )
     out = folder / "out_both"
     hepaudit.audit(cfg, out=out, force=True)
     cols = per_jet(out)
@@ -294,8 +335,9 @@ variance = 0.9
     f = hepaudit.audit(tmp_path / "audit.toml", out=tmp_path / "out").explainers["ood_ae"].fields
     with uproot.open(tmp_path / "jets.root") as fh:
         a = fh["jets"].arrays(["part_px", "part_py", "part_pz", "part_energy"])
-    px, py, pz, en = (np.array([np.sum(v) for v in a[b].tolist()])
-                      for b in ("part_px", "part_py", "part_pz", "part_energy"))
+    px, py, pz, en = (
+        np.array([np.sum(v) for v in a[b].tolist()]) for b in ("part_px", "part_py", "part_pz", "part_energy")
+    )
     pt, mass = np.hypot(px, py), np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0))
     flags = per_jet(tmp_path / "out")["ood_ae_flag"]
     for var, values in (("pt", pt), ("mass", mass)):
@@ -308,19 +350,28 @@ variance = 0.9
             assert entry["audited"]["jets"][b] == sel.sum()
             assert entry["audited"]["flagged_fraction"][b] == pytest.approx(flags[sel].mean())
         assert "reference" in entry
-    assert {"ood_ae_scores.png", "ood_ae_flagged_vs_kinematics.png"} <= {p.name for p in (tmp_path / "out" / "figures").iterdir()}
+    assert {"ood_ae_scores.png", "ood_ae_flagged_vs_kinematics.png"} <= {
+        p.name for p in (tmp_path / "out" / "figures").iterdir()
+    }
 
 
 def test_gate_on_flagged_fraction_fails_the_cli(folder: Path) -> None:
-    cfg = config(folder, "contaminated.root", "ref.root", {"ood_ae": {}},
-                 gates={"ood_ae.flagged_fraction": "{ max = 0.1 }"})
+    cfg = config(
+        folder,
+        "contaminated.root",
+        "ref.root",
+        {"ood_ae": {}},
+        gates={"ood_ae.flagged_fraction": "{ max = 0.1 }"},
+    )
     result = run_cli("audit", cfg, "--out", folder / "out_gate", "--force", cwd=folder)
     assert result.returncode == 1, result.stderr
     assert "ood_ae.flagged_fraction" in result.stderr + result.stdout
 
 
 def test_bad_options_are_config_errors(folder: Path) -> None:
-    cfg = config(folder, "same.root", "ref.root", {"ood_ensemble": {"members": '["m2.onnx", "missing.onnx"]'}})
+    cfg = config(
+        folder, "same.root", "ref.root", {"ood_ensemble": {"members": '["m2.onnx", "missing.onnx"]'}}
+    )
     with pytest.raises(hepaudit.errors.ConfigError, match="missing.onnx"):
         hepaudit.audit(cfg, out=None)
     cfg = config(folder, "same.root", "ref.root", {"ood_ae": {"quantile": 1.5}})

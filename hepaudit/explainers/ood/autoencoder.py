@@ -108,8 +108,10 @@ class OodAutoencoder(Explainer[AeState]):
         if options.input is not None:
             known = sorted({s.input for s in slots})
             if options.input not in known:
-                raise ConfigError(f"explainers.ood_ae.input: {options.input!r} is not a feature input "
-                                  f"(feature inputs: {', '.join(known)})")
+                raise ConfigError(
+                    f"explainers.ood_ae.input: {options.input!r} is not a feature input "
+                    f"(feature inputs: {', '.join(known)})"
+                )
         self.features = [k for k, s in enumerate(slots) if options.input is None or s.input == options.input]
         self.names = [context.features[k] for k in self.features]
         by_input: dict[str, list[int]] = {}
@@ -125,8 +127,10 @@ class OodAutoencoder(Explainer[AeState]):
             try:
                 self.session = _session(self.path)
             except Exception as exc:
-                raise ConfigError(f"explainers.ood_ae.autoencoder: {self.path}: onnxruntime cannot load it "
-                                  f"({str(exc).splitlines()[0][:200]})") from None
+                raise ConfigError(
+                    f"explainers.ood_ae.autoencoder: {self.path}: onnxruntime cannot load it "
+                    f"({str(exc).splitlines()[0][:200]})"
+                ) from None
             self._check_autoencoder(self.session)
         self.real_reference = real_reference(context, options)
         self._ready = False
@@ -138,9 +142,11 @@ class OodAutoencoder(Explainer[AeState]):
         shape = session.get_inputs()[0].shape
         width = shape[-1] if len(shape) == 2 else None
         if len(shape) != 2 or (isinstance(width, int) and width != d):
-            raise ConfigError(f"explainers.ood_ae.autoencoder: {self.path}: its input "
-                              f"{session.get_inputs()[0].name!r} has shape {shape}; it must take the flattened "
-                              f"model inputs, (N, {d})")
+            raise ConfigError(
+                f"explainers.ood_ae.autoencoder: {self.path}: its input "
+                f"{session.get_inputs()[0].name!r} has shape {shape}; it must take the flattened "
+                f"model inputs, (N, {d})"
+            )
 
     # -- inputs and errors ---------------------------------------------------------------------
     def _matrix(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -154,14 +160,16 @@ class OodAutoencoder(Explainer[AeState]):
         name = self.session.get_inputs()[0].name
         out = np.empty(x.shape, np.float64)
         for start in range(0, len(x), BATCH):
-            xb = x[start:start + BATCH]
+            xb = x[start : start + BATCH]
             rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
             if rec.shape[1] != x.shape[1]:
-                raise ValueError(f"the autoencoder returned {rec.shape[1]} values per jet for {x.shape[1]} inputs")
+                raise ValueError(
+                    f"the autoencoder returned {rec.shape[1]} values per jet for {x.shape[1]} inputs"
+                )
             diff = xb.astype(np.float64) - rec
             if self.options.standardise:
                 diff /= self.standard.scale
-            out[start:start + BATCH] = diff * diff
+            out[start : start + BATCH] = diff * diff
         return out
 
     # -- reference pass ------------------------------------------------------------------------
@@ -189,7 +197,9 @@ class OodAutoencoder(Explainer[AeState]):
         """Fit (when needed), then threshold and reference errors: once, before the first audited chunk."""
         fit_x = state.fit.sorted_columns().get("x")
         if fit_x is None or len(fit_x) < 4:
-            raise ValueError("the reference sample has fewer than 4 jets in its fit half; give a larger reference")
+            raise ValueError(
+                "the reference sample has fewer than 4 jets in its fit half; give a larger reference"
+            )
         self.standard = Standardisation.fit(fit_x)
         calibration = fit_x
         if self.session is None:
@@ -199,10 +209,15 @@ class OodAutoencoder(Explainer[AeState]):
             second = ((np.sort(state.fit.keys) >> np.uint64(1)) & np.uint64(1)).astype(bool)
             train, calibration = fit_x[~second], fit_x[second]
             if len(train) < 2 or len(calibration) < 2:
-                raise ValueError("the reference sample is too small to fit an autoencoder and set a threshold")
+                raise ValueError(
+                    "the reference sample is too small to fit an autoencoder and set a threshold"
+                )
             opts = self.options
-            self.fitted = (fit_pca(train, opts.variance, self.standard) if opts.method == "pca"
-                           else fit_mlp(train, opts.hidden, self.context.seed, opts.max_iter, self.standard))
+            self.fitted = (
+                fit_pca(train, opts.variance, self.standard)
+                if opts.method == "pca"
+                else fit_mlp(train, opts.hidden, self.context.seed, opts.max_iter, self.standard)
+            )
             data = self.fitted.model.SerializeToString()
             self.session = _session(data)
             if self.context.output_dir is not None:
@@ -246,10 +261,21 @@ class OodAutoencoder(Explainer[AeState]):
         return state
 
     def merge(self, a: AeState, b: AeState) -> AeState:
-        error_sum = a.error_sum if b.error_sum is None else (b.error_sum if a.error_sum is None
-                                                             else a.error_sum + b.error_sum)
-        return AeState(a.fit.merged(b.fit), a.held.merged(b.held), a.n_reference + b.n_reference,
-                       a.scores + b.scores, a.pt + b.pt, a.mass + b.mass, error_sum, a.n + b.n)
+        error_sum = (
+            a.error_sum
+            if b.error_sum is None
+            else (b.error_sum if a.error_sum is None else a.error_sum + b.error_sum)
+        )
+        return AeState(
+            a.fit.merged(b.fit),
+            a.held.merged(b.held),
+            a.n_reference + b.n_reference,
+            a.scores + b.scores,
+            a.pt + b.pt,
+            a.mass + b.mass,
+            error_sum,
+            a.n + b.n,
+        )
 
     def finish(self, state: AeState) -> ExplainerResult:
         if not self._ready:
@@ -258,16 +284,21 @@ class OodAutoencoder(Explainer[AeState]):
         q = self.options.quantile
         ref_fraction, ref_error = flagged_fraction(self.reference_scores, self.threshold)
         fraction, fraction_error = flagged_fraction(scores, self.threshold)
-        audited_errors = state.error_sum / state.n if state.n and state.error_sum is not None else \
-            np.full(len(self.features), np.nan)
+        audited_errors = (
+            state.error_sum / state.n
+            if state.n and state.error_sum is not None
+            else np.full(len(self.features), np.nan)
+        )
         fields: dict[str, Any] = {
             "definition": "score = mean over inputs of ((x - r(x)) / s)^2, s = reference std"
-                          if self.options.standardise else "score = mean over inputs of (x - r(x))^2",
+            if self.options.standardise
+            else "score = mean over inputs of (x - r(x))^2",
             "autoencoder": self.path if self.path else "fitted on the reference",
             "fitted": self.fitted.description if self.fitted else None,
             "saved_autoencoder": self.saved,
             "inputs": len(self.features),
-            "threshold": self.threshold, "threshold_quantile": q,
+            "threshold": self.threshold,
+            "threshold_quantile": q,
             "expected_reference_flagged_fraction": 1 - q,
             "reference_jets": state.n_reference,
             "reference_fit_jets": self.fitted.description["fitted_jets"] if self.fitted else 0,
@@ -275,41 +306,70 @@ class OodAutoencoder(Explainer[AeState]):
             "reference_held_out_jets": int(len(self.reference_scores)),
             "audited_jets": int(len(scores)),
             "mean_score": float(scores.mean()) if len(scores) else None,
-            "reference_mean_score": float(self.reference_scores.mean()) if len(self.reference_scores) else None,
+            "reference_mean_score": float(self.reference_scores.mean())
+            if len(self.reference_scores)
+            else None,
         }
         warnings: list[str] = []
         kin_audited = {"score": scores}
         if state.pt:
             kin_audited.update(pt=np.concatenate(state.pt), mass=np.concatenate(state.mass))
         kin_reference = {"score": self.reference_scores, **self.reference_kin}
-        per_feature = [{"feature": n, "audited_error": float(a), "reference_error": float(r),
-                        "excess": float(a - r)}
-                       for n, a, r in zip(self.names, audited_errors, self.reference_errors)]
+        per_feature = [
+            {"feature": n, "audited_error": float(a), "reference_error": float(r), "excess": float(a - r)}
+            for n, a, r in zip(self.names, audited_errors, self.reference_errors)
+        ]
         if self.real_reference:
-            fields.update(reference="reference sample (held-out half for the reference numbers)",
-                          flagged_fraction=fraction, flagged_fraction_error=fraction_error,
-                          reference_flagged_fraction=ref_fraction, reference_flagged_fraction_error=ref_error,
-                          auroc=auroc_reference_vs_audited(self.reference_scores, scores))
+            fields.update(
+                reference="reference sample (held-out half for the reference numbers)",
+                flagged_fraction=fraction,
+                flagged_fraction_error=fraction_error,
+                reference_flagged_fraction=ref_fraction,
+                reference_flagged_fraction_error=ref_error,
+                auroc=auroc_reference_vs_audited(self.reference_scores, scores),
+            )
             drivers = sorted(per_feature, key=lambda d: -d["excess"] if np.isfinite(d["excess"]) else np.inf)
             fields["drivers"] = drivers
             fields.update(kinematic_bins(kin_audited, kin_reference, self.threshold))
-            summary = (f"{fraction:.1%} of audited jets are above the reference's {q:.0%} quantile "
-                       f"(held-out reference: {ref_fraction:.1%}, expected {1 - q:.0%}); AUROC reference vs "
-                       f"audited {fields['auroc']:.3f}. Most unusual input: {drivers[0]['feature']}."
-                       if fraction is not None and ref_fraction is not None and fields["auroc"] is not None
-                       and drivers else "")
+            summary = (
+                f"{fraction:.1%} of audited jets are above the reference's {q:.0%} quantile "
+                f"(held-out reference: {ref_fraction:.1%}, expected {1 - q:.0%}); AUROC reference vs "
+                f"audited {fields['auroc']:.3f}. Most unusual input: {drivers[0]['feature']}."
+                if fraction is not None
+                and ref_fraction is not None
+                and fields["auroc"] is not None
+                and drivers
+                else ""
+            )
         else:
-            note = ("no reference sample: the audited data is its own reference, so only per-jet scores and "
-                    "their distribution are reported (flagged fractions and AUROC need a [reference] sample); "
-                    "ood_ae_flag marks the audited jets above the data's own quantile")
-            fields.update(reference="audited data (no reference configured)", flagged_fraction=None,
-                          reference_flagged_fraction=None, auroc=None, drivers=None, note=note,
-                          per_feature_error=sorted(per_feature, key=lambda d: -d["audited_error"]))
+            note = (
+                "no reference sample: the audited data is its own reference, so only per-jet scores and "
+                "their distribution are reported (flagged fractions and AUROC need a [reference] sample); "
+                "ood_ae_flag marks the audited jets above the data's own quantile"
+            )
+            fields.update(
+                reference="audited data (no reference configured)",
+                flagged_fraction=None,
+                reference_flagged_fraction=None,
+                auroc=None,
+                drivers=None,
+                note=note,
+                per_feature_error=sorted(per_feature, key=lambda d: -d["audited_error"]),
+            )
             fields.update(kinematic_bins(kin_audited, {}, self.threshold))
             warnings.append(note)
-            summary = (f"No reference: reconstruction-error scores of the audited jets (median "
-                       f"{float(np.median(scores)):.3g}); flags mark the data's own top {1 - q:.0%}."
-                       if len(scores) else "")
-        figs = figures.ood_figures(self.name, "autoencoder reconstruction error", kin_audited,
-                                   kin_reference if self.real_reference else None, self.threshold, fields)
+            summary = (
+                f"No reference: reconstruction-error scores of the audited jets (median "
+                f"{float(np.median(scores)):.3g}); flags mark the data's own top {1 - q:.0%}."
+                if len(scores)
+                else ""
+            )
+        figs = figures.ood_figures(
+            self.name,
+            "autoencoder reconstruction error",
+            kin_audited,
+            kin_reference if self.real_reference else None,
+            self.threshold,
+            fields,
+        )
         return self.result(fields=fields, figures=figs, summary=summary, warnings=warnings)

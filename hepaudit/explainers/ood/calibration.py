@@ -49,8 +49,10 @@ class CalibrationOptions:
 
 # -- definitions, usable on their own ------------------------------------------------------------
 
-def binned_sums(score: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, bins: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+
+def binned_sums(
+    score: np.ndarray, labels: np.ndarray, weights: np.ndarray | None, bins: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per class (row 0 background, 1 signal) and score bin: Σ w and Σ w·f."""
     score = np.asarray(score, dtype=np.float64)
     w = np.ones(len(score)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -65,8 +67,9 @@ def binned_sums(score: np.ndarray, labels: np.ndarray, weights: np.ndarray | Non
     return weight, wf
 
 
-def reliability(weight: np.ndarray, wf: np.ndarray, balanced: bool = False
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def reliability(
+    weight: np.ndarray, wf: np.ndarray, balanced: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(mean score, observed signal fraction, weight) per bin and the ECE, from :func:`binned_sums`."""
     totals = weight.sum(axis=1)
     if balanced:
@@ -80,12 +83,21 @@ def reliability(weight: np.ndarray, wf: np.ndarray, balanced: bool = False
         mean_score = np.where(w_bin > 0, wf.sum(axis=0) / w_bin, np.nan)
         observed = np.where(w_bin > 0, weight[1] / w_bin, np.nan)
     ok = w_bin > 0
-    ece = float(np.sum(w_bin[ok] * np.abs(observed[ok] - mean_score[ok])) / w_bin.sum()) if ok.any() else float("nan")
+    ece = (
+        float(np.sum(w_bin[ok] * np.abs(observed[ok] - mean_score[ok])) / w_bin.sum())
+        if ok.any()
+        else float("nan")
+    )
     return mean_score, observed, w_bin, ece
 
 
-def expected_calibration_error(score: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
-                               bins: int = 15, balanced: bool = False) -> float:
+def expected_calibration_error(
+    score: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None = None,
+    bins: int = 15,
+    balanced: bool = False,
+) -> float:
     """ECE with ``bins`` equal-width bins (see the module docstring)."""
     return reliability(*binned_sums(score, labels, weights, bins), balanced=balanced)[3]
 
@@ -94,8 +106,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # overflow-free
 
 
-def fit_platt(logit: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
-              iterations: int = 100) -> tuple[float, float]:
+def fit_platt(
+    logit: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, iterations: int = 100
+) -> tuple[float, float]:
     """(a, b) maximising the weighted likelihood of p = σ(a z + b): Newton steps with step halving."""
     z = np.asarray(logit, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
@@ -153,8 +166,9 @@ class IsotonicMap:
         return self.values[np.searchsorted(self.inner_edges, logit, side="right")]
 
 
-def fit_isotonic(logit: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None,
-                 bins: int = 100) -> IsotonicMap:
+def fit_isotonic(
+    logit: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None, bins: int = 100
+) -> IsotonicMap:
     z = np.asarray(logit, dtype=np.float64)
     w = np.ones(len(z)) if weights is None else np.asarray(weights, dtype=np.float64)
     inner = np.unique(np.quantile(z, np.linspace(0, 1, bins + 1)[1:-1]))
@@ -178,6 +192,7 @@ def fit_isotonic(logit: np.ndarray, labels: np.ndarray, weights: np.ndarray | No
 
 # -- the explainer ----------------------------------------------------------------------------------
 
+
 @dataclass
 class Columns:
     """Per-jet logit, label, weight (for fitting and evaluating the recalibrations)."""
@@ -194,8 +209,11 @@ class Columns:
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not self.logit:
             return np.zeros(0), np.zeros(0, np.int8), np.zeros(0)
-        return (np.concatenate(self.logit).astype(np.float64), np.concatenate(self.label),
-                np.concatenate(self.weight).astype(np.float64))
+        return (
+            np.concatenate(self.logit).astype(np.float64),
+            np.concatenate(self.label),
+            np.concatenate(self.weight).astype(np.float64),
+        )
 
     def __add__(self, other: Columns) -> Columns:
         return Columns(self.logit + other.logit, self.label + other.label, self.weight + other.weight)
@@ -246,9 +264,14 @@ class Calibration(Explainer[CalibrationState]):
         return state
 
     def merge(self, a: CalibrationState, b: CalibrationState) -> CalibrationState:
-        return CalibrationState(a.weight + b.weight, a.wf + b.wf, a.reference + b.reference,
-                                a.fit_half + b.fit_half, a.eval_half + b.eval_half,
-                                a.unlabelled_reference or b.unlabelled_reference)
+        return CalibrationState(
+            a.weight + b.weight,
+            a.wf + b.wf,
+            a.reference + b.reference,
+            a.fit_half + b.fit_half,
+            a.eval_half + b.eval_half,
+            a.unlabelled_reference or b.unlabelled_reference,
+        )
 
     def _recalibration(self, state: CalibrationState) -> dict[str, Any]:
         bins = self.options.bins
@@ -266,8 +289,12 @@ class Calibration(Explainer[CalibrationState]):
                 fitted_on += " (the reference sample has no labels)"
         z_fit, y_fit, w_fit = fit
         z, y, w = evaluation
-        out: dict[str, Any] = {"fitted_on": fitted_on, "evaluated_on": evaluated_on,
-                               "fit_jets": int(len(z_fit)), "evaluation_jets": int(len(z))}
+        out: dict[str, Any] = {
+            "fitted_on": fitted_on,
+            "evaluated_on": evaluated_on,
+            "fit_jets": int(len(z_fit)),
+            "evaluation_jets": int(len(z)),
+        }
         if len(z) == 0 or len(np.unique(y_fit)) < 2 or len(np.unique(y)) < 2:
             out["note"] = "not enough labelled jets of both classes to fit and evaluate a recalibration"
             return out
@@ -276,11 +303,18 @@ class Calibration(Explainer[CalibrationState]):
         out["ece_balanced"] = expected_calibration_error(before, y, w, bins, balanced=True)
         a, b = fit_platt(z_fit, y_fit, w_fit)
         platt = _sigmoid(a * z + b)
-        out["platt"] = {"a": a, "b": b, "ece": expected_calibration_error(platt, y, w, bins),
-                        "ece_balanced": expected_calibration_error(platt, y, w, bins, balanced=True)}
+        out["platt"] = {
+            "a": a,
+            "b": b,
+            "ece": expected_calibration_error(platt, y, w, bins),
+            "ece_balanced": expected_calibration_error(platt, y, w, bins, balanced=True),
+        }
         iso = fit_isotonic(z_fit, y_fit, w_fit, self.options.isotonic_bins)(z)
-        out["isotonic"] = {"bins": self.options.isotonic_bins, "ece": expected_calibration_error(iso, y, w, bins),
-                           "ece_balanced": expected_calibration_error(iso, y, w, bins, balanced=True)}
+        out["isotonic"] = {
+            "bins": self.options.isotonic_bins,
+            "ece": expected_calibration_error(iso, y, w, bins),
+            "ece_balanced": expected_calibration_error(iso, y, w, bins, balanced=True),
+        }
         return out
 
     def finish(self, state: CalibrationState) -> ExplainerResult:
@@ -294,27 +328,50 @@ class Calibration(Explainer[CalibrationState]):
             return [None if not np.isfinite(v) else float(v) for v in a]
 
         fields: dict[str, Any] = {
-            "definition": "ECE = sum over equal-width score bins of (W_b / W) |observed signal fraction - mean score|",
-            "bins": bins, "ece": ece, "ece_balanced": bal[3] if bal else None,
-            "signal_fraction": float(state.weight[1].sum() / state.weight.sum()) if state.weight.sum() else None,
-            "reliability": {"edges": edges.tolist(), "mean_score": listed(mean_score), "observed": listed(observed),
-                            "weight": w_bin.tolist(),
-                            "observed_balanced": listed(bal[1]) if bal else None,
-                            "mean_score_balanced": listed(bal[0]) if bal else None},
+            "definition": "ECE = sum over equal-width score bins of "
+            "(W_b / W) |observed signal fraction - mean score|",
+            "bins": bins,
+            "ece": ece,
+            "ece_balanced": bal[3] if bal else None,
+            "signal_fraction": float(state.weight[1].sum() / state.weight.sum())
+            if state.weight.sum()
+            else None,
+            "reliability": {
+                "edges": edges.tolist(),
+                "mean_score": listed(mean_score),
+                "observed": listed(observed),
+                "weight": w_bin.tolist(),
+                "observed_balanced": listed(bal[1]) if bal else None,
+                "mean_score_balanced": listed(bal[0]) if bal else None,
+            },
             "recalibration": self._recalibration(state),
         }
         figs: list[Figure] = []
         try:
-            png = figures.reliability_diagram(mean_score, observed, w_bin, edges, (bal[0], bal[1]) if bal else None,
-                                              f"calibration: ECE {ece:.4f}" + (f", balanced {bal[3]:.4f}" if bal else ""))
-            figs.append(Figure("calibration_reliability.png", "Reliability diagram: observed signal fraction vs "
-                               "mean score per bin, as sampled and with classes reweighted to equal weight", png))
+            png = figures.reliability_diagram(
+                mean_score,
+                observed,
+                w_bin,
+                edges,
+                (bal[0], bal[1]) if bal else None,
+                f"calibration: ECE {ece:.4f}" + (f", balanced {bal[3]:.4f}" if bal else ""),
+            )
+            figs.append(
+                Figure(
+                    "calibration_reliability.png",
+                    "Reliability diagram: observed signal fraction vs "
+                    "mean score per bin, as sampled and with classes reweighted to equal weight",
+                    png,
+                )
+            )
         except Exception:
             pass
         rec = fields["recalibration"]
         summary = f"ECE {ece:.4f} ({bins} bins)" + (f", {bal[3]:.4f} with balanced classes" if bal else "")
         if "platt" in rec:
-            summary += (f"; on {rec['evaluated_on']}, Platt scaling would change ECE {rec['ece']:.4f} → "
-                        f"{rec['platt']['ece']:.4f}, isotonic → {rec['isotonic']['ece']:.4f} "
-                        f"(fitted on {rec['fitted_on']}).")
+            summary += (
+                f"; on {rec['evaluated_on']}, Platt scaling would change ECE {rec['ece']:.4f} → "
+                f"{rec['platt']['ece']:.4f}, isotonic → {rec['isotonic']['ece']:.4f} "
+                f"(fitted on {rec['fitted_on']})."
+            )
         return self.result(fields=fields, figures=figs, summary=summary)

@@ -153,8 +153,10 @@ def jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
         if cfg.kind != "constituents" or mom is None:
             continue
         if mom.px:
-            px, py, pz, en = (ak.to_numpy(ak.sum(arrays[b], axis=1)).astype(np.float64)
-                              for b in (mom.px, mom.py, mom.pz, mom.energy))
+            px, py, pz, en = (
+                ak.to_numpy(ak.sum(arrays[b], axis=1)).astype(np.float64)
+                for b in (mom.px, mom.py, mom.pz, mom.energy)
+            )
         else:
             pt, eta, phi, m = (arrays[b] for b in (mom.pt, mom.eta, mom.phi, mom.mass))
             cpx, cpy, cpz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
@@ -168,7 +170,10 @@ def jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
     mass_name = next((b for b in _JET_MASS if b in fields), None)
     if pt_name is None or mass_name is None:
         return None
-    return (ak.to_numpy(arrays[pt_name]).astype(np.float64), ak.to_numpy(arrays[mass_name]).astype(np.float64))
+    return (
+        ak.to_numpy(arrays[pt_name]).astype(np.float64),
+        ak.to_numpy(arrays[mass_name]).astype(np.float64),
+    )
 
 
 def binned_fraction(values: np.ndarray, flags: np.ndarray, edges: np.ndarray) -> dict[str, list[Any]]:
@@ -179,9 +184,11 @@ def binned_fraction(values: np.ndarray, flags: np.ndarray, edges: np.ndarray) ->
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(n > 0, k / n, np.nan)
         err = np.where(n > 0, np.sqrt(np.maximum(frac * (1 - frac), 1.0 / np.maximum(n, 1)) / n), np.nan)
-    return {"jets": n.astype(int).tolist(),
-            "flagged_fraction": [None if not np.isfinite(v) else float(v) for v in frac],
-            "error": [None if not np.isfinite(v) else float(v) for v in err]}
+    return {
+        "jets": n.astype(int).tolist(),
+        "flagged_fraction": [None if not np.isfinite(v) else float(v) for v in frac],
+        "error": [None if not np.isfinite(v) else float(v) for v in err],
+    }
 
 
 def quantile_edges(values: np.ndarray, bins: int = 10) -> np.ndarray:
@@ -195,8 +202,9 @@ def quantile_edges(values: np.ndarray, bins: int = 10) -> np.ndarray:
     return edges
 
 
-def kinematic_bins(audited: dict[str, np.ndarray], reference: dict[str, np.ndarray], threshold: float,
-                   bins: int = 10) -> dict[str, Any]:
+def kinematic_bins(
+    audited: dict[str, np.ndarray], reference: dict[str, np.ndarray], threshold: float, bins: int = 10
+) -> dict[str, Any]:
     """Flagged fraction vs jet pT and vs jet mass, for audited and held-out reference jets.
 
     ``audited`` and ``reference`` hold ``score``, ``pt``, ``mass`` arrays (pt/mass may be
@@ -207,8 +215,10 @@ def kinematic_bins(audited: dict[str, np.ndarray], reference: dict[str, np.ndarr
         if var not in audited or len(audited[var]) == 0:
             continue
         edges = quantile_edges(audited[var], bins)
-        entry: dict[str, Any] = {"edges": edges.tolist(),
-                                 "audited": binned_fraction(audited[var], audited["score"] > threshold, edges)}
+        entry: dict[str, Any] = {
+            "edges": edges.tolist(),
+            "audited": binned_fraction(audited[var], audited["score"] > threshold, edges),
+        }
         if var in reference and len(reference[var]):
             entry["reference"] = binned_fraction(reference[var], reference["score"] > threshold, edges)
         out[f"flagged_vs_{var}"] = entry

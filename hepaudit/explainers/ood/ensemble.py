@@ -107,8 +107,10 @@ class OodEnsemble(Explainer[EnsembleState]):
     def __init__(self, options: OodEnsembleOptions, context: AuditContext) -> None:
         super().__init__(options, context)
         if len(options.members) + int(options.include_audited) < 2:
-            raise ConfigError("explainers.ood_ensemble.members: an ensemble needs at least two members "
-                              "(list ONNX files in members, and/or set include_audited = true)")
+            raise ConfigError(
+                "explainers.ood_ensemble.members: an ensemble needs at least two members "
+                "(list ONNX files in members, and/or set include_audited = true)"
+            )
         self.paths = [resolve_path(context, m) for m in options.members]
         want = {i.name for i in context.tagger.info.inputs}
         self.members: list[Tagger] = []
@@ -121,8 +123,10 @@ class OodEnsemble(Explainer[EnsembleState]):
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {exc}") from None
             have = {t.name for t in member.info.inputs}
             if have != want:
-                raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path} has inputs {sorted(have)}, "
-                                  f"the audited model {sorted(want)}; members must take the same inputs")
+                raise ConfigError(
+                    f"explainers.ood_ensemble.members[{i}]: {path} has inputs {sorted(have)}, "
+                    f"the audited model {sorted(want)}; members must take the same inputs"
+                )
             self.members.append(member)
         self.real_reference = real_reference(context, options)
         self._checked = False
@@ -199,8 +203,15 @@ class OodEnsemble(Explainer[EnsembleState]):
         return state
 
     def merge(self, a: EnsembleState, b: EnsembleState) -> EnsembleState:
-        return EnsembleState(a.fit.merged(b.fit), a.held.merged(b.held), a.n_reference + b.n_reference,
-                             a.std + b.std, a.mi + b.mi, a.pt + b.pt, a.mass + b.mass)
+        return EnsembleState(
+            a.fit.merged(b.fit),
+            a.held.merged(b.held),
+            a.n_reference + b.n_reference,
+            a.std + b.std,
+            a.mi + b.mi,
+            a.pt + b.pt,
+            a.mass + b.mass,
+        )
 
     def finish(self, state: EnsembleState) -> ExplainerResult:
         if not self._ready:
@@ -213,16 +224,22 @@ class OodEnsemble(Explainer[EnsembleState]):
         members = list(self.paths) + (["(the audited model)"] if self.options.include_audited else [])
         fields: dict[str, Any] = {
             "definition": "std = population std of the members' signal scores; mutual_information = "
-                          "H[mean p] - mean H[p_m], binary entropy in nats",
-            "members": members, "score": self.options.score,
-            "threshold": self.threshold, "threshold_quantile": q,
+            "H[mean p] - mean H[p_m], binary entropy in nats",
+            "members": members,
+            "score": self.options.score,
+            "threshold": self.threshold,
+            "threshold_quantile": q,
             "expected_reference_flagged_fraction": 1 - q,
-            "reference_jets": state.n_reference, "reference_fit_jets": self.n_fit,
-            "reference_held_out_jets": int(len(ref_chosen)), "audited_jets": int(len(chosen)),
+            "reference_jets": state.n_reference,
+            "reference_fit_jets": self.n_fit,
+            "reference_held_out_jets": int(len(ref_chosen)),
+            "audited_jets": int(len(chosen)),
             "mean_std": float(std.mean()) if len(std) else None,
             "mean_mutual_information": float(mi.mean()) if len(mi) else None,
             "reference_mean_std": float(self.reference_std.mean()) if len(self.reference_std) else None,
-            "reference_mean_mutual_information": float(self.reference_mi.mean()) if len(self.reference_mi) else None,
+            "reference_mean_mutual_information": float(self.reference_mi.mean())
+            if len(self.reference_mi)
+            else None,
             "std_mi_spearman": _spearman(std, mi),
         }
         audited = {"score": chosen}
@@ -235,22 +252,41 @@ class OodEnsemble(Explainer[EnsembleState]):
             fraction, fraction_error = flagged_fraction(chosen, self.threshold)
             ref_fraction, ref_error = flagged_fraction(ref_chosen, self.threshold)
             auroc = auroc_reference_vs_audited(ref_chosen, chosen)
-            fields.update(reference="reference sample (held-out half for the reference numbers)",
-                          flagged_fraction=fraction, flagged_fraction_error=fraction_error,
-                          reference_flagged_fraction=ref_fraction, reference_flagged_fraction_error=ref_error,
-                          auroc=auroc)
+            fields.update(
+                reference="reference sample (held-out half for the reference numbers)",
+                flagged_fraction=fraction,
+                flagged_fraction_error=fraction_error,
+                reference_flagged_fraction=ref_fraction,
+                reference_flagged_fraction_error=ref_error,
+                auroc=auroc,
+            )
             fields.update(kinematic_bins(audited, reference, self.threshold))
-            summary = (f"{fraction:.1%} of audited jets have an {what} above the reference's {q:.0%} quantile "
-                       f"(held-out reference: {ref_fraction:.1%}); AUROC reference vs audited {auroc:.3f}."
-                       if fraction is not None and ref_fraction is not None and auroc is not None else "")
+            summary = (
+                f"{fraction:.1%} of audited jets have an {what} above the reference's {q:.0%} quantile "
+                f"(held-out reference: {ref_fraction:.1%}); AUROC reference vs audited {auroc:.3f}."
+                if fraction is not None and ref_fraction is not None and auroc is not None
+                else ""
+            )
         else:
-            note = ("no reference sample: the audited data is its own reference, so only per-jet disagreement "
-                    "and its distribution are reported (flagged fractions and AUROC need a [reference] sample)")
-            fields.update(reference="audited data (no reference configured)", flagged_fraction=None,
-                          reference_flagged_fraction=None, auroc=None, note=note)
+            note = (
+                "no reference sample: the audited data is its own reference, so only per-jet disagreement "
+                "and its distribution are reported (flagged fractions and AUROC need a [reference] sample)"
+            )
+            fields.update(
+                reference="audited data (no reference configured)",
+                flagged_fraction=None,
+                reference_flagged_fraction=None,
+                auroc=None,
+                note=note,
+            )
             fields.update(kinematic_bins(audited, {}, self.threshold))
             warnings.append(note)
-            summary = f"No reference: mean {what} over the audited jets {float(chosen.mean()):.3g}." if len(chosen) else ""
-        figs = figures.ood_figures(self.name, what, audited, reference if self.real_reference else None,
-                                   self.threshold, fields)
+            summary = (
+                f"No reference: mean {what} over the audited jets {float(chosen.mean()):.3g}."
+                if len(chosen)
+                else ""
+            )
+        figs = figures.ood_figures(
+            self.name, what, audited, reference if self.real_reference else None, self.threshold, fields
+        )
         return self.result(fields=fields, figures=figs, summary=summary, warnings=warnings)

@@ -31,16 +31,31 @@ def _score_bins(values: list[np.ndarray]) -> tuple[np.ndarray, bool]:
     return np.linspace(lo, hi, 61), False
 
 
-def score_distribution(audited: np.ndarray, reference: np.ndarray | None, threshold: float, xlabel: str,
-                       title: str) -> bytes:
+def score_distribution(
+    audited: np.ndarray, reference: np.ndarray | None, threshold: float, xlabel: str, title: str
+) -> bytes:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     edges, log_x = _score_bins([audited] + ([reference] if reference is not None else []))
     if reference is not None and len(reference):
-        ax.hist(reference, edges, density=True, histtype="step", lw=1.8, color=REFERENCE_COLOUR,
-                label=f"reference, held-out ({len(reference)} jets)")
-    ax.hist(audited, edges, density=True, histtype="step", lw=1.8, color=AUDITED_COLOUR,
-            label=f"audited ({len(audited)} jets)")
+        ax.hist(
+            reference,
+            edges,
+            density=True,
+            histtype="step",
+            lw=1.8,
+            color=REFERENCE_COLOUR,
+            label=f"reference, held-out ({len(reference)} jets)",
+        )
+    ax.hist(
+        audited,
+        edges,
+        density=True,
+        histtype="step",
+        lw=1.8,
+        color=AUDITED_COLOUR,
+        label=f"audited ({len(audited)} jets)",
+    )
     ax.axvline(threshold, color=OVERALL_COLOUR, ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     if log_x:
         ax.set_xscale("log")
@@ -53,8 +68,11 @@ def score_distribution(audited: np.ndarray, reference: np.ndarray | None, thresh
 
 
 def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title: str) -> bytes | None:
-    panels = [(k, label) for k, label in (("flagged_vs_pt", "jet $p_T$ [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
-              if k in fields]
+    panels = [
+        (k, label)
+        for k, label in (("flagged_vs_pt", "jet $p_T$ [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
+        if k in fields
+    ]
     if not panels:
         return None
     plt = _pyplot()
@@ -80,38 +98,67 @@ def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title:
     return _png(fig)
 
 
-def ood_figures(name: str, what: str, audited: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
-                threshold: float, fields: dict[str, Any]) -> list[Figure]:
+def ood_figures(
+    name: str,
+    what: str,
+    audited: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray] | None,
+    threshold: float,
+    fields: dict[str, Any],
+) -> list[Figure]:
     """The two figures every OOD explainer shows."""
     out: list[Figure] = []
     try:
         ref = reference["score"] if reference is not None else None
         png = score_distribution(audited["score"], ref, threshold, what, f"{name}: {what}")
-        out.append(Figure(f"{name}_scores.png", f"{name}: {what}, reference vs audited, with the threshold", png))
+        out.append(
+            Figure(f"{name}_scores.png", f"{name}: {what}, reference vs audited, with the threshold", png)
+        )
     except Exception:
         pass
     try:
         expected = fields.get("expected_reference_flagged_fraction")
-        png2 = flagged_vs_kinematics(fields, expected if reference is not None else None,
-                                     f"{name}: flagged fraction")
+        png2 = flagged_vs_kinematics(
+            fields, expected if reference is not None else None, f"{name}: flagged fraction"
+        )
         if png2 is not None:
-            out.append(Figure(f"{name}_flagged_vs_kinematics.png",
-                              f"{name}: fraction of jets above the threshold vs jet pT and mass", png2))
+            out.append(
+                Figure(
+                    f"{name}_flagged_vs_kinematics.png",
+                    f"{name}: fraction of jets above the threshold vs jet pT and mass",
+                    png2,
+                )
+            )
     except Exception:
         pass
     return out
 
 
-def reliability_diagram(mean_score: np.ndarray, observed: np.ndarray, counts: np.ndarray, edges: np.ndarray,
-                        balanced: tuple[np.ndarray, np.ndarray] | None, title: str) -> bytes:
+def reliability_diagram(
+    mean_score: np.ndarray,
+    observed: np.ndarray,
+    counts: np.ndarray,
+    edges: np.ndarray,
+    balanced: tuple[np.ndarray, np.ndarray] | None,
+    title: str,
+) -> bytes:
     plt = _pyplot()
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.6, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax_n) = plt.subplots(
+        2, 1, figsize=(5.6, 6.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.plot([0, 1], [0, 1], color=OVERALL_COLOUR, ls=":", lw=1, label="perfectly calibrated")
     ok = counts > 0
     ax.plot(mean_score[ok], observed[ok], "o-", color=AUDITED_COLOUR, ms=4, label="as sampled")
     if balanced is not None:
         b_score, b_obs = balanced
-        ax.plot(b_score[ok], b_obs[ok], "s--", color=REFERENCE_COLOUR, ms=3, label="classes reweighted to equal weight")
+        ax.plot(
+            b_score[ok],
+            b_obs[ok],
+            "s--",
+            color=REFERENCE_COLOUR,
+            ms=3,
+            label="classes reweighted to equal weight",
+        )
     ax.set_ylabel("observed signal fraction")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
