@@ -38,6 +38,7 @@ from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.ood import figures
 from hepaudit.explainers.ood.common import (
+    LOW_AUROC,
     Reservoir,
     auroc_reference_vs_audited,
     entry_keys,
@@ -54,7 +55,6 @@ from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
 BATCH = 65536
-
 
 @dataclass(frozen=True)
 class OodAeOptions:
@@ -331,6 +331,8 @@ class OodAutoencoder(Explainer[AeState]):
             drivers = sorted(per_feature, key=lambda d: -d["excess"] if np.isfinite(d["excess"]) else np.inf)
             fields["drivers"] = drivers
             fields.update(kinematic_bins(kin_audited, kin_reference, self.threshold))
+            if fields["auroc"] is not None and fields["auroc"] < 0.4:
+                warnings.append(LOW_AUROC)
             summary = (
                 f"{fraction:.1%} of audited jets are above the reference's {q:.0%} quantile "
                 f"(held-out reference: {ref_fraction:.1%}, expected {1 - q:.0%}); AUROC reference vs "

@@ -27,6 +27,11 @@ import numpy as np
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.metrics import roc_auc
 
+LOW_AUROC = (
+    "AUROC well below 0.5: the audited jets score lower than the reference (for an autoencoder, "
+    "e.g. simpler jets that it reconstructs better); the data differ from the reference although "
+    "few jets are flagged"
+)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)

@@ -31,6 +31,7 @@ from hepaudit.errors import ConfigError, HepauditError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.ood import figures
 from hepaudit.explainers.ood.common import (
+    LOW_AUROC,
     Reservoir,
     auroc_reference_vs_audited,
     entry_keys,
@@ -261,6 +262,8 @@ class OodEnsemble(Explainer[EnsembleState]):
                 auroc=auroc,
             )
             fields.update(kinematic_bins(audited, reference, self.threshold))
+            if auroc is not None and auroc < 0.4:
+                warnings.append(LOW_AUROC)
             summary = (
                 f"{fraction:.1%} of audited jets have an {what} above the reference's {q:.0%} quantile "
                 f"(held-out reference: {ref_fraction:.1%}); AUROC reference vs audited {auroc:.3f}."
