@@ -75,6 +75,8 @@ def engine_for(context: AuditContext) -> BackwardEngine:
         tagger.proto,
         ScoreTarget.from_score_spec(tagger.score_spec),
         inputs=[i.name for i in tagger.info.inputs],
+        # float32: the model's own precision, twice as fast as float64 (benchmarks/bench_lrp.py)
+        dtype=np.float32,
     )
     tagger.expose(engine.needed)
     return engine
@@ -361,7 +363,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
                 "relevance_outside_features_mean_abs": state.outside / n,
                 "mean_behaviour": mean_behaviour,
                 "path_ops": self.engine.path_ops,
-                "definition": "R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, seeded with z(x); importance = mean |R|",
+                "definition": "R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, seeded with z(x); "
+                "importance = mean |R|",
             }
         )
         summary = ""

@@ -143,15 +143,23 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def stabilise(z: np.ndarray, epsilon: float) -> np.ndarray:
     """z + ε·sign(z) with sign(0) = +1 (methods.md)."""
-    return z + epsilon * np.where(z >= 0, 1.0, -1.0)
+    return z + np.where(z >= 0, epsilon, -epsilon).astype(z.dtype, copy=False)
 
 
 def safe_divide(r: np.ndarray, z: np.ndarray, epsilon: float) -> np.ndarray:
     """r / (z + ε·sign(z)); 0 where that denominator is exactly 0 (LRP-0 on a dead unit)."""
-    den = stabilise(z, epsilon)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = r / den
-    return np.where(den == 0, 0.0, out)
+    z = np.asarray(z)
+    if epsilon:
+        # in place, in few passes: this runs on every hidden tensor. copysign gives -ε only for
+        # z = -0.0, which is the same dead unit as +0.0
+        den = np.copysign(np.asarray(epsilon, z.dtype), z)
+        den += z
+        if den.shape == np.shape(r):
+            return np.divide(r, den, out=den)
+        return r / den
+    out = np.zeros(np.broadcast_shapes(np.shape(r), z.shape), dtype=np.result_type(r, z))
+    np.divide(r, z, out=out, where=z != 0)
+    return out
 
 
 def axes_of(step: Step, attr_name: str = "axes", input_index: int = 1) -> list[int] | None:

@@ -288,7 +288,11 @@ class BackwardEngine:
     """Gradients and LRP from ``target.tensor`` back to the model inputs of ``model``."""
 
     def __init__(
-        self, model: onnx.ModelProto, target: ScoreTarget | str, inputs: Sequence[str] | None = None
+        self,
+        model: onnx.ModelProto,
+        target: ScoreTarget | str,
+        inputs: Sequence[str] | None = None,
+        dtype: type = np.float64,
     ) -> None:
         self.model = model
         self.target = ScoreTarget(target) if isinstance(target, str) else target
@@ -302,6 +306,12 @@ class BackwardEngine:
             else [i.name for i in model.graph.input if i.name not in init_names]
         )
         self.consts = fold_constants(model, self.nodes, protos, set(self.inputs))
+        # float constants in the compute precision once, so every product is one BLAS call
+        self.dtype = np.dtype(dtype)
+        self.consts = {
+            k: (v.astype(self.dtype) if np.issubdtype(v.dtype, np.floating) else v)
+            for k, v in self.consts.items()
+        }
         self.diff = frozenset(self._differentiable())
         seed = self.target.tensor
         if seed not in self.diff:
@@ -310,7 +320,8 @@ class BackwardEngine:
         for node in self.path:
             if node.op not in HANDLERS:
                 raise UnsupportedOpError(
-                    f"{node.describe()} lies on the path from the inputs to {seed!r} and the backward engine has no "
+                    f"{node.describe()} lies on the path from the inputs to {seed!r} and the backward engine "
+                    "has no "
                     f"gradient or LRP rule for op type {node.op!r}"
                 )
         self.fused, self.fused_adds = self._fusions()
@@ -410,7 +421,7 @@ class BackwardEngine:
                     want(name)
             for name in node.outputs if node.op == "Split" else node.outputs[:1]:
                 want(name)
-        for name, add_out in self.fused.values():
+        for _bias, add_out in self.fused.values():
             want(add_out)
         want(self.target.tensor)
         return needed
@@ -458,7 +469,7 @@ class BackwardEngine:
         absorbed: np.ndarray | None,
     ) -> dict[str, np.ndarray]:
         vals = Values(self.consts, values, self.diff)
-        grads: dict[str, np.ndarray] = {self.target.tensor: np.asarray(seed, np.float64)}
+        grads: dict[str, np.ndarray] = {self.target.tensor: np.asarray(seed, self.dtype)}
         lrp = rules is not None
         for node in reversed(self.path):
             outs = [grads.pop(o, None) for o in node.outputs]

@@ -96,6 +96,16 @@ def _neg(x: np.ndarray) -> np.ndarray:
     return np.minimum(x, 0)
 
 
+def _bias_share(b: np.ndarray | None, s: np.ndarray) -> np.ndarray:
+    """Σ_k b_k s_k per jet: the relevance the bias (the constant input) took."""
+    n = len(s)
+    if b is None:
+        return np.zeros(n)
+    if b.ndim == 1 and s.shape[-1] == b.shape[0]:  # a dense layer's bias: one matrix-vector product
+        return (s.reshape(n, -1, b.shape[0]) @ b.astype(s.dtype)).sum(axis=1).astype(np.float64)
+    return (np.broadcast_to(b, s.shape) * s).reshape(n, -1).sum(axis=1)
+
+
 def lrp_linear(
     a: np.ndarray,
     relevance: np.ndarray,
@@ -127,8 +137,7 @@ def lrp_linear(
             z_known = None
         z = z_known if z_known is not None else (fwd(a, w) if b is None else fwd(a, w) + b)
         s = safe_divide(relevance, z, rule.epsilon_used)
-        absorbed = np.zeros(n) if b is None else (np.broadcast_to(b, s.shape) * s).reshape(n, -1).sum(axis=1)
-        return a * bwd(s, w), absorbed
+        return a * bwd(s, w), _bias_share(b, s)
     alpha, beta = rule.alpha_beta
     ap, an = _pos(a), _neg(a)
     wp, wn = _pos(weight), _neg(weight)
