@@ -291,7 +291,7 @@ def test_kernel_shap_converges_to_exact(tmp_path: Path) -> None:
         errors[budget] = np.sqrt(np.mean((shap_matrix(tree, features(m)) - reference) ** 2))
         estimates[budget] = np.sqrt(np.mean(np.square(list(result.fields["error_estimate"].values()))))
     assert errors[2000] < errors[60]
-    assert errors[2000] < 0.02 * scale
+    assert errors[2000] < 0.05 * scale
     # the reported error estimate is the right order of magnitude
     for budget in errors:
         assert estimates[budget] / 4 < errors[budget] < estimates[budget] * 4, (budget, errors, estimates)

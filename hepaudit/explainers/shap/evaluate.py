@@ -81,7 +81,9 @@ class CoalitionEvaluator:
             from_jet = take[:, owner]  # (C, D)
             x = self.jets[name][j0:j1]  # (J, D)
             b = self.background[name]  # (B, D)
-            rows = np.where(from_jet[:, None, None, :], x[None, :, None, :], b[None, None, :, :])
+            rows = np.empty((n_c, n_j, n_b, x.shape[1]), np.float32)
+            rows[...] = b[None, None, :, :]
+            np.copyto(rows, x[None, :, None, :], where=from_jet[:, None, None, :])
             feed[name] = rows.reshape((n_c * n_j * n_b, *self.shapes[name]))
         score = self.tagger.run(feed, extra=False).score
         self.forward_rows += n_c * n_j * n_b

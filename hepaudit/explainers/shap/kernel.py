@@ -48,7 +48,8 @@ def default_budget(m: int) -> int:
     return 2 * m + 2048
 
 
-def kernel_design(m: int, budget: int, rng: np.random.Generator, n_parts: int = N_SUBDESIGNS) -> KernelDesign:
+def kernel_design(m: int, budget: int, rng: np.random.Generator, n_parts: int = N_SUBDESIGNS,
+                  size_power: float = 0.0) -> KernelDesign:
     """Coalitions for Kernel SHAP over ``m`` ≥ 2 players with about ``budget`` evaluations."""
     sizes = np.arange(1, m)
     mass = np.array([(m - 1) / (s * (m - s)) for s in sizes])  # total kernel weight of each size
@@ -77,14 +78,17 @@ def kernel_design(m: int, budget: int, rng: np.random.Generator, n_parts: int = 
     part = [-1] * n_enum
     rest = sorted({t for q in remaining for t in (q, m - q)})
     if rest and left >= 2:
-        p = mass[np.array(rest) - 1]
-        rest_mass = float(p.sum())
+        rest_arr = np.array(rest)
+        p = mass[rest_arr - 1] ** size_power
+        p = p / p.sum()
         n_pairs = left // 2
-        drawn = rng.choice(np.array(rest), size=n_pairs, p=p / rest_mass)
-        w = rest_mass / (2 * n_pairs)
-        for j, t in enumerate(drawn):
+        drawn = rng.choice(len(rest_arr), size=n_pairs, p=p)
+        for j, d in enumerate(drawn):
+            t = int(rest_arr[d])
+            # importance weight: the size's kernel mass over its sampling probability
+            w = mass[t - 1] / (p[d] * 2 * n_pairs)
             row = np.zeros(m, bool)
-            row[rng.choice(m, size=int(t), replace=False)] = True
+            row[rng.choice(m, size=t, replace=False)] = True
             rows += [row, ~row]
             weights += [w, w]
             part += [j % n_parts, j % n_parts]
@@ -109,8 +113,11 @@ def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarr
         return total[:, None].copy()
     x = zf[:, :-1] - zf[:, -1:]  # eliminate φ_M = total − Σ_{i<M} φ_i
     target = y - zf[None, :, -1] * total[:, None]  # (n, C)
-    a = x.T @ (x * w[:, None])
-    rhs = (x * w[:, None]).T @ target.T  # (M−1, n)
+    # einsum, not BLAS matmul: these products are small, and multi-threaded BLAS competing
+    # with onnxruntime's threads costs more than the arithmetic
+    xw = x * w[:, None]
+    a = np.einsum("ci,cj->ij", x, xw)
+    rhs = np.einsum("ci,nc->in", xw, target)  # (M−1, n)
     try:
         head = np.linalg.solve(a, rhs)
     except np.linalg.LinAlgError:  # too few coalitions for a full-rank design
