@@ -34,6 +34,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hepaudit.explainers.gradient",
     "hepaudit.explainers.shap",
     "hepaudit.explainers.nap",
+    "hepaudit.explainers.latent",
     "hepaudit.explainers.ood",
 )
 

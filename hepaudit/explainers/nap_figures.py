@@ -1,4 +1,6 @@
-"""The NAP diagram: relative neural activity of every hidden node, one column per layer.
+"""Figures of the inside-the-network explainers: the NAP diagram and the latent-space plots.
+
+The NAP diagram shows the relative neural activity of every hidden node, one column per layer.
 
 Each layer is a column split in two halves: the left half shows −RNA over background jets
 (blue), the right half +RNA over signal jets (red), on one diverging colour map from −1 to
@@ -6,6 +8,9 @@ Each layer is a column split in two halves: the left half shows −RNA over back
 top in their index order and every column spans the full height whatever its width, so
 layers of 300 nodes and networks of 20 layers stay readable (the figure widens with the
 number of layers). Below each column: its node count and its overall sparsity.
+
+The latent-space figures show the leading principal components' distributions per class and
+a heat map of their Pearson correlations with the jet observables.
 """
 
 from __future__ import annotations
@@ -58,3 +63,81 @@ def nap_diagram(layers: Sequence[dict[str, Any]], threshold: float) -> bytes | N
         bar.ax.tick_params(labelsize=7)
         bar.set_label("RNA: background (left halves) | signal (right halves)", fontsize=8)
     return _png(fig)
+
+
+def latent_figures(
+    pcs: np.ndarray,
+    labels: np.ndarray,
+    ratio: np.ndarray,
+    components: Sequence[dict[str, Any]],
+    observables: Sequence[str],
+) -> list[tuple[str, str, bytes]]:
+    """(file name, caption, PNG) for the component distributions and the correlation map."""
+    from hepaudit.report.figures import BACKGROUND_COLOUR, SIGNAL_COLOUR
+
+    plt = _pyplot()
+    out = []
+    k = pcs.shape[1]
+    fig, axes = plt.subplots(1, k, figsize=(3.3 * k, 3.0), squeeze=False)
+    for i in range(k):
+        ax = axes[0, i]
+        values = pcs[:, i]
+        finite = values[np.isfinite(values)]
+        lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+        for cls, colour, name in ((1, SIGNAL_COLOUR, "signal"), (0, BACKGROUND_COLOUR, "background")):
+            sel = values[labels == cls]
+            if sel.size:
+                ax.hist(
+                    np.clip(sel, edges[0], edges[-1]),
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    color=colour,
+                    linewidth=1.4,
+                    label=name,
+                )
+        ax.set_xlabel(f"PC{i} ({ratio[i]:.1%} of variance)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.set_ylabel("normalised jets", fontsize=8)
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle("Leading principal components of the latent tensor, per class", fontsize=10)
+    out.append(
+        (
+            "latent_components.png",
+            "Distributions of the leading principal components per class (a uniform sample of the jets)",
+            _png(fig),
+        )
+    )
+    if observables:
+        matrix = np.array(
+            [
+                [np.nan if c["pearson"].get(o) is None else c["pearson"][o] for o in observables]
+                for c in components
+            ],
+            dtype=float,
+        )
+        fig, ax = plt.subplots(figsize=(1.6 + 0.75 * len(observables), 1.0 + 0.5 * len(components)))
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                text = "–" if np.isnan(matrix[i, j]) else f"{matrix[i, j]:+.2f}"
+                colour = "white" if abs(np.nan_to_num(matrix[i, j])) > 0.6 else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+        ax.set_xticks(
+            range(len(observables)), [_short(o, 16) for o in observables], rotation=40, ha="right", fontsize=8
+        )
+        ax.set_yticks(range(len(components)), [f"PC{c['index']}" for c in components], fontsize=8)
+        bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        bar.set_label("Pearson r", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+        ax.set_title("Latent components vs jet observables", fontsize=10)
+        out.append(
+            (
+                "latent_correlations.png",
+                "Pearson correlation of the leading principal components with jet observables (all jets)",
+                _png(fig),
+            )
+        )
+    return out

@@ -1,0 +1,430 @@
+"""Latent space: PCA of a hidden tensor and what jet physics its leading components encode.
+
+For a hidden tensor h (option ``tensor``; default: the widest pooled tensor — the output of
+a ReduceSum/ReduceMean/global pool on the path to the score, e.g. a deep set's latent
+space — else the last hidden layer), each jet's value per channel (other axes summed,
+padded particles left out via the mask, as in ``nap``) is a vector of C numbers.
+
+* PCA: chunk by chunk the jet count, Σ (h − K) and Σ (h − K)(h − K)ᵀ are accumulated (K a
+  fixed shift, the first chunk's mean, for numerical stability; states with different
+  shifts merge exactly). The covariance (population, 1/n) is diagonalised; the report gives
+  the variance explained by every component and, for the leading ``components``, their
+  per-class means, loadings and correlations. A component's sign is fixed so that its
+  largest loading is positive.
+* Pearson correlation of each leading component with each jet observable is exact over all
+  jets with a finite observable value: the same moments plus Σ (h − K)·o, Σ o, Σ o² are
+  accumulated, and the jets where an observable is not finite are subtracted out.
+* Spearman correlation needs ranks over jets, and the components are only known at the end,
+  so it (and the per-class distributions figure and each component's AUC) uses a uniform
+  random sample of at most ``sample`` jets, kept as a bottom-k sample on a hash of the
+  jet's entry number and the seed (reproducible, mergeable, independent of chunking). When
+  the audit has at most ``sample`` jets, the sample is every jet.
+
+Observables: from the first constituents input's four-momenta (``momentum`` config):
+jet ``mass``, ``pt``, ``n_constituents``, and with ``nsubjettiness`` τ1, τ2, τ3, τ21, τ32
+(β = 1, R0 = 0.8; axes as documented in :mod:`hepaudit.data.observables`); and every
+branch of a ``kind = "jet"`` input, under its branch name. Unweighted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hepaudit.data.observables import constituents_from_arrays, jet_observables
+from hepaudit.errors import ConfigError
+from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.model.graph import value_types
+from hepaudit.model.layers import (
+    HiddenLayer,
+    find_hidden_layers,
+    mask_sources,
+    masks_for,
+    named_layers,
+    per_jet_channels,
+    pooled_tensors,
+    tensor_exists,
+)
+from hepaudit.plugins import ExplainerRegistry, hookimpl
+from hepaudit.results import ExplainerResult, Figure
+
+
+@dataclass(frozen=True)
+class LatentOptions:
+    tensor: str | None = None
+    components: int = 3
+    channel_axis: int | None = None
+    sample: int = 100_000  # jets kept for Spearman, the figure and the AUCs
+    nsubjettiness: bool = True
+    figure: bool = True
+
+    def __post_init__(self) -> None:
+        if self.components < 1:
+            raise ValueError("components: expected at least 1")
+        if self.sample < 10:
+            raise ValueError("sample: expected at least 10 jets")
+
+
+def _hash_uniform(entries: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per entry (splitmix64 of entry and seed): the sample key."""
+    with np.errstate(over="ignore"):
+        z = entries.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass
+class Moments:
+    """n, Σ (h − K), Σ (h − K)(h − K)ᵀ about a fixed shift K; mergeable across shifts."""
+
+    n: float = 0.0
+    shift: np.ndarray | None = None
+    s1: np.ndarray | None = None
+    s2: np.ndarray | None = None
+
+    def add(self, h: np.ndarray) -> None:
+        if self.shift is None:
+            self.shift = h.mean(axis=0) if len(h) else np.zeros(h.shape[1])
+            self.s1 = np.zeros(h.shape[1])
+            self.s2 = np.zeros((h.shape[1], h.shape[1]))
+        c = h - self.shift
+        self.n += len(h)
+        self.s1 = self.s1 + c.sum(axis=0)
+        self.s2 = self.s2 + c.T @ c
+
+    def shifted(self, shift: np.ndarray) -> Moments:
+        """The same moments about another shift (exact algebra)."""
+        if self.shift is None:
+            return Moments()
+        assert self.s1 is not None and self.s2 is not None
+        d = self.shift - shift  # (h − new) = (h − old) + d
+        s1 = self.s1 + self.n * d
+        s2 = self.s2 + np.outer(self.s1, d) + np.outer(d, self.s1) + self.n * np.outer(d, d)
+        return Moments(self.n, shift.copy(), s1, s2)
+
+    def merged(self, other: Moments) -> Moments:
+        if self.shift is None:
+            return other
+        if other.shift is None:
+            return self
+        o = other.shifted(self.shift)
+        return Moments(self.n + o.n, self.shift, self.s1 + o.s1, self.s2 + o.s2)  # type: ignore[operator]
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.shift is not None and self.s1 is not None and self.s2 is not None and self.n > 0
+        m = self.s1 / self.n
+        return self.shift + m, self.s2 / self.n - np.outer(m, m)
+
+
+@dataclass
+class LatentState:
+    all: Moments = field(default_factory=Moments)
+    by_class: dict[int, Moments] = field(default_factory=dict)  # 0 background, 1 signal
+    # per observable: moments of h over jets where it is NOT finite (subtracted at the end), and
+    # Σ o, Σ o², Σ (h − K)·o over jets where it is finite
+    excluded: dict[str, Moments] = field(default_factory=dict)
+    obs_sums: dict[str, np.ndarray] = field(default_factory=dict)  # [n, Σo, Σo²]
+    obs_cross: dict[str, np.ndarray] = field(default_factory=dict)  # Σ (h − K)·o, C values
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    values: np.ndarray | None = None  # (k, C) float32
+    observables: np.ndarray | None = None  # (k, n_obs) float32
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+
+
+class LatentSpace(Explainer[LatentState]):
+    name = "latent"
+    Options = LatentOptions
+    description = "PCA of a hidden tensor and the correlation of its leading components with jet observables"
+
+    def __init__(self, options: LatentOptions, context: AuditContext) -> None:
+        super().__init__(options, context)
+        tagger = context.tagger
+        proto = tagger.proto
+        if options.tensor is not None:
+            if not tensor_exists(proto, options.tensor):
+                raise ConfigError(
+                    f"explainers.latent.tensor: the model has no tensor named {options.tensor!r}"
+                )
+            layer = named_layers(proto, [options.tensor])[0]
+            self.chosen_by = "option tensor"
+        else:
+            layer, self.chosen_by = self._default_layer()
+        if options.channel_axis is not None:
+            layer = HiddenLayer(layer.name, layer.op, options.channel_axis, layer.inputs, "option")
+        self.layer = layer
+        self.masks = mask_sources(context.builder.inputs)
+        constituents = [
+            c for c in context.builder.inputs if c.kind == "constituents" and c.momentum is not None
+        ]
+        self.momentum = constituents[0].momentum if constituents else None
+        self.branches = [b for c in context.builder.inputs if c.kind == "jet" for b in (c.branches or ())]
+        names = []
+        if self.momentum is not None:
+            names = ["mass", "pt", "n_constituents"]
+            if options.nsubjettiness:
+                names += ["tau1", "tau2", "tau3", "tau21", "tau32"]
+        self.observable_names = names + [b for b in self.branches if b not in names]
+        tagger.expose([layer.name])
+
+    def _default_layer(self) -> tuple[HiddenLayer, str]:
+        tagger = self.context.tagger
+        proto = tagger.proto
+        pooled = pooled_tensors(proto, tagger.score_spec.output)
+        if pooled:
+            types = value_types(proto)
+
+            def width(name: str) -> int:
+                dims = types[name].type.tensor_type.shape.dim if name in types else []
+                sizes = [d.dim_value for d in dims[1:] if d.HasField("dim_value")]
+                return int(np.prod(sizes)) if sizes else 0
+
+            best = max(pooled, key=lambda n: (width(n), pooled.index(n)))
+            return named_layers(proto, [best])[0], "widest pooled tensor"
+        hidden = find_hidden_layers(proto, tagger.score_spec.output, tagger.score_spec.head)
+        if not hidden:
+            raise ConfigError(
+                "explainers.latent: the model has no pooled tensor and no hidden activation on the "
+                'path to the score; name one with tensor = "..."'
+            )
+        return hidden[-1], "last hidden layer"
+
+    def start(self) -> LatentState:
+        return LatentState()
+
+    def _observables(self, chunk: Chunk) -> np.ndarray:
+        cols: dict[str, np.ndarray] = {}
+        if self.momentum is not None:
+            parts = constituents_from_arrays(chunk.arrays, self.momentum)
+            cols.update(jet_observables(parts, tau=self.options.nsubjettiness))
+        for b in self.branches:
+            if b not in cols:
+                cols[b] = np.asarray(chunk.arrays[b], dtype=np.float64)
+        if not self.observable_names:
+            return np.zeros((len(chunk), 0))
+        return np.stack([cols[n] for n in self.observable_names], axis=1)
+
+    def update(self, state: LatentState, chunk: Chunk) -> LatentState:
+        h = per_jet_channels(
+            chunk.extra[self.layer.name],
+            self.layer.channel_axis,
+            masks_for(self.layer, self.masks, chunk.inputs),
+        )
+        state.all.add(h)
+        labels = chunk.labels if chunk.labels is not None else np.full(len(chunk), -1, np.int8)
+        for c in (0, 1):
+            sel = labels == c
+            if sel.any():
+                state.by_class.setdefault(c, Moments()).add(h[sel])
+        obs = self._observables(chunk)
+        assert state.all.shift is not None
+        centred = h - state.all.shift
+        for j, name in enumerate(self.observable_names):
+            o = obs[:, j]
+            finite = np.isfinite(o)
+            if not finite.all():
+                state.excluded.setdefault(name, Moments()).add(h[~finite])
+            of = np.where(finite, o, 0.0)
+            sums = np.array([finite.sum(), of.sum(), (of * of).sum()], dtype=np.float64)
+            state.obs_sums[name] = state.obs_sums.get(name, 0.0) + sums
+            state.obs_cross[name] = state.obs_cross.get(name, 0.0) + centred.T @ of
+        self._sample(state, chunk.entries, h, obs, labels)
+        return state
+
+    def _sample(
+        self, state: LatentState, entries: np.ndarray, h: np.ndarray, obs: np.ndarray, labels: np.ndarray
+    ) -> None:
+        keys = _hash_uniform(np.asarray(entries), self.context.seed)
+        values = h.astype(np.float32)
+        observed = obs.astype(np.float32)
+        if state.values is not None:
+            keys = np.concatenate([state.keys, keys])
+            values = np.concatenate([state.values, values])
+            observed = np.concatenate([state.observables, observed])  # type: ignore[list-item]
+            labels = np.concatenate([state.labels, labels])
+        limit = min(self.options.sample, max(10, 16_000_000 // max(1, h.shape[1])))  # ≤ 64 MB of latents
+        if len(keys) > limit:
+            keep = np.argpartition(keys, limit - 1)[:limit]
+            keys, values, observed, labels = keys[keep], values[keep], observed[keep], labels[keep]
+        state.keys, state.values, state.observables, state.labels = keys, values, observed, labels
+
+    def merge(self, a: LatentState, b: LatentState) -> LatentState:
+        out = LatentState(all=a.all.merged(b.all))
+        for c in set(a.by_class) | set(b.by_class):
+            out.by_class[c] = a.by_class.get(c, Moments()).merged(b.by_class.get(c, Moments()))
+        for name in set(a.excluded) | set(b.excluded):
+            out.excluded[name] = a.excluded.get(name, Moments()).merged(b.excluded.get(name, Moments()))
+        for name in set(a.obs_sums) | set(b.obs_sums):
+            out.obs_sums[name] = a.obs_sums.get(name, 0.0) + b.obs_sums.get(name, 0.0)
+            # cross sums are about each state's own shift K: Σ (h − K_out)·o = Σ (h − K)·o + (K − K_out) Σ o
+            cross = np.zeros(0)
+            for part in (a, b):
+                if name in part.obs_cross and part.all.shift is not None and out.all.shift is not None:
+                    term = part.obs_cross[name] + (part.all.shift - out.all.shift) * part.obs_sums[name][1]
+                    cross = term if cross.size == 0 else cross + term
+            out.obs_cross[name] = cross
+        if a.values is None:
+            out.keys, out.values, out.observables, out.labels = b.keys, b.values, b.observables, b.labels
+        elif b.values is None:
+            out.keys, out.values, out.observables, out.labels = a.keys, a.values, a.observables, a.labels
+        else:
+            out.keys, out.values = np.concatenate([a.keys, b.keys]), np.concatenate([a.values, b.values])
+            out.observables = np.concatenate([a.observables, b.observables])  # type: ignore[list-item]
+            out.labels = np.concatenate([a.labels, b.labels])
+            limit = min(self.options.sample, max(10, 16_000_000 // max(1, out.values.shape[1])))
+            if len(out.keys) > limit:
+                keep = np.argpartition(out.keys, limit - 1)[:limit]
+                out.keys, out.values = out.keys[keep], out.values[keep]
+                out.observables, out.labels = out.observables[keep], out.labels[keep]
+        return out
+
+    def finish(self, state: LatentState) -> ExplainerResult:
+        mean, cov = state.all.mean_cov()
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1]
+        eigval = np.clip(eigval[order], 0.0, None)
+        eigvec = eigvec[:, order]
+        # a deterministic sign: the largest loading of each component is positive
+        flip = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), np.arange(eigvec.shape[1])])
+        eigvec = eigvec * np.where(flip == 0, 1.0, flip)
+        total = float(eigval.sum())
+        ratio = eigval / total if total > 0 else np.zeros_like(eigval)
+        k = min(self.options.components, len(eigval))
+        shift = state.all.shift
+        assert shift is not None
+        sample_pcs = (
+            (state.values.astype(np.float64) - mean) @ eigvec[:, :k]
+            if state.values is not None
+            else np.zeros((0, k))
+        )
+        components = []
+        for i in range(k):
+            u = eigvec[:, i]
+            entry: dict[str, Any] = {
+                "index": i,
+                "variance": float(eigval[i]),
+                "variance_ratio": float(ratio[i]),
+                "loadings": u.tolist(),
+            }
+            for c, label in ((1, "mean_signal"), (0, "mean_background")):
+                m = state.by_class.get(c)
+                entry[label] = float((m.mean_cov()[0] - mean) @ u) if m is not None and m.n > 0 else None
+            entry["pearson"] = {n: self._pearson(state, n, u) for n in self.observable_names}
+            entry["spearman"] = {
+                n: _spearman(sample_pcs[:, i], state.observables[:, j])  # type: ignore[index]
+                for j, n in enumerate(self.observable_names)
+            }
+            entry["auc_sample"] = _auc(sample_pcs[:, i], state.labels)
+            components.append(entry)
+        strongest = []
+        for n in self.observable_names:
+            rs = [
+                (abs(c["pearson"][n]) if c["pearson"][n] is not None else -1.0, c["index"])
+                for c in components
+            ]
+            r, i = max(rs)
+            if r >= 0:
+                strongest.append({"observable": n, "component": i, "pearson": components[i]["pearson"][n]})
+        strongest.sort(key=lambda s: -abs(s["pearson"]))
+        summary = (
+            f"PCA of {self.layer.name} ({len(eigval)} channels, {self.chosen_by}): the first {k} components "
+            f"explain {ratio[:k].sum():.1%} of its variance."
+        )
+        if strongest:
+            best = strongest[0]
+            summary += (
+                f" Strongest link: component {best['component']} with {best['observable']} "
+                f"(Pearson {best['pearson']:+.3f})."
+            )
+        figures = []
+        if self.options.figure and state.values is not None and len(state.values):
+            from hepaudit.explainers.nap_figures import latent_figures
+
+            for name, caption, png in latent_figures(
+                sample_pcs, state.labels, ratio, components, self.observable_names
+            ):
+                figures.append(Figure(name, caption, png))
+        n_sample = 0 if state.values is None else len(state.values)
+        return self.result(
+            fields={
+                "tensor": self.layer.name,
+                "tensor_chosen_by": self.chosen_by,
+                "channel_axis": self.layer.channel_axis,
+                "channels": int(len(eigval)),
+                "jets": int(state.all.n),
+                "variance_explained": ratio.tolist(),
+                "components": components,
+                "observables": self.observable_names,
+                "strongest": strongest,
+                "spearman_sample": {"jets": n_sample, "method": "bottom-k on a hash of entry and seed"},
+                "definition": "PCA of the per-jet channel values (population covariance); Pearson over all "
+                "jets with a finite observable, Spearman and AUC on a uniform sample",
+            },
+            figures=figures,
+            summary=summary,
+        )
+
+    def _pearson(self, state: LatentState, name: str, u: np.ndarray) -> float | None:
+        """Exact Pearson r of u·h with observable ``name`` over the jets where it is finite."""
+        moments = state.all
+        excl = state.excluded.get(name)
+        if excl is not None and excl.shift is not None:
+            e = excl.shifted(moments.shift)  # type: ignore[arg-type]
+            n = moments.n - e.n
+            s1 = moments.s1 - e.s1  # type: ignore[operator]
+            s2 = moments.s2 - e.s2  # type: ignore[operator]
+        else:
+            n, s1, s2 = moments.n, moments.s1, moments.s2
+        sums = state.obs_sums.get(name)
+        if sums is None or n < 2 or s1 is None or s2 is None:
+            return None
+        mean_h = s1 / n
+        mean_o = sums[1] / n
+        var_p = float(u @ (s2 / n - np.outer(mean_h, mean_h)) @ u)
+        var_o = float(sums[2] / n - mean_o**2)
+        cov = float(u @ (state.obs_cross[name] / n - mean_h * mean_o))
+        if var_p <= 1e-12 * max(1.0, float(np.trace(s2)) / n) or var_o <= 0:
+            return None
+        return float(np.clip(cov / np.sqrt(var_p * var_o), -1.0, 1.0))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as Spearman's ρ needs."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    if len(values) < len(x):
+        sums = np.bincount(inverse, weights=ranks)
+        ranks = (sums / counts)[inverse]
+    return ranks
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return None
+    ra, rb = _ranks(a[ok]), _ranks(b[ok].astype(np.float64))
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _auc(score: np.ndarray, labels: np.ndarray) -> float | None:
+    """AUC of one component as a signal score (Mann-Whitney with average ranks)."""
+    sig, bkg = labels == 1, labels == 0
+    if not sig.any() or not bkg.any():
+        return None
+    sel = sig | bkg
+    r = _ranks(score[sel])
+    s = sig[sel]
+    n1, n0 = s.sum(), (~s).sum()
+    return float((r[s].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+@hookimpl
+def hepaudit_register_explainers(register: ExplainerRegistry) -> None:
+    register(LatentSpace)
