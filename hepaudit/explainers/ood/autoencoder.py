@@ -56,6 +56,7 @@ from hepaudit.results import ExplainerResult
 SAVED_NAME = "ood_autoencoder.onnx"
 BATCH = 65536
 
+
 @dataclass(frozen=True)
 class OodAeOptions:
     autoencoder: str | None = None  # ONNX path relative to the config file; fitted when absent
@@ -151,14 +152,21 @@ class OodAutoencoder(Explainer[AeState]):
     # -- inputs and errors ---------------------------------------------------------------------
     def _matrix(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(inputs.values())))
-        parts = [inputs[name].reshape(n, -1)[:, idx] for name, idx in self.positions.items()]
-        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
+        parts = []
+        for name, idx in self.positions.items():
+            flat = inputs[name].reshape(n, -1)
+            # the usual case (every position of the input is a feature, in order) needs no copy
+            whole = len(idx) == flat.shape[1] and idx == list(range(flat.shape[1]))
+            parts.append(flat if whole else flat[:, idx])
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def _errors(self, x: np.ndarray) -> np.ndarray:
-        """e_k per jet and input (float64), in standardised units unless standardise = false."""
+        """e_k per jet and input (float32), in standardised units unless standardise = false."""
         assert self.session is not None
         name = self.session.get_inputs()[0].name
-        out = np.empty(x.shape, np.float64)
+        inverse = (1.0 / self.standard.scale).astype(np.float32)
+        out = np.empty(x.shape, np.float32)
         for start in range(0, len(x), BATCH):
             xb = x[start : start + BATCH]
             rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
@@ -166,10 +174,10 @@ class OodAutoencoder(Explainer[AeState]):
                 raise ValueError(
                     f"the autoencoder returned {rec.shape[1]} values per jet for {x.shape[1]} inputs"
                 )
-            diff = xb.astype(np.float64) - rec
+            diff = np.subtract(xb, rec, out=out[start : start + BATCH], dtype=np.float32)
             if self.options.standardise:
-                diff /= self.standard.scale
-            out[start : start + BATCH] = diff * diff
+                diff *= inverse
+            np.square(diff, out=diff)
         return out
 
     # -- reference pass ------------------------------------------------------------------------
@@ -226,13 +234,15 @@ class OodAutoencoder(Explainer[AeState]):
                 tmp.write_bytes(data)
                 os.replace(tmp, target)
                 self.saved = str(target)
-        self.threshold = quantile_threshold(self._errors(calibration).mean(axis=1), self.options.quantile)
+        self.threshold = quantile_threshold(
+            self._errors(calibration).mean(axis=1, dtype=np.float64), self.options.quantile
+        )
         self.n_threshold = len(calibration)
         held = state.held.sorted_columns()
         if "x" in held and len(held["x"]):
             errors = self._errors(held["x"])
-            self.reference_scores = errors.mean(axis=1)
-            self.reference_errors = errors.mean(axis=0)
+            self.reference_scores = errors.mean(axis=1, dtype=np.float64)
+            self.reference_errors = errors.mean(axis=0, dtype=np.float64)
         else:
             self.reference_scores = np.zeros(0)
             self.reference_errors = np.full(len(self.features), np.nan)
@@ -244,7 +254,7 @@ class OodAutoencoder(Explainer[AeState]):
         if not self._ready:
             self._prepare(state)
         errors = self._errors(self._matrix(chunk.inputs))
-        score = errors.mean(axis=1)
+        score = errors.mean(axis=1, dtype=np.float64)
         flag = score > self.threshold
         chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
         chunk.per_jet["ood_ae_flag"] = flag
@@ -255,7 +265,7 @@ class OodAutoencoder(Explainer[AeState]):
         if kin is not None:
             state.pt.append(kin[0].astype(np.float32))
             state.mass.append(kin[1].astype(np.float32))
-        sums = errors.sum(axis=0)
+        sums = errors.sum(axis=0, dtype=np.float64)
         state.error_sum = sums if state.error_sum is None else state.error_sum + sums
         state.n += len(chunk)
         return state

@@ -18,6 +18,7 @@ is then 1 − quantile within the binomial uncertainty sqrt(q (1 − q) / n).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,9 +148,21 @@ _JET_PT = ("jet_pt", "pt", "fj_pt", "jet_pT")
 _JET_MASS = ("jet_mass", "jet_m", "mass", "fj_mass", "jet_sdmass", "fj_msoftdrop")
 
 
+_KINEMATICS: weakref.WeakKeyDictionary[Chunk, tuple[np.ndarray, np.ndarray] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
     """Jet pT and mass per jet: the sum of the constituents' four-momenta of the first
-    constituents input, else flat branches named like ``jet_pt`` / ``jet_mass``; None if neither."""
+    constituents input, else flat branches named like ``jet_pt`` / ``jet_mass``; None if neither.
+    Computed once per chunk, however many OOD explainers ask."""
+    if chunk not in _KINEMATICS:
+        _KINEMATICS[chunk] = _jet_kinematics(chunk)
+    return _KINEMATICS[chunk]
+
+
+def _jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
     arrays = chunk.arrays
     if arrays is None:
         return None

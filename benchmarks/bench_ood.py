@@ -1,0 +1,156 @@
+"""ood_ae + ood_ensemble (5 members) on TopoDNN inputs: audit time against pure onnxruntime.
+
+The target (issue 7): over 200k jets, ood_ae + ood_ensemble with 5 members <= 1.3 x the
+time onnxruntime alone needs for the forward passes they need: per audited jet, the 5
+members and the autoencoder (6 passes). The audit's own scoring pass of the tagger and the
+reference pass are measured too and reported separately. Both sides run in this one
+process, on the same jets, batch size and threads; the pure onnxruntime side gets its
+inputs built beforehand (not timed).
+
+Models: ``examples/models/topodnn.onnx`` and ``examples/models/ensemble/topodnn_seed{1..5}.onnx``
+when present; otherwise TopoDNN-shaped (90-300-102-12-6-1, ReLU, Sigmoid) random ONNX MLPs,
+which cost the same per forward pass (the script says which it used). The autoencoder is
+the PCA fallback the audit fits on the reference and saves next to the report.
+
+    python benchmarks/bench_ood.py [--jets 200000] [--reference 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import EXAMPLE_MODEL, REPO, machine, peak_rss_mb, repeated_sample  # noqa: E402
+
+ENSEMBLE = [REPO / "examples" / "models" / "ensemble" / f"topodnn_seed{i}.onnx" for i in range(1, 6)]
+
+CONFIG = """
+[model]
+path = "{model}"
+[data]
+files = {files}
+tree = "jets"
+label = "is_signal"
+step_size = {step}
+[reference]
+files = {reference}
+tree = "jets"
+label = "is_signal"
+[[inputs]]
+name = "x"
+kind = "constituents"
+momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
+features = ["pt", "eta", "phi"]
+max_particles = 30
+preprocess = "topodnn"
+[execution]
+progress = false
+[explainers.ood_ae]
+[explainers.ood_ensemble]
+members = {members}
+"""
+
+
+def models(folder: Path) -> tuple[Path, list[Path], str]:
+    if EXAMPLE_MODEL.exists() and all(p.exists() for p in ENSEMBLE):
+        return EXAMPLE_MODEL, ENSEMBLE, "examples/models (trained TopoDNN + 5-seed ensemble)"
+    sys.path.insert(0, str(REPO / "tests"))
+    from builders import dense_weights, mlp_model, save
+
+    sizes = [90, 300, 102, 12, 6, 1]
+    tagger = save(mlp_model(dense_weights(sizes, seed=0)), folder / "tagger.onnx")
+    members = [save(mlp_model(dense_weights(sizes, seed=s)), folder / f"member{s}.onnx") for s in range(1, 6)]
+    return tagger, members, "TopoDNN-shaped random ONNX MLPs (examples/models absent)"
+
+
+def pure_onnxruntime(config: Path, autoencoder: Path, members: list[Path]) -> dict[str, float]:
+    """session.run time of every forward pass, inputs built beforehand (not timed)."""
+    import onnxruntime as ort
+
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.data.reading import Sample
+    from hepaudit.model.session import Tagger
+    from hepaudit.plugins import PluginHost
+
+    cfg = load_config(config)
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
+    batch = cfg.model.batch_size
+    opts = ort.SessionOptions()
+    sessions = {"members": [ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]) for m in members],
+                "autoencoder": [ort.InferenceSession(str(autoencoder), opts, providers=["CPUExecutionProvider"])],
+                "tagger": [tagger._session]}
+    times: dict[str, float] = {}
+    for where, sample_cfg in (("audited", cfg.data), ("reference", cfg.reference)):
+        sample = Sample(sample_cfg)
+        sample.check([], builder.jagged_branches)
+        chunks = [builder.build(raw.arrays)["x"] for raw in sample.chunks(builder.branches)]
+        for kind, group in sessions.items():
+            total = 0.0
+            for session in group:
+                name = session.get_inputs()[0].name
+                for x in chunks:
+                    t0 = time.perf_counter()
+                    for start in range(0, len(x), batch):
+                        session.run(None, {name: x[start:start + batch]})
+                    total += time.perf_counter() - t0
+            times[f"{where}_{kind}"] = total
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jets", type=int, default=200_000)
+    parser.add_argument("--reference", type=int, default=20_000)
+    parser.add_argument("--step", type=int, default=100_000)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hepaudit-bench-ood")
+    args = parser.parse_args()
+    import hepaudit
+
+    print(f"machine: {machine()}")
+    folder = args.workdir / f"ood_{args.jets}"
+    (folder / "audited").mkdir(parents=True, exist_ok=True)
+    (folder / "reference").mkdir(parents=True, exist_ok=True)
+    tagger, members, which = models(folder)
+    print(f"models: {which}")
+    files = repeated_sample(args.jets, folder / "audited")
+    reference = repeated_sample(args.reference, folder / "reference")
+    config = folder / "audit.toml"
+    config.write_text(CONFIG.format(model=tagger, files=json.dumps([str(f) for f in files]), step=args.step,
+                                    reference=json.dumps([str(f) for f in reference]),
+                                    members=json.dumps([str(m) for m in members])))
+    out = folder / "report"
+    t0 = time.perf_counter()
+    report = hepaudit.audit(config, out=out, force=True, progress=False)
+    audit_s = time.perf_counter() - t0
+    ort = pure_onnxruntime(config, out / "ood_autoencoder.onnx", members)
+    t = report.timing
+    explainers_s = t["ood_ae_s"] + t["ood_ensemble_s"]
+    needed = ort["audited_members"] + ort["audited_autoencoder"]
+    everything = sum(ort.values())
+    ae, ens = report.explainers["ood_ae"], report.explainers["ood_ensemble"]
+    print(f"jets: {report.data['n_jets']} audited + {args.reference} reference; "
+          f"autoencoder: {ae.fields['fitted']}")
+    print(f"audit wall time (read, build, tagger, both explainers, report): {audit_s:8.2f} s")
+    print(f"  reading+building inputs {t['read_s']:.2f} s; tagger onnxruntime {t['inference_s']:.2f} s; "
+          f"ood_ae {t['ood_ae_s']:.2f} s; ood_ensemble {t['ood_ensemble_s']:.2f} s (incl. reference pass and figures)")
+    print("pure onnxruntime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ort.items()))
+    print(f"pure onnxruntime, the 6 passes the explainers need on audited jets (5 members + autoencoder): "
+          f"{needed:.2f} s")
+    print(f"RATIO (ood_ae + ood_ensemble time) / (6 pure passes) = {explainers_s / needed:.3f}   (target <= 1.3)")
+    print(f"ratio audit wall time / every forward pass of the audit in pure onnxruntime "
+          f"({everything:.2f} s) = {audit_s / everything:.3f}")
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+    print(f"ood_ae flagged {ae.fields['flagged_fraction']}, ood_ensemble flagged {ens.fields['flagged_fraction']}")
+
+
+if __name__ == "__main__":
+    main()
