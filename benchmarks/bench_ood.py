@@ -24,8 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import EXAMPLE_MODEL, REPO, machine, peak_rss_mb, repeated_sample  # noqa: E402
 
@@ -85,9 +83,11 @@ def pure_onnxruntime(config: Path, autoencoder: Path, members: list[Path]) -> di
     builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
     batch = cfg.model.batch_size
     opts = ort.SessionOptions()
-    sessions = {"members": [ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]) for m in members],
-                "autoencoder": [ort.InferenceSession(str(autoencoder), opts, providers=["CPUExecutionProvider"])],
-                "tagger": [tagger._session]}
+    sessions = {
+        "members": [ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]) for m in members],
+        "autoencoder": [ort.InferenceSession(str(autoencoder), opts, providers=["CPUExecutionProvider"])],
+        "tagger": [tagger._session],
+    }
     times: dict[str, float] = {}
     for where, sample_cfg in (("audited", cfg.data), ("reference", cfg.reference)):
         sample = Sample(sample_cfg)
@@ -100,14 +100,16 @@ def pure_onnxruntime(config: Path, autoencoder: Path, members: list[Path]) -> di
                 for x in chunks:
                     t0 = time.perf_counter()
                     for start in range(0, len(x), batch):
-                        session.run(None, {name: x[start:start + batch]})
+                        session.run(None, {name: x[start : start + batch]})
                     total += time.perf_counter() - t0
             times[f"{where}_{kind}"] = total
     return times
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jets", type=int, default=200_000)
     parser.add_argument("--reference", type=int, default=20_000)
     parser.add_argument("--step", type=int, default=100_000)
@@ -124,9 +126,15 @@ def main() -> None:
     files = repeated_sample(args.jets, folder / "audited")
     reference = repeated_sample(args.reference, folder / "reference")
     config = folder / "audit.toml"
-    config.write_text(CONFIG.format(model=tagger, files=json.dumps([str(f) for f in files]), step=args.step,
-                                    reference=json.dumps([str(f) for f in reference]),
-                                    members=json.dumps([str(m) for m in members])))
+    config.write_text(
+        CONFIG.format(
+            model=tagger,
+            files=json.dumps([str(f) for f in files]),
+            step=args.step,
+            reference=json.dumps([str(f) for f in reference]),
+            members=json.dumps([str(m) for m in members]),
+        )
+    )
     out = folder / "report"
     t0 = time.perf_counter()
     report = hepaudit.audit(config, out=out, force=True, progress=False)
@@ -137,22 +145,39 @@ def main() -> None:
     needed = ort["audited_members"] + ort["audited_autoencoder"]
     everything = sum(ort.values())
     ae, ens = report.explainers["ood_ae"], report.explainers["ood_ensemble"]
-    print(f"jets: {report.data['n_jets']} audited + {args.reference} reference; "
-          f"autoencoder: {ae.fields['fitted']}")
+    print(
+        f"jets: {report.data['n_jets']} audited + {args.reference} reference; "
+        f"autoencoder: {ae.fields['fitted']}"
+    )
     print(f"audit wall time (read, build, tagger, both explainers, report): {audit_s:8.2f} s")
-    print(f"  reading+building inputs {t['read_s']:.2f} s; tagger onnxruntime {t['inference_s']:.2f} s; "
-          f"ood_ae {t['ood_ae_s']:.2f} s; ood_ensemble {t['ood_ensemble_s']:.2f} s (incl. reference pass and figures)")
+    print(
+        f"  reading+building inputs {t['read_s']:.2f} s; tagger onnxruntime {t['inference_s']:.2f} s; "
+        f"ood_ae {t['ood_ae_s']:.2f} s; ood_ensemble {t['ood_ensemble_s']:.2f} s "
+        "(incl. reference pass and figures)"
+    )
     print("pure onnxruntime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ort.items()))
-    print(f"pure onnxruntime, the 6 passes the explainers need on audited jets (5 members + autoencoder): "
-          f"{needed:.2f} s")
-    print(f"RATIO (ood_ae + ood_ensemble time) / (6 pure passes) = {explainers_s / needed:.3f}   (target <= 1.3)")
+    print(
+        f"pure onnxruntime, the 6 passes the explainers need on audited jets (5 members + autoencoder): "
+        f"{needed:.2f} s"
+    )
+    print(
+        f"RATIO (ood_ae + ood_ensemble time) / (6 pure passes) = {explainers_s / needed:.3f}"
+        "   (target <= 1.3)"
+    )
     theirs = needed + ort["reference_members"] + ort["reference_autoencoder"]
-    print(f"ratio (ood_ae + ood_ensemble time) / (their passes on audited and reference jets, {theirs:.2f} s) "
-          f"= {explainers_s / theirs:.3f}")
-    print(f"ratio audit wall time / every forward pass of the audit in pure onnxruntime "
-          f"({everything:.2f} s) = {audit_s / everything:.3f}")
+    print(
+        f"ratio (ood_ae + ood_ensemble time) / (their passes on audited and reference jets, {theirs:.2f} s) "
+        f"= {explainers_s / theirs:.3f}"
+    )
+    print(
+        f"ratio audit wall time / every forward pass of the audit in pure onnxruntime "
+        f"({everything:.2f} s) = {audit_s / everything:.3f}"
+    )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
-    print(f"ood_ae flagged {ae.fields['flagged_fraction']}, ood_ensemble flagged {ens.fields['flagged_fraction']}")
+    print(
+        f"ood_ae flagged {ae.fields['flagged_fraction']}, "
+        f"ood_ensemble flagged {ens.fields['flagged_fraction']}"
+    )
 
 
 if __name__ == "__main__":
