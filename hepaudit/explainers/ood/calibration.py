@@ -20,7 +20,7 @@ Recalibration: what a monotone map of the score would change.
 They are fitted on the reference sample when it has labels, and evaluated on all audited
 jets; otherwise fitted on one half of the audited jets (a seeded hash of the entry
 number) and evaluated on the other half. The result says which. Fitting keeps the logit,
-label and weight of every jet concerned (O(jets) scalars, 12 bytes each).
+label and weight of every jet concerned (O(jets) scalars, 9 bytes per jet).
 """
 
 from __future__ import annotations
