@@ -212,7 +212,7 @@ class LatentSpace(Explainer[LatentState]):
             chunk.extra[self.layer.name],
             self.layer.channel_axis,
             masks_for(self.layer, self.masks, chunk.inputs),
-        )
+        ).astype(np.float64)  # moments in double precision
         state.all.add(h)
         labels = chunk.labels if chunk.labels is not None else np.full(len(chunk), -1, np.int8)
         for c in (0, 1):
