@@ -155,7 +155,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         reference = Sample(cfg.reference, "reference")
         reference.check(list(builder.flat_branches), builder.jagged_branches)
 
-    warnings: list[str] = []
+    warnings: list[str] = list(builder.warnings)  # e.g. CMS variables set to pad
     n_sig = n_bkg = 0
     if cfg.data.label:
         n_sig, n_bkg, values = _label_counts(sample, cfg.data.label)

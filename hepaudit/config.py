@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 import tomllib
 
+from hepaudit.data.cms import CmsVariable, read_preprocess_json
 from hepaudit.errors import ConfigError, close_matches
 from hepaudit.options import parse_table
 
-InputKind = Literal["jet", "constituents", "mask"]
+InputKind = Literal["jet", "constituents", "mask", "cms"]
 Layout = Literal["flat", "particles", "channels"]
 
 
@@ -108,8 +109,16 @@ class InputConfig:
     layout: Layout = "flat"
     of: str | None = None  # for masks: the constituents input it masks
     branches: tuple[str, ...] | None = None  # for kind = "jet"
+    # kind = "cms" (hepaudit/data/cms.py): CMSSW's preprocess.json, and what each variable is made of
+    preprocess_json: str | None = None
+    variables: dict[str, str | float | CmsVariable] | None = None
+    pid: str | None = None  # jagged PDG id branch, for the particle-type flags (is_muon, ...)
 
     def __post_init__(self) -> None:
+        if self.kind == "cms" and not self.preprocess_json and not self.variables:
+            raise ValueError(f"input {self.name!r} has kind = \"cms\" and needs preprocess_json or variables = {{...}}")
+        if self.name == "*" and (self.kind != "cms" or not self.preprocess_json):
+            raise ValueError("name = \"*\" (every input of a preprocess.json) needs kind = \"cms\" and preprocess_json")
         if self.kind == "jet" and not self.branches:
             raise ValueError(f"input {self.name!r} has kind = \"jet\" and needs branches = [...]")
         if self.kind == "constituents":
@@ -196,6 +205,7 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
     if not isinstance(raw["inputs"], list):
         raise ConfigError("inputs: expected [[inputs]] tables (an array of tables)")
     inputs = tuple(parse_table(InputConfig, t, f"inputs[{i}]") for i, t in enumerate(raw["inputs"]))
+    inputs, model = _cms_inputs(inputs, model, base)
     names = [i.name for i in inputs]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -212,6 +222,31 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
     execution = parse_table(ExecutionConfig, raw.get("execution", {}), "execution")
     return AuditConfig(model=model, data=data, inputs=inputs, explainers=dict(explainers),
                        reference=reference, gates=gates, execution=execution, source=source)
+
+
+def _cms_inputs(inputs: tuple[InputConfig, ...], model: ModelConfig, base: Path
+                ) -> tuple[tuple[InputConfig, ...], ModelConfig]:
+    """Resolve preprocess_json paths, expand ``name = "*"`` into one table per input the json
+    lists (tables naming an input themselves win), and take the class names from the json's
+    ``flav_names`` when ``model.classes`` is not set."""
+    resolved = tuple(replace(i, preprocess_json=_resolve_path(i.preprocess_json, base)) if i.preprocess_json else i
+                     for i in inputs)
+    explicit = {i.name for i in resolved if i.name != "*"}
+    out: list[InputConfig] = []
+    flav: tuple[str, ...] | None = None
+    for cfg in resolved:
+        if not cfg.preprocess_json:
+            out.append(cfg)
+            continue
+        pre = read_preprocess_json(cfg.preprocess_json)
+        flav = flav or pre.flav_names
+        if cfg.name == "*":
+            out += [replace(cfg, name=n) for n in pre.input_names if n not in explicit]
+        else:
+            out.append(cfg)
+    if flav and model.classes is None:
+        model = replace(model, classes=flav)
+    return tuple(out), model
 
 
 def load_config(path: str | Path) -> AuditConfig:

@@ -18,6 +18,7 @@ import awkward as ak
 import numpy as np
 
 from hepaudit.config import InputConfig
+from hepaudit.data.cms import CmsInput, cms_input
 from hepaudit.data.constituents import (
     DERIVED_FEATURES,
     derive_feature,
@@ -27,6 +28,7 @@ from hepaudit.data.constituents import (
     pad_jagged,
     padding_mask,
 )
+from hepaudit.data.pid import PID_FLAGS, pid_flag
 from hepaudit.data.recipes import Recipe
 from hepaudit.errors import ConfigError, close_matches
 from hepaudit.model.graph import TensorInfo
@@ -77,14 +79,25 @@ class InputBuilder:
                 if target is None or target not in {c.name for c in constituents}:
                     raise ConfigError(f"inputs.{cfg.name}.of: name the constituents input this mask belongs to")
         self._mask_of = {c.name: (c.of or constituents[0].name) for c in inputs if c.kind == "mask"}
+        # kind = "cms": CMSSW-style inputs from preprocess.json and a variable table (data/cms.py)
+        self.cms: dict[str, CmsInput] = {c.name: cms_input(c, self.model_inputs[c.name])
+                                         for c in inputs if c.kind == "cms"}
+        #: what the report should say about how the inputs were built (e.g. variables set to pad)
+        self.warnings: list[str] = [w for c in self.cms.values() for w in c.warnings]
         self.flat_branches: list[str] = []
         self.jagged_branches: list[str] = []
         for cfg in inputs:
+            if cfg.kind == "cms":
+                self.jagged_branches += [b for b in self.cms[cfg.name].branches if b not in self.jagged_branches]
+                continue
             if cfg.kind == "jet":
                 self.flat_branches += [b for b in cfg.branches or () if b not in self.flat_branches]
             elif cfg.kind == "constituents":
                 assert cfg.momentum is not None
-                extra = [f for f in cfg.features or () if f not in DERIVED_FEATURES] if not cfg.preprocess else []
+                extra = [f for f in cfg.features or () if f not in DERIVED_FEATURES and f not in PID_FLAGS
+                         ] if not cfg.preprocess else []
+                if cfg.pid and any(f in PID_FLAGS for f in cfg.features or ()):
+                    extra.append(cfg.pid)
                 self.jagged_branches += [b for b in (*cfg.momentum.branches, *extra) if b not in self.jagged_branches]
         self.slots = self._make_slots()
         self.features = [s.name for s in self.slots]
@@ -105,13 +118,18 @@ class InputBuilder:
         return tuple(cfg.features or ())
 
     def _make_slots(self) -> list[FeatureSlot]:
-        feature_inputs = [c for c in self.inputs if c.kind != "mask"]
+        feature_inputs = [c for c in self.inputs
+                          if c.kind != "mask" and not (c.kind == "cms" and self.cms[c.name].is_mask)]
         prefix = len(feature_inputs) > 1
         slots: list[FeatureSlot] = []
         for cfg in feature_inputs:
             pre = f"{cfg.name}." if prefix else ""
             if cfg.kind == "jet":
                 slots += [FeatureSlot(pre + b, cfg.name, i) for i, b in enumerate(cfg.branches or ())]
+            elif cfg.kind == "cms":  # channels-first (N, C, P): variable-major memory order
+                cms = self.cms[cfg.name]
+                for feat, p, index in _feature_order(cms.var_names, cms.length, "channels"):
+                    slots.append(FeatureSlot(f"{pre}{feat}_{p}", cfg.name, index, p, pre + feat))
             else:
                 names = self._per_particle_names(cfg)
                 assert cfg.max_particles is not None
@@ -120,8 +138,12 @@ class InputBuilder:
         return slots
 
     def groups(self) -> dict[str, list[int]]:
-        """``particle_{i}`` and ``feature_{name}`` groups as lists of feature indices."""
+        """``particle_{i}`` and ``feature_{name}`` groups as lists of feature indices, and, when
+        the model has several feature inputs, ``input_{name}`` (every feature of one input)."""
         groups: dict[str, list[int]] = {}
+        if len({s.input for s in self.slots}) > 1:
+            for k, slot in enumerate(self.slots):
+                groups.setdefault(f"input_{slot.input}", []).append(k)
         for k, slot in enumerate(self.slots):
             if slot.particle is None:
                 continue
@@ -148,6 +170,8 @@ class InputBuilder:
             if cfg.kind == "jet":
                 cols = [ak.to_numpy(arrays[b]).astype(np.float32) for b in cfg.branches or ()]
                 built[cfg.name] = np.stack(cols, axis=1) if cols else np.zeros((len(arrays), 0), np.float32)
+            elif cfg.kind == "cms":
+                built[cfg.name] = self.cms[cfg.name].build(arrays)
             elif cfg.kind == "constituents":
                 values, mask = self._constituents(cfg, arrays)
                 masks[cfg.name] = mask
@@ -172,7 +196,12 @@ class InputBuilder:
             return out.values, out.mask
         columns = []
         for feat in cfg.features or ():
-            jagged = derive_feature(feat, parts, jet) if feat in DERIVED_FEATURES else arrays[feat][order]
+            if feat in DERIVED_FEATURES:
+                jagged = derive_feature(feat, parts, jet)
+            elif feat in PID_FLAGS and cfg.pid:
+                jagged = pid_flag(feat, arrays[cfg.pid][order])
+            else:
+                jagged = arrays[feat][order]
             columns.append(pad_jagged(jagged, cfg.max_particles))
         return np.stack(columns, axis=-1), padding_mask(parts, cfg.max_particles)
 

@@ -19,6 +19,7 @@ vector.register_awkward()
 DERIVED_FEATURES: tuple[str, ...] = (
     "pt", "eta", "phi", "energy", "mass", "log_pt", "log_energy",
     "pt_rel", "energy_rel", "deta", "dphi", "dr", "px", "py", "pz",
+    "log_pt_rel", "log_energy_rel", "abs_eta", "etarel", "phirel",
 )
 
 
@@ -85,6 +86,12 @@ _DERIVERS: dict[str, Callable[[ak.Array, ak.Array], ak.Array]] = {
     "deta": _deta,
     "dphi": _dphi,
     "dr": lambda p, j: np.sqrt(_deta(p, j) ** 2 + _dphi(p, j) ** 2),
+    "log_pt_rel": lambda p, j: _safe_log(p.pt / j.pt),
+    "log_energy_rel": lambda p, j: _safe_log(p.E / j.E),
+    "abs_eta": lambda p, j: np.abs(p.eta),
+    # CMS's pfcand_etarel: Δη signed so that it points away from η = 0 for either sign of η_jet
+    "etarel": lambda p, j: (2.0 * (j.eta > 0) - 1.0) * _deta(p, j),
+    "phirel": _dphi,  # CMS's name for Δφ (reco::deltaPhi, wrapped)
 }
 
 

@@ -39,7 +39,7 @@ class DeltaAUC(Explainer[DaucState]):
 
     def __init__(self, options: OcclusionOptions, context: AuditContext) -> None:
         super().__init__(options, context)
-        self.units: Units = occlusion_units(context, options.groups, self.name)
+        self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> DaucState:
         return DaucState()

@@ -52,7 +52,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
 
     def __init__(self, options: MadOptions, context: AuditContext) -> None:
         super().__init__(options, context)
-        self.units: Units = occlusion_units(context, options.groups, self.name)
+        self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> MadState:
         return MadState()
@@ -125,7 +125,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
                     for i, name in enumerate(names)]
 
         n_feat = len(self.units.features)
-        features = sorted_scores(scores(self.context.features, 0))
+        features = sorted_scores(scores(self.context.features[:n_feat], 0))
         groups = sorted_scores(scores(self.units.group_names, n_feat))
         what = "logit" if self.options.target == "logit" else "score"
         summary = (f"Mean |Δ{what}| when a feature is set to its baseline; largest for "

@@ -8,6 +8,7 @@ the same units with the same baseline, so their forward passes are computed once
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hepaudit.errors import ConfigError
@@ -17,12 +18,31 @@ from hepaudit.explainers.base import AuditContext
 @dataclass(frozen=True)
 class OcclusionOptions:
     baseline: str | float = "mean"
-    # true: the groups particle_{i} and feature_{name}; a table: {name = ["glob", ...]}
-    groups: bool | dict[str, list[str]] = False
+    # true: every built-in group (particle_{i}, feature_{name}, input_{name});
+    # "particle" / "feature" / "input" or a list of them: those kinds only;
+    # a table: {name = ["glob", ...]}
+    groups: bool | str | list[str] | dict[str, list[str]] = False
+    # false: score the groups only, not every single feature (models with thousands of
+    # features, e.g. ParticleNet's 2798, where one forward pass per feature is too slow)
+    features: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.baseline, str) and self.baseline != "mean":
             raise ValueError(f"baseline: expected \"mean\" or a number, found {self.baseline!r}")
+        kinds = [self.groups] if isinstance(self.groups, str) else self.groups if isinstance(self.groups, list) else []
+        for kind in kinds:
+            if kind not in GROUP_KINDS:
+                raise ValueError(f"groups: expected true, a table, or group kinds {list(GROUP_KINDS)}, found {kind!r}")
+        if not self.features and not self.groups:
+            raise ValueError("features = false needs groups: there would be nothing to occlude")
+
+
+#: Built-in group kinds and the group names they select.
+GROUP_KINDS: dict[str, re.Pattern[str]] = {
+    "particle": re.compile(r"(^|\.)particle_\d+$"),
+    "feature": re.compile(r"^feature_"),
+    "input": re.compile(r"^input_"),
+}
 
 
 @dataclass(frozen=True)
@@ -38,10 +58,18 @@ class Units:
         return self.features + self.groups
 
 
-def occlusion_units(context: AuditContext, groups: bool | dict[str, list[str]], where: str) -> Units:
-    features = [[k] for k in range(len(context.features))]
+def occlusion_units(context: AuditContext, groups: bool | str | list[str] | dict[str, list[str]], where: str,
+                    features: bool = True) -> Units:
+    """The units to occlude: every feature (unless ``features`` is false), then the groups."""
+    singles = [[k] for k in range(len(context.features))] if features else []
     if groups is True:
         named = dict(context.groups)
+    elif isinstance(groups, (str, list)):
+        kinds = [groups] if isinstance(groups, str) else groups
+        named = {g: ks for g, ks in context.groups.items() if any(GROUP_KINDS[k].search(g) for k in kinds)}
+        if not named:
+            raise ConfigError(f"explainers.{where}.groups = {groups!r}: the model has no such groups "
+                              f"(known: {', '.join(list(context.groups)[:6]) or 'none'})")
     elif isinstance(groups, dict):
         named = {}
         for name, patterns in groups.items():
@@ -51,4 +79,4 @@ def occlusion_units(context: AuditContext, groups: bool | dict[str, list[str]], 
             named[name] = members
     else:
         named = {}
-    return Units(features, list(named), list(named.values()))
+    return Units(singles, list(named), list(named.values()))

@@ -1,0 +1,322 @@
+"""CMS-style model inputs: ``preprocess.json``, the variable table, and the ``cms`` input kind.
+
+CMSSW feeds its ONNX taggers (ParticleNet, DeepAK8, ...) from a ``preprocess.json`` (or the
+same numbers in a ``cfi`` PSet): for each ONNX input, the variable names in order, the padded
+length ``var_length``, and per variable ``median``, ``norm_factor``, ``lower_bound``,
+``upper_bound``, ``pad`` and ``replace_inf_value``. Each variable of each object (PF
+candidate, secondary vertex) becomes
+
+    clip((x − median) · norm_factor, lower_bound, upper_bound)
+
+with x first replaced by ``replace_inf_value`` when it is not finite or beyond ±1e32; objects
+beyond the jet's own count, up to ``var_length``, get ``pad`` (already in normalised units,
+not normalised again); objects beyond ``var_length`` are dropped (CMSSW's
+``center_norm_pad``). Inputs are channels-first, (N, C, P), with a trailing axis of one when
+the model declares (N, C, P, 1) (DeepAK8).
+
+The user maps each variable to what the ROOT file provides (the ``variables`` table of an
+``[[inputs]]`` table with ``kind = "cms"``): a derived constituent feature (``log_pt``,
+``etarel``, ...), a particle-type flag from the PDG id (``is_muon``, ...), a jagged branch,
+``"mask"`` (1 for a real object), a number (a constant for every real object), or ``"pad"``
+(the data does not have it). Variables the table does not name are ``"pad"`` too, and the
+audit report says so loudly: a generator-level sample has no track impact parameters, and
+a tagger fed their pad value sees jets unlike those it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import awkward as ak
+import numpy as np
+
+from hepaudit.data.constituents import (
+    DERIVED_FEATURES,
+    derive_feature,
+    jet_axis,
+    momenta_from_cartesian,
+    momenta_from_ptetaphi,
+)
+from hepaudit.data.pid import PID_FLAGS, pid_flag
+from hepaudit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hepaudit.config import InputConfig
+    from hepaudit.model.graph import TensorInfo
+
+#: Variable sources with a meaning of their own (everything else is a derived feature or a branch).
+MASK, PAD = "mask", "pad"
+_INF_LIMIT = 1e32  # CMSSW's catch_infs treats |x| > 1e32 as infinite
+
+
+@dataclass(frozen=True)
+class CmsVariable:
+    """One row of the config's variable table: where the variable comes from, and optional
+    overrides of its normalisation (taken from preprocess.json when it has the variable)."""
+
+    source: str | float
+    median: float | None = None
+    norm_factor: float | None = None
+    lower_bound: float | None = None
+    upper_bound: float | None = None
+    pad: float | None = None
+    replace_inf_value: float | None = None
+
+
+@dataclass(frozen=True)
+class VariableInfo:
+    """CMSSW's per-variable preprocessing; the defaults are CMSSW's when a key is absent."""
+
+    median: float = 0.0
+    norm_factor: float = 1.0
+    lower_bound: float = -5.0
+    upper_bound: float = 5.0
+    pad: float = 0.0
+    replace_inf_value: float = 0.0
+
+    def overridden(self, row: CmsVariable) -> VariableInfo:
+        keys = ("median", "norm_factor", "lower_bound", "upper_bound", "pad", "replace_inf_value")
+        return VariableInfo(**{k: getattr(row, k) if getattr(row, k) is not None else getattr(self, k)
+                               for k in keys})
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One ONNX input as preprocess.json describes it."""
+
+    name: str
+    var_names: tuple[str, ...]
+    var_length: int
+    infos: dict[str, VariableInfo]
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """A whole preprocess.json: its inputs in order and the output class names."""
+
+    path: str
+    input_names: tuple[str, ...]
+    inputs: dict[str, InputSpec]
+    flav_names: tuple[str, ...] | None = None
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, found {value!r}")
+    return float(value)
+
+
+def read_preprocess_json(path: str | Path) -> Preprocess:
+    """Read and check a CMSSW ``preprocess.json``; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: preprocess.json not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable preprocess.json ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("input_names"), list):
+        raise ConfigError(f"{path}: expected a JSON object with \"input_names\": [...]")
+    names = tuple(str(n) for n in raw["input_names"])
+    inputs: dict[str, InputSpec] = {}
+    for name in names:
+        table = raw.get(name)
+        where = f"{path}: {name}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: input {name!r} is in input_names but has no table")
+        var_names = table.get("var_names")
+        if not isinstance(var_names, list) or not var_names:
+            raise ConfigError(f"{where}.var_names: expected a non-empty list of variable names")
+        length = table.get("var_length")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ConfigError(f"{where}.var_length: expected a positive integer, found {length!r}")
+        var_infos = table.get("var_infos", {})
+        if not isinstance(var_infos, dict):
+            raise ConfigError(f"{where}.var_infos: expected a table")
+        infos: dict[str, VariableInfo] = {}
+        for var in var_names:
+            info = var_infos.get(var, {})
+            if not isinstance(info, dict):
+                raise ConfigError(f"{where}.var_infos.{var}: expected a table")
+            # CMSSW accepts "center" for the median in older files
+            median = info.get("median", info.get("center", 0.0))
+            infos[var] = VariableInfo(
+                median=_number(median, f"{where}.var_infos.{var}.median"),
+                **{k: _number(info[k], f"{where}.var_infos.{var}.{k}")
+                   for k in ("norm_factor", "lower_bound", "upper_bound", "pad", "replace_inf_value") if k in info},
+            )
+        shape = table.get("input_shape")
+        inputs[name] = InputSpec(name, tuple(str(v) for v in var_names), length, infos,
+                                 tuple(int(s) for s in shape) if isinstance(shape, list) else None)
+    flav = raw.get("flav_names")
+    flav_names = tuple(str(f) for f in flav) if isinstance(flav, list) and flav else None
+    return Preprocess(str(path), names, inputs, flav_names)
+
+
+def center_norm_pad(values: np.ndarray, counts: np.ndarray, info: VariableInfo, length: int) -> np.ndarray:
+    """CMSSW's ``center_norm_pad`` for one variable: (N, ≥length) raw values, the per-jet
+    object counts -> (N, length) float32 normalised, clipped and padded."""
+    x = values[:, :length].astype(np.float64)
+    bad = ~np.isfinite(x) | (np.abs(np.nan_to_num(x)) > _INF_LIMIT)
+    x = np.where(bad, info.replace_inf_value, x)
+    out = np.clip((x - info.median) * info.norm_factor, info.lower_bound, info.upper_bound)
+    real = np.arange(length)[None, :] < counts[:, None]
+    return np.where(real, out, info.pad).astype(np.float32)
+
+
+def _dense(jagged: ak.Array, length: int) -> np.ndarray:
+    """A jagged per-object array as a dense (N, length) float64, NaN beyond each jet's count."""
+    padded = ak.pad_none(jagged, length, axis=1, clip=True)
+    return ak.to_numpy(ak.fill_none(padded, np.nan)).astype(np.float64)
+
+
+@dataclass
+class CmsInput:
+    """How one ``kind = "cms"`` input is built: variables, sources, normalisation, length."""
+
+    name: str
+    var_names: tuple[str, ...]
+    sources: dict[str, str | float]
+    infos: dict[str, VariableInfo]
+    length: int
+    momentum: tuple[str, ...] | None  # the four branches, Cartesian or polar (see MomentumBranches)
+    cartesian: bool
+    pid: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_mask(self) -> bool:
+        """An input that only holds masks (pf_mask): no features for the explainers."""
+        return all(self.sources[v] == MASK or (self.sources[v] == PAD and "mask" in v.lower())
+                   for v in self.var_names)
+
+    @property
+    def branches(self) -> list[str]:
+        """Jagged branches the input reads."""
+        out = list(self.momentum or ())
+        if self.pid and any(s in PID_FLAGS for s in self.sources.values()):
+            out.append(self.pid)
+        out += [s for s in self.sources.values() if isinstance(s, str) and _is_branch(s) and s not in out]
+        return out
+
+    def build(self, arrays: ak.Array) -> np.ndarray:
+        """(N, C, P) float32 for a chunk, C in ``var_names`` order, P = ``length``."""
+        n = len(arrays)
+        order = parts = jet = None
+        counts: np.ndarray | None = None
+        if self.momentum:
+            a, b, c, d = (arrays[x] for x in self.momentum)
+            parts = momenta_from_cartesian(a, b, c, d) if self.cartesian else momenta_from_ptetaphi(a, b, c, d)
+            order = ak.argsort(parts.pt, axis=1, ascending=False, stable=True)  # CMSSW sorts PF candidates by pT
+            parts = parts[order]
+            jet = jet_axis(parts)
+            counts = ak.to_numpy(ak.num(parts, axis=1))
+        channels = []
+        for var in self.var_names:
+            source = self.sources[var]
+            info = self.infos[var]
+            if source == PAD:
+                channels.append(np.full((n, self.length), info.pad, np.float32))
+                continue
+            if isinstance(source, float):
+                raw: ak.Array | None = None
+            elif source == MASK:
+                raw = None
+                source = 1.0
+            elif source in DERIVED_FEATURES:
+                raw = derive_feature(source, parts, jet)
+            elif source in PID_FLAGS:
+                assert self.pid is not None
+                raw = pid_flag(source, arrays[self.pid][order] if order is not None else arrays[self.pid])
+            else:
+                raw = arrays[source][order] if order is not None else arrays[source]
+            if counts is None:  # no momentum: the objects are those of the first branch read
+                if raw is None:
+                    raise ConfigError(f"inputs.{self.name}: a constant or \"mask\" needs momentum = {{...}} "
+                                      "to know how many objects each jet has")
+                counts = ak.to_numpy(ak.num(raw, axis=1))
+            values = np.full((n, self.length), float(source)) if raw is None else _dense(raw, self.length)
+            channels.append(center_norm_pad(values, counts, info, self.length))
+        return np.stack(channels, axis=1) if channels else np.zeros((n, 0, self.length), np.float32)
+
+
+def _is_branch(source: str) -> bool:
+    return source not in (MASK, PAD) and source not in DERIVED_FEATURES and source not in PID_FLAGS
+
+
+def _row(value: object) -> CmsVariable:
+    if isinstance(value, CmsVariable):
+        return value
+    return CmsVariable(source=value)  # type: ignore[arg-type]
+
+
+def cms_input(cfg: InputConfig, tensor: TensorInfo) -> CmsInput:
+    """Resolve one ``kind = "cms"`` table against preprocess.json and the model's input."""
+    where = f"inputs.{cfg.name}"
+    table: Mapping[str, object] = dict(cfg.variables or {})
+    spec: InputSpec | None = None
+    pre: Preprocess | None = None
+    if cfg.preprocess_json:
+        pre = read_preprocess_json(cfg.preprocess_json)
+        if cfg.name not in pre.inputs:
+            raise ConfigError(f"{where}: {cfg.preprocess_json} has no input {cfg.name!r} "
+                              f"(it lists {', '.join(pre.input_names)})")
+        spec = pre.inputs[cfg.name]
+        var_names = spec.var_names
+    else:
+        var_names = tuple(table)  # no json: the variable table, in its order, is the input
+        if not var_names:
+            raise ConfigError(f"{where}: kind = \"cms\" needs preprocess_json or a variables table")
+    shape = tensor.shape
+    channels = shape[1] if len(shape) >= 3 else None
+    if isinstance(channels, int) and channels != len(var_names):
+        raise ConfigError(f"{where}: the model input {cfg.name!r} has {channels} channels, shape "
+                          f"{tuple('N' if not isinstance(s, int) else s for s in shape)}, but "
+                          f"{len(var_names)} variables are configured")
+    model_length = shape[2] if len(shape) >= 3 and isinstance(shape[2], int) else None
+    length = spec.var_length if spec else (cfg.max_particles or model_length)
+    if length is None:
+        raise ConfigError(f"{where}: set max_particles (the padded length): the model's input does not fix it")
+    if model_length is not None and model_length != length:
+        raise ConfigError(f"{where}: the model expects {model_length} objects per jet, "
+                          f"{'preprocess.json var_length' if spec else 'max_particles'} says {length}")
+    if pre is not None and cfg.variables:
+        # one table may serve every input of the json (name = "*"), so check against all of them
+        known = {v for s in pre.inputs.values() for v in s.var_names}
+        unknown = [v for v in cfg.variables if v not in known]
+        if unknown:
+            raise ConfigError(f"{where}.variables: {unknown[0]!r} is not a variable of any input in "
+                              f"{cfg.preprocess_json}")
+    sources: dict[str, str | float] = {}
+    infos: dict[str, VariableInfo] = {}
+    missing: list[str] = []
+    for var in var_names:
+        row = _row(table[var]) if var in table else CmsVariable(source=PAD)
+        base = spec.infos[var] if spec else VariableInfo()
+        infos[var] = base.overridden(row)
+        source = row.source
+        if isinstance(source, (int, float)) and not isinstance(source, bool):
+            source = float(source)
+        sources[var] = source
+        if source == PAD and "mask" not in var.lower():
+            missing.append(var)
+        if isinstance(source, str) and source in DERIVED_FEATURES and cfg.momentum is None:
+            raise ConfigError(f"{where}.variables.{var}: {source!r} is derived from the constituents' "
+                              "four-momenta: set momentum = {...}")
+        if isinstance(source, str) and source in PID_FLAGS and not cfg.pid:
+            raise ConfigError(f"{where}.variables.{var}: {source!r} needs pid = \"BRANCH\" (the PDG id branch)")
+    mom = cfg.momentum
+    warnings = []
+    if missing:
+        warnings.append(
+            f"inputs.{cfg.name}: {len(missing)} of {len(var_names)} variables are not in the data and are "
+            f"set to their pad value for every object: {', '.join(missing)}. The tagger sees jets unlike "
+            "those it was trained on; read its scores and explanations with that in mind.")
+    return CmsInput(cfg.name, tuple(var_names), sources, infos, int(length),
+                    mom.branches if mom else None, bool(mom and mom.px), cfg.pid, warnings)
