@@ -4,7 +4,9 @@
 notebook or inside a coffea processor. It validates everything it can before reading a
 single chunk (config, plugins, explainer options, files, branches, model inputs), then
 hands one :class:`~hepaudit.executors.local.Job` to the executor and assembles the
-:class:`~hepaudit.results.AuditReport`.
+:class:`~hepaudit.results.AuditReport`. The executor is the local one (this process) or
+the Dask one (:mod:`hepaudit.executors.dask`, ``execution.executor = "dask"``); both get
+the same prepared job and give the same report.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from hepaudit import __version__
 from hepaudit.config import AuditConfig, load_config, sample_config
 from hepaudit.data.builders import InputBuilder
-from hepaudit.data.reading import Sample
+from hepaudit.data.reading import CorruptFileError, Sample
 from hepaudit.errors import ConfigError, DataError, OutputError
 from hepaudit.executors.local import SCORE_BINS, ExplainerRun, Job, LocalExecutor
 from hepaudit.explainers.base import AuditContext
@@ -48,16 +50,37 @@ def prepare_output(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _label_counts(sample: Sample, label: str) -> tuple[int, int, set[int]]:
-    """Signal and background counts from the label branch alone (cheap: one branch)."""
-    n_sig = n_bkg = 0
-    values: set[int] = set()
-    for raw in sample.chunks([label]):
-        lab = np.asarray(raw.arrays[label])
-        values |= set(np.unique(lab).astype(int).tolist())
-        n_sig += int((lab == 1).sum())
-        n_bkg += int((lab == 0).sum())
-    return n_sig, n_bkg, values
+def _label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tuple[int, int, set[int]]:
+    """Signal and background counts from the label branch alone (cheap: one branch).
+
+    With ``skip_corrupt`` a file whose label branch cannot be read is dropped from the sample.
+    """
+    while True:
+        n_sig = n_bkg = 0
+        values: set[int] = set()
+        try:
+            for raw in sample.chunks([label]):
+                lab = np.asarray(raw.arrays[label])
+                values |= set(np.unique(lab).astype(int).tolist())
+                n_sig += int((lab == 1).sum())
+                n_bkg += int((lab == 0).sum())
+        except CorruptFileError as exc:
+            if not skip_corrupt:
+                raise
+            sample.drop(exc.path, str(exc))  # and count again: entry numbers and max_jets move
+            continue
+        return n_sig, n_bkg, values
+
+
+def make_executor(cfg: AuditConfig, disable: Sequence[str], plugins: Sequence[tuple[str, object]]) -> object:
+    """The executor ``[execution]`` asks for (a Dask one connects to or starts its cluster here)."""
+    ex = cfg.execution
+    if ex.executor == "local":
+        return LocalExecutor()
+    from hepaudit.executors.dask import DaskExecutor
+
+    return DaskExecutor(cfg, scheduler=ex.scheduler, workers=ex.workers, threads_per_worker=ex.threads_per_worker,
+                        disable=tuple(disable), plugins=tuple(plugins), partition_size=ex.partition_size)
 
 
 def _agreement(results: dict[str, ExplainerResult]) -> list[Agreement]:
@@ -110,7 +133,8 @@ def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
 def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudit-report",
           explainers: Sequence[str] | None = None, max_jets: int | None = None, seed: int | None = None,
           force: bool = False, disable: Sequence[str] = (), progress: bool | None = None,
-          debug: bool = False, plugins: Sequence[tuple[str, object]] = ()) -> AuditReport:
+          debug: bool = False, plugins: Sequence[tuple[str, object]] = (), executor: str | None = None,
+          scheduler: object = None, workers: int | None = None) -> AuditReport:
     """Run an audit and return its report; with ``out`` set, also write it there.
 
     :param config: an audit TOML file, or an :class:`AuditConfig`.
@@ -123,6 +147,9 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     :param disable: plugin names to block.
     :param progress: progress bars on stderr (default: the config's ``execution.progress``).
     :param plugins: extra ``(name, plugin)`` objects to register, e.g. from a notebook.
+    :param executor: ``"local"`` or ``"dask"`` (overrides ``execution.executor``).
+    :param scheduler: a Dask scheduler address or a ``distributed.Client`` (implies ``executor="dask"``).
+    :param workers: start a local Dask cluster of this many worker processes (implies ``executor="dask"``).
     """
     t_start = time.perf_counter()
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
@@ -130,6 +157,19 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         cfg = replace(cfg, data=replace(cfg.data, max_jets=max_jets))
     if seed is not None:
         cfg = replace(cfg, execution=replace(cfg.execution, seed=seed))
+    if scheduler is not None or workers is not None:
+        executor = executor or "dask"
+        if executor != "dask":
+            raise ConfigError("scheduler and workers are Dask options: use them with executor = \"dask\"")
+        if scheduler is not None and workers is not None:
+            raise ConfigError("give either a Dask scheduler or a number of local workers, not both")
+        changes = {"scheduler": scheduler, "workers": None} if scheduler is not None else \
+            {"workers": workers, "scheduler": None}
+        cfg = replace(cfg, execution=replace(cfg.execution, **changes))
+    if executor is not None:
+        if executor not in ("local", "dask"):
+            raise ConfigError(f"executor: expected 'local' or 'dask', found {executor!r}")
+        cfg = replace(cfg, execution=replace(cfg.execution, executor=executor))
     host = PluginHost(disable=disable, extra=plugins)
 
     # Which explainers, with which validated options: all before reading any data.
@@ -146,7 +186,8 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)
     sample = Sample(cfg.data, "data")
     needed_flat = list(builder.flat_branches) + [b for b in (cfg.data.label, cfg.data.weight) if b]
-    sample.check(needed_flat, builder.jagged_branches)
+    skip_corrupt = cfg.execution.skip_corrupt
+    sample.check(needed_flat, builder.jagged_branches, skip_corrupt=skip_corrupt)
     if sample.n_entries == 0:
         raise DataError(f"{', '.join(cfg.data.files)}: no jets selected (tree {cfg.data.tree!r} has "
                         f"{sum(f.entries for f in sample.files)} entries, max_jets = {cfg.data.max_jets})")
@@ -158,7 +199,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     warnings: list[str] = list(builder.warnings)  # e.g. CMS variables set to pad
     n_sig = n_bkg = 0
     if cfg.data.label:
-        n_sig, n_bkg, values = _label_counts(sample, cfg.data.label)
+        n_sig, n_bkg, values = _label_counts(sample, cfg.data.label, skip_corrupt)
         if not values <= {0, 1}:
             raise DataError(f"data.label: branch {cfg.data.label!r} must hold 0 (background) and 1 (signal); "
                             f"found values {sorted(values)[:6]}")
@@ -191,23 +232,36 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     show = cfg.execution.progress if progress is None else progress
     job = Job(sample=sample, builder=builder, tagger=tagger, context=context, runs=runs, label=cfg.data.label,
               weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug)
-    executor = LocalExecutor()
+    executor = make_executor(cfg, disable, plugins)
+    try:
+        t_stats = time.perf_counter()
+        if any("input_mean" in classes[r.name].needs for r in runs):
+            stats = executor.input_stats(reference or sample, job)  # type: ignore[attr-defined]
+            context.input_mean = stats.mean()
+            warnings += stats.warnings(builder.features)
+        stats_s = time.perf_counter() - t_stats
 
-    t_stats = time.perf_counter()
-    if any("input_mean" in classes[r.name].needs for r in runs):
-        stats = executor.input_stats(reference or sample, job)
-        context.input_mean = stats.mean()
-        warnings += stats.warnings(builder.features)
-    stats_s = time.perf_counter() - t_stats
-
-    for run in runs:  # instantiate after x̄ is known: explainers may read it in __init__
-        try:
-            run.explainer = classes[run.name](options[run.name], context)
-        except ConfigError:
-            raise
-        except Exception as exc:  # a plugin's bug: that explainer fails, the audit goes on
-            run.error = f"{type(exc).__name__}: {exc}"
-    outcome = executor.run(job)
+        for run in runs:  # instantiate after x̄ is known: explainers may read it in __init__
+            try:
+                run.explainer = classes[run.name](options[run.name], context)
+            except ConfigError:
+                raise
+            except Exception as exc:  # a plugin's bug: that explainer fails, the audit goes on
+                run.error = f"{type(exc).__name__}: {exc}"
+        outcome = executor.run(job)  # type: ignore[attr-defined]
+    except BaseException:
+        if per_jet is not None:
+            per_jet.abort()
+        raise
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+    warnings += outcome.warnings
+    skipped_files = sample.skipped + [s for s in outcome.skipped if s[0] not in {p for p, _ in sample.skipped}]
+    for _path, reason in skipped_files:
+        warnings.append(f"skipped an unreadable file (execution.skip_corrupt = true): {reason}")
+    if outcome.skipped and cfg.data.label:  # files left out while auditing: count the labels of the audited jets
+        n_bkg, n_sig = int(outcome.score_hist[0].sum()), int(outcome.score_hist[1].sum())
     if outcome.n_dropped:
         warnings.append(f"{outcome.n_dropped} jets with NaN/inf inputs or scores were left out (data.nonfinite = "
                         "\"drop\"); per_jet.root lists the audited jets' entry numbers in `entry`")
@@ -239,7 +293,8 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         config=as_table(cfg),
         model={**tagger.info.to_dict(), "score": tagger.score_spec.describe()},
-        data={"files": sample.summary(), "tree": cfg.data.tree, "n_jets": outcome.n_jets,
+        data={"files": [f for f in sample.summary() if f["path"] not in {p for p, _ in outcome.skipped}],
+              "skipped_files": [p for p, _ in skipped_files] or None, "tree": cfg.data.tree, "n_jets": outcome.n_jets,
               "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label, "weight": cfg.data.weight,
               "reference": reference.summary() if reference else None},
         features=builder.features,

@@ -142,9 +142,34 @@ class GateRule:
 
 @dataclass(frozen=True)
 class ExecutionConfig:
+    """``[execution]``: seed, progress bars, and where the chunk loop runs.
+
+    ``executor = "dask"`` runs it as Dask tasks over file/entry ranges: on the cluster at
+    ``scheduler`` (an address such as ``tcp://host:8786``), else on a local cluster of
+    ``workers`` processes with ``threads_per_worker`` threads each. ``partition_size`` is
+    the number of jets per task (rounded up to a multiple of ``data.step_size``; default:
+    a whole file, or 4 chunks, whichever is smaller). ``skip_corrupt`` leaves unreadable
+    files out of the audit, naming them in the report's warnings, instead of failing.
+    """
+
     seed: int = 0
     progress: bool = True
-    executor: Literal["local"] = "local"
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+    threads_per_worker: int = 1
+    partition_size: int | None = None
+    skip_corrupt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self.threads_per_worker < 1:
+            raise ValueError("threads_per_worker must be at least 1")
+        if self.partition_size is not None and self.partition_size < 1:
+            raise ValueError("partition_size must be at least 1")
+        if self.scheduler is not None and self.workers is not None:
+            raise ValueError("give either scheduler (an existing cluster) or workers (a local cluster), not both")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,37 @@ class FileInfo:
     entries: int
 
 
+@dataclass(frozen=True)
+class Partition:
+    """Entries ``[start, stop)`` of one file; ``offset`` is the file's first chain entry number."""
+
+    file_index: int
+    path: str
+    start: int
+    stop: int
+    offset: int
+
+    def drop(self, path: str, reason: str) -> None:
+        """Leave a file found unreadable out of the sample (``skip_corrupt``), noting why."""
+        self.files = [f for f in self.files if f.path != path]
+        self.skipped.append((path, reason))
+
+    @property
+    def n_entries(self) -> int:
+        return self.stop - self.start
+
+
+class CorruptFileError(DataError):
+    """A file that cannot be read (unreadable header or a damaged basket); ``path`` names it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:  # so it crosses process boundaries (Dask) intact
+        return (CorruptFileError, (self.path, str(self)))
+
+
 @dataclass
 class RawChunk:
     """Branches of consecutive jets from one file; ``entries`` are chain entry numbers."""
@@ -33,6 +64,11 @@ class RawChunk:
     arrays: ak.Array
     entries: np.ndarray  # int64
     file: str
+
+
+def _damaged(handle: uproot.ReadOnlyDirectory, name: str) -> bool:
+    """The directory lists ``name`` but it cannot be read: damage, not a typo."""
+    return any(k.split(";")[0] == name for k in handle.keys(recursive=False))
 
 
 def _is_jagged(branch: uproot.behaviors.TBranch.TBranch) -> bool:
@@ -50,24 +86,39 @@ class Sample:
         self.where = where
         self.paths = resolve_files(config.files, f"{where}.files")
         self.files: list[FileInfo] = []
+        self.skipped: list[tuple[str, str]] = []  # (path, reason): unreadable files left out (skip_corrupt)
 
-    def check(self, flat: Sequence[str], jagged: Sequence[str]) -> None:
-        """Open each file: the tree exists, every branch exists with the expected shape."""
+    def check(self, flat: Sequence[str], jagged: Sequence[str], skip_corrupt: bool = False) -> None:
+        """Open each file: the tree exists, every branch exists with the expected shape.
+
+        With ``skip_corrupt``, a file that is not a readable ROOT file is left out and listed
+        in :attr:`skipped` (entry numbers then count along the readable files); a missing
+        file, tree or branch is still an error: that is a config mistake, not damage.
+        """
         self.files = []
+        self.skipped = []
         for path in self.paths:
             if not path.is_file():
                 raise DataError(f"{path}: file not found (from {self.where}.files)")
             try:
                 handle = uproot.open(path)
+                handle.keys()  # a truncated file can open and still fail on its directory
             except Exception as exc:
-                raise DataError(f"{path}: not a readable ROOT file ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:150] if str(exc) else 'truncated or corrupt'})") from None
+                reason = (f"{path}: not a readable ROOT file ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0][:150] if str(exc) else 'truncated or corrupt'})")
+                if skip_corrupt:
+                    self.skipped.append((str(path), reason))
+                    continue
+                raise CorruptFileError(str(path), reason) from None
             with handle:
                 tree_name = self.config.tree
                 try:
                     tree = handle[tree_name]
                 except Exception:
                     names = [k.split(";")[0] for k in handle.keys(recursive=True)]
+                    if skip_corrupt and _damaged(handle, tree_name):
+                        self.skipped.append((str(path), f"{path}: tree {tree_name!r} cannot be read"))
+                        continue
                     raise DataError(f"{path}: no tree {tree_name!r}{close_matches(tree_name, names)}"
                                     f"; the file holds: {', '.join(sorted(set(names))) or 'nothing'}") from None
                 if not isinstance(tree, uproot.behaviors.TBranch.HasBranches):
@@ -87,6 +138,11 @@ class Sample:
                                         "a jagged per-constituent branch was expected here")
                 self.files.append(FileInfo(str(path), int(tree.num_entries)))
 
+    def drop(self, path: str, reason: str) -> None:
+        """Leave a file found unreadable out of the sample (``skip_corrupt``), noting why."""
+        self.files = [f for f in self.files if f.path != path]
+        self.skipped.append((path, reason))
+
     @property
     def n_entries(self) -> int:
         """Jets that will be read: all entries, capped by ``max_jets``."""
@@ -94,28 +150,50 @@ class Sample:
         cap = self.config.max_jets
         return total if cap is None else min(total, cap)
 
-    def chunks(self, branches: Sequence[str], step_size: int | None = None) -> Iterator[RawChunk]:
-        """Stream the branches in chunks of at most ``step_size`` jets, in chain order."""
-        step = step_size or self.config.step_size
+    def partitions(self, entries_per_partition: int | None = None) -> list[Partition]:
+        """Entry ranges covering the jets :meth:`chunks` would read, in chain order.
+
+        Each file is cut into ranges of ``entries_per_partition`` jets (rounded up to a
+        multiple of ``step_size``, so chunk boundaries are those of a single pass); None
+        gives one range per file. ``max_jets`` is honoured across the chain.
+        """
+        step = self.config.step_size
+        size = None if entries_per_partition is None else max(1, -(-entries_per_partition // step)) * step
         remaining = self.n_entries
         offset = 0
-        for info in self.files:
+        parts: list[Partition] = []
+        for index, info in enumerate(self.files):
             if remaining <= 0:
                 break
             stop = min(info.entries, remaining)
-            try:
-                with uproot.open(info.path) as handle:
-                    tree = handle[self.config.tree]
-                    for start in range(0, stop, step):
-                        end = min(start + step, stop)
-                        arrays = tree.arrays(list(branches), entry_start=start, entry_stop=end, library="ak")
-                        yield RawChunk(arrays, np.arange(offset + start, offset + end, dtype=np.int64), info.path)
-            except DataError:
-                raise
-            except (OSError, ValueError, uproot.deserialization.DeserializationError) as exc:
-                raise DataError(f"{info.path}: reading failed ({type(exc).__name__}: {str(exc).splitlines()[0][:150]})") from None
+            width = stop if size is None else size
+            for start in range(0, stop, max(width, 1)):
+                parts.append(Partition(index, info.path, start, min(start + width, stop), offset))
             offset += info.entries
             remaining -= stop
+        return parts
+
+    def chunks(self, branches: Sequence[str], step_size: int | None = None,
+               partition: Partition | None = None) -> Iterator[RawChunk]:
+        """Stream the branches in chunks of at most ``step_size`` jets, in chain order
+        (only ``partition``'s entry range when given)."""
+        step = step_size or self.config.step_size
+        for part in ([partition] if partition is not None else self.partitions()):
+            try:
+                with uproot.open(part.path) as handle:
+                    tree = handle[self.config.tree]
+                    for start in range(part.start, part.stop, step):
+                        end = min(start + step, part.stop)
+                        arrays = tree.arrays(list(branches), entry_start=start, entry_stop=end, library="ak")
+                        yield RawChunk(arrays, np.arange(part.offset + start, part.offset + end, dtype=np.int64),
+                                       part.path)
+            except DataError:
+                raise
+            except Exception as exc:  # uproot/awkward/zlib raise many types on a damaged basket
+                if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+                    raise
+                raise CorruptFileError(part.path, f"{part.path}: reading failed ({type(exc).__name__}: "
+                                       f"{(str(exc).splitlines() or [''])[0][:150]})") from None
 
     def summary(self) -> list[dict[str, object]]:
         return [{"path": f.path, "entries": f.entries} for f in self.files]

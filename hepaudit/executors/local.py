@@ -6,6 +6,10 @@ explainer's exception marks it "failed" and the others go on. Per-jet columns ar
 written as the loop goes, so memory does not grow with the number of jets beyond what
 explainers keep. A first, lighter pass computes x̄ and the input warnings when an
 explainer needs the mean.
+
+The pieces are shared with the Dask executor (:mod:`hepaudit.executors.dask`), which runs
+:meth:`LocalExecutor.audit_pass` on one partition (a file's entry range) per task: there
+is one chunk loop, whichever executor drives it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import awkward as ak
 import numpy as np
 
 from hepaudit.data.builders import InputBuilder, feature_matrix
-from hepaudit.data.reading import RawChunk, Sample
+from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
@@ -70,6 +74,7 @@ class Outcome:
     n_jets: int = 0
     n_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): unreadable, left out
     # score histograms on [0, 1]: rows background, signal, unlabelled (scores outside are clipped)
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
 
@@ -104,15 +109,17 @@ class LocalExecutor:
         self.outcome = Outcome()
 
     def _chunks(self, sample: Sample, branches: list[str], job: Job, desc: str,
-                count: bool = True) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+                count: bool = True, partition: Partition | None = None
+                ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
         """Read and build inputs chunk by chunk, applying the non-finite policy to inputs.
 
         Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
+        ``partition`` restricts the pass to one file's entry range (the Dask executor's tasks).
         """
-        bar = _progress(sample.n_entries, job.progress, desc)
+        bar = _progress(sample.n_entries if partition is None else partition.n_entries, job.progress, desc)
         try:
             t0 = time.perf_counter()
-            chunks = sample.chunks(branches)
+            chunks = sample.chunks(branches, partition=partition)
             checked = False
             for raw in chunks:
                 inputs = job.builder.build(raw.arrays)
@@ -149,6 +156,18 @@ class LocalExecutor:
             stats.update(inputs, feature_matrix(job.builder, inputs))
         self.outcome.n_dropped = dropped  # the audit pass counts the dropped jets; do not count them twice
         return stats
+
+    def chunk_stats(self, sample: Sample, job: Job, partition: Partition) -> list[InputStats]:
+        """The first pass over one partition, one :class:`InputStats` per chunk: folded in
+        chunk order by the caller, x̄ comes out bit for bit as from :meth:`input_stats`."""
+        dropped = self.outcome.n_dropped
+        out = []
+        for _, inputs in self._chunks(sample, job.builder.branches, job, "input means", partition=partition):
+            stats = InputStats()
+            stats.update(inputs, feature_matrix(job.builder, inputs))
+            out.append(stats)
+        self.outcome.n_dropped = dropped
+        return out
 
     def _update_all(self, runs: list[ExplainerRun], chunk: Chunk, job: Job, reference: bool) -> None:
         for run in runs:
@@ -189,19 +208,26 @@ class LocalExecutor:
                               out.extra, raw.arrays)
                 self._update_all(users, chunk, job, reference=True)
 
-    def run(self, job: Job) -> Outcome:
-        branches = job.builder.branches + [b for b in (job.label, job.weight) if b and b not in job.builder.branches]
-        live = [r for r in job.runs if r.error is None and r.explainer is not None]
+    def start(self, runs: list[ExplainerRun], debug: bool) -> list[ExplainerRun]:
+        """Empty states for the runs that are alive; returns those runs."""
+        live = [r for r in runs if r.error is None and r.explainer is not None]
         for run in live:
             t0 = time.perf_counter()
             try:
                 run.state = run.explainer.start()  # type: ignore[union-attr]
             except Exception as exc:  # an explainer's bug must not stop the audit
-                run.error = _describe(exc, job.debug)
+                run.error = _describe(exc, debug)
             run.seconds += time.perf_counter() - t0
-        self.reference_pass(job, live)
+        return live
+
+    def audit_pass(self, job: Job, live: list[ExplainerRun], partition: Partition | None = None) -> None:
+        """The chunk loop: read, build, score once, update every explainer, write per-jet columns.
+
+        On an error the per-jet writer is aborted (its temporary file removed) and the error raised.
+        """
+        branches = job.builder.branches + [b for b in (job.label, job.weight) if b and b not in job.builder.branches]
         try:
-            for raw, inputs in self._chunks(job.sample, branches, job, "auditing"):
+            for raw, inputs in self._chunks(job.sample, branches, job, "auditing", partition=partition):
                 labels = _column(raw.arrays, job.label, np.int8)
                 weights = _column(raw.arrays, job.weight, np.float64)
                 out = job.tagger.run(inputs)
@@ -235,6 +261,9 @@ class LocalExecutor:
             if job.per_jet is not None:
                 job.per_jet.abort()
             raise
+
+    def finish(self, live: list[ExplainerRun], debug: bool) -> None:
+        """Results from the (merged) states."""
         for run in live:
             if run.error is not None:
                 continue
@@ -242,8 +271,14 @@ class LocalExecutor:
             try:
                 run.result = run.explainer.finish(run.state)  # type: ignore[union-attr]
             except Exception as exc:
-                run.error = _describe(exc, job.debug)
+                run.error = _describe(exc, debug)
             run.seconds += time.perf_counter() - t0
+
+    def run(self, job: Job) -> Outcome:
+        live = self.start(job.runs, job.debug)
+        self.reference_pass(job, live)
+        self.audit_pass(job, live)
+        self.finish(live, job.debug)
         return self.outcome
 
 

@@ -1,0 +1,417 @@
+"""The Dask executor: the same chunk loop, run as tasks over file/entry ranges on a cluster.
+
+The client (where :func:`hepaudit.audit` runs) prepares the audit exactly as for the local
+executor. Then:
+
+1. **x̄** (when an explainer needs it): one task per partition returns the per-chunk input
+   sums; the client folds them in chunk order, so x̄ is bit for bit the local one.
+2. **Audit**: one task per partition (:class:`~hepaudit.data.reading.Partition`: a file's
+   entry range, cut at multiples of ``data.step_size`` so chunks are those of a local run)
+   runs :meth:`LocalExecutor.audit_pass` and returns the explainers' partial states in a
+   :class:`~hepaudit.executors.partitions.PartResult`. Each worker rebuilds the audit
+   context (plugins, onnxruntime session, input builder, explainers) once and keeps it in
+   :data:`_CACHE`, keyed by a hash of what it was built from: ONNX sessions do not pickle,
+   and building one per task would cost more than the task.
+3. **Reduction**: the results are tree-reduced on the workers with the explainers' own
+   ``merge``, consecutive partitions only (entry order is kept); the client gets one state
+   per explainer and calls ``finish`` itself, as the local executor would.
+4. **Per-jet columns**: each task writes ``per_jet.parts/part-NNNNN.root`` (under a
+   temporary name, renamed when the partition is complete); the client copies the parts,
+   in entry order, into the one ``per_jet.root`` and removes the folder.
+
+Faults: states are returned, never accumulated in place, so a task that Dask retries after
+its worker died replaces the lost result, and its part file overwrites a half-written one;
+nothing is counted twice. A file that cannot be read fails the audit with its name, or with
+``execution.skip_corrupt`` is left out entirely (every partition of it) and named in the
+report's warnings.
+
+Explainers that need a reference pass (``needs = {"reference"}``: the OOD explainers) fold
+the reference sample into their state before the first audited chunk and prepare from it;
+that state cannot be split across partitions without counting it once per partition, so an
+audit with such an explainer runs with the local executor in the client, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hepaudit.config import AuditConfig
+from hepaudit.data.builders import InputBuilder
+from hepaudit.data.reading import CorruptFileError, Partition, Sample
+from hepaudit.data.stats import InputStats
+from hepaudit.errors import ConfigError
+from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor, Outcome, _describe
+from hepaudit.executors.partitions import PartResult, PartSummary, merge_many, merge_stats, tree_levels
+from hepaudit.explainers.base import AuditContext, Explainer
+from hepaudit.model.session import Tagger
+from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
+
+#: Partitions merged per node of the tree reduction.
+SPLIT_EVERY = 4
+#: Default partition: this many chunks of ``data.step_size`` (or the whole file if smaller).
+CHUNKS_PER_PARTITION = 4
+
+
+def _require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError("execution.executor = \"dask\" needs Dask: pip install \"hepaudit[dask]\"") from None
+    return distributed
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to rebuild the audit context; ``key`` identifies it in the cache."""
+
+    config: AuditConfig
+    disable: tuple[str, ...]
+    plugins: tuple[tuple[str, object], ...]
+    names: tuple[str, ...]  # explainers to build; () for the x̄ pass
+    input_mean: dict[str, np.ndarray] | None
+    seed: int
+    has_labels: bool
+    has_weights: bool
+    has_reference: bool
+    n_jets: int
+    n_signal: int
+    n_background: int
+    config_dir: str | None
+    output_dir: str | None
+    debug: bool
+    key: str = ""
+
+    def with_key(self) -> WorkerSpec:
+        digest = hashlib.sha256()
+        for part in (repr(self.config), repr(self.disable), repr([n for n, _ in self.plugins]), repr(self.names),
+                     repr((self.seed, self.has_labels, self.has_weights, self.has_reference, self.n_jets,
+                           self.n_signal, self.n_background, self.config_dir, self.output_dir, self.debug))):
+            digest.update(part.encode())
+        for name, value in sorted((self.input_mean or {}).items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        return replace(self, key=digest.hexdigest())
+
+
+@dataclass
+class WorkerContext:
+    """A worker's audit context, built once per spec: the model session, the builder, explainers."""
+
+    tagger: Tagger
+    builder: InputBuilder
+    context: AuditContext
+    explainers: dict[str, Explainer[Any] | str]  # an instance, or the error its constructor raised
+
+
+#: Per worker process: contexts by spec key (a couple at most: the x̄ pass's and the audit's).
+_CACHE: OrderedDict[str, WorkerContext] = OrderedDict()
+_CACHE_SIZE = 2
+
+
+def _worker_threads() -> int:
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return int(getattr(worker, "nthreads", None) or worker.state.nthreads)
+    except Exception:  # not inside a worker (a test calling the task directly)
+        return 1
+
+
+def worker_context(spec: WorkerSpec) -> WorkerContext:
+    """The cached context for ``spec`` in this process, built on first use."""
+    found = _CACHE.get(spec.key)
+    if found is not None:
+        _CACHE.move_to_end(spec.key)
+        return found
+    from hepaudit.options import parse_table
+    from hepaudit.plugins import PluginHost
+
+    cfg = spec.config
+    if not cfg.model.threads:  # onnxruntime's default takes every core: as many as the worker has threads
+        cfg = replace(cfg, model=replace(cfg.model, threads=_worker_threads()))
+    host = PluginHost(disable=spec.disable, extra=spec.plugins)
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)
+    context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
+                           input_mean=spec.input_mean, seed=spec.seed, has_labels=spec.has_labels,
+                           has_weights=spec.has_weights, n_jets=spec.n_jets, n_signal=spec.n_signal,
+                           n_background=spec.n_background, warnings=[],
+                           output_dir=Path(spec.output_dir) if spec.output_dir else None,
+                           has_reference=spec.has_reference,
+                           config_dir=Path(spec.config_dir) if spec.config_dir else None)
+    explainers: dict[str, Explainer[Any] | str] = {}
+    for name in spec.names:
+        cls = host.explainer_class(name)
+        options = parse_table(cls.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
+        try:
+            explainers[name] = cls(options, context)
+        except Exception as exc:  # as in the client: that explainer fails, the others go on
+            explainers[name] = _describe(exc, spec.debug)
+    found = WorkerContext(tagger, builder, context, explainers)
+    _CACHE[spec.key] = found
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return found
+
+
+def _job(spec: WorkerSpec, ctx: WorkerContext, sample: Sample, runs: list[ExplainerRun],
+         per_jet: PerJetWriter | None) -> Job:
+    cfg = spec.config
+    return Job(sample=sample, builder=ctx.builder, tagger=ctx.tagger, context=ctx.context, runs=runs,
+               label=cfg.data.label, weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet,
+               progress=False, debug=spec.debug)
+
+
+@dataclass
+class StatsPart:
+    index: int
+    chunks: list[InputStats]
+    skipped: list[tuple[str, str]]
+
+
+def stats_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int) -> StatsPart:
+    """The x̄ pass over one partition: per-chunk input sums (the client folds them in order)."""
+    ctx = worker_context(spec)
+    executor = LocalExecutor()
+    try:
+        chunks = executor.chunk_stats(sample, _job(spec, ctx, sample, [], None), partition)
+    except CorruptFileError as exc:
+        if not spec.config.execution.skip_corrupt:
+            raise
+        return StatsPart(index, [], [(exc.path, str(exc))])
+    return StatsPart(index, chunks, [])
+
+
+def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int,
+               parts_dir: str | None) -> PartResult:
+    """Audit one partition: fresh states for every explainer, the local chunk loop, no finish."""
+    ctx = worker_context(spec)
+    runs = []
+    for name in spec.names:
+        made = ctx.explainers[name]
+        run = ExplainerRun(name=name, plugin={})
+        if isinstance(made, str):
+            run.error = made
+        else:
+            run.explainer = made
+        runs.append(run)
+    per_jet = None
+    if parts_dir is not None:
+        per_jet = PerJetWriter(Path(parts_dir) / f"part-{index:05d}.root")
+    executor = LocalExecutor()
+    inference0 = ctx.tagger.inference_s
+    live = executor.start(runs, spec.debug)
+    try:
+        executor.audit_pass(_job(spec, ctx, sample, runs, per_jet), live, partition)
+    except CorruptFileError as exc:  # audit_pass has already removed the part's temporary file
+        if not spec.config.execution.skip_corrupt:
+            raise
+        return PartResult(first=index, last=index, skipped=[(exc.path, str(exc))])
+    written = per_jet is not None and per_jet.close()
+    out = executor.outcome
+    return PartResult(first=index, last=index,
+                      states={r.name: r.state for r in live if r.error is None},
+                      errors={r.name: r.error for r in runs if r.error is not None},
+                      seconds={r.name: r.seconds for r in runs}, n_jets=out.n_jets, n_dropped=out.n_dropped,
+                      read_s=out.read_s, inference_s=ctx.tagger.inference_s - inference0,
+                      score_hist=out.score_hist, per_jet=[str(per_jet.path)] if written and per_jet else [])
+
+
+def merge_task(spec: WorkerSpec, *parts: PartResult) -> PartResult:
+    """One node of the tree reduction, with the worker's explainer instances' ``merge``."""
+    ctx = worker_context(spec)
+
+    def merge(name: str, a: Any, b: Any) -> Any:
+        explainer = ctx.explainers[name]
+        assert not isinstance(explainer, str)
+        return explainer.merge(a, b)
+
+    return merge_many(parts, merge)
+
+
+def summary_task(part: PartResult) -> PartSummary:
+    return part.summary()
+
+
+class DaskExecutor:
+    """Runs a :class:`Job` on a Dask cluster: ``scheduler`` (an address or a ``distributed.Client``),
+    else a local cluster of ``workers`` processes."""
+
+    def __init__(self, config: AuditConfig, *, scheduler: Any = None, workers: int | None = None,
+                 threads_per_worker: int = 1, disable: tuple[str, ...] = (),
+                 plugins: tuple[tuple[str, object], ...] = (), partition_size: int | None = None) -> None:
+        distributed = _require_distributed()
+        self.config = config
+        self.disable = tuple(disable)
+        self.plugins = tuple(plugins)
+        self.partition_size = partition_size
+        self.outcome = Outcome()
+        self._cluster = None
+        self._own_client = False
+        if isinstance(scheduler, distributed.Client):
+            self.client = scheduler
+        elif scheduler is not None:
+            self.client = distributed.Client(scheduler)
+            self._own_client = True
+        else:
+            import dask
+
+            # ONNX sessions release the GIL but our numpy glue does not: processes, not threads
+            with dask.config.set({"distributed.worker.daemon": False}):
+                self._cluster = distributed.LocalCluster(n_workers=workers or 1, threads_per_worker=threads_per_worker,
+                                                         processes=True, dashboard_address=None)
+            self.client = distributed.Client(self._cluster)
+            self._own_client = True
+        self.run_id = uuid.uuid4().hex[:12]
+        self._local: LocalExecutor | None = None
+
+    def close(self) -> None:
+        if self._own_client:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _spec(self, job: Job, names: tuple[str, ...]) -> WorkerSpec:
+        c = job.context
+        return WorkerSpec(config=self.config, disable=self.disable, plugins=self.plugins, names=names,
+                          input_mean=c.input_mean if names else None, seed=c.seed, has_labels=c.has_labels,
+                          has_weights=c.has_weights, has_reference=c.has_reference, n_jets=c.n_jets,
+                          n_signal=c.n_signal, n_background=c.n_background,
+                          config_dir=str(c.config_dir) if c.config_dir else None,
+                          output_dir=str(c.output_dir) if c.output_dir else None, debug=job.debug).with_key()
+
+    def partitions(self, sample: Sample) -> list[Partition]:
+        size = self.partition_size or CHUNKS_PER_PARTITION * sample.config.step_size
+        return sample.partitions(size)
+
+    def _progress(self, futures: list[Any], job: Job, desc: str) -> None:
+        """Wait for every future (a progress bar on a terminal); the first error is raised."""
+        from distributed import as_completed
+
+        from hepaudit.executors.local import _progress as progress_bar
+
+        bar = progress_bar(len(futures), job.progress, desc)
+        bar.unit = "part"
+        try:
+            for future in as_completed(futures):
+                if future.status == "error":
+                    for other in futures:
+                        other.cancel()
+                    future.result()  # raises the task's exception (DataError, ModelError, ...) here
+                bar.update(1)
+        finally:
+            bar.close()
+
+    # -- the executor interface (as LocalExecutor) --------------------------------------------
+    def input_stats(self, sample: Sample, job: Job) -> InputStats:
+        """The x̄ pass as tasks; per-chunk sums folded in chain order."""
+        spec = self.client.scatter(self._spec(job, ()), broadcast=True)
+        sample_f = self.client.scatter(sample, broadcast=True)
+        parts = self.partitions(sample)
+        futures = [self.client.submit(stats_task, spec, sample_f, p, i, key=f"hepaudit-stats-{self.run_id}-{i}")
+                   for i, p in enumerate(parts)]
+        self._progress(futures, job, "input means")
+        stats = InputStats()
+        skipped: list[tuple[str, str]] = []
+        for part in self.client.gather(futures):
+            for chunk in part.chunks:
+                stats = merge_stats(stats, chunk)
+            skipped += part.skipped
+        self._note_skipped(skipped)
+        del futures
+        return stats
+
+    def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        for path, reason in skipped:
+            if path not in {p for p, _ in self.outcome.skipped}:
+                self.outcome.skipped.append((path, reason))
+
+    def run(self, job: Job) -> Outcome:
+        if any(r.reference is not None and r.error is None and r.explainer is not None for r in job.runs):
+            names = ", ".join(r.name for r in job.runs if r.reference is not None)
+            local = LocalExecutor()
+            local.outcome.skipped = list(self.outcome.skipped)
+            outcome = local.run(job)
+            outcome.warnings.append(f"{names}: an explainer with a reference pass cannot be split across Dask "
+                                    "partitions yet; the audit ran in this process (local executor)")
+            self.outcome = outcome
+            return outcome
+        executor = LocalExecutor()
+        live = executor.start(job.runs, job.debug)  # the client's states are only for explainers failing here
+        names = tuple(r.name for r in live if r.error is None)
+        spec_f = self.client.scatter(self._spec(job, names), broadcast=True)
+        sample_f = self.client.scatter(job.sample, broadcast=True)
+        parts_dir = None
+        if job.per_jet is not None:
+            parts_path = job.per_jet.path.parent / "per_jet.parts"
+            shutil.rmtree(parts_path, ignore_errors=True)
+            parts_path.mkdir(parents=True)
+            parts_dir = str(parts_path)
+        skip_files = {p for p, _ in self.outcome.skipped}  # found unreadable by the x̄ pass
+        parts = [(i, p) for i, p in enumerate(self.partitions(job.sample)) if p.path not in skip_files]
+        try:
+            futures = [self.client.submit(audit_task, spec_f, sample_f, p, i, parts_dir,
+                                          key=f"hepaudit-audit-{self.run_id}-{i}") for i, p in parts]
+            self._progress(futures, job, "auditing")
+            summaries = self.client.gather([self.client.submit(summary_task, f, key=f"{f.key}-summary")
+                                            for f in futures])
+            bad = {path for s in summaries for path, _ in s.skipped}
+            self._note_skipped([item for s in summaries for item in s.skipped])
+            # a file with one unreadable partition is left out whole, not with a hole in it
+            kept = [f for f, (_, p) in zip(futures, parts) if p.path not in bad]
+            merged = self._reduce(spec_f, kept)
+            if job.per_jet is not None:
+                self._combine_per_jet(job.per_jet, merged.per_jet if merged else [])
+        finally:
+            if parts_dir is not None:
+                shutil.rmtree(parts_dir, ignore_errors=True)
+        if merged is not None:
+            for run in live:
+                if run.name in merged.errors:
+                    run.error = run.error or merged.errors[run.name]
+                elif run.name in merged.states:
+                    run.state = merged.states[run.name]
+                run.seconds += merged.seconds.get(run.name, 0.0)
+            self.outcome.n_jets = merged.n_jets
+            self.outcome.n_dropped = merged.n_dropped
+            self.outcome.read_s = merged.read_s
+            self.outcome.score_hist = merged.score_hist
+            job.tagger.inference_s += merged.inference_s
+        executor.finish(live, job.debug)
+        return self.outcome
+
+    def _reduce(self, spec_f: Any, futures: list[Any]) -> PartResult | None:
+        """Tree-reduce consecutive results on the workers; the root comes back to the client."""
+        if not futures:
+            return None
+        level = futures
+        for depth, groups in enumerate(tree_levels(len(futures), SPLIT_EVERY)):
+            level = [self.client.submit(merge_task, spec_f, *level[a:b],
+                                        key=f"hepaudit-merge-{self.run_id}-{depth}-{a}") for a, b in groups]
+        return self.client.gather(level[0])
+
+    def _combine_per_jet(self, writer: PerJetWriter, paths: list[str]) -> None:
+        """Copy the part files, in entry order, into the one per_jet.root."""
+        import uproot
+
+        step = self.config.data.step_size
+        for path in paths:
+            with uproot.open(path) as handle:
+                for arrays in handle[TREE_NAME].iterate(step_size=step, library="np"):
+                    writer.write(dict(arrays))
