@@ -82,15 +82,16 @@ def kernel_design(m: int, budget: int, rng: np.random.Generator, size_power: flo
         p = p / p.sum()
         n_pairs = left // 2
         drawn = rng.choice(len(rest_arr), size=n_pairs, p=p)
-        for j, d in enumerate(drawn):
-            t = int(rest_arr[d])
-            # importance weight: the size's kernel mass over its sampling probability
-            w = mass[t - 1] / (p[d] * 2 * n_pairs)
-            row = np.zeros(m, bool)
-            row[rng.choice(m, size=t, replace=False)] = True
-            rows += [row, ~row]
-            weights += [w, w]
-            part += [j, j]
+        size = rest_arr[drawn]
+        # importance weight: the size's kernel mass over its sampling probability
+        w = mass[size - 1] / (p[drawn] * 2 * n_pairs)
+        # a uniform random subset of each size: the players ranked first by uniform keys
+        ranks = np.argsort(np.argsort(rng.random((n_pairs, m)), axis=1), axis=1)
+        picked = ranks < size[:, None]
+        pairs = np.stack([picked, ~picked], axis=1).reshape(-1, m)  # S then its complement
+        rows += list(pairs)
+        weights += list(np.repeat(w, 2))
+        part += list(np.repeat(np.arange(n_pairs), 2))
     coalitions = np.array(rows, bool).reshape(-1, m)
     return KernelDesign(coalitions, np.array(weights), np.array(part, np.int64), n_enum)
 
@@ -141,8 +142,7 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     m = z.shape[1]
     phi = constrained_wls(z, design.weights, y, total)
     sampled = design.part >= 0
-    pairs = design.part[sampled]
-    n_pairs = len(np.unique(pairs))
+    n_pairs = int(sampled.sum()) // 2
     if m == 1 or n_pairs < 2:
         return phi, np.zeros_like(phi)
     zf = z.astype(np.float64)
@@ -150,18 +150,23 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     target = y - zf[None, :, -1] * total[:, None]
     residual = target - np.einsum("ci,ni->nc", x, phi[:, :-1])  # (n, C)
     a = np.einsum("ci,cj->ij", x, x * design.weights[:, None])
-    a_inv = np.linalg.pinv(a)
-    xs, ws, rs = x[sampled], design.weights[sampled], residual[:, sampled]
-    # per-pair score contributions g (n, P, M−1), then their spread mapped through A⁻¹
-    index = np.unique(pairs, return_inverse=True)[1]
-    g = np.zeros((len(y), n_pairs, m - 1))
-    np.add.at(g, (slice(None), index), np.einsum("ci,nc->nci", xs * ws[:, None], rs))
-    g -= g.mean(axis=1, keepdims=True)
-    h = np.einsum("npi,ij->npj", g, a_inv)
-    scale = n_pairs / (n_pairs - 1)
+    try:
+        a_inv = np.linalg.inv(a)
+    except np.linalg.LinAlgError:  # a rank-deficient design (tiny budget)
+        a_inv = np.linalg.pinv(a)
+    u = (x[sampled] * design.weights[sampled][:, None]) @ a_inv  # (2P, M−1): rows come pair by pair
+    ua, ub = u[0::2], u[1::2]
+    rs = residual[:, sampled]
+    ra, rb = rs[:, 0::2], rs[:, 1::2]  # (n, P)
+    # per-pair terms h_p = r_a u_a + r_b u_b (A⁻¹ already applied); Σ_p h_p² and Σ_p h_p by matmuls
+    sum_sq = (ra ** 2) @ (ua ** 2) + 2 * (ra * rb) @ (ua * ub) + (rb ** 2) @ (ub ** 2)
+    mean = (ra @ ua + rb @ ub) / n_pairs
+    scale = n_pairs / (n_pairs - 1)  # Var(Σ_p h_p) = P · (sample variance of h_p)
     error = np.empty_like(phi)
-    error[:, :-1] = np.sqrt((h ** 2).sum(axis=1) * scale)
-    error[:, -1] = np.sqrt((h.sum(axis=2) ** 2).sum(axis=1) * scale)  # φ_M = total − Σ_{i<M} φ_i
+    error[:, :-1] = np.sqrt(np.maximum(sum_sq - n_pairs * mean ** 2, 0.0) * scale)
+    # φ_M = total − Σ_{i<M} φ_i: its per-pair term is −Σ_i h_pi
+    hm = ra * ua.sum(axis=1) + rb * ub.sum(axis=1)  # (n, P)
+    error[:, -1] = np.sqrt(np.maximum((hm ** 2).sum(axis=1) - n_pairs * hm.mean(axis=1) ** 2, 0.0) * scale)
     return phi, error
 
 
