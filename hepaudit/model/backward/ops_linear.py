@@ -63,6 +63,20 @@ def _dense(
     return rel
 
 
+def _gemm_weights(
+    step: Step, alpha: float, beta: float, b_eff: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """alpha·B and beta·C, computed once per engine when both are constants (not per chunk)."""
+    cache = step.extra.get("cache")
+    if cache is not None and "gemm" in cache:
+        return cache["gemm"]
+    weights = (alpha * b_eff, beta * step.x(2) if step.has_input(2) else None)
+    consts = step.values.consts
+    if cache is not None and all(name in consts for name in step.node.inputs[1:] if name):
+        cache["gemm"] = weights
+    return weights
+
+
 @register("Gemm")
 def gemm(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     g = grads[0]
@@ -81,8 +95,8 @@ def gemm(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
             (gb.T if step.attr("transB", 0) else gb) if step.is_diff(1) else None,
             unbroadcast(beta * g, step.x(2).shape) if step.is_diff(2) else None,
         ]
-    bias = beta * step.x(2) if step.has_input(2) else None
-    out: list[np.ndarray | None] = [_dense(step, a, alpha * b_eff, bias, g, right=True), None]
+    w, bias = _gemm_weights(step, alpha, beta, b_eff)
+    out: list[np.ndarray | None] = [_dense(step, a, w, bias, g, right=True), None]
     if step.is_diff(2):
         if step.lrp:
             raise step.unsupported("a Gemm whose bias is computed from the inputs")

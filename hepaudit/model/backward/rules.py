@@ -106,6 +106,18 @@ def _bias_share(b: np.ndarray | None, s: np.ndarray) -> np.ndarray:
     return (np.broadcast_to(b, s.shape) * s).reshape(n, -1).sum(axis=1)
 
 
+def _times(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a · c, written into c when c is a fresh array of the product's shape and type (saves a pass)."""
+    if (
+        c.base is None
+        and c.flags.writeable
+        and c.shape == np.broadcast_shapes(a.shape, c.shape)
+        and c.dtype == np.result_type(a, c)
+    ):
+        return np.multiply(a, c, out=c)
+    return a * c
+
+
 def lrp_linear(
     a: np.ndarray,
     relevance: np.ndarray,
@@ -137,7 +149,8 @@ def lrp_linear(
             z_known = None
         z = z_known if z_known is not None else (fwd(a, w) if b is None else fwd(a, w) + b)
         s = safe_divide(relevance, z, rule.epsilon_used)
-        return a * bwd(s, w), _bias_share(b, s)
+        absorbed = _bias_share(b, s)  # before the product, which may reuse bwd's buffer
+        return _times(a, bwd(s, w)), absorbed
     alpha, beta = rule.alpha_beta
     ap, an = _pos(a), _neg(a)
     wp, wn = _pos(weight), _neg(weight)
