@@ -15,7 +15,8 @@ from typing import Any
 
 import uproot
 
-from hepaudit.errors import DataError
+from hepaudit.data.cms import Preprocess, read_preprocess_json
+from hepaudit.errors import ConfigError, DataError
 from hepaudit.inspection import root_trees, tree_branches
 from hepaudit.model.graph import describe_model, load_model
 
@@ -49,6 +50,56 @@ def _toml_value(value: Any) -> str:
     return str(value)
 
 
+#: CMS variable-name stems (the part after "pfcand_") -> the derived feature hepaudit computes
+_CMS_DERIVED = {
+    "pt_log": "log_pt", "pt_log_nopuppi": "log_pt", "logpt": "log_pt", "e_log": "log_energy",
+    "e_log_nopuppi": "log_energy", "loge": "log_energy", "ptrel_log": "log_pt_rel", "erel_log": "log_energy_rel",
+    "etarel": "etarel", "phirel": "phirel", "deltar": "dr", "abseta": "abs_eta", "mask": "mask",
+}
+_CMS_PID = {"ismu": "is_muon", "isel": "is_electron", "ischargedhad": "is_charged_hadron", "isgamma": "is_photon",
+            "isneutralhad": "is_neutral_hadron"}
+_PID_BRANCHES = ("pid", "pdgid", "pdg_id", "pdg", "id")
+
+
+def _stem(name: str) -> str:
+    return name.split("_", 1)[1].lower() if "_" in name else name.lower()
+
+
+def cms_variable_table(pre: Preprocess, jagged: list[str], pid: str | None) -> tuple[dict[str, str], list[str]]:
+    """Propose a source for every variable of a preprocess.json: a derived feature, a PDG-id flag
+    or a jagged branch with the same stem (``pfcand_charge`` <- ``part_charge``); and the
+    variables nothing was found for. Secondary-vertex variables (``sv_*``) only match a branch
+    of exactly their name: a PF-candidate quantity must not stand in for a vertex's."""
+    stems = {_stem(b): b for b in jagged}
+    table: dict[str, str] = {}
+    missing: list[str] = []
+    for name in pre.input_names:
+        for var in pre.inputs[name].var_names:
+            if var in table or var in missing:
+                continue
+            stem = _stem(var)
+            if var.lower().startswith("sv_"):
+                source = var if var in jagged else None
+            elif stem in _CMS_DERIVED:
+                source = _CMS_DERIVED[stem]
+            elif stem in _CMS_PID and pid:
+                source = _CMS_PID[stem]
+            else:
+                source = stems.get(stem)
+            if source is None:
+                missing.append(var)
+            else:
+                table[var] = source
+    return table, missing
+
+
+def _class_sum_guess(classes: tuple[str, ...]) -> tuple[list[str], list[str]] | None:
+    """CMS's TvsQCD: (probTbcq + probTbqq) / (that + every probQCD*), when the classes have them."""
+    sig = [c for c in classes if c in ("probTbcq", "probTbqq")]
+    bkg = [c for c in classes if c.startswith("probQCD")]
+    return (sig, bkg) if sig and bkg else None
+
+
 def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -> tuple[str, list[str]]:
     model = load_model(model_path)
     info = describe_model(model, model_path)
@@ -74,13 +125,25 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
     if label is None:
         notes.append("no label branch found (1 = signal, 0 = background): set data.label, or dauc will be skipped")
     momentum = _find_momentum(jagged)
+    pre: Preprocess | None = None
+    json_path = model_path.parent / "preprocess.json"
+    if json_path.exists():
+        try:
+            pre = read_preprocess_json(json_path)
+        except ConfigError as exc:
+            notes.append(f"found {json_path} but cannot use it: {exc}")
 
     out_dir = Path(os.path.commonpath([model_path.resolve().parent, data_path.resolve().parent]))
     lines = ["# hepaudit starter config, written by `hepaudit init`: check every line marked CHECK.", "",
              "[model]", f"path = {_toml_value(os.path.relpath(model_path.resolve(), out_dir))}"]
     out = info.outputs[0]
     n_cols = out.shape[-1] if len(out.shape) >= 2 and isinstance(out.shape[-1], int) else 1
-    if n_cols > 1:
+    guess = _class_sum_guess(pre.flav_names) if pre and pre.flav_names else None
+    if n_cols > 1 and guess:
+        lines.append("# classes come from flav_names in preprocess.json; CMS's TvsQCD discriminant:")
+        lines.append(f"score = {{ signal = {_toml_value(guess[0])}, background = {_toml_value(guess[1])} }}   # CHECK")
+        notes.append("model.score: proposed CMS's TvsQCD class sum; change it for another discriminant")
+    elif n_cols > 1:
         lines.append(f"score = {n_cols - 1}   # CHECK: the output has {n_cols} columns; which one is the signal?")
         notes.append(f"output {out.name!r} has {n_cols} columns: set model.score (a column, or a class-sum)")
     lines += ["", "[data]", f"files = [{_toml_value(os.path.relpath(data_path.resolve(), out_dir))}]",
@@ -88,7 +151,27 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
     lines.append(f"label = {_toml_value(label)}" if label
                  else "# label = \"is_signal\"   # CHECK: no label branch found")
     lines.append("# step_size = 100000")
+    covered: set[str] = set()
+    if pre is not None:
+        covered = set(pre.input_names)
+        pid = next((b for b in jagged for suffix in _PID_BRANCHES if re.fullmatch(rf".*[_.]{suffix}", b, re.I)), None)
+        table, missing = cms_variable_table(pre, jagged, pid)
+        lines += ["", "[[inputs]]", 'name = "*"   # every input preprocess.json lists', 'kind = "cms"',
+                  f"preprocess_json = {_toml_value(os.path.relpath(json_path.resolve(), out_dir))}"]
+        if momentum:
+            lines.append(f"momentum = {_toml_value(momentum)}")
+        if pid:
+            lines.append(f"pid = {_toml_value(pid)}   # PDG ids, for the particle-type flags")
+        lines += ["", "[inputs.variables]   # CHECK: what each variable of the json is made of"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        if missing:
+            lines.append("# not found in the data: set to their pad value, with a warning in the report")
+            lines += [f"# {k} = \"pad\"" for k in missing]
+            notes.append(f"preprocess.json: {len(missing)} variables not found in the data (set to their pad "
+                         f"value): {', '.join(missing)}")
     for tensor in info.inputs:
+        if tensor.name in covered:
+            continue
         lines += ["", "[[inputs]]", f"name = {_toml_value(tensor.name)}"]
         rank = len(tensor.shape)
         width = tensor.shape[-1] if isinstance(tensor.shape[-1], int) else None
@@ -118,5 +201,9 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
             notes.append(f"input {tensor.name!r} with shape {tensor.shape}: could not guess; see the docs")
     if momentum is None and jagged:
         notes.append(f"no constituent four-momentum branches recognised among {', '.join(jagged[:6])}")
-    lines += ["", "[explainers.dauc]", "[explainers.mad]", ""]
+    if pre is not None:  # thousands of features: occlude groups (per variable, per input), not each one
+        occlusion = ['features = false', 'groups = ["feature", "input"]']
+        lines += ["", "[explainers.dauc]", *occlusion, "[explainers.mad]", *occlusion, ""]
+    else:
+        lines += ["", "[explainers.dauc]", "[explainers.mad]", ""]
     return "\n".join(lines), notes
