@@ -393,3 +393,65 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
                                "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (shap, proc.stderr)
         assert needle in proc.stderr, (shap, proc.stderr)
+
+
+def test_particles_layout_with_mask_input(tmp_path: Path) -> None:
+    """A (N, P, F) constituents input plus a mask input: particle groups own the right
+    positions, the mask keeps the jet's values. Linear in the features, so with the mean
+    background φ_particle_i = Σ_f W_{i,f} (x_{i,f} − x̄_{i,f}); the mask term never moves."""
+    import onnxruntime as ort
+    from builders import make_jets
+
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.model.graph import describe_model
+    from hepaudit.plugins import PluginHost
+
+    n_part = 6
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(n_part * 3, 1)).astype(np.float32)
+    nodes = [helper.make_node("Flatten", ["features"], ["flat"], axis=1),
+             helper.make_node("MatMul", ["flat", "W"], ["z0"]),
+             helper.make_node("ReduceSum", ["mask", "axes"], ["msum"], keepdims=1),
+             helper.make_node("Mul", ["msum", "c"], ["mterm"]),
+             helper.make_node("Add", ["z0", "mterm"], ["score"])]
+    graph = helper.make_graph(
+        nodes, "pfn_like",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n_part, 3]),
+         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", n_part])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.25, np.float32), "c"),
+         numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), tmp_path / "m.onnx")
+    write_jets(tmp_path / "jets.root", make_jets(200, seed=5, max_const=9))
+    doc = {
+        "model": {"path": "m.onnx"},
+        "data": {"files": ["jets.root"], "tree": "jets", "label": "is_signal", "step_size": 80},
+        "inputs": [{"name": "features", "kind": "constituents", "preprocess": "pfn", "layout": "particles",
+                    "max_particles": n_part,
+                    "momentum": {"px": "part_px", "py": "part_py", "pz": "part_pz", "energy": "part_energy"}},
+                   {"name": "mask", "kind": "mask"}],
+        "execution": {"progress": False},
+        "explainers": {"shap": {"jets": 4, "groups": "particle"}},
+    }
+    cfg = tmp_path / "pfn.toml"
+    cfg.write_text(toml_dumps(doc))
+    result = hepaudit.audit(cfg, out=None, progress=False).explainers["shap"]
+    assert result.status == "ok", result.error
+    tree = result.trees["shap"]
+    # the inputs, built independently of the explainer by the host's one input builder
+    model_path = tmp_path / "m.onnx"
+    session = ort.InferenceSession(str(model_path))
+    infos = describe_model(onnx.load(str(model_path)), model_path).inputs
+    builder = InputBuilder(load_config(cfg).inputs, PluginHost().recipes().recipes, infos)
+    with uproot.open(tmp_path / "jets.root") as f:
+        built = builder.build(f["jets"].arrays(builder.branches))
+    feats = built["features"].astype(np.float64)  # (N, P, 3)
+    mean = feats.mean(axis=0)
+    x = feats[tree["entry"]]
+    want = ((x - mean) * w.reshape(n_part, 3)).sum(axis=2)  # (jets, P)
+    phi = shap_matrix(tree, [f"particle_{i}" for i in range(n_part)])
+    np.testing.assert_allclose(phi, want, atol=2e-5)
+    score = session.run(["score"], {k: v[tree["entry"]] for k, v in built.items()})[0][:, 0]
+    np.testing.assert_allclose(tree["base_value"] + phi.sum(axis=1), score, atol=2e-5)
+    assert result.fields["exact"] is True and np.abs(want).max() > 1e-2
