@@ -72,14 +72,17 @@ def _label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tup
         return n_sig, n_bkg, values
 
 
-def make_executor(cfg: AuditConfig, disable: Sequence[str], plugins: Sequence[tuple[str, object]]) -> object:
-    """The executor ``[execution]`` asks for (a Dask one connects to or starts its cluster here)."""
+def make_executor(cfg: AuditConfig, disable: Sequence[str], plugins: Sequence[tuple[str, object]],
+                  client: object = None) -> object:
+    """The executor ``[execution]`` asks for (a Dask one connects to or starts its cluster here;
+    ``client``, a ``distributed.Client``, is used instead of ``execution.scheduler``)."""
     ex = cfg.execution
     if ex.executor == "local":
         return LocalExecutor()
     from hepaudit.executors.dask import DaskExecutor
 
-    return DaskExecutor(cfg, scheduler=ex.scheduler, workers=ex.workers, threads_per_worker=ex.threads_per_worker,
+    return DaskExecutor(cfg, scheduler=client if client is not None else ex.scheduler,
+                        workers=None if client is not None else ex.workers, threads_per_worker=ex.threads_per_worker,
                         disable=tuple(disable), plugins=tuple(plugins), partition_size=ex.partition_size)
 
 
@@ -163,7 +166,9 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
             raise ConfigError("scheduler and workers are Dask options: use them with executor = \"dask\"")
         if scheduler is not None and workers is not None:
             raise ConfigError("give either a Dask scheduler or a number of local workers, not both")
-        changes = {"scheduler": scheduler, "workers": None} if scheduler is not None else \
+        # a distributed.Client object is not config: it goes to the executor as it is
+        address = scheduler if isinstance(scheduler, str) else None
+        changes = {"scheduler": address, "workers": None} if scheduler is not None else \
             {"workers": workers, "scheduler": None}
         cfg = replace(cfg, execution=replace(cfg.execution, **changes))
     if executor is not None:
@@ -232,7 +237,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     show = cfg.execution.progress if progress is None else progress
     job = Job(sample=sample, builder=builder, tagger=tagger, context=context, runs=runs, label=cfg.data.label,
               weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug)
-    executor = make_executor(cfg, disable, plugins)
+    executor = make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
     try:
         t_stats = time.perf_counter()
         if any("input_mean" in classes[r.name].needs for r in runs):

@@ -55,15 +55,23 @@ def cli(ctx: click.Context, disable: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars and no summary.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default=None,
+              help="Where the chunk loop runs (default: the config's execution.executor).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Dask scheduler address, e.g. tcp://host:8786 (implies --executor dask).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Start a local Dask cluster of N worker processes (implies --executor dask).")
 @click.pass_context
 def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ...], max_jets: int | None,
-          seed: int | None, force: bool, debug: bool, quiet: bool) -> None:
+          seed: int | None, force: bool, debug: bool, quiet: bool, executor: str | None, scheduler: str | None,
+          workers: int | None) -> None:
     """Run the audit described by CONFIG (a TOML file)."""
     from hepaudit.audit import audit as run_audit
 
     try:
         report = run_audit(config, out=out, explainers=explainers or None, max_jets=max_jets, seed=seed,
-                           force=force, disable=ctx.obj["disable"], progress=False if quiet else None, debug=debug)
+                           force=force, disable=ctx.obj["disable"], progress=False if quiet else None, debug=debug,
+                           executor=executor, scheduler=scheduler, workers=workers)
     except HepauditError as exc:
         _fail(exc, debug)
         return

@@ -250,7 +250,8 @@ class DaskExecutor:
                  threads_per_worker: int = 1, disable: tuple[str, ...] = (),
                  plugins: tuple[tuple[str, object], ...] = (), partition_size: int | None = None) -> None:
         distributed = _require_distributed()
-        self.config = config
+        # what workers rebuild the context from: where the cluster is does not matter to them
+        self.config = replace(config, execution=replace(config.execution, scheduler=None, workers=None))
         self.disable = tuple(disable)
         self.plugins = tuple(plugins)
         self.partition_size = partition_size
@@ -311,9 +312,9 @@ class DaskExecutor:
         try:
             for future in as_completed(futures):
                 if future.status == "error":
-                    for other in futures:
-                        other.cancel()
-                    future.result()  # raises the task's exception (DataError, ModelError, ...) here
+                    exc = future.exception()  # the task's own exception (DataError, ModelError, ...)
+                    self.client.cancel([f for f in futures if f is not future])
+                    raise exc
                 bar.update(1)
         finally:
             bar.close()
@@ -321,10 +322,11 @@ class DaskExecutor:
     # -- the executor interface (as LocalExecutor) --------------------------------------------
     def input_stats(self, sample: Sample, job: Job) -> InputStats:
         """The x̄ pass as tasks; per-chunk sums folded in chain order."""
-        spec = self.client.scatter(self._spec(job, ()), broadcast=True)
-        sample_f = self.client.scatter(sample, broadcast=True)
+        # spec and sample go inside each task (a few kB), not scattered: scattered data that dies
+        # with a worker cannot be recomputed, a task's arguments can
+        spec = self._spec(job, ())
         parts = self.partitions(sample)
-        futures = [self.client.submit(stats_task, spec, sample_f, p, i, key=f"hepaudit-stats-{self.run_id}-{i}")
+        futures = [self.client.submit(stats_task, spec, sample, p, i, key=f"hepaudit-stats-{self.run_id}-{i}")
                    for i, p in enumerate(parts)]
         self._progress(futures, job, "input means")
         stats = InputStats()
@@ -355,8 +357,7 @@ class DaskExecutor:
         executor = LocalExecutor()
         live = executor.start(job.runs, job.debug)  # the client's states are only for explainers failing here
         names = tuple(r.name for r in live if r.error is None)
-        spec_f = self.client.scatter(self._spec(job, names), broadcast=True)
-        sample_f = self.client.scatter(job.sample, broadcast=True)
+        spec = self._spec(job, names)
         parts_dir = None
         if job.per_jet is not None:
             parts_path = job.per_jet.path.parent / "per_jet.parts"
@@ -366,7 +367,7 @@ class DaskExecutor:
         skip_files = {p for p, _ in self.outcome.skipped}  # found unreadable by the x̄ pass
         parts = [(i, p) for i, p in enumerate(self.partitions(job.sample)) if p.path not in skip_files]
         try:
-            futures = [self.client.submit(audit_task, spec_f, sample_f, p, i, parts_dir,
+            futures = [self.client.submit(audit_task, spec, job.sample, p, i, parts_dir,
                                           key=f"hepaudit-audit-{self.run_id}-{i}") for i, p in parts]
             self._progress(futures, job, "auditing")
             summaries = self.client.gather([self.client.submit(summary_task, f, key=f"{f.key}-summary")
@@ -375,7 +376,7 @@ class DaskExecutor:
             self._note_skipped([item for s in summaries for item in s.skipped])
             # a file with one unreadable partition is left out whole, not with a hole in it
             kept = [f for f, (_, p) in zip(futures, parts) if p.path not in bad]
-            merged = self._reduce(spec_f, kept)
+            merged = self._reduce(spec, kept)
             if job.per_jet is not None:
                 self._combine_per_jet(job.per_jet, merged.per_jet if merged else [])
         finally:
@@ -396,13 +397,13 @@ class DaskExecutor:
         executor.finish(live, job.debug)
         return self.outcome
 
-    def _reduce(self, spec_f: Any, futures: list[Any]) -> PartResult | None:
+    def _reduce(self, spec: WorkerSpec, futures: list[Any]) -> PartResult | None:
         """Tree-reduce consecutive results on the workers; the root comes back to the client."""
         if not futures:
             return None
         level = futures
         for depth, groups in enumerate(tree_levels(len(futures), SPLIT_EVERY)):
-            level = [self.client.submit(merge_task, spec_f, *level[a:b],
+            level = [self.client.submit(merge_task, spec, *level[a:b],
                                         key=f"hepaudit-merge-{self.run_id}-{depth}-{a}") for a, b in groups]
         return self.client.gather(level[0])
 
