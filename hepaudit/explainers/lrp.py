@@ -78,7 +78,8 @@ def engine_for(context: AuditContext) -> BackwardEngine:
         # float32: the model's own precision, twice as fast as float64 (benchmarks/bench_lrp.py)
         dtype=np.float32,
     )
-    tagger.expose(engine.needed)
+    # no busy-waiting onnxruntime threads while numpy runs the backward between forwards
+    tagger.expose(engine.needed, spinning=False)
     return engine
 
 

@@ -103,6 +103,7 @@ class Tagger:
         self._base_outputs = [output] + ([self.score_spec.head.logit] if self.score_spec.head else [])
         self.inference_s = 0.0
         self.n_runs = 0
+        self.spinning = True  # onnxruntime's default; see expose()
         self._session = self._make_session(self._base_outputs + self._extra)
         first = self.info.inputs[0].shape if self.info.inputs else ()
         self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
@@ -137,6 +138,8 @@ class Tagger:
             opts.intra_op_num_threads = self.config.threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         proto: onnx.ModelProto = with_extra_outputs(self.proto, outputs)
         try:
             session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
@@ -146,10 +149,19 @@ class Tagger:
         self._output_names = outputs
         return session
 
-    def expose(self, names: Sequence[str]) -> None:
-        """Also return these intermediate tensors from every run (e.g. hidden layers for NAP)."""
+    def expose(self, names: Sequence[str], spinning: bool | None = None) -> None:
+        """Also return these intermediate tensors from every run (e.g. hidden layers for NAP).
+
+        ``spinning=False``: onnxruntime's idle threads sleep instead of busy-waiting after a
+        run (for every later run), for callers that do heavy numpy work between runs (the LRP
+        and gradient backward), which spinning threads slow down on a machine with few cores.
+        """
         new = [n for n in names if n not in self._extra]
-        if new:
+        rebuild = bool(new)
+        if spinning is False and self.spinning:
+            self.spinning = False
+            rebuild = True
+        if rebuild:
             self._extra.extend(new)
             # a name may already be a base output (the head's logit): the session returns it once
             self._session = self._make_session(list(dict.fromkeys(self._base_outputs + self._extra)))

@@ -314,7 +314,7 @@ class BackwardEngine:
         inputs: Sequence[str] | None = None,
         dtype: type = np.float64,
         blas_threads: int | None = 1,
-        block_rows: int | None = 2048,
+        block_rows: int | None = 1024,
     ) -> None:
         """``blas_threads``: numpy's OpenBLAS threads during the backward (None: leave it);
         ``block_rows``: jets per backward block when the graph is row-wise (None: whole batch).
@@ -506,6 +506,7 @@ class BackwardEngine:
 
             opts = ort.SessionOptions()
             opts.log_severity_level = 3
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # numpy runs between calls
             proto = with_extra_outputs(self.model, self.needed)
             self._session = ort.InferenceSession(
                 proto.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
@@ -571,7 +572,7 @@ class BackwardEngine:
             return [slice(0, n)]
         if any(np.ndim(v) != 2 or len(v) != n for v in values.values()):
             return [slice(0, n)]
-        # equal blocks (no small remainder): 10000 jets -> 5 blocks of 2000
+        # equal blocks (no small remainder): 10000 jets -> 10 blocks of 1000
         count = -(-n // rows)
         size = -(-n // count)
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]

@@ -1,0 +1,171 @@
+"""The backward engine's speed paths give the results of the plain path.
+
+Row blocks (a batch cut into blocks of jets for cache-sized arrays), one OpenBLAS thread,
+the sign-bit ε, Gemm weights prepared once and onnxruntime without spinning threads must
+only change the speed: the same numbers up to the rounding of the compute precision (BLAS
+may round a row differently for another block size or thread count, as a different chunk
+size already does). Independent checks: the same engine with blocks off (whole batch);
+LRP by its unit-by-unit definition (tests/test_lrp.py: loops_lrp) on a few jets of a
+blocked batch; np.copysign for the stabiliser; OpenBLAS's own thread getter.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, str(Path(__file__).parent))
+from builders import dense_weights, mlp_model, save  # noqa: E402
+from test_lrp import loops_lrp  # noqa: E402
+
+from hepaudit.config import ModelConfig  # noqa: E402
+from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget, gradient_seed  # noqa: E402
+from hepaudit.model.backward.base import safe_divide  # noqa: E402
+from hepaudit.model.backward.blas import _controls, blas_threads  # noqa: E402
+from hepaudit.model.graph import with_extra_outputs  # noqa: E402
+from hepaudit.model.session import Tagger  # noqa: E402
+
+WEIGHTS = dense_weights([7, 9, 5, 1], seed=5)
+N = 2_503  # not a multiple of the block
+
+
+def forward_values(engine: BackwardEngine, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The tensors the engine needs, from onnxruntime, as the explainers get them."""
+    session = ort.InferenceSession(
+        with_extra_outputs(engine.model, engine.needed).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
+    values = dict(zip(engine.needed, session.run(engine.needed, {"x": x})))
+    values["x"] = x
+    return values
+
+
+@pytest.mark.parametrize("style", ["gemm", "matmul"])
+@pytest.mark.parametrize(
+    "rules",
+    [
+        RuleSet("epsilon", epsilon=1e-6),
+        RuleSet("zero"),
+        RuleSet("gamma", gamma=0.5),
+        RuleSet("alpha2beta1"),
+        RuleSet("epsilon", first_layer="flat"),
+        RuleSet("epsilon", ignore_bias=True),
+    ],
+    ids=["epsilon", "zero", "gamma", "alpha2beta1", "flat-first", "ignore-bias"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_blocks_give_the_whole_batch_result(style: str, rules: RuleSet, dtype: type) -> None:
+    model = mlp_model(WEIGHTS, style)
+    target = ScoreTarget("logits", "Sigmoid")
+    blocked = BackwardEngine(model, target, dtype=dtype, block_rows=400)
+    whole = BackwardEngine(model, target, dtype=dtype, block_rows=None, blas_threads=None)
+    assert blocked.row_wise
+    x = np.random.default_rng(1).normal(size=(N, 7)).astype(np.float32)
+    values = forward_values(blocked, x)
+    assert len(blocked._blocks(values, N)) == 7
+    got, want = blocked.relevance(values, rules), whole.relevance(values, rules)
+    assert got.relevance["x"].shape == (N, 7) and got.relevance["x"].dtype == want.relevance["x"].dtype
+    # BLAS may round a row differently with another block size or thread count (its edge
+    # kernels): the same numbers to the precision's rounding, not always bit for bit
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype is np.float32 else {"rtol": 1e-12, "atol": 1e-15}
+    np.testing.assert_allclose(got.relevance["x"], want.relevance["x"], **tol)
+    np.testing.assert_allclose(got.absorbed_bias, want.absorbed_bias, **tol)
+    np.testing.assert_array_equal(got.seed_total, want.seed_total)
+    seed = gradient_seed(target, values["logits"])
+    np.testing.assert_allclose(blocked.gradient(values, seed)["x"], whole.gradient(values, seed)["x"], **tol)
+    # and a second batch through the same engine (its prepared Gemm weights) matches a fresh engine
+    x2 = np.random.default_rng(2).normal(size=(N, 7)).astype(np.float32)
+    v2 = forward_values(blocked, x2)
+    fresh = BackwardEngine(model, target, dtype=dtype, block_rows=None)
+    np.testing.assert_allclose(
+        blocked.relevance(v2, rules).relevance["x"], fresh.relevance(v2, rules).relevance["x"], **tol
+    )
+
+
+def test_blocked_relevance_matches_the_definition() -> None:
+    engine = BackwardEngine(mlp_model(WEIGHTS), ScoreTarget("logits", "Sigmoid"), block_rows=300)
+    x = np.random.default_rng(3).normal(size=(1000, 7)).astype(np.float32)
+    rel = engine.relevance(forward_values(engine, x), RuleSet("epsilon", epsilon=1e-3)).relevance["x"]
+    rows = [0, 299, 300, 301, 999]  # block edges
+    want = loops_lrp(WEIGHTS, x[rows], "epsilon", eps=1e-3)
+    np.testing.assert_allclose(rel[rows], want, rtol=1e-6, atol=1e-9)
+
+
+def test_graphs_that_are_not_row_wise_run_as_one_block() -> None:
+    # a deep-set style gate: Mul by a mask decides from the batch, never cut into blocks
+    w = np.random.default_rng(4).normal(size=(3, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"]),
+        helper.make_node("Relu", ["h"], ["a"]),
+        helper.make_node("Mul", ["a", "m"], ["am"]),
+        helper.make_node("ReduceSum", ["am"], ["logits"], keepdims=0, axes=[1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gate",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("m", TensorProto.FLOAT, ["N", 2]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N"])],
+        [numpy_helper.from_array(w, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    engine = BackwardEngine(model, ScoreTarget("logits", None), block_rows=2)
+    assert not engine.row_wise
+    values = {"x": np.ones((5, 3), np.float32), "m": np.ones((5, 2), np.float32)}
+    assert engine._blocks(values, 5) == [slice(0, 5)]
+    # a row-wise graph still runs whole when a value is not a 2-D (jets, units) tensor
+    dense = BackwardEngine(mlp_model(WEIGHTS), ScoreTarget("logits", "Sigmoid"), block_rows=2)
+    assert dense._blocks({"x": np.ones((5, 7)), "odd": np.ones((5, 2, 2))}, 5) == [slice(0, 5)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sign_bit_epsilon_is_copysign(dtype: type) -> None:
+    z = np.array([[0.0, -0.0, 1.5, -2.5, 1e-7, -1e-7, np.inf, -np.inf, 3e-39, -3e-39]], dtype)
+    z = np.repeat(z, 3, axis=0)
+    r = np.random.default_rng(5).normal(size=z.shape).astype(dtype)
+    eps = 1e-6
+    want = r / (z + np.copysign(np.asarray(eps, dtype), z))
+    np.testing.assert_array_equal(safe_divide(r, z, eps), want)
+    # by the definition, sign(0) = +1, for every z except -0.0 (a dead unit either way)
+    plus = np.signbit(z) & (z == 0)
+    np.testing.assert_array_equal(
+        safe_divide(r, z, eps)[~plus], (r / (z + np.where(z >= 0, eps, -eps).astype(dtype)))[~plus]
+    )
+    # a non-contiguous z takes the copysign path with the same numbers
+    zt, rt = z.T, r.T
+    np.testing.assert_array_equal(safe_divide(rt, zt, eps), want.T)
+    assert np.isnan(safe_divide(r[:1, :1], np.full((1, 1), np.nan, dtype), eps)).all()
+
+
+def test_blas_threads_is_restored() -> None:
+    controls = _controls()
+    if controls is None:
+        pytest.skip("numpy is not linked against an OpenBLAS this helper can control")
+    _local, _set, get = controls
+    before = get()
+    with blas_threads(1):
+        assert get() == 1
+    assert get() == before
+    with blas_threads(None):  # None leaves it alone
+        assert get() == before
+
+
+def test_tagger_without_spinning_returns_the_same_tensors(tmp_path: Path) -> None:
+    path = save(mlp_model(WEIGHTS), tmp_path / "mlp.onnx")
+    x = np.random.default_rng(6).normal(size=(50, 7)).astype(np.float32)
+    spinning = Tagger(ModelConfig(path=str(path)))
+    spinning.expose(["h0", "h1_pre"])
+    quiet = Tagger(ModelConfig(path=str(path)))
+    quiet.expose(["h0", "h1_pre"], spinning=False)
+    assert spinning.spinning and not quiet.spinning
+    a, b = spinning.run({"x": x}), quiet.run({"x": x})
+    np.testing.assert_array_equal(a.score, b.score)
+    for name in ("h0", "h1_pre"):
+        np.testing.assert_array_equal(a.extra[name], b.extra[name])
