@@ -376,6 +376,7 @@ class DaskExecutor:
             self._note_skipped([item for s in summaries for item in s.skipped])
             # a file with one unreadable partition is left out whole, not with a hole in it
             kept = [f for f, (_, p) in zip(futures, parts) if p.path not in bad]
+            futures.clear()  # the reduction holds the only references: merged inputs are released
             merged = self._reduce(spec, kept)
             if job.per_jet is not None:
                 self._combine_per_jet(job.per_jet, merged.per_jet if merged else [])
@@ -401,7 +402,8 @@ class DaskExecutor:
         """Tree-reduce consecutive results on the workers; the root comes back to the client."""
         if not futures:
             return None
-        level = futures
+        level = list(futures)
+        futures.clear()
         for depth, groups in enumerate(tree_levels(len(futures), SPLIT_EVERY)):
             level = [self.client.submit(merge_task, spec, *level[a:b],
                                         key=f"hepaudit-merge-{self.run_id}-{depth}-{a}") for a, b in groups]
