@@ -48,13 +48,13 @@ def pfn_inputs(arrays) -> tuple[np.ndarray, np.ndarray]:
     return pfn_arrays(*(arrays[k] for k in MOMENTUM), max_particles=60)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, threads: int = 2) -> None:
     import torch
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
 
 
@@ -104,8 +104,8 @@ def summary(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 # --- training loop ---------------------------------------------------------------------------
 
-def fit(model, loss_fn, train_tensors, val_tensors, *, epochs=20, batch_size=512, lr=1e-3,
-        patience=4, seed=0, log_prefix=""):
+def fit(model, loss_fn, train_tensors, val_tensors, *, epochs=20, batch_size=1024, lr=2e-3,
+        patience=3, seed=0, log_prefix=""):
     """Adam with early stopping on the validation loss; restores the best weights.
 
     ``train_tensors``/``val_tensors`` are tuples whose last element is the target;
@@ -155,6 +155,24 @@ def fit(model, loss_fn, train_tensors, val_tensors, *, epochs=20, batch_size=512
     model.eval()
     return {"epochs_run": len(history), "best_val_loss": best,
             "train_seconds": round(time.time() - t0, 1), "history": history}
+
+
+def add_common_args(ap, default_out: str) -> None:
+    """The options every training script shares."""
+    ap.add_argument("--train", default=str(DEFAULT_TRAIN), help="training ROOT file")
+    ap.add_argument("--max-jets", type=int, default=None, help="use the first N jets")
+    ap.add_argument("--epochs", type=int, default=20, help="maximum epochs")
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    ap.add_argument("--patience", type=int, default=3, help="early-stopping patience")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--out", default=default_out)
+
+
+def settings(args) -> dict:
+    return {"epochs_max": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "patience": args.patience, "optimizer": "Adam, ReduceLROnPlateau(0.5, 1)",
+            "train_file": Path(args.train).name, "max_jets": args.max_jets}
 
 
 def predict(model, *arrays, batch_size=8192) -> np.ndarray:

@@ -33,14 +33,8 @@ def main(argv=None):
     from nets import AutoEncoder
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", default=str(common.DEFAULT_TRAIN))
-    ap.add_argument("--max-jets", type=int, default=None)
+    common.add_common_args(ap, str(common.MODELS / "autoencoder.onnx"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--patience", type=int, default=4)
-    ap.add_argument("--out", default=str(common.MODELS / "autoencoder.onnx"))
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -48,8 +42,9 @@ def main(argv=None):
     x = common.topodnn_inputs(arrays)
     print(f"inputs {x.shape} built in {time.time() - t0:.1f} s", flush=True)
     tr, va = common.split_indices(len(labels))
-    common.seed_everything(args.seed)
+    common.seed_everything(args.seed, args.threads)
     model = AutoEncoder()
+    model.norm.set(x[tr].mean(axis=0), x[tr].std(axis=0))
     xt = torch.from_numpy(x)
 
     def loss_fn(m, xb, target):
@@ -58,11 +53,12 @@ def main(argv=None):
     info = common.fit(model, loss_fn, (xt[tr], xt[tr]), (xt[va], xt[va]), epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                       seed=args.seed)
+    before = common.predict(model, x[va])
+    model.fold_normalization()  # the exported network takes the raw recipe inputs
     rec = common.predict(model, x[va])
+    assert np.allclose(before, rec, atol=1e-4), "folding changed the outputs"
     info["validation"] = {"mse": float(np.mean((rec - x[va]) ** 2)), "n_jets": int(len(va))}
-    info.update(train_jets=int(len(tr)), seed=args.seed, epochs_max=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                train_file=Path(args.train).name)
+    info.update(train_jets=int(len(tr)), seed=args.seed, **common.settings(args))
     print(f"validation: {info['validation']}", flush=True)
 
     example = torch.from_numpy(x[va[:4]].copy())

@@ -21,13 +21,8 @@ import train_topodnn  # noqa: E402
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", default=str(common.DEFAULT_TRAIN))
-    ap.add_argument("--max-jets", type=int, default=None)
+    common.add_common_args(ap, "")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--patience", type=int, default=4)
     ap.add_argument("--out-dir", default=str(common.MODELS / "ensemble"))
     args = ap.parse_args(argv)
 
@@ -36,11 +31,8 @@ def main(argv=None):
     print(f"inputs {x.shape} built in {time.time() - t0:.1f} s", flush=True)
     for seed in args.seeds:
         out = Path(args.out_dir) / f"topodnn_seed{seed}.onnx"
-        model, info = train_topodnn.train_one(x, labels, tr, va, seed, args.epochs,
-                                              args.batch_size, args.lr, args.patience,
+        model, info = train_topodnn.train_one(x, labels, tr, va, seed, args,
                                               prefix=f"[seed {seed}] ")
-        info.update(seed=seed, epochs_max=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, patience=args.patience, train_file=Path(args.train).name)
         print(f"[seed {seed}] validation: {info['validation']}", flush=True)
         train_topodnn.export(model, out)
         train_topodnn.sidecar(out, f"TopoDNN ensemble member (seed {seed})",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
 import common  # noqa: E402
+import numpy as np  # noqa: E402
 
 INPUTS = [
     {"name": "features", "shape": ["N", 60, 3], "dtype": "float32",
@@ -39,14 +39,8 @@ def main(argv=None):
     from nets import PFN
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", default=str(common.DEFAULT_TRAIN))
-    ap.add_argument("--max-jets", type=int, default=None)
+    common.add_common_args(ap, str(common.MODELS / "pfn.onnx"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--patience", type=int, default=4)
-    ap.add_argument("--out", default=str(common.MODELS / "pfn.onnx"))
     args = ap.parse_args(argv)
 
     t0 = time.time()
@@ -56,8 +50,11 @@ def main(argv=None):
     print(f"inputs {feats.shape} built in {time.time() - t0:.1f} s", flush=True)
     tr, va = common.split_indices(len(labels))
 
-    common.seed_everything(args.seed)
+    common.seed_everything(args.seed, args.threads)
     model = PFN()
+    real = feats[tr][mask[tr] > 0]  # standardise on real constituents only
+    model.norm.set(real.mean(axis=0), real.std(axis=0))
+    del real
     f_t, m_t = torch.from_numpy(feats), torch.from_numpy(mask)
     y = torch.from_numpy(labels)
     ce = torch.nn.CrossEntropyLoss()
@@ -68,12 +65,14 @@ def main(argv=None):
     info = common.fit(model, loss_fn, (f_t[tr], m_t[tr], y[tr]), (f_t[va], m_t[va], y[va]),
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=args.patience, seed=args.seed)
-    val = common.predict(model, feats[va], mask[va])[:, 1]
+    before = common.predict(model, feats[va], mask[va])
+    model.fold_normalization()  # the exported network takes the raw recipe inputs
+    val = common.predict(model, feats[va], mask[va])
+    assert np.allclose(before, val, atol=1e-4), "folding changed the outputs"
+    val = val[:, 1]
     info["validation"] = common.summary(val, labels[va])
     info["validation"]["n_jets"] = int(len(va))
-    info.update(train_jets=int(len(tr)), seed=args.seed, epochs_max=args.epochs,
-                batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                train_file=Path(args.train).name)
+    info.update(train_jets=int(len(tr)), seed=args.seed, **common.settings(args))
     print(f"validation: {info['validation']}", flush=True)
 
     ex_f = torch.from_numpy(feats[va[:4]].copy())

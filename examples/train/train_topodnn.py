@@ -39,12 +39,13 @@ def build_data(train_path, max_jets=None):
     return x, labels, tr, va
 
 
-def train_one(x, labels, tr, va, seed, epochs, batch_size, lr, patience, prefix=""):
+def train_one(x, labels, tr, va, seed, args, prefix=""):
     import torch
     from nets import TopoDNN
 
-    common.seed_everything(seed)
+    common.seed_everything(seed, args.threads)
     model = TopoDNN()
+    model.norm.set(x[tr].mean(axis=0), x[tr].std(axis=0))
     y = torch.from_numpy(labels.astype(np.float32))[:, None]
     xt = torch.from_numpy(x)
     bce = torch.nn.BCEWithLogitsLoss()
@@ -52,13 +53,16 @@ def train_one(x, labels, tr, va, seed, epochs, batch_size, lr, patience, prefix=
     def loss_fn(m, xb, yb):
         return bce(m.logits(xb), yb)
 
-    info = common.fit(model, loss_fn, (xt[tr], y[tr]), (xt[va], y[va]), epochs=epochs,
-                      batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                      log_prefix=prefix)
+    info = common.fit(model, loss_fn, (xt[tr], y[tr]), (xt[va], y[va]), epochs=args.epochs,
+                      batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                      seed=seed, log_prefix=prefix)
+    before = common.predict(model, x[va])
+    model.fold_normalization()  # the exported network takes the raw recipe inputs
     val_scores = common.predict(model, x[va])
+    assert np.allclose(before, val_scores, atol=1e-4), "folding changed the outputs"
     info["validation"] = common.summary(val_scores, labels[va])
     info["validation"]["n_jets"] = int(len(va))
-    info["train_jets"] = int(len(tr))
+    info.update(train_jets=int(len(tr)), seed=seed, **common.settings(args))
     return model, info
 
 
@@ -92,24 +96,16 @@ def sidecar(path, name, description, info, extra=None):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", default=str(common.DEFAULT_TRAIN))
-    ap.add_argument("--max-jets", type=int, default=None)
+    common.add_common_args(ap, str(common.MODELS / "topodnn.onnx"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--patience", type=int, default=4)
-    ap.add_argument("--out", default=str(common.MODELS / "topodnn.onnx"))
-    ap.add_argument("--dynamo-out", default=None)
+    ap.add_argument("--dynamo-out", default=None,
+                    help="also export with the dynamo exporter to this path")
     args = ap.parse_args(argv)
 
     t0 = time.time()
     x, labels, tr, va = build_data(args.train, args.max_jets)
     print(f"inputs {x.shape} built in {time.time() - t0:.1f} s", flush=True)
-    model, info = train_one(x, labels, tr, va, args.seed, args.epochs, args.batch_size,
-                            args.lr, args.patience)
-    info.update(seed=args.seed, epochs_max=args.epochs, batch_size=args.batch_size,
-                lr=args.lr, patience=args.patience, train_file=Path(args.train).name)
+    model, info = train_one(x, labels, tr, va, args.seed, args)
     print(f"validation: {info['validation']}", flush=True)
     exported = export(model, args.out, args.dynamo_out)
     sidecar(args.out, "TopoDNN", "TopoDNN (arXiv:2210.04371): dense 90-300-102-12-6-1, "
