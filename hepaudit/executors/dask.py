@@ -404,7 +404,7 @@ class DaskExecutor:
             return None
         level = list(futures)
         futures.clear()
-        for depth, groups in enumerate(tree_levels(len(futures), SPLIT_EVERY)):
+        for depth, groups in enumerate(tree_levels(len(level), SPLIT_EVERY)):
             level = [self.client.submit(merge_task, spec, *level[a:b],
                                         key=f"hepaudit-merge-{self.run_id}-{depth}-{a}") for a, b in groups]
         return self.client.gather(level[0])
