@@ -188,6 +188,10 @@ class Tagger:
         """Score a chunk of jets of any length, batch by batch."""
         n = len(next(iter(inputs.values())))
         batch = self.fixed_batch or self.config.batch_size
+        # without extras, ask onnxruntime for the score (and logit) only: exposed hidden tensors
+        # (NAP's (N, 64, 100, 16) EdgeConv activations in ParticleNet) are then neither computed
+        # for their own sake nor kept, which matters for the many occluded and SHAP passes
+        names = self._output_names if extra else [k for k in self._output_names if k in self._base_outputs]
         pieces: list[dict[str, np.ndarray]] = []
         for start in range(0, n, batch):
             feed = {k: v[start:start + batch] for k, v in inputs.items()}
@@ -195,14 +199,14 @@ class Tagger:
             if self.fixed_batch and m < self.fixed_batch:  # pad the last batch of a fixed-batch model
                 feed = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed_batch - m, axis=0)]) for k, v in feed.items()}
             t0 = time.perf_counter()
-            values = self._session.run(self._output_names, feed)
+            values = self._session.run(names, feed)
             self.inference_s += time.perf_counter() - t0
             self.n_runs += 1
-            pieces.append({name: val[:m] for name, val in zip(self._output_names, values)})
+            pieces.append({name: val[:m] for name, val in zip(names, values)})
         if not pieces:
             empty = np.zeros(0)
             return ModelOutputs(empty, empty, {k: np.zeros((0,)) for k in self._extra})
-        joined = {k: np.concatenate([p[k] for p in pieces]) for k in self._output_names}
+        joined = {k: np.concatenate([p[k] for p in pieces]) for k in names}
         score, logit = self._score_and_logit(joined)
         extras = {k: joined[k] for k in self._extra} if extra else {}
         return ModelOutputs(score, logit, extras)
