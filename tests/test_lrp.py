@@ -441,6 +441,28 @@ def test_particlenet_topk_is_off_the_path_and_lrp0_conserves() -> None:
 EXAMPLES = REPO / "examples" / "models"
 
 
+def _dense_relu_logit_gradient(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """d(logit)/dx for a Gemm/ReLU/.../Sigmoid graph, forward-mode in float64 from the weights."""
+    weights = {t.name: onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    h = x.astype(np.float64)
+    jac = np.broadcast_to(np.eye(x.shape[1]), (len(x), x.shape[1], x.shape[1])).copy()  # dh/dx
+    for node in model.graph.node:
+        if node.op_type == "Gemm":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            w = weights[node.input[1]]
+            w = w.T if attrs.get("transB", 0) else w
+            h = attrs.get("alpha", 1.0) * h @ w + attrs.get("beta", 1.0) * weights[node.input[2]]
+            jac = attrs.get("alpha", 1.0) * jac @ w
+        elif node.op_type == "Relu":
+            on = (h > 0).astype(np.float64)
+            h, jac = h * on, jac * on[:, None, :]
+        elif node.op_type == "Sigmoid":
+            break
+        else:
+            raise AssertionError(f"unexpected op {node.op_type} in the example TopoDNN")
+    return jac[:, :, 0]
+
+
 @pytest.mark.skipif(not (EXAMPLES / "topodnn.onnx").exists(), reason="example TopoDNN not built yet")
 def test_example_topodnn() -> None:
     from hepaudit.model.graph import find_head
@@ -449,7 +471,12 @@ def test_example_topodnn() -> None:
     head = find_head(model, "score")
     engine = BackwardEngine(model, ScoreTarget(head.logit, "Sigmoid"))
     x = np.random.default_rng(3).uniform(0, 0.3, (16, 90)).astype(np.float32)
-    directional_check(engine, {"x": x}, h=1e-2, rtol=2e-2)
+    # A trained ReLU net is piecewise linear with large first-layer weights (the input
+    # standardisation is folded in): float32 finite differences either cross kinks or drown
+    # in rounding. Check against the chain rule written out in float64 from the weights.
+    grads = engine.score_gradient(engine.forward({"x": x}))["x"]
+    np.testing.assert_allclose(grads, _dense_relu_logit_gradient(model, x), rtol=2e-3,
+                               atol=2e-3 * np.abs(grads).max())
     out = engine.relevance(engine.forward({"x": x}), RuleSet("zero"))
     np.testing.assert_allclose(out.total() + out.absorbed_bias, out.seed_total, rtol=1e-3, atol=1e-4)
 

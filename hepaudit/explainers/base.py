@@ -90,7 +90,8 @@ class Chunk:
                  weights: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None,
                  arrays: Any = None) -> None:
         self.entries = entries
-        self.inputs = inputs
+        # contiguous, so that occlusion can write through reshape() views (see occluded)
+        self.inputs = {k: np.ascontiguousarray(v) for k, v in inputs.items()}
         self.score = score
         self.logit = logit
         self.labels = labels
@@ -124,12 +125,18 @@ class Chunk:
                 by_input: dict[str, list[int]] = {}
                 for k in unit:
                     by_input.setdefault(slots[k].input, []).append(slots[k].index)
-                feed = dict(self.inputs)
-                for name, positions in by_input.items():
-                    flat = self.inputs[name].reshape(len(self), -1).copy()
-                    flat[:, positions] = values[name].reshape(-1)[positions]
-                    feed[name] = flat.reshape(self.inputs[name].shape)
-                out = self.context.tagger.run(feed, extra=False)
+                # Occlude in place and restore: copying the whole input per unit would cost as
+                # much memory traffic as the forward pass of a small tagger.
+                saved = []
+                try:
+                    for name, positions in by_input.items():
+                        flat = self.inputs[name].reshape(len(self), -1)  # a view: inputs are contiguous
+                        saved.append((flat, positions, flat[:, positions].copy()))
+                        flat[:, positions] = values[name].reshape(-1)[positions]
+                    out = self.context.tagger.run(self.inputs, extra=False)
+                finally:
+                    for flat, positions, original in saved:
+                        flat[:, positions] = original
                 self._occluded[key] = (out.score, out.logit)
             scores[row], logits[row] = self._occluded[key]
         return scores, logits

@@ -103,7 +103,9 @@ class Tagger:
         self._base_outputs = [output] + ([self.score_spec.head.logit] if self.score_spec.head else [])
         self.inference_s = 0.0
         self.n_runs = 0
-        self.spinning = True  # onnxruntime's default; see expose()
+        # idle onnxruntime threads sleep rather than busy-wait between runs: hepaudit interleaves
+        # runs with numpy work, which spinning threads slow down on machines with few cores
+        self.spinning = False
         self._session = self._make_session(self._base_outputs + self._extra)
         first = self.info.inputs[0].shape if self.info.inputs else ()
         self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
