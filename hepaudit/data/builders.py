@@ -24,9 +24,10 @@ from hepaudit.data.constituents import (
     derive_feature,
     jet_axis,
     momenta_from_cartesian,
-    momenta_from_ptetaphi,
     pad_jagged,
     padding_mask,
+    pt_ordered_momenta,
+    reorder,
 )
 from hepaudit.data.pid import PID_FLAGS, pid_flag
 from hepaudit.data.recipes import Recipe
@@ -63,11 +64,13 @@ class InputBuilder:
         self.model_inputs = {t.name: t for t in model_inputs}
         for cfg in inputs:
             if cfg.name not in self.model_inputs:
-                raise ConfigError(f"inputs: the model has no input {cfg.name!r}{close_matches(cfg.name, self.model_inputs)}"
+                hint = close_matches(cfg.name, self.model_inputs)
+                raise ConfigError(f"inputs: the model has no input {cfg.name!r}{hint}"
                                   f" (model inputs: {', '.join(self.model_inputs)})")
             if cfg.preprocess and cfg.preprocess not in self.recipes:
+                hint = close_matches(cfg.preprocess, self.recipes)
                 raise ConfigError(f"inputs.{cfg.name}.preprocess: unknown recipe {cfg.preprocess!r}"
-                                  f"{close_matches(cfg.preprocess, self.recipes)} (known: {', '.join(sorted(self.recipes))})")
+                                  f"{hint} (known: {', '.join(sorted(self.recipes))})")
         missing = [n for n in self.model_inputs if n not in {c.name for c in inputs}]
         if missing:
             raise ConfigError(f"inputs: the model input {missing[0]!r} has no [[inputs]] table "
@@ -184,12 +187,8 @@ class InputBuilder:
     def _constituents(self, cfg: InputConfig, arrays: ak.Array) -> tuple[np.ndarray, np.ndarray]:
         mom = cfg.momentum
         assert mom is not None and cfg.max_particles is not None
-        if mom.px:
-            parts = momenta_from_cartesian(arrays[mom.px], arrays[mom.py], arrays[mom.pz], arrays[mom.energy])
-        else:
-            parts = momenta_from_ptetaphi(arrays[mom.pt], arrays[mom.eta], arrays[mom.phi], arrays[mom.mass])
-        order = ak.argsort(parts.pt, axis=1, ascending=False, stable=True)
-        parts = parts[order]
+        keys = ("px", "py", "pz", "energy") if mom.px else ("pt", "eta", "phi", "mass")
+        parts, permutation, counts = pt_ordered_momenta({k: arrays[getattr(mom, k)] for k in keys})
         jet = jet_axis(parts)
         if cfg.preprocess:
             out = self.recipes[cfg.preprocess](parts, jet, cfg.max_particles)
@@ -199,9 +198,9 @@ class InputBuilder:
             if feat in DERIVED_FEATURES:
                 jagged = derive_feature(feat, parts, jet)
             elif feat in PID_FLAGS and cfg.pid:
-                jagged = pid_flag(feat, arrays[cfg.pid][order])
+                jagged = pid_flag(feat, reorder(arrays[cfg.pid], permutation, counts))
             else:
-                jagged = arrays[feat][order]
+                jagged = reorder(arrays[feat], permutation, counts)
             columns.append(pad_jagged(jagged, cfg.max_particles))
         return np.stack(columns, axis=-1), padding_mask(parts, cfg.max_particles)
 

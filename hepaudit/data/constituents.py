@@ -38,6 +38,42 @@ def sort_by_pt(parts: ak.Array) -> ak.Array:
     return parts[ak.argsort(parts.pt, axis=1, ascending=False, stable=True)]
 
 
+def _flat(values: ak.Array) -> np.ndarray:
+    """The content of a jagged (N, var) array as one float64 numpy array (zero-copy when possible)."""
+    return np.asarray(ak.to_numpy(ak.flatten(values, axis=1)), dtype=np.float64)
+
+
+def pt_ordered_momenta(branches: dict[str, ak.Array]) -> tuple[ak.Array, np.ndarray | None, np.ndarray]:
+    """Constituents as pT-ordered ``Momentum4D``, from jagged branches keyed px/py/pz/energy or pt/eta/phi/mass.
+
+    Works on the flat content with numpy: pT from px and py directly, and no sort at all when
+    every jet is already pT-ordered (as most ntuples are). Returns the parts, the permutation of
+    the flat content (None when nothing moved) and the counts per jet; apply the permutation to
+    any other per-constituent branch with :func:`reorder`.
+    """
+    first = next(iter(branches.values()))
+    counts = ak.to_numpy(ak.num(first, axis=1)).astype(np.int64)
+    flat = {key: _flat(value) for key, value in branches.items()}
+    pt = np.hypot(flat["px"], flat["py"]) if "px" in flat else flat["pt"]
+    starts = np.zeros(len(pt), dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    starts[offsets[:-1][counts > 0]] = True
+    permutation = None
+    if len(pt) > 1 and not np.all((pt[1:] <= pt[:-1]) | starts[1:]):
+        local = ak.argsort(ak.unflatten(pt, counts), axis=1, ascending=False, stable=True)
+        permutation = _flat(local).astype(np.int64) + np.repeat(offsets[:-1], counts)
+        flat = {key: value[permutation] for key, value in flat.items()}
+    fields = {("E" if key == "energy" else key): ak.unflatten(value, counts) for key, value in flat.items()}
+    return ak.zip(fields, with_name="Momentum4D"), permutation, counts
+
+
+def reorder(values: ak.Array, permutation: np.ndarray | None, counts: np.ndarray) -> ak.Array:
+    """Apply the pT ordering of :func:`pt_ordered_momenta` to another jagged branch."""
+    if permutation is None:
+        return values
+    return ak.unflatten(ak.to_numpy(ak.flatten(values, axis=1))[permutation], counts)
+
+
 def jet_axis(parts: ak.Array) -> ak.Array:
     """The jet four-momentum: the sum of all constituents, one record per jet."""
     summed = ak.zip(

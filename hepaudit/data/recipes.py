@@ -51,6 +51,7 @@ def topodnn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:
     constituents. Padding stays zero.
     """
     del jet  # TopoDNN frames the jet on its leading constituent, not on the jet axis
+    parts = parts[:, :max_particles]  # compute eta and phi only for the constituents kept
     pt = pad_jagged(parts.pt, max_particles)
     eta = pad_jagged(parts.eta, max_particles)
     phi = pad_jagged(parts.phi, max_particles)
