@@ -78,7 +78,7 @@ def make_executor(cfg: AuditConfig, disable: Sequence[str], plugins: Sequence[tu
     ``client``, a ``distributed.Client``, is used instead of ``execution.scheduler``)."""
     ex = cfg.execution
     if ex.executor == "local":
-        return LocalExecutor()
+        return LocalExecutor(cache_bytes=cfg.execution.cache_mb << 20)
     from hepaudit.executors.dask import DaskExecutor
 
     return DaskExecutor(cfg, scheduler=client if client is not None else ex.scheduler,
@@ -313,6 +313,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     report.sections = [score_section(outcome.score_hist, SCORE_BINS)] + host.report_sections(report)
     report.gates = evaluate_gates(cfg.gates, report)
     report.timing = {"total_s": time.perf_counter() - t_start, "read_s": outcome.read_s,
+                     "chunks_read": outcome.chunks_read,
                      "input_stats_s": stats_s, "inference_s": tagger.inference_s,
                      **{f"{n}_s": r.runtime_s for n, r in results.items()}}
     if out_dir is not None:

@@ -71,6 +71,7 @@ SCORE_BINS = np.linspace(0.0, 1.0, 101)
 @dataclass
 class Outcome:
     read_s: float = 0.0
+    chunks_read: int = 0  # chunks read from disk and built, over every pass
     n_jets: int = 0
     n_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -105,8 +106,12 @@ def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | N
 class LocalExecutor:
     """Runs a :class:`Job` in this process."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_bytes: int = 0) -> None:
         self.outcome = Outcome()
+        # chunks of the x̄ pass kept for the audit pass: (raw, inputs, jets dropped), by sample
+        self.cache_bytes = cache_bytes
+        self._replay: dict[int, list[tuple[RawChunk, dict[str, np.ndarray], int]]] = {}
+        self._last_dropped = 0  # jets the latest chunk lost to the non-finite policy
 
     def _chunks(self, sample: Sample, branches: list[str], job: Job, desc: str,
                 count: bool = True, partition: Partition | None = None
@@ -117,6 +122,15 @@ class LocalExecutor:
         ``partition`` restricts the pass to one file's entry range (the Dask executor's tasks).
         """
         bar = _progress(sample.n_entries if partition is None else partition.n_entries, job.progress, desc)
+        replay = self._replay.pop(id(sample), None) if partition is None else None
+        if replay is not None:  # the x̄ pass kept every chunk: read and build nothing again
+            for raw, inputs, dropped in replay:
+                if count:
+                    self.outcome.n_dropped += dropped
+                yield raw, inputs
+                bar.update(len(raw.entries) + dropped)
+            bar.close()
+            return
         try:
             t0 = time.perf_counter()
             chunks = sample.chunks(branches, partition=partition)
@@ -141,6 +155,8 @@ class LocalExecutor:
                     raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
                     if count:
                         self.outcome.n_dropped += int(bad.sum())
+                self._last_dropped = int(bad.sum())
+                self.outcome.chunks_read += 1
                 self.outcome.read_s += time.perf_counter() - t0
                 yield raw, inputs
                 bar.update(len(bad))
@@ -149,13 +165,34 @@ class LocalExecutor:
             bar.close()
 
     def input_stats(self, sample: Sample, job: Job) -> InputStats:
-        """The first pass: sums of every input (for x̄) and feature moments (for warnings)."""
+        """The first pass: sums of every input (for x̄) and feature moments (for warnings).
+
+        Over the audited data, the chunks are kept while they all fit in ``cache_bytes``, and
+        the audit pass replays them: the data is then read and built once.
+        """
         stats = InputStats()
         dropped = self.outcome.n_dropped
-        for _, inputs in self._chunks(sample, job.builder.branches, job, "input means"):
+        audited = sample is job.sample and self.cache_bytes > 0
+        branches = self._audit_branches(job) if audited else job.builder.branches
+        kept: list[tuple[RawChunk, dict[str, np.ndarray], int]] | None = [] if audited else None
+        size = 0
+        for raw, inputs in self._chunks(sample, branches, job, "input means"):
             stats.update(inputs, feature_matrix(job.builder, inputs))
+            if kept is not None:
+                size += int(raw.arrays.nbytes) + sum(v.nbytes for v in inputs.values())
+                if size <= self.cache_bytes:
+                    kept.append((raw, inputs, self._last_dropped))
+                else:  # too big to keep: the audit pass reads everything again, memory stays flat
+                    kept = None
+        if kept is not None:
+            self._replay[id(sample)] = kept
         self.outcome.n_dropped = dropped  # the audit pass counts the dropped jets; do not count them twice
         return stats
+
+    @staticmethod
+    def _audit_branches(job: Job) -> list[str]:
+        extra = [b for b in (job.label, job.weight) if b and b not in job.builder.branches]
+        return job.builder.branches + extra
 
     def chunk_stats(self, sample: Sample, job: Job, partition: Partition) -> list[InputStats]:
         """The first pass over one partition, one :class:`InputStats` per chunk: folded in
@@ -225,7 +262,7 @@ class LocalExecutor:
 
         On an error the per-jet writer is aborted (its temporary file removed) and the error raised.
         """
-        branches = job.builder.branches + [b for b in (job.label, job.weight) if b and b not in job.builder.branches]
+        branches = self._audit_branches(job)
         try:
             for raw, inputs in self._chunks(job.sample, branches, job, "auditing", partition=partition):
                 labels = _column(raw.arrays, job.label, np.int8)
