@@ -236,7 +236,8 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     per_jet = PerJetWriter(out_dir / "per_jet.root") if out_dir is not None else None
     show = cfg.execution.progress if progress is None else progress
     job = Job(sample=sample, builder=builder, tagger=tagger, context=context, runs=runs, label=cfg.data.label,
-              weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug)
+              weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug,
+              keep_arrays=any("arrays" in classes[r.name].needs for r in runs))
     executor = make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
     try:
         t_stats = time.perf_counter()

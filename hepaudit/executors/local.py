@@ -63,6 +63,7 @@ class Job:
     per_jet: PerJetWriter | None
     progress: bool
     debug: bool = False
+    keep_arrays: bool = True  # an explainer reads chunk.arrays (needs "arrays")
 
 
 SCORE_BINS = np.linspace(0.0, 1.0, 101)
@@ -97,6 +98,13 @@ def _nonfinite_rows(inputs: dict[str, np.ndarray]) -> np.ndarray:
     for value in inputs.values():
         bad |= ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
     return bad
+
+
+def _project(arrays: ak.Array, fields: list[str]) -> ak.Array:
+    """Only these fields of a chunk's branches (a record array of the same length)."""
+    if fields:
+        return arrays[fields]
+    return ak.Array(ak.contents.RecordArray([], [], length=len(arrays)))
 
 
 def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | None:
@@ -179,6 +187,9 @@ class LocalExecutor:
         for raw, inputs in self._chunks(sample, branches, job, "input means"):
             stats.update(inputs, feature_matrix(job.builder, inputs))
             if kept is not None:
+                if not job.keep_arrays:  # keep the label and weight columns only
+                    raw = RawChunk(_project(raw.arrays, [b for b in (job.label, job.weight) if b]),
+                                   raw.entries, raw.file)
                 size += int(raw.arrays.nbytes) + sum(v.nbytes for v in inputs.values())
                 if size <= self.cache_bytes:
                     kept.append((raw, inputs, self._last_dropped))

@@ -151,7 +151,9 @@ class Explainer(ABC, Generic[State]):
     or one class only), ``"input_mean"`` (x̄ in the context before the first chunk) and
     ``"reference"`` (:meth:`update_reference` is called with every chunk of the reference
     sample, before the first audited chunk: the ``[reference]`` sample, or the explainer's
-    own ``reference`` option table, or, when neither is set, the audited data itself).
+    own ``reference`` option table, or, when neither is set, the audited data itself) and
+    ``"arrays"`` (``chunk.arrays`` holds the raw branches; without it an executor may hand
+    over only the label and weight columns there).
     ``attribution`` says whether the result carries feature importance.
     """
 

@@ -137,6 +137,7 @@ class LatentState:
 
 class LatentSpace(Explainer[LatentState]):
     name = "latent"
+    needs = frozenset({"arrays"})  # jet observables from the raw constituent branches
     Options = LatentOptions
     description = "PCA of a hidden tensor and the correlation of its leading components with jet observables"
 

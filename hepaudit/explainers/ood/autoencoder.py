@@ -100,7 +100,7 @@ def _session(model_bytes: bytes | str) -> ort.InferenceSession:
 class OodAutoencoder(Explainer[AeState]):
     name = "ood_ae"
     Options = OodAeOptions
-    needs = frozenset({"reference"})
+    needs = frozenset({"reference", "arrays"})
     description = "Out-of-distribution inputs: autoencoder reconstruction error against a reference"
 
     def __init__(self, options: OodAeOptions, context: AuditContext) -> None:

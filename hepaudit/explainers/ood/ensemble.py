@@ -102,7 +102,7 @@ class EnsembleState:
 class OodEnsemble(Explainer[EnsembleState]):
     name = "ood_ensemble"
     Options = OodEnsembleOptions
-    needs = frozenset({"reference"})
+    needs = frozenset({"reference", "arrays"})
     description = "Out-of-distribution jets: disagreement (std, mutual information) of an ensemble of taggers"
 
     def __init__(self, options: OodEnsembleOptions, context: AuditContext) -> None:
