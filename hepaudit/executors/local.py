@@ -29,7 +29,7 @@ from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
-from hepaudit.model.session import Tagger
+from hepaudit.model.session import ModelOutputs, Tagger
 from hepaudit.report.per_jet import PerJetWriter
 from hepaudit.results import ExplainerResult
 
@@ -242,18 +242,9 @@ class LocalExecutor:
             branches = job.builder.branches + [b for b in (label, weight) if b and b not in job.builder.branches]
             for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False):
                 out = job.tagger.run(inputs)
-                keep = np.isfinite(out.score) & np.isfinite(out.logit)
-                labels = _column(raw.arrays, label, np.int8)
-                weights = _column(raw.arrays, weight, np.float64)
-                if not keep.all():  # a reference jet the model cannot score tells nothing
-                    inputs = {k: v[keep] for k, v in inputs.items()}
-                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
-                    out.score, out.logit = out.score[keep], out.logit[keep]
-                    out.extra = {k: v[keep] for k, v in out.extra.items()}
-                    labels = None if labels is None else labels[keep]
-                    weights = None if weights is None else weights[keep]
-                chunk = Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights,
-                              out.extra, raw.arrays)
+                # a reference jet the model cannot score tells nothing: leave it out
+                chunk = _scored_chunk(job, raw, inputs, out, label, weight,
+                                      np.isfinite(out.score) & np.isfinite(out.logit))
                 self._update_all(users, chunk, job, reference=True)
 
     def start(self, runs: list[ExplainerRun], debug: bool) -> list[ExplainerRun]:
@@ -276,8 +267,6 @@ class LocalExecutor:
         branches = self._audit_branches(job)
         try:
             for raw, inputs in self._chunks(job.sample, branches, job, "auditing", partition=partition):
-                labels = _column(raw.arrays, job.label, np.int8)
-                weights = _column(raw.arrays, job.weight, np.float64)
                 out = job.tagger.run(inputs)
                 bad = ~(np.isfinite(out.score) & np.isfinite(out.logit))
                 if bad.any():
@@ -286,16 +275,9 @@ class LocalExecutor:
                         raise ModelError(f"{job.tagger.path}: the model returned NaN or inf for {int(bad.sum())} of "
                                          f"{len(bad)} jets (first at entry {first}); set data.nonfinite = \"drop\" "
                                          "to leave them out")
-                    keep = ~bad
                     self.outcome.n_dropped += int(bad.sum())
-                    inputs = {k: v[keep] for k, v in inputs.items()}
-                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
-                    out.score, out.logit = out.score[keep], out.logit[keep]
-                    out.extra = {k: v[keep] for k, v in out.extra.items()}
-                    labels = None if labels is None else labels[keep]
-                    weights = None if weights is None else weights[keep]
-                chunk = Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights,
-                              out.extra, raw.arrays)
+                chunk = _scored_chunk(job, raw, inputs, out, job.label, job.weight, ~bad)
+                labels = chunk.labels
                 self._update_all(live, chunk, job, reference=False)
                 self.outcome.n_jets += len(chunk)
                 self.outcome.fill_scores(chunk.score, labels)
@@ -328,6 +310,20 @@ class LocalExecutor:
         self.audit_pass(job, live)
         self.finish(live, job.debug)
         return self.outcome
+
+
+def _scored_chunk(job: Job, raw: RawChunk, inputs: dict[str, np.ndarray], out: ModelOutputs,
+                  label: str | None, weight: str | None, keep: np.ndarray) -> Chunk:
+    """The chunk explainers see: scored jets, less those ``keep`` leaves out."""
+    labels = _column(raw.arrays, label, np.int8)
+    weights = _column(raw.arrays, weight, np.float64)
+    if not keep.all():
+        inputs = {k: v[keep] for k, v in inputs.items()}
+        raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
+        out = ModelOutputs(out.score[keep], out.logit[keep], {k: v[keep] for k, v in out.extra.items()})
+        labels = None if labels is None else labels[keep]
+        weights = None if weights is None else weights[keep]
+    return Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights, out.extra, raw.arrays)
 
 
 def _describe(exc: BaseException, debug: bool) -> str:
