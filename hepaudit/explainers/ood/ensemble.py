@@ -78,11 +78,18 @@ def disagreement(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return std, np.maximum(mi, 0.0)  # rounding can give -1e-17 for identical members
 
 
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ordinal ranks (ties in order of appearance): the inverse of the stable sort order,
+    by one sort and a scatter rather than a second sort."""
+    ranks = np.empty(len(values))
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values), dtype=float)
+    return ranks
+
+
 def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 3:
         return None
-    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(float)
-    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(float)
+    ra, rb = _ranks(a), _ranks(b)
     if ra.std() == 0 or rb.std() == 0:
         return None
     return float(np.corrcoef(ra, rb)[0, 1])
