@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--memory", default="100000,1000000", help="sample sizes for the peak-RSS runs ('' = skip)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hepaudit-bench")
     parser.add_argument("--memory-only", action="store_true")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of each side counts")
     parser.add_argument("--_memory_child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._memory_child:
@@ -115,12 +116,17 @@ def main() -> None:
         folder.mkdir(exist_ok=True)
         files = repeated_sample(args.jets, folder)
         config = write_config(folder, files, args.step)
-        t0 = time.perf_counter()
-        report = hepaudit.audit(config, out=None, progress=False)
-        audit_s = time.perf_counter() - t0
-        ort_s, passes = pure_onnxruntime_seconds(config)
+        # interleaved rounds, best of each side: the machine is shared and noisy
+        audit_s = ort_s = float("inf")
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            report = hepaudit.audit(config, out=None, progress=False)
+            audit_s = min(audit_s, time.perf_counter() - t0)
+            seconds, passes = pure_onnxruntime_seconds(config)
+            ort_s = min(ort_s, seconds)
         t = report.timing
         print(f"jets: {report.data['n_jets']}, features: {len(report.features)}, forward passes per jet: {passes}")
+        print(f"best of {args.rounds} interleaved rounds each")
         print(f"audit (dauc + mad) wall time:        {audit_s:8.1f} s")
         print(f"  of which onnxruntime inside audit: {t['inference_s']:8.1f} s; reading+building {t['read_s']:.1f} s;"
               f" input-mean pass {t['input_stats_s']:.1f} s")
