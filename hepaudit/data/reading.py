@@ -180,7 +180,7 @@ class Sample:
         step = step_size or self.config.step_size
         for part in ([partition] if partition is not None else self.partitions()):
             try:
-                with uproot.open(part.path) as handle:
+                with uproot.open(part.path, array_cache=None, object_cache=None) as handle:  # stream: cache nothing
                     tree = handle[self.config.tree]
                     for start in range(part.start, part.stop, step):
                         end = min(start + step, part.stop)

@@ -61,8 +61,10 @@ class DeltaAUC(Explainer[DaucState]):
         labels = np.concatenate(state.labels)
         weights = np.concatenate(state.weights) if state.weights else None
         base_auc = roc_auc(np.concatenate(state.base), labels, weights)
-        occluded = np.concatenate(state.occluded, axis=1)
-        deltas = np.array([base_auc - roc_auc(row, labels, weights) for row in occluded])
+        # one unit's scores at a time: concatenating the whole (units, jets) matrix would double
+        # the explainer's memory at the end of a large audit
+        deltas = np.array([base_auc - roc_auc(np.concatenate([chunk[k] for chunk in state.occluded]), labels, weights)
+                           for k in range(len(self.units.all))])
         n_feat = len(self.units.features)
         features = [FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas[:n_feat])]
         groups = [FeatureScore(name, float(d)) for name, d in zip(self.units.group_names, deltas[n_feat:])]
