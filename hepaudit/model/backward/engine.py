@@ -313,7 +313,7 @@ class BackwardEngine:
         target: ScoreTarget | str,
         inputs: Sequence[str] | None = None,
         dtype: type = np.float64,
-        blas_threads: int | None = 1,
+        blas_threads: int | None = None,
         block_rows: int | None = 1024,
     ) -> None:
         """``blas_threads``: numpy's OpenBLAS threads during the backward (None: leave it);
