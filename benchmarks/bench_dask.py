@@ -33,47 +33,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import EXAMPLE_MODEL, machine, peak_rss_mb, repeated_sample  # noqa: E402
-
-CONFIG = """
-[model]
-path = "{model}"
-threads = {threads}
-[data]
-files = {files}
-tree = "jets"
-label = "is_signal"
-step_size = {step}
-[[inputs]]
-name = "x"
-kind = "constituents"
-momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
-features = ["pt", "eta", "phi"]
-max_particles = 30
-preprocess = "topodnn"
-[execution]
-progress = false
-partition_size = {partition}
-{explainers}
-"""
+from common import EXAMPLE_MODEL, machine, peak_rss_mb, random_topodnn, repeated_sample, topodnn_config  # noqa: E402
 
 
 def model_path(workdir: Path) -> tuple[Path, str]:
     if EXAMPLE_MODEL.exists():
         return EXAMPLE_MODEL, f"{EXAMPLE_MODEL.name} (the example TopoDNN)"
-    from builders import dense_weights, mlp_model, save
-
-    path = workdir / "topodnn_random.onnx"
-    if not path.exists():
-        save(mlp_model(dense_weights([90, 300, 102, 12, 6, 1], seed=1), "gemm"), path)
+    path = random_topodnn(workdir / "topodnn_random.onnx", seed=1)
     return path, "a TopoDNN-shaped random MLP 90-300-102-12-6-1 (examples/models/topodnn.onnx is missing)"
 
 
 def write_config(path: Path, model: Path, files: list[Path], step: int, partition: int, threads: int,
                  explainers: list[str]) -> Path:
-    path.write_text(CONFIG.format(model=model, files=json.dumps([str(f) for f in files]), step=step,
-                                  partition=partition, threads=threads,
-                                  explainers="\n".join(f"[explainers.{e}]" for e in explainers)))
+    tables = "\n".join(f"[explainers.{e}]" for e in explainers)
+    path.write_text(topodnn_config(model, files, step=step, model_extra=f"threads = {threads}",
+                                   extra=f"[execution]\nprogress = false\npartition_size = {partition}\n{tables}"))
     return path
 
 

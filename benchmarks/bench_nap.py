@@ -18,69 +18,16 @@ Uses examples/models/topodnn.onnx when present, else a TopoDNN-shaped random MLP
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EXAMPLE_MODEL, machine, repeated_sample  # noqa: E402
-
-CONFIG = """
-[model]
-path = "{model}"
-[data]
-files = {files}
-tree = "jets"
-label = "is_signal"
-step_size = {step}
-[[inputs]]
-name = "x"
-kind = "constituents"
-momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
-features = ["pt", "eta", "phi"]
-max_particles = 30
-preprocess = "topodnn"
-[execution]
-progress = false
-[explainers.nap]
-figure = {figure}
-"""
-
-
-def random_topodnn(path: Path, seed: int = 0) -> Path:
-    """A TopoDNN-shaped MLP with random weights, PyTorch-export style (Gemm, transB=1)."""
-    rng = np.random.default_rng(seed)
-    sizes = [90, 300, 102, 12, 6, 1]
-    nodes, inits, current = [], [], "x"
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        inits += [
-            numpy_helper.from_array(rng.normal(0, 1 / np.sqrt(a), (b, a)).astype(np.float32), f"W{i}"),
-            numpy_helper.from_array(rng.normal(0, 0.1, b).astype(np.float32), f"b{i}"),
-        ]
-        out = f"gemm{i}"
-        nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"b{i}"], [out], transB=1))
-        if i < len(sizes) - 2:
-            nodes.append(helper.make_node("Relu", [out], [f"relu{i}"]))
-            current = f"relu{i}"
-        else:
-            current = out
-    nodes.append(helper.make_node("Sigmoid", [current], ["score"]))
-    graph = helper.make_graph(
-        nodes,
-        "topodnn_random",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 90])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
-        inits,
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    return path
+from common import EXAMPLE_MODEL, machine, random_topodnn, repeated_sample, topodnn_config  # noqa: E402
 
 
 def main() -> None:
@@ -115,7 +62,8 @@ def main() -> None:
     files = repeated_sample(args.jets, folder)
     config = folder / "nap.toml"
     config.write_text(
-        CONFIG.format(model=model, files=json.dumps([str(f) for f in files]), step=args.step, figure="false")
+        topodnn_config(model, files, step=args.step,
+                       extra="[execution]\nprogress = false\n[explainers.nap]\nfigure = false")
     )
 
     cfg = load_config(config)

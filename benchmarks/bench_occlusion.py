@@ -22,33 +22,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EXAMPLE_MODEL, machine, peak_rss_mb, repeated_sample  # noqa: E402
-
-CONFIG = """
-[model]
-path = "{model}"
-[data]
-files = {files}
-tree = "jets"
-label = "is_signal"
-step_size = {step}
-[[inputs]]
-name = "x"
-kind = "constituents"
-momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
-features = ["pt", "eta", "phi"]
-max_particles = 30
-preprocess = "topodnn"
-[execution]
-progress = false
-[explainers.dauc]
-[explainers.mad]
-"""
+from common import EXAMPLE_MODEL, machine, peak_rss_mb, repeated_sample, topodnn_config  # noqa: E402
 
 
 def write_config(folder: Path, files: list[Path], step: int) -> Path:
     path = folder / "audit.toml"
-    path.write_text(CONFIG.format(model=EXAMPLE_MODEL, files=json.dumps([str(f) for f in files]), step=step))
+    path.write_text(topodnn_config(EXAMPLE_MODEL, files, step=step,
+                                   extra="[execution]\nprogress = false\n[explainers.dauc]\n[explainers.mad]"))
     return path
 
 

@@ -28,46 +28,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EXAMPLE_MODEL, REPO, machine, peak_rss_mb, repeated_sample  # noqa: E402
+from common import EXAMPLE_MODEL, REPO, machine, peak_rss_mb, random_topodnn, repeated_sample, topodnn_config  # noqa: E402
 
 ENSEMBLE = [REPO / "examples" / "models" / "ensemble" / f"topodnn_seed{i}.onnx" for i in range(1, 6)]
 
-CONFIG = """
-[model]
-path = "{model}"
-[data]
-files = {files}
-tree = "jets"
-label = "is_signal"
-step_size = {step}
-[reference]
-files = {reference}
-tree = "jets"
-label = "is_signal"
-[[inputs]]
-name = "x"
-kind = "constituents"
-momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
-features = ["pt", "eta", "phi"]
-max_particles = 30
-preprocess = "topodnn"
-[execution]
-progress = false
-[explainers.ood_ae]
-[explainers.ood_ensemble]
-members = {members}
-"""
 
 
 def models(folder: Path) -> tuple[Path, list[Path], str]:
     if EXAMPLE_MODEL.exists() and all(p.exists() for p in ENSEMBLE):
         return EXAMPLE_MODEL, ENSEMBLE, "examples/models (trained TopoDNN + 5-seed ensemble)"
-    sys.path.insert(0, str(REPO / "tests"))
-    from builders import dense_weights, mlp_model, save
-
-    sizes = [90, 300, 102, 12, 6, 1]
-    tagger = save(mlp_model(dense_weights(sizes, seed=0)), folder / "tagger.onnx")
-    members = [save(mlp_model(dense_weights(sizes, seed=s)), folder / f"member{s}.onnx") for s in range(1, 6)]
+    tagger = random_topodnn(folder / "tagger.onnx", seed=0)
+    members = [random_topodnn(folder / f"member{s}.onnx", seed=s) for s in range(1, 6)]
     return tagger, members, "TopoDNN-shaped random ONNX MLPs (examples/models absent)"
 
 
@@ -139,12 +110,11 @@ def main() -> None:
     reference = repeated_sample(args.reference, folder / "reference")
     config = folder / "audit.toml"
     config.write_text(
-        CONFIG.format(
-            model=tagger,
-            files=json.dumps([str(f) for f in files]),
-            step=args.step,
-            reference=json.dumps([str(f) for f in reference]),
-            members=json.dumps([str(m) for m in members]),
+        topodnn_config(
+            tagger, files, step=args.step,
+            extra=(f"[reference]\nfiles = {json.dumps([str(f) for f in reference])}\ntree = \"jets\"\n"
+                   "label = \"is_signal\"\n[execution]\nprogress = false\n[explainers.ood_ae]\n"
+                   f"[explainers.ood_ensemble]\nmembers = {json.dumps([str(m) for m in members])}"),
         )
     )
     out = folder / "report"

@@ -24,51 +24,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import EXAMPLE_MODEL, EXAMPLE_SAMPLE, machine  # noqa: E402
-
-CONFIG = """
-[model]
-path = "{model}"
-[data]
-files = ["{data}"]
-tree = "jets"
-label = "is_signal"
-[[inputs]]
-name = "x"
-kind = "constituents"
-momentum = {{ px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }}
-features = ["pt", "eta", "phi"]
-max_particles = 30
-preprocess = "topodnn"
-"""
-
-
-def random_topodnn(path: Path, seed: int = 0) -> Path:
-    """A TopoDNN-shaped MLP (90-300-102-12-6-1, ReLU, Sigmoid head) with random weights."""
-    rng = np.random.default_rng(seed)
-    sizes = [90, 300, 102, 12, 6, 1]
-    nodes, inits, current = [], [], "x"
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        weight = rng.normal(0, 1.6 / np.sqrt(a), (b, a)).astype(np.float32)
-        inits += [numpy_helper.from_array(weight, f"W{i}"),
-                  numpy_helper.from_array(rng.normal(0, 0.1, b).astype(np.float32), f"b{i}")]
-        out = f"h{i}" if i < len(sizes) - 2 else "logit"
-        target = out + ("_pre" if out != "logit" else "")
-        nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"b{i}"], [target], transB=1))
-        if out != "logit":
-            nodes.append(helper.make_node("Relu", [out + "_pre"], [out]))
-        current = out
-    nodes.append(helper.make_node("Sigmoid", ["logit"], ["score"]))
-    graph = helper.make_graph(nodes, "topodnn_random",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 90])],
-                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    onnx.save(model, str(path))
-    return path
+from common import EXAMPLE_MODEL, EXAMPLE_SAMPLE, machine, random_topodnn, topodnn_config  # noqa: E402
 
 
 def load_inputs(args: argparse.Namespace, workdir: Path) -> tuple[object, np.ndarray, np.ndarray, str]:
@@ -87,7 +45,7 @@ def load_inputs(args: argparse.Namespace, workdir: Path) -> tuple[object, np.nda
     what = [f"model: {model.name}{note}"]
     cfg_path = workdir / "bench_shap.toml"
     data = EXAMPLE_SAMPLE
-    cfg_path.write_text(CONFIG.format(model=model, data=data))
+    cfg_path.write_text(topodnn_config(model, [data]))
     cfg = load_config(cfg_path)
     tagger = Tagger(cfg.model)
     builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)

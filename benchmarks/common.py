@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import sys
 from pathlib import Path
 
 import awkward as ak
@@ -66,3 +68,29 @@ def repeated_sample(n_jets: int, out: Path, source: Path = EXAMPLE_SAMPLE, per_f
 
 def ensure_ak() -> None:
     ak.Array([1])  # import check
+
+
+TOPODNN_SIZES = [90, 300, 102, 12, 6, 1]
+
+
+def random_topodnn(path: Path, seed: int = 0) -> Path:
+    """A TopoDNN-shaped MLP (Gemm, ReLU, Sigmoid) with random weights, for when the example is absent."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from builders import dense_weights, mlp_model, save
+
+    if not path.exists():
+        save(mlp_model(dense_weights(TOPODNN_SIZES, seed=seed), "gemm"), path)
+    return path
+
+
+def topodnn_config(model: Path, files: list[Path], *, step: int | None = None, model_extra: str = "",
+                   data_extra: str = "", extra: str = "") -> str:
+    """An audit config for a TopoDNN on repeated example jets; ``extra`` adds tables at the end."""
+    lines = ["[model]", f'path = "{model}"', model_extra,
+             "[data]", f"files = {json.dumps([str(f) for f in files])}", 'tree = "jets"', 'label = "is_signal"',
+             f"step_size = {step}" if step else "", data_extra,
+             "[[inputs]]", 'name = "x"', 'kind = "constituents"',
+             'momentum = { px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }',
+             'features = ["pt", "eta", "phi"]', "max_particles = 30", 'preprocess = "topodnn"',
+             extra]
+    return "\n".join(line for line in lines if line) + "\n"
