@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import EXAMPLE_MODEL, EXAMPLE_SAMPLE, machine  # noqa: E402
 
+from hepaudit.config import ModelConfig  # noqa: E402
+from hepaudit.explainers.lrp import forward_values  # noqa: E402
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget  # noqa: E402
+from hepaudit.model.session import Tagger  # noqa: E402
 from hepaudit.model.graph import find_head  # noqa: E402
 
 
@@ -159,11 +163,14 @@ def main() -> None:
     out_name = plain[True].get_outputs()[0].name
 
     target = ScoreTarget(head.logit, head.op)
-    engine = BackwardEngine(
-        model, target, dtype=np.float32
-    )  # as the explainer (default blocks, BLAS threads)
-    # as the explainer's Tagger: hidden tensors exposed, one session, no spinning threads
-    exposed = session(with_extra_outputs(model, engine.needed), spinning=False)
+    engine = BackwardEngine(model, target, dtype=np.float32)  # as the explainer (default blocks, BLAS threads)
+    # as the explainer runs it: the audit's Tagger, hidden tensors exposed, no spinning threads,
+    # and the executor's one scoring run per chunk (scratch arrays for the hidden tensors)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        onnx.save(model, str(path))
+        tagger = Tagger(ModelConfig(str(path), threads=threads))
+    tagger.expose(engine.needed, spinning=False)
     rules = RuleSet("epsilon", epsilon=epsilon)
 
     def run_plain(spin: bool) -> float:
@@ -177,8 +184,8 @@ def main() -> None:
         first = None
         for c in chunks:
             t0 = time.perf_counter()
-            vals = dict(zip(engine.needed, exposed.run(engine.needed, {name: c})))
-            vals[name] = c
+            feed = {name: c}
+            vals = forward_values(engine, feed, tagger.run(feed, scratch=True).extra)
             t1 = time.perf_counter()
             rel = engine.relevance(vals, rules).relevance[name]
             bwd += time.perf_counter() - t1

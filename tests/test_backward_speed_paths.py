@@ -170,3 +170,64 @@ def test_tagger_without_spinning_returns_the_same_tensors(tmp_path: Path) -> Non
     np.testing.assert_array_equal(a.score, b.score)
     for name in ("h0", "h1_pre"):
         np.testing.assert_array_equal(a.extra[name], b.extra[name])
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        RuleSet("epsilon", epsilon=1e-6),
+        RuleSet("epsilon", epsilon=0.3),
+        RuleSet("zero"),
+        RuleSet("gamma", gamma=0.5),
+        RuleSet("alpha1beta0"),
+        RuleSet("epsilon", first_layer="wsquare"),
+        RuleSet("epsilon", ignore_bias=True),
+    ],
+    ids=["epsilon", "big-epsilon", "zero", "gamma", "alpha1beta0", "wsquare-first", "ignore-bias"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rectified_layers_read_the_relu_output_with_the_same_result(rules: RuleSet, dtype: type) -> None:
+    """A Gemm whose z feeds only a ReLU is not exposed: its rules read a = max(z, 0). The same
+    graph with every z also a graph output (so nothing is rectified) gives the same relevance
+    and gradient from the same forward values."""
+    model = mlp_model(WEIGHTS, "gemm")
+    pre = ["h0_pre", "h1_pre"]
+    target = ScoreTarget("logits", "Sigmoid")
+    fast = BackwardEngine(model, target, dtype=dtype)
+    plain = BackwardEngine(with_extra_outputs(model, pre), target, dtype=dtype)  # graph outputs: kept
+    assert set(fast.rectified.values()) == {"h0", "h1"} and plain.rectified == {}
+    assert not set(pre) & set(fast.needed) and set(pre) <= set(plain.needed)
+    x = np.random.default_rng(4).normal(size=(N, 7)).astype(np.float32)
+    values = forward_values(plain, x)
+    assert (values["h0_pre"] < 0).any()  # dead units whose z differs from a
+    got, want = fast.relevance(values, rules), plain.relevance(values, rules)
+    tol = {"rtol": 1e-6, "atol": 1e-9} if dtype is np.float32 else {"rtol": 1e-13, "atol": 1e-15}
+    np.testing.assert_allclose(got.relevance["x"], want.relevance["x"], **tol)
+    np.testing.assert_allclose(got.absorbed_bias, want.absorbed_bias, **tol)
+    seed = gradient_seed(target, values["logits"])
+    np.testing.assert_array_equal(fast.gradient(values, seed)["x"], plain.gradient(values, seed)["x"])
+    # and against LRP's unit-by-unit definition (in float64 from x: the forward values are float32)
+    if rules.default == "epsilon" and rules.first_layer == "same" and not rules.ignore_bias:
+        want_loops = loops_lrp(WEIGHTS, x[:20], "epsilon", eps=rules.epsilon)
+        np.testing.assert_allclose(got.relevance["x"][:20], want_loops, rtol=2e-4, atol=1e-6)
+
+
+def test_a_relu_feeding_a_nonlinearity_is_not_rectified() -> None:
+    """Relu -> Sigmoid -> Gemm: sigmoid(0) = 0.5 lets dead units take relevance, so z stays exposed."""
+    w0, w1 = (np.random.default_rng(s).normal(size=shape).astype(np.float32) for s, shape in ((0, (4, 3)), (1, (3, 1))))
+    nodes = [
+        helper.make_node("Gemm", ["x", "W0"], ["z0"]),
+        helper.make_node("Relu", ["z0"], ["a0"]),
+        helper.make_node("Sigmoid", ["a0"], ["s0"]),
+        helper.make_node("Gemm", ["s0", "W1"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(w0, "W0"), numpy_helper.from_array(w1, "W1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    engine = BackwardEngine(model, ScoreTarget("logits", "Sigmoid"))
+    assert engine.rectified == {} and "z0" in engine.needed

@@ -76,6 +76,37 @@ def test_batched_runs_write_every_row_of_hidden_outputs(tmp_path: Path, batch: i
         assert plain.extra == {} and np.array_equal(plain.score, out.score)
 
 
+@pytest.mark.parametrize("batch", [None, 7])
+def test_scratch_runs_reuse_the_exposed_arrays(tmp_path: Path, batch: int | None) -> None:
+    """``scratch`` runs give the values of ordinary runs, write the hidden tensors into the
+    same memory chunk after chunk (the executor's contract: valid until the next scratch run),
+    and leave the score fresh and ordinary runs' arrays alone."""
+    weights = dense_weights([6, 9, 4, 1], seed=6)
+    save(mlp_model(weights, "gemm", batch=batch or "N"), tmp_path / "m.onnx")
+    tagger = Tagger(ModelConfig(str(tmp_path / "m.onnx"), batch_size=batch or 8))
+    tagger.expose(["h0", "h1"])
+    rng = np.random.default_rng(7)
+    first = None
+    for i, n in enumerate((30, 30, 12, 30)):
+        x = rng.normal(size=(n, 6)).astype(np.float32)
+        out = tagger.run({"x": x}, scratch=True)
+        own = tagger.run({"x": x})
+        h0, h1 = mlp_hidden(weights, x)
+        np.testing.assert_allclose(out.extra["h0"], h0, atol=1e-5)
+        np.testing.assert_allclose(out.extra["h1"], h1, atol=1e-5)
+        np.testing.assert_array_equal(out.score, own.score)
+        assert not np.shares_memory(own.extra["h0"], out.extra["h0"])
+        if i == 0:  # the first run learns the output layout; its arrays are onnxruntime's own
+            continue
+        if first is None:
+            first = out
+            continue
+        # later scratch runs write over the earlier one's hidden tensors ...
+        assert np.shares_memory(first.extra["h0"], out.extra["h0"])
+        # ... but never over its score
+        assert not np.shares_memory(first.score, out.score)
+
+
 def test_inspect_model_and_root_file(setup: AuditSetup) -> None:
     model = run_cli("inspect", setup.model)
     assert model.returncode == 0, model.stderr

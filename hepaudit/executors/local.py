@@ -241,7 +241,7 @@ class LocalExecutor:
             label, weight = sample.config.label, sample.config.weight
             branches = job.builder.branches + [b for b in (label, weight) if b and b not in job.builder.branches]
             for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False):
-                out = job.tagger.run(inputs)
+                out = job.tagger.run(inputs, scratch=True)  # exposed tensors: valid for this chunk only
                 # a reference jet the model cannot score tells nothing: leave it out
                 chunk = _scored_chunk(job, raw, inputs, out, label, weight,
                                       np.isfinite(out.score) & np.isfinite(out.logit))
@@ -267,7 +267,8 @@ class LocalExecutor:
         branches = self._audit_branches(job)
         try:
             for raw, inputs in self._chunks(job.sample, branches, job, "auditing", partition=partition):
-                out = job.tagger.run(inputs)
+                # the exposed tensors are valid for this chunk only (explainers use them within update)
+                out = job.tagger.run(inputs, scratch=True)
                 bad = ~(np.isfinite(out.score) & np.isfinite(out.logit))
                 if bad.any():
                     first = int(raw.entries[np.flatnonzero(bad)[0]])

@@ -83,6 +83,10 @@ class Chunk:
 
     Occluded forward passes are computed on first request and cached for the chunk, so
     explainers that need the same occlusions (ΔAUC and MAD) pay for them once.
+
+    ``extra`` holds the hidden tensors exposed with ``tagger.expose``; the executor reuses
+    their arrays for the next chunk, so an explainer that keeps any of them past ``update``
+    must copy it.
     """
 
     def __init__(self, entries: np.ndarray, inputs: dict[str, np.ndarray], score: np.ndarray,

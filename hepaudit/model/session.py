@@ -106,6 +106,8 @@ class Tagger:
         # per (outputs, per-jet input shapes): each output's per-jet shape and dtype, learnt from
         # the first run, so later chunks can be written by onnxruntime into preallocated arrays
         self._layouts: dict[tuple[object, ...], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
+        # per layout: the exposed tensors' arrays reused by every ``scratch`` run (see ``run``)
+        self._scratch: dict[tuple[object, ...], dict[str, np.ndarray]] = {}
         # idle onnxruntime threads sleep rather than busy-wait between runs: hepaudit interleaves
         # runs with numpy work, which spinning threads slow down on machines with few cores
         self.spinning = False
@@ -189,8 +191,15 @@ class Tagger:
             raise ConfigError(f"inputs: the model has no input {sorted(extra)[0]!r} "
                               f"(model inputs: {', '.join(i.name for i in self.info.inputs)})")
 
-    def run(self, inputs: Mapping[str, np.ndarray], extra: bool = True) -> ModelOutputs:
-        """Score a chunk of jets of any length, batch by batch."""
+    def run(self, inputs: Mapping[str, np.ndarray], extra: bool = True, scratch: bool = False) -> ModelOutputs:
+        """Score a chunk of jets of any length, batch by batch.
+
+        ``scratch=True``: the exposed tensors are written into arrays the tagger keeps and
+        reuses, so they are valid only until the next ``scratch`` run. The executor's one
+        scoring run per chunk uses it: fresh arrays for TopoDNN's 420 hidden floats a jet
+        cost more in page faults than onnxruntime takes to fill them. The score and logit
+        are always fresh arrays.
+        """
         n = len(next(iter(inputs.values())))
         batch = self.fixed_batch or self.config.batch_size
         # without extras, ask onnxruntime for the score (and logit) only: exposed hidden tensors
@@ -201,10 +210,9 @@ class Tagger:
             empty = np.zeros(0)
             return ModelOutputs(empty, empty, {k: np.zeros((0,)) for k in self._extra})
         key = (tuple(names), tuple((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
-        layout = self._layouts.get(key) if n > batch else None
-        joined: dict[str, np.ndarray] = (
-            {k: np.empty((n, *shape), dtype) for k, (shape, dtype) in layout.items()} if layout else {}
-        )
+        scratch = scratch and extra and bool(self._extra)
+        layout = self._layouts.get(key) if n > batch or scratch else None
+        joined: dict[str, np.ndarray] = self._output_arrays(key, layout, n, scratch) if layout else {}
         pieces: list[dict[str, np.ndarray]] = []  # only for outputs that are not one row per jet
         binding: ort.IOBinding | None = None
         for start in range(0, n, batch):
@@ -258,6 +266,21 @@ class Tagger:
         score, logit = self._score_and_logit(joined)
         extras = {k: joined[k] for k in self._extra} if extra else {}
         return ModelOutputs(score, logit, extras)
+
+    def _output_arrays(self, key: tuple[object, ...], layout: dict[str, tuple[tuple[int, ...], np.dtype]],
+                       n: int, scratch: bool) -> dict[str, np.ndarray]:
+        """Arrays for a run's outputs: fresh ones, or for ``scratch`` the kept ones for exposed tensors."""
+        arrays = {k: np.empty((n, *shape), dtype) for k, (shape, dtype) in layout.items()
+                  if not scratch or k in self._base_outputs}
+        if scratch:
+            kept = self._scratch.setdefault(key, {})
+            for k, (shape, dtype) in layout.items():
+                if k in arrays:
+                    continue
+                if k not in kept or len(kept[k]) < n:
+                    kept[k] = np.empty((n, *shape), dtype)
+                arrays[k] = kept[k][:n]
+        return arrays
 
     def _score_and_logit(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         spec = self.score_spec

@@ -95,6 +95,17 @@ class Step:
     def y(self, i: int = 0) -> np.ndarray:
         return self.values[self.node.outputs[i]]
 
+    def linear_output(self) -> np.ndarray | None:
+        """A linear layer's forward output z with its bias (LRP's denominator), if known: the
+        node's output, a fused Add's output, or for a rectified layer the ReLU output that
+        stands in for z (see :mod:`hepaudit.model.backward.engine`)."""
+        rectified = self.extra.get("rectified")
+        if rectified:
+            return self.values[rectified]
+        if self.fused_bias is not None:
+            return self.values[self.fused_output] if self.fused_output else None
+        return self.y()
+
     def has_input(self, i: int) -> bool:
         return len(self.node.inputs) > i and self.node.inputs[i] != ""
 
@@ -167,14 +178,21 @@ def _signed_epsilon(z: np.ndarray, epsilon: float) -> np.ndarray:
     return out.view(z.dtype)
 
 
-def safe_divide(r: np.ndarray, z: np.ndarray, epsilon: float) -> np.ndarray:
-    """r / (z + ε·sign(z)); 0 where that denominator is exactly 0 (LRP-0 on a dead unit)."""
+def safe_divide(r: np.ndarray, z: np.ndarray, epsilon: float, nonnegative: bool = False) -> np.ndarray:
+    """r / (z + ε·sign(z)); 0 where that denominator is exactly 0 (LRP-0 on a dead unit).
+
+    ``nonnegative``: z is a ReLU output (a rectified layer's stand-in for z), so the
+    denominator is z + ε, one pass instead of three.
+    """
     z = np.asarray(z)
     if epsilon:
-        # in place, in few passes: this runs on every hidden tensor. The sign of -0.0 gives -ε,
-        # the same dead unit as +0.0
-        den = _signed_epsilon(z, epsilon)
-        den += z
+        if nonnegative:
+            den = z + np.asarray(epsilon, z.dtype)
+        else:
+            # in place, in few passes: this runs on every hidden tensor. The sign of -0.0 gives -ε,
+            # the same dead unit as +0.0
+            den = _signed_epsilon(z, epsilon)
+            den += z
         if den.shape == np.shape(r):
             return np.divide(r, den, out=den)
         return r / den

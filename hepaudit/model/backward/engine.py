@@ -19,7 +19,14 @@ The graph is analysed once:
 * the path: differentiable nodes from which the seed is reached. Any op on the path the
   engine has no backward for raises :class:`UnsupportedOpError` naming the node and op;
 * for LRP, a MatMul/Gemm/Conv whose only consumer adds a constant has that constant
-  fused into its bias, so MatMul + Add and Gemm graphs of the same weights agree.
+  fused into its bias, so MatMul + Add and Gemm graphs of the same weights agree;
+* a Gemm/MatMul/Conv whose output z feeds only a Relu, whose output in turn feeds only
+  Gemm/MatMul/Conv layers, is *rectified*: its z is not exposed, the layer's rules read
+  the ReLU output a = max(z, 0) instead. Where z > 0, a is z bit for bit; where z <= 0
+  the next layers gave the unit no relevance (every rule for a hidden layer multiplies
+  by the layer input, here 0), so R/(z + ε·sign z) is 0 with either denominator. The
+  ReLU's gradient reads a > 0, which is z > 0. So the answer is the same, onnxruntime
+  keeps its fused Gemm+Relu kernel, and half the hidden tensors are not copied out.
 """
 
 from __future__ import annotations
@@ -98,6 +105,7 @@ NON_CARRYING: dict[str, tuple[int, ...]] = {
 }
 #: inputs whose values the backward does not read (it uses the input activation's shape instead)
 VALUE_NOT_NEEDED: dict[str, tuple[int, ...]] = {
+    "Relu": (0,),  # its backward reads its output
     "Reshape": (1,),
     "Expand": (1,),
     "Squeeze": (1,),
@@ -352,6 +360,7 @@ class BackwardEngine:
                     f"gradient or LRP rule for op type {node.op!r}"
                 )
         self.fused, self.fused_adds = self._fusions()
+        self.rectified = self._rectified()
         self.first_layers = self._first_layers()
         self.needed = self._needed()
         self.row_wise = self._row_wise()
@@ -383,11 +392,38 @@ class BackwardEngine:
         path.reverse()
         return path, relevant
 
-    def _fusions(self) -> tuple[dict[str, tuple[str, str]], set[str]]:
+    def _consumers(self) -> dict[str, list[Node]]:
         consumers: dict[str, list[Node]] = {}
         for node in self.nodes:
             for name in node.inputs:
                 consumers.setdefault(name, []).append(node)
+        return consumers
+
+    def _rectified(self) -> dict[str, str]:
+        """Weighted node name -> the output of the Relu that alone reads its z (see the module doc)."""
+        consumers = self._consumers()
+        graph_outputs = {o.name for o in self.model.graph.output}
+        keep = graph_outputs | {self.target.tensor}
+        out: dict[str, str] = {}
+        for node in self.path:
+            z = node.outputs[0]
+            if node.op not in WEIGHTED_OPS or node.name in self.fused or z in keep:
+                continue
+            users = consumers.get(z, [])
+            if len(users) != 1 or users[0].op != "Relu" or users[0].outputs[0] in keep:
+                continue
+            a = users[0].outputs[0]
+            readers = consumers.get(a, [])
+            # the weight operand must be constant: then a is the layer input every rule multiplies by
+            if readers and all(
+                r.op in WEIGHTED_OPS and a in r.inputs[:2] and any(i in self.consts for i in r.inputs[:2])
+                for r in readers
+            ):
+                out[node.name] = a
+        return out
+
+    def _fusions(self) -> tuple[dict[str, tuple[str, str]], set[str]]:
+        consumers = self._consumers()
         graph_outputs = {o.name for o in self.model.graph.output}
         fused: dict[str, tuple[str, str]] = {}
         adds: set[str] = set()
@@ -444,6 +480,8 @@ class BackwardEngine:
                 seen.add(name)
                 needed.append(name)
 
+        rectified_z = {n.outputs[0] for n in self.path if n.name in self.rectified}
+        seen |= rectified_z  # read through the ReLU's output instead
         for node in self.path:
             skip = VALUE_NOT_NEEDED.get(node.op, ())
             for i, name in enumerate(node.inputs):
@@ -539,6 +577,7 @@ class BackwardEngine:
                 "fused": lrp and node.name in self.fused_adds,
                 "gate": self._gate(node),
                 "cache": self._cache[node.name],
+                "rectified": self.rectified.get(node.name) if lrp else None,
             }
             step = Step(
                 node,

@@ -131,12 +131,11 @@ def conv(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     bias = None
     if step.has_input(2):
         bias = np.asarray(step.x(2)).reshape((1, -1) + (1,) * len(kernel))
-    z_known = step.y()
     if step.fused_bias is not None:
         extra = step.values[step.fused_bias]
         bias = extra if bias is None else bias + extra
-        z_known = step.values[step.fused_output] if step.fused_output else None
-    rel, absorbed = lrp_linear(x, g, fwd, bwd, w, bias, step.rule, z_known)
+    rel, absorbed = lrp_linear(x, g, fwd, bwd, w, bias, step.rule, step.linear_output(),
+                               z_is_relu=bool(step.extra.get("rectified")))
     if step.absorbed is not None:
         step.absorbed += absorbed
     return [rel] + rest

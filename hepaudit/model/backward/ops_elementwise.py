@@ -48,7 +48,8 @@ def _activation(step: Step, g: np.ndarray, derivative: np.ndarray) -> list[np.nd
 @register("Relu")
 def relu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     assert grads[0] is not None
-    return _activation(step, grads[0], 0.0 if step.lrp else (step.x(0) > 0))
+    # a > 0 is z > 0: the output, which is always exposed (a rectified layer's z is not)
+    return _activation(step, grads[0], 0.0 if step.lrp else (step.y() > 0))
 
 
 @register("LeakyRelu")

@@ -37,12 +37,10 @@ def _left_t(s: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 def _fused_bias(step: Step, bias: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The layer's bias including a fused following Add, and the forward z if known."""
-    z_known = step.y()
     if step.fused_bias is not None:
         extra = step.values[step.fused_bias]
         bias = extra if bias is None else bias + extra
-        z_known = step.values[step.fused_output] if step.fused_output else None
-    return bias, z_known
+    return bias, step.linear_output()
 
 
 def _dense(
@@ -56,7 +54,8 @@ def _dense(
     if z_known is not None and z_known.shape != grad.shape:
         z_known = None
     rel, absorbed = lrp_linear(
-        a, grad, fwd, lambda s, ww: unbroadcast(bwd(s, ww), a.shape), w, bias, step.rule, z_known
+        a, grad, fwd, lambda s, ww: unbroadcast(bwd(s, ww), a.shape), w, bias, step.rule, z_known,
+        z_is_relu=bool(step.extra.get("rectified")),
     )
     if step.absorbed is not None:
         step.absorbed += absorbed

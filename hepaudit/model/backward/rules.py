@@ -127,11 +127,13 @@ def lrp_linear(
     bias: np.ndarray | None,
     rule: LayerRule,
     z_known: np.ndarray | None = None,
+    z_is_relu: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Relevance of the layer input ``a`` and, per jet, the relevance the bias absorbed.
 
     ``z_known`` is the layer's forward output (with bias) when the caller has it from the
-    forward pass; the zero/ε rules then skip recomputing it.
+    forward pass; the zero/ε rules then skip recomputing it. ``z_is_relu``: it is the ReLU
+    output standing in for a rectified layer's z (non-negative).
     """
     n = len(relevance)
     if rule.ignore_bias or rule.name in ("zplus", "flat", "wsquare"):
@@ -147,8 +149,9 @@ def lrp_linear(
             w = weight + rule.gamma * _pos(weight)
             b = None if bias is None else bias + rule.gamma * _pos(bias)
             z_known = None
-        z = z_known if z_known is not None else (fwd(a, w) if b is None else fwd(a, w) + b)
-        s = safe_divide(relevance, z, rule.epsilon_used)
+        known = z_known is not None
+        z = z_known if known else (fwd(a, w) if b is None else fwd(a, w) + b)
+        s = safe_divide(relevance, z, rule.epsilon_used, nonnegative=known and z_is_relu)
         absorbed = _bias_share(b, s)  # before the product, which may reuse bwd's buffer
         return _times(a, bwd(s, w)), absorbed
     alpha, beta = rule.alpha_beta
