@@ -41,8 +41,8 @@ from common import EXAMPLE_MODEL, EXAMPLE_SAMPLE, machine  # noqa: E402
 from hepaudit.config import ModelConfig  # noqa: E402
 from hepaudit.explainers.lrp import forward_values  # noqa: E402
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget  # noqa: E402
-from hepaudit.model.session import Tagger  # noqa: E402
 from hepaudit.model.graph import find_head  # noqa: E402
+from hepaudit.model.session import Tagger  # noqa: E402
 
 
 def topodnn_model() -> tuple[onnx.ModelProto, str]:

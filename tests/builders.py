@@ -39,7 +39,8 @@ def mlp_model(weights: list[tuple[np.ndarray, np.ndarray]], style: str = "gemm",
         out = f"h{i}" if i < len(weights) - 1 else "logits"
         if style == "gemm":
             inits += [numpy_helper.from_array(w.T.copy(), f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-            nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"b{i}"], [out + "_pre" if i < len(weights) - 1 else out],
+            z = out + "_pre" if i < len(weights) - 1 else out
+            nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"b{i}"], [z],
                                           transB=1))
         else:
             inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]

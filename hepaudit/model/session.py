@@ -120,7 +120,8 @@ class Tagger:
         cfg = self.config
         classes = cfg.classes
         if classes is not None and n_columns is not None and len(classes) != n_columns:
-            raise ConfigError(f"model.classes: {len(classes)} names given but output {output!r} has {n_columns} columns")
+            raise ConfigError(f"model.classes: {len(classes)} names given but output {output!r} "
+                              f"has {n_columns} columns")
         head = find_head(self.proto, output)
         if isinstance(cfg.score, ClassSumScore):
             sig = tuple(_class_index(c, classes, n_columns) for c in cfg.score.signal)
@@ -131,7 +132,8 @@ class Tagger:
         if cfg.score is None:
             if n_columns not in (None, 1):
                 raise ConfigError(f"model.score: output {output!r} has {n_columns} columns; say which is the "
-                                  "signal score (score = N) or give a class-sum (score = {signal = [...], background = [...]})")
+                                  "signal score (score = N) or give a class-sum "
+                                  "(score = {signal = [...], background = [...]})")
             column = None
         else:
             column = _class_index(cfg.score, classes, n_columns)
@@ -152,7 +154,8 @@ class Tagger:
             session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
                                            providers=list(self.config.providers))
         except Exception as exc:
-            raise ModelError(f"{self.path}: onnxruntime cannot load the model ({str(exc).splitlines()[0][:200]})") from None
+            first_line = str(exc).splitlines()[0][:200]
+            raise ModelError(f"{self.path}: onnxruntime cannot load the model ({first_line})") from None
         self._output_names = outputs
         return session
 
@@ -220,7 +223,8 @@ class Tagger:
             m = len(next(iter(feed.values())))
             padded = bool(self.fixed_batch and m < self.fixed_batch)
             if padded:  # pad the last batch of a fixed-batch model
-                feed = {k: np.concatenate([v, np.repeat(v[-1:], self.fixed_batch - m, axis=0)]) for k, v in feed.items()}
+                pad = self.fixed_batch - m
+                feed = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feed.items()}
             values: list[np.ndarray] | None = None
             t0 = time.perf_counter()
             if joined and not padded:
