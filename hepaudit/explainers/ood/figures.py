@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hepaudit.report.figures import BACKGROUND_COLOUR, OVERALL_COLOUR, SIGNAL_COLOUR, _png, _pyplot
+from hepaudit.report.figures import BACKGROUND_COLOUR, OVERALL_COLOUR, SIGNAL_COLOUR, _png, _pyplot, log_scale
 from hepaudit.results import Figure
 
 REFERENCE_COLOUR = BACKGROUND_COLOUR
@@ -54,8 +54,8 @@ def score_distribution(
     ax.stairs(counts, edges, lw=1.8, color=AUDITED_COLOUR, label=f"audited ({len(audited)} jets)")
     ax.axvline(threshold, color=OVERALL_COLOUR, ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
     if log_x:
-        ax.set_xscale("log")
-    ax.set_yscale("log")
+        log_scale(ax, "x")
+    log_scale(ax, "y")
     # on an axis spanning many decades (reconstruction errors and ensemble spreads often span
     # 5-7), minor ticks at 2 and 5 times each power of ten only: matplotlib's default 8 per
     # decade cost a third of the figure's drawing time and are too dense to read there
@@ -76,7 +76,7 @@ def score_distribution(
 def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title: str) -> bytes | None:
     panels = [
         (k, label)
-        for k, label in (("flagged_vs_pt", "jet $p_T$ [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
+        for k, label in (("flagged_vs_pt", "jet pT [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
         if k in fields
     ]
     if not panels:
@@ -171,7 +171,7 @@ def reliability_diagram(
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax_n.stairs(counts, edges, fill=True, color=OVERALL_COLOUR, alpha=0.5)
-    ax_n.set_yscale("log")
+    log_scale(ax_n, "y")
     ax_n.set_xlabel("tagger score")
     ax_n.set_ylabel("jets")
     return _png(fig)
