@@ -301,6 +301,37 @@ def test_kernel_shap_converges_to_exact(tmp_path: Path) -> None:
     assert perm_error < 0.05 * scale and result.fields["method"] == "permutation"
 
 
+def test_balanced_subsets_are_uniform_and_even() -> None:
+    """The sampled subsets have the drawn sizes, every player is in about the same number of
+    them per size, and each subset is still uniform: over many draws every player is picked
+    at the rate s/m (a chi-square-free check: within 5 binomial standard errors)."""
+    from hepaudit.explainers.shap.kernel import _balanced_subsets
+
+    m = 90
+    rng = np.random.default_rng(3)
+    size = rng.choice([2, 7, 30, 45, 60, 88], size=3000)
+    picked = _balanced_subsets(m, size, rng)
+    np.testing.assert_array_equal(picked.sum(axis=1), size)
+    # a subset larger than m/2 is drawn as the complement of a small one: balance holds for the small sides
+    small = np.minimum(size, m - size)
+    small_sides = np.where((size > m - size)[:, None], ~picked, picked)
+    for s in (2, 7, 30):  # blocks of one permutation are disjoint: counts differ by at most 1 per permutation
+        rows = small_sides[small == s]
+        per_perm = m // s
+        n_perm = -(-len(rows) // per_perm)
+        counts = rows.sum(axis=0)
+        assert counts.max() - counts.min() <= n_perm, (s, counts.min(), counts.max(), n_perm)
+        assert counts.max() - counts.min() < 0.5 * counts.mean()
+    # uniformity over many independent designs: player 0's inclusion rate for size 7
+    hits = trials = 0
+    for seed in range(200):
+        p = _balanced_subsets(m, np.full(20, 7), np.random.default_rng(seed))
+        hits += int(p[:, 0].sum())
+        trials += len(p)
+    rate, expected = hits / trials, 7 / m
+    assert abs(rate - expected) < 5 * np.sqrt(expected * (1 - expected) / trials)
+
+
 # -- the subsample: mergeable, seeded, chunking-independent ----------------------------------------
 
 def test_reservoir_merge_equals_one_pass() -> None:

@@ -40,7 +40,7 @@ class ShapOptions:
     groups: bool | str | dict[str, list[str]] = False
     max_exact: int = 14  # exact enumeration of all 2^M coalitions up to this many players
     method: str = "kernel"  # "kernel" (Kernel SHAP) or "permutation" (antithetic permutations)
-    samples: int | str = "auto"  # model evaluations (coalitions) per jet; "auto" = 2M + 2048
+    samples: int | str = "auto"  # model evaluations (coalitions) per jet; "auto" = 2M + 1536
     seed: int | None = None  # default: the audit's seed
 
     def __post_init__(self) -> None:

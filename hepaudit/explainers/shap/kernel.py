@@ -11,11 +11,18 @@ leverage-score sampling, Musco & Witter, arXiv:2410.01917) rather than in propor
 the kernel, and each sample carries the importance weight kernel mass / probability of its
 size, so the weighted sum stays an unbiased estimate of the full kernel sum; on a 90-input
 TopoDNN this gave ~13% lower error per forward pass than kernel-proportional sizes
-(benchmarks/bench_shap.py). One coalition design serves every jet, so the normal equations
-are formed once. The constraint is imposed exactly by eliminating the last player.
+(benchmarks/bench_shap.py). The subsets of a size are balanced: each is a uniform random
+subset, but they are cut as consecutive blocks of random permutations (a subset larger than
+M/2 as the complement of one), so every player is in about the same number of them. Still
+unbiased, and the regression's error fell by a further ~10% on TopoDNN at the same budget
+(6 seeds: RMS error 8.4e-3 against 9.3e-3 at 1700 coalitions). One coalition design serves
+every jet, so the normal equations are formed once. The constraint is imposed exactly by
+eliminating the last player.
 
 Error estimate: the sandwich (delta-method) standard error of the regression with respect
-to the sampled pairs (see :func:`kernel_shap`).
+to the sampled pairs (see :func:`kernel_shap`). It treats the pairs as independent draws;
+the balanced pairs of one permutation are slightly anti-correlated, which makes the
+estimate a little conservative.
 
 Permutation sampling: φ_i = mean over permutations of v(pre_i ∪ {i}) − v(pre_i), with each
 permutation paired with its reverse (antithetic); additivity holds per permutation.
@@ -44,8 +51,9 @@ class KernelDesign:
 
 
 def default_budget(m: int) -> int:
-    """The default number of coalitions: 2M + 2048, as shap's KernelExplainer ``nsamples="auto"``."""
-    return 2 * m + 2048
+    """The default number of coalitions: 2M + 1536. shap's KernelExplainer ``nsamples="auto"``
+    takes 2M + 2048; the balanced design reaches shap's error with fewer (bench_shap.py)."""
+    return 2 * m + 1536
 
 
 def kernel_design(m: int, budget: int, rng: np.random.Generator, size_power: float = 0.0) -> KernelDesign:
@@ -85,15 +93,30 @@ def kernel_design(m: int, budget: int, rng: np.random.Generator, size_power: flo
         size = rest_arr[drawn]
         # importance weight: the size's kernel mass over its sampling probability
         w = mass[size - 1] / (p[drawn] * 2 * n_pairs)
-        # a uniform random subset of each size: the players ranked first by uniform keys
-        ranks = np.argsort(np.argsort(rng.random((n_pairs, m)), axis=1), axis=1)
-        picked = ranks < size[:, None]
+        picked = _balanced_subsets(m, size, rng)
         pairs = np.stack([picked, ~picked], axis=1).reshape(-1, m)  # S then its complement
         rows += list(pairs)
         weights += list(np.repeat(w, 2))
         part += list(np.repeat(np.arange(n_pairs), 2))
     coalitions = np.array(rows, bool).reshape(-1, m)
     return KernelDesign(coalitions, np.array(weights), np.array(part, np.int64), n_enum)
+
+
+def _balanced_subsets(m: int, size: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Uniform random subsets of the given sizes, cut as consecutive blocks of random
+    permutations, so that players appear in the subsets of each size as evenly as possible."""
+    out = np.zeros((len(size), m), bool)
+    small = np.minimum(size, m - size)  # a large subset is the complement of a small one
+    for s in np.unique(small):
+        rows = np.flatnonzero(small == s)
+        per_perm = m // s
+        n_perm = -(-len(rows) // per_perm)
+        perms = np.array([rng.permutation(m) for _ in range(n_perm)])
+        blocks = perms[:, : per_perm * s].reshape(n_perm * per_perm, s)[: len(rows)]
+        out[rows[:, None], blocks] = True
+    large = size > m - size
+    out[large] = ~out[large]
+    return out
 
 
 def _subsets(m: int, t: int) -> list[tuple[int, ...]]:
@@ -113,11 +136,9 @@ def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarr
         return total[:, None].copy()
     x = zf[:, :-1] - zf[:, -1:]  # eliminate φ_M = total − Σ_{i<M} φ_i
     target = y - zf[None, :, -1] * total[:, None]  # (n, C)
-    # einsum, not BLAS matmul: these products are small, and multi-threaded BLAS competing
-    # with onnxruntime's threads costs more than the arithmetic
     xw = x * w[:, None]
-    a = np.einsum("ci,cj->ij", x, xw)
-    rhs = np.einsum("ci,nc->in", xw, target)  # (M−1, n)
+    a = x.T @ xw
+    rhs = xw.T @ target.T  # (M−1, n)
     try:
         head = np.linalg.solve(a, rhs)
     except np.linalg.LinAlgError:  # too few coalitions for a full-rank design
@@ -148,8 +169,8 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     zf = z.astype(np.float64)
     x = zf[:, :-1] - zf[:, -1:]
     target = y - zf[None, :, -1] * total[:, None]
-    residual = target - np.einsum("ci,ni->nc", x, phi[:, :-1])  # (n, C)
-    a = np.einsum("ci,cj->ij", x, x * design.weights[:, None])
+    residual = target - phi[:, :-1] @ x.T  # (n, C)
+    a = x.T @ (x * design.weights[:, None])
     try:
         a_inv = np.linalg.inv(a)
     except np.linalg.LinAlgError:  # a rank-deficient design (tiny budget)
