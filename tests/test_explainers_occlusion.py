@@ -24,7 +24,7 @@ from conftest import FEATURES, AuditSetup, make_setup
 
 from hepaudit.audit import audit
 from hepaudit.config import load_config
-from hepaudit.metrics import kendall_tau, roc_auc
+from hepaudit.metrics import kendall_tau, roc_auc, roc_auc_each
 from hepaudit.model.session import Tagger
 
 TOL = 1e-6
@@ -381,3 +381,15 @@ def test_kendall_tau_matches_scipy(seed: int) -> None:
     c = rng.normal(size=20)
     d = rng.normal(size=20)
     assert kendall_tau(c, d) == pytest.approx(scipy.stats.kendalltau(c, d).statistic, abs=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_roc_auc_each_on_threads_matches_mann_whitney(weighted: bool, threads: int) -> None:
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 2, 500)
+    columns = [rng.normal(size=500) + k * 0.2 * labels for k in range(7)]
+    weights = rng.uniform(0.1, 3.0, 500) if weighted else None
+    got = roc_auc_each(lambda k: columns[k], len(columns), labels, weights, threads=threads)
+    want = [mann_whitney_auc(c, labels, weights) for c in columns]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)

@@ -15,7 +15,7 @@ import numpy as np
 
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
-from hepaudit.metrics import roc_auc
+from hepaudit.metrics import roc_auc, roc_auc_each
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
 
@@ -61,10 +61,10 @@ class DeltaAUC(Explainer[DaucState]):
         labels = np.concatenate(state.labels)
         weights = np.concatenate(state.weights) if state.weights else None
         base_auc = roc_auc(np.concatenate(state.base), labels, weights)
-        # one unit's scores at a time: concatenating the whole (units, jets) matrix would double
-        # the explainer's memory at the end of a large audit
-        deltas = np.array([base_auc - roc_auc(np.concatenate([chunk[k] for chunk in state.occluded]), labels, weights)
-                           for k in range(len(self.units.all))])
+        # one unit's scores at a time (a unit per thread): concatenating the whole (units, jets)
+        # matrix would double the explainer's memory at the end of a large audit
+        deltas = base_auc - roc_auc_each(lambda k: np.concatenate([chunk[k] for chunk in state.occluded]),
+                                         len(self.units.all), labels, weights)
         n_feat = len(self.units.features)
         features = [FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas[:n_feat])]
         groups = [FeatureScore(name, float(d)) for name, d in zip(self.units.group_names, deltas[n_feat:])]
