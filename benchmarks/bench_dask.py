@@ -76,6 +76,7 @@ def child(config: Path, mode: str) -> None:
             rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             out["worker_peak_rss_mb"] = sorted(rss.values())
     out["jets"] = report.data["n_jets"]
+    out["timing"] = {k: round(v, 2) for k, v in report.timing.items() if isinstance(v, float)}
     out["peak_rss_mb"] = peak_rss_mb()
     out["auc"] = report.explainers["dauc"].fields.get("baseline_auc") if "dauc" in report.explainers else None
     out["top"] = [s.feature for s in (next(iter(report.explainers.values())).feature_importance or [])[:3]]
@@ -131,6 +132,7 @@ def main() -> None:
                 line += (f", workers {', '.join(f'{m:.0f}' for m in r['worker_peak_rss_mb'])} MB; "
                          f"cluster start-up {r['startup_s']:.1f} s")
             print(line + (f"; thread(s) for onnxruntime: {threads}"))
+            print(f"        timing: {r['timing']}")
         aucs = {m: r["auc"] for m, r in results.items()}
         if len(set(aucs.values())) > 1:
             print(f"WARNING: the baseline AUCs differ: {aucs}")

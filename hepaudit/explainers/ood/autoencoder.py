@@ -38,19 +38,16 @@ from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.ood import figures
 from hepaudit.explainers.ood.common import (
-    LOW_AUROC,
     Reservoir,
-    auroc_reference_vs_audited,
     entry_keys,
-    flagged_fraction,
     held_out,
     jet_kinematics,
-    kinematic_bins,
     quantile_threshold,
     real_reference,
     resolve_path,
 )
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
+from hepaudit.explainers.ood.scored import Kinematics, flag_jets, threshold_fields
 from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
@@ -85,8 +82,7 @@ class AeState:
     held: Reservoir
     n_reference: int = 0
     scores: list[np.ndarray] = field(default_factory=list)
-    pt: list[np.ndarray] = field(default_factory=list)
-    mass: list[np.ndarray] = field(default_factory=list)
+    kin: Kinematics = field(default_factory=Kinematics)
     error_sum: np.ndarray | None = None  # Σ over audited jets of e_k, per input
     n: int = 0
 
@@ -255,16 +251,10 @@ class OodAutoencoder(Explainer[AeState]):
             self._prepare(state)
         errors = self._errors(self._matrix(chunk.inputs))
         score = errors.mean(axis=1, dtype=np.float64)
-        flag = score > self.threshold
         chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
-        chunk.per_jet["ood_ae_flag"] = flag
-        previous = chunk.per_jet.get("ood_flag")
-        chunk.per_jet["ood_flag"] = flag if previous is None else (previous | flag)
+        flag_jets(chunk, self.name, score, self.threshold)
         state.scores.append(score.astype(np.float32))
-        kin = jet_kinematics(chunk)
-        if kin is not None:
-            state.pt.append(kin[0].astype(np.float32))
-            state.mass.append(kin[1].astype(np.float32))
+        state.kin.add(chunk)
         sums = errors.sum(axis=0, dtype=np.float64)
         state.error_sum = sums if state.error_sum is None else state.error_sum + sums
         state.n += len(chunk)
@@ -281,8 +271,7 @@ class OodAutoencoder(Explainer[AeState]):
             a.held.merged(b.held),
             a.n_reference + b.n_reference,
             a.scores + b.scores,
-            a.pt + b.pt,
-            a.mass + b.mass,
+            a.kin.merged(b.kin),
             error_sum,
             a.n + b.n,
         )
@@ -292,8 +281,6 @@ class OodAutoencoder(Explainer[AeState]):
             self._prepare(state)
         scores = np.concatenate(state.scores) if state.scores else np.zeros(0, np.float32)
         q = self.options.quantile
-        ref_fraction, ref_error = flagged_fraction(self.reference_scores, self.threshold)
-        fraction, fraction_error = flagged_fraction(scores, self.threshold)
         audited_errors = (
             state.error_sum / state.n
             if state.n and state.error_sum is not None
@@ -320,56 +307,33 @@ class OodAutoencoder(Explainer[AeState]):
             if len(self.reference_scores)
             else None,
         }
-        warnings: list[str] = []
-        kin_audited = {"score": scores}
-        if state.pt:
-            kin_audited.update(pt=np.concatenate(state.pt), mass=np.concatenate(state.mass))
+        kin_audited = state.kin.with_scores(scores)
         kin_reference = {"score": self.reference_scores, **self.reference_kin}
         per_feature = [
             {"feature": n, "audited_error": float(a), "reference_error": float(r), "excess": float(a - r)}
             for n, a, r in zip(self.names, audited_errors, self.reference_errors)
         ]
+        shared, warnings = threshold_fields(
+            kin_audited, kin_reference, self.threshold, self.real_reference,
+            "no reference sample: the audited data is its own reference, so only per-jet scores and "
+            "their distribution are reported (flagged fractions and AUROC need a [reference] sample); "
+            "ood_ae_flag marks the audited jets above the data's own quantile",
+        )
+        fields.update(shared)
         if self.real_reference:
-            fields.update(
-                reference="reference sample (held-out half for the reference numbers)",
-                flagged_fraction=fraction,
-                flagged_fraction_error=fraction_error,
-                reference_flagged_fraction=ref_fraction,
-                reference_flagged_fraction_error=ref_error,
-                auroc=auroc_reference_vs_audited(self.reference_scores, scores),
-            )
             drivers = sorted(per_feature, key=lambda d: -d["excess"] if np.isfinite(d["excess"]) else np.inf)
             fields["drivers"] = drivers
-            fields.update(kinematic_bins(kin_audited, kin_reference, self.threshold))
-            if fields["auroc"] is not None and fields["auroc"] < 0.4:
-                warnings.append(LOW_AUROC)
+            fraction, ref_fraction = fields["flagged_fraction"], fields["reference_flagged_fraction"]
+            auroc = fields["auroc"]
             summary = (
                 f"{fraction:.1%} of audited jets are above the reference's {q:.0%} quantile "
                 f"(held-out reference: {ref_fraction:.1%}, expected {1 - q:.0%}); AUROC reference vs "
-                f"audited {fields['auroc']:.3f}. Most unusual input: {drivers[0]['feature']}."
-                if fraction is not None
-                and ref_fraction is not None
-                and fields["auroc"] is not None
-                and drivers
+                f"audited {auroc:.3f}. Most unusual input: {drivers[0]['feature']}."
+                if fraction is not None and ref_fraction is not None and auroc is not None and drivers
                 else ""
             )
         else:
-            note = (
-                "no reference sample: the audited data is its own reference, so only per-jet scores and "
-                "their distribution are reported (flagged fractions and AUROC need a [reference] sample); "
-                "ood_ae_flag marks the audited jets above the data's own quantile"
-            )
-            fields.update(
-                reference="audited data (no reference configured)",
-                flagged_fraction=None,
-                reference_flagged_fraction=None,
-                auroc=None,
-                drivers=None,
-                note=note,
-                per_feature_error=sorted(per_feature, key=lambda d: -d["audited_error"]),
-            )
-            fields.update(kinematic_bins(kin_audited, {}, self.threshold))
-            warnings.append(note)
+            fields.update(drivers=None, per_feature_error=sorted(per_feature, key=lambda d: -d["audited_error"]))
             summary = (
                 f"No reference: reconstruction-error scores of the audited jets (median "
                 f"{float(np.median(scores)):.3g}); flags mark the data's own top {1 - q:.0%}."

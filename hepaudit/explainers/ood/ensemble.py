@@ -31,18 +31,15 @@ from hepaudit.errors import ConfigError, HepauditError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.ood import figures
 from hepaudit.explainers.ood.common import (
-    LOW_AUROC,
     Reservoir,
-    auroc_reference_vs_audited,
     entry_keys,
-    flagged_fraction,
     held_out,
     jet_kinematics,
-    kinematic_bins,
     quantile_threshold,
     real_reference,
     resolve_path,
 )
+from hepaudit.explainers.ood.scored import Kinematics, flag_jets, threshold_fields
 from hepaudit.model.session import Tagger
 from hepaudit.results import ExplainerResult
 
@@ -102,8 +99,7 @@ class EnsembleState:
     n_reference: int = 0
     std: list[np.ndarray] = field(default_factory=list)
     mi: list[np.ndarray] = field(default_factory=list)
-    pt: list[np.ndarray] = field(default_factory=list)
-    mass: list[np.ndarray] = field(default_factory=list)
+    kin: Kinematics = field(default_factory=Kinematics)
 
 
 class OodEnsemble(Explainer[EnsembleState]):
@@ -196,18 +192,12 @@ class OodEnsemble(Explainer[EnsembleState]):
         if not self._ready:
             self._prepare(state)
         std, mi = disagreement(self._probabilities(chunk))
-        flag = self._chosen(std, mi) > self.threshold
         chunk.per_jet["ood_ensemble_std"] = std.astype(np.float32)
         chunk.per_jet["ood_ensemble_mi"] = mi.astype(np.float32)
-        chunk.per_jet["ood_ensemble_flag"] = flag
-        previous = chunk.per_jet.get("ood_flag")
-        chunk.per_jet["ood_flag"] = flag if previous is None else (previous | flag)
+        flag_jets(chunk, self.name, self._chosen(std, mi), self.threshold)
         state.std.append(std)
         state.mi.append(mi)
-        kin = jet_kinematics(chunk)
-        if kin is not None:
-            state.pt.append(kin[0].astype(np.float32))
-            state.mass.append(kin[1].astype(np.float32))
+        state.kin.add(chunk)
         return state
 
     def merge(self, a: EnsembleState, b: EnsembleState) -> EnsembleState:
@@ -217,8 +207,7 @@ class OodEnsemble(Explainer[EnsembleState]):
             a.n_reference + b.n_reference,
             a.std + b.std,
             a.mi + b.mi,
-            a.pt + b.pt,
-            a.mass + b.mass,
+            a.kin.merged(b.kin),
         )
 
     def finish(self, state: EnsembleState) -> ExplainerResult:
@@ -250,27 +239,18 @@ class OodEnsemble(Explainer[EnsembleState]):
             else None,
             "std_mi_spearman": _spearman(std, mi),
         }
-        audited = {"score": chosen}
-        if state.pt:
-            audited.update(pt=np.concatenate(state.pt), mass=np.concatenate(state.mass))
+        audited = state.kin.with_scores(chosen)
         reference = {"score": ref_chosen, **self.reference_kin}
-        warnings: list[str] = []
         what = "ensemble std" if self.options.score == "std" else "ensemble mutual information [nats]"
+        shared, warnings = threshold_fields(
+            audited, reference, self.threshold, self.real_reference,
+            "no reference sample: the audited data is its own reference, so only per-jet disagreement "
+            "and its distribution are reported (flagged fractions and AUROC need a [reference] sample)",
+        )
+        fields.update(shared)
+        fraction, ref_fraction = fields["flagged_fraction"], fields["reference_flagged_fraction"]
+        auroc = fields["auroc"]
         if self.real_reference:
-            fraction, fraction_error = flagged_fraction(chosen, self.threshold)
-            ref_fraction, ref_error = flagged_fraction(ref_chosen, self.threshold)
-            auroc = auroc_reference_vs_audited(ref_chosen, chosen)
-            fields.update(
-                reference="reference sample (held-out half for the reference numbers)",
-                flagged_fraction=fraction,
-                flagged_fraction_error=fraction_error,
-                reference_flagged_fraction=ref_fraction,
-                reference_flagged_fraction_error=ref_error,
-                auroc=auroc,
-            )
-            fields.update(kinematic_bins(audited, reference, self.threshold))
-            if auroc is not None and auroc < 0.4:
-                warnings.append(LOW_AUROC)
             summary = (
                 f"{fraction:.1%} of audited jets have an {what} above the reference's {q:.0%} quantile "
                 f"(held-out reference: {ref_fraction:.1%}); AUROC reference vs audited {auroc:.3f}."
@@ -278,24 +258,8 @@ class OodEnsemble(Explainer[EnsembleState]):
                 else ""
             )
         else:
-            note = (
-                "no reference sample: the audited data is its own reference, so only per-jet disagreement "
-                "and its distribution are reported (flagged fractions and AUROC need a [reference] sample)"
-            )
-            fields.update(
-                reference="audited data (no reference configured)",
-                flagged_fraction=None,
-                reference_flagged_fraction=None,
-                auroc=None,
-                note=note,
-            )
-            fields.update(kinematic_bins(audited, {}, self.threshold))
-            warnings.append(note)
-            summary = (
-                f"No reference: mean {what} over the audited jets {float(chosen.mean()):.3g}."
-                if len(chosen)
-                else ""
-            )
+            mean = float(chosen.mean()) if len(chosen) else None
+            summary = f"No reference: mean {what} over the audited jets {mean:.3g}." if mean is not None else ""
         figs = figures.ood_figures(
             self.name, what, audited, reference if self.real_reference else None, self.threshold, fields
         )
