@@ -41,13 +41,12 @@ from hepaudit.explainers.ood.common import (
     Reservoir,
     entry_keys,
     held_out,
-    jet_kinematics,
     quantile_threshold,
     real_reference,
     resolve_path,
 )
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
-from hepaudit.explainers.ood.scored import Kinematics, flag_jets, threshold_fields
+from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, threshold_fields
 from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
@@ -189,12 +188,7 @@ class OodAutoencoder(Explainer[AeState]):
         fit = ~held & state.fit.candidates(keys)
         state.fit.add(keys[fit], x=x[fit])
         keep = held & state.held.candidates(keys)
-        if keep.any():
-            columns = {"x": x[keep]}
-            kin = jet_kinematics(chunk)
-            if kin is not None:
-                columns.update(pt=kin[0][keep], mass=kin[1][keep])
-            state.held.add(keys[keep], **columns)
+        add_held_out(state.held, chunk, keys, keep, x=x[keep])
         return state
 
     def _prepare(self, state: AeState) -> None:

@@ -34,12 +34,11 @@ from hepaudit.explainers.ood.common import (
     Reservoir,
     entry_keys,
     held_out,
-    jet_kinematics,
     quantile_threshold,
     real_reference,
     resolve_path,
 )
-from hepaudit.explainers.ood.scored import Kinematics, flag_jets, threshold_fields
+from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, threshold_fields
 from hepaudit.model.session import Tagger
 from hepaudit.results import ExplainerResult
 
@@ -168,11 +167,7 @@ class OodEnsemble(Explainer[EnsembleState]):
         probs = np.empty((len(chunk), len(self.members) + int(self.options.include_audited)))
         probs[run] = self._probabilities(chunk, run)
         state.fit.add(keys[fit], probs=probs[fit])
-        columns = {"probs": probs[keep]}
-        kin = jet_kinematics(chunk)
-        if kin is not None:
-            columns.update(pt=kin[0][keep], mass=kin[1][keep])
-        state.held.add(keys[keep], **columns)
+        add_held_out(state.held, chunk, keys, keep, probs=probs[keep])
         return state
 
     def _prepare(self, state: EnsembleState) -> None:

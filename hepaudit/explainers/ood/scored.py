@@ -19,6 +19,7 @@ import numpy as np
 from hepaudit.explainers.base import Chunk
 from hepaudit.explainers.ood.common import (
     LOW_AUROC,
+    Reservoir,
     auroc_reference_vs_audited,
     flagged_fraction,
     jet_kinematics,
@@ -33,6 +34,17 @@ def flag_jets(chunk: Chunk, name: str, score: np.ndarray, threshold: float) -> n
     previous = chunk.per_jet.get("ood_flag")
     chunk.per_jet["ood_flag"] = flag if previous is None else (previous | flag)
     return flag
+
+
+def add_held_out(held: Reservoir, chunk: Chunk, keys: np.ndarray, keep: np.ndarray, **columns: np.ndarray) -> None:
+    """The ``keep`` jets of a reference chunk (``columns`` already selected) into the held-out
+    reservoir, with their pT and mass for the binned fractions."""
+    if not keep.any():
+        return
+    kin = jet_kinematics(chunk)
+    if kin is not None:
+        columns.update(pt=kin[0][keep], mass=kin[1][keep])
+    held.add(keys[keep], **columns)
 
 
 @dataclass
