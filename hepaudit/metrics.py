@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+_QUERIES = 1 << 18  # binary searches per block in roc_auc
+
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Exact (weighted) ROC AUC; ties between signal and background count 1/2.
@@ -26,12 +28,16 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None =
     if weights is None:
         if len(sig) == 0 or len(bkg) == 0:
             return float("nan")
-        ordered = np.sort(bkg)
-        sig = np.sort(sig)  # sorted queries: the binary searches walk memory in order (3x faster)
-        below = np.searchsorted(ordered, sig, side="left")
-        upto = np.searchsorted(ordered, sig, side="right")
-        return float((below.sum(dtype=np.float64) + 0.5 * (upto - below).sum(dtype=np.float64))
-                     / (float(len(sig)) * float(len(bkg))))
+        # the masked copies are ours: sort them in place (no third copy of every score)
+        bkg.sort()
+        sig.sort()  # sorted queries: the binary searches walk memory in order (3x faster)
+        below = upto = 0.0
+        for start in range(0, len(sig), _QUERIES):  # index arrays a block at a time, not 16 bytes a jet
+            part = sig[start:start + _QUERIES]
+            lo = np.searchsorted(bkg, part, side="left")
+            below += float(lo.sum(dtype=np.float64))
+            upto += float(np.searchsorted(bkg, part, side="right").sum(dtype=np.float64))
+        return (below + 0.5 * (upto - below)) / (float(len(sig)) * float(len(bkg)))
     w = np.asarray(weights, dtype=np.float64)
     w_sig, w_bkg = w[labels], w[~labels]
     total_sig, total_bkg = w_sig.sum(), w_bkg.sum()
