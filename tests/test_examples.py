@@ -23,6 +23,7 @@ EXAMPLES = REPO / "examples"
 MODELS = EXAMPLES / "models"
 TEST_SAMPLE = EXAMPLES / "data" / "top_qcd_test.root"
 SHIFTED_SAMPLE = EXAMPLES / "data" / "shifted_wqcd.root"
+BOOSTED_SAMPLE = EXAMPLES / "data" / "boosted_topqcd.root"
 MAX_EXAMPLES_BYTES = 10 * 1024 * 1024
 MOMENTUM = ("part_px", "part_py", "part_pz", "part_energy")
 JET_BRANCHES = {"jet_pt", "jet_eta", "jet_phi", "jet_mass", "jet_nconst", "is_signal"}
@@ -76,16 +77,19 @@ def _check_jets(a, pt_window=(550.0, 650.0)):
     assert set(np.unique(a.is_signal)) == {0, 1}
 
 
-@pytest.mark.parametrize("path,n_per_class", [(TEST_SAMPLE, 2500), (SHIFTED_SAMPLE, 1000)])
-def test_committed_samples(path, n_per_class):
+@pytest.mark.parametrize("path,n_per_class,pt_window,signal_mass", [
+    (TEST_SAMPLE, 2500, (550.0, 650.0), (140, 210)),  # top mass peak
+    (SHIFTED_SAMPLE, 1000, (550.0, 650.0), (65, 100)),  # W mass peak
+    (BOOSTED_SAMPLE, 1000, (1000.0, 1200.0), (140, 210)),  # top, twice the pT
+])
+def test_committed_samples(path, n_per_class, pt_window, signal_mass):
     a = _read(path)
-    _check_jets(a)
+    _check_jets(a, pt_window)
     assert int(np.sum(a.is_signal == 1)) == n_per_class
     assert int(np.sum(a.is_signal == 0)) == n_per_class
     mass = np.asarray(a.jet_mass)
     sig = np.asarray(a.is_signal) == 1
-    expected = (140, 210) if path == TEST_SAMPLE else (65, 100)  # top vs W mass peak
-    assert expected[0] < np.median(mass[sig]) < expected[1]
+    assert signal_mass[0] < np.median(mass[sig]) < signal_mass[1]
 
 
 def test_examples_size_under_10mb():
@@ -234,3 +238,22 @@ def test_generator_small_run(tmp_path):
     b = _read(out1)
     for k in ("jet_pt", "jet_mass", "part_px", "part_pid"):
         assert ak.all(ak.flatten(a[k], axis=None) == ak.flatten(b[k], axis=None))
+
+
+def test_ood_demo_flags_the_boosted_sample(tmp_path):
+    """The OOD demo (examples/audit_ood.toml) through the CLI: the jets at twice the training
+    pT are flagged by ood_ae far above the nominal 5%, the held-out reference is not (within
+    its binomial error), and the demo's gates fail the run with exit code 1."""
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, "-m", "hepaudit", "audit", str(EXAMPLES / "audit_ood.toml"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "gate failed: ood_ae.flagged_fraction" in done.stderr
+    report = json.loads((out / "report.json").read_text())
+    ae = report["explainers"]["ood_ae"]
+    assert ae["status"] == "ok"
+    assert ae["flagged_fraction"] > 0.5 and ae["auroc"] > 0.9
+    expected = ae["expected_reference_flagged_fraction"]
+    assert abs(ae["reference_flagged_fraction"] - expected) < 3 * ae["reference_flagged_fraction_error"]
+    ens = report["explainers"]["ood_ensemble"]
+    assert abs(ens["reference_flagged_fraction"] - expected) < 3 * ens["reference_flagged_fraction_error"]
