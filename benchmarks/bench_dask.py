@@ -44,9 +44,10 @@ def model_path(workdir: Path) -> tuple[Path, str]:
 
 
 def write_config(path: Path, model: Path, files: list[Path], step: int, partition: int, threads: int,
-                 explainers: list[str]) -> Path:
+                 explainers: list[str], batch: int | None = None) -> Path:
     tables = "\n".join(f"[explainers.{e}]" for e in explainers)
-    path.write_text(topodnn_config(model, files, step=step, model_extra=f"threads = {threads}",
+    model_extra = f"threads = {threads}" + (f"\nbatch_size = {batch}" if batch else "")
+    path.write_text(topodnn_config(model, files, step=step, model_extra=model_extra,
                                    extra=f"[execution]\nprogress = false\npartition_size = {partition}\n{tables}"))
     return path
 
@@ -71,8 +72,11 @@ def child(config: Path, mode: str) -> None:
                                       dashboard_address=None) as cluster, distributed.Client(cluster) as client:
             out["startup_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             report = hepaudit.audit(config, out=None, progress=False, scheduler=client)
             out["seconds"] = time.perf_counter() - t0
+            # the client's own CPU (scheduler, results, finish): on 2 cores it competes with 2 workers
+            out["client_cpu_s"] = time.process_time() - cpu0
             rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             out["worker_peak_rss_mb"] = sorted(rss.values())
     out["jets"] = report.data["n_jets"]
@@ -98,6 +102,7 @@ def main() -> None:
     parser.add_argument("--step", type=int, default=50_000, help="data.step_size")
     parser.add_argument("--partition", type=int, default=100_000, help="execution.partition_size (Dask)")
     parser.add_argument("--local-threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=None, help="model.batch_size (default: hepaudit's)")
     parser.add_argument("--modes", default="local,dask1,dask2")
     parser.add_argument("--explainers", default="dauc,mad")
     parser.add_argument("--files-memory", default="", help="e.g. 2,8: worker RSS with mad over that many files")
@@ -124,13 +129,13 @@ def main() -> None:
         for mode in args.modes.split(","):
             threads = args.local_threads if mode == "local" else 1
             config = write_config(folder / f"{mode}.toml", model, files, args.step, args.partition, threads,
-                                  explainers)
+                                  explainers, args.batch)
             r = results[mode] = run_mode(config, mode)
             line = (f"{mode:>6}: {r['jets']} jets in {r['seconds']:7.1f} s = {r['jets'] / r['seconds']:9.0f} jets/s; "
                     f"peak RSS {'client' if mode != 'local' else 'process'} {r['peak_rss_mb']:6.0f} MB")
             if mode != "local":
                 line += (f", workers {', '.join(f'{m:.0f}' for m in r['worker_peak_rss_mb'])} MB; "
-                         f"cluster start-up {r['startup_s']:.1f} s")
+                         f"cluster start-up {r['startup_s']:.1f} s; client CPU {r['client_cpu_s']:.1f} s")
             print(line + (f"; thread(s) for onnxruntime: {threads}"))
             print(f"        timing: {r['timing']}")
         aucs = {m: r["auc"] for m, r in results.items()}

@@ -41,7 +41,7 @@ class ModelConfig:
     output: str | None = None
     score: int | ClassSumScore | None = None
     classes: tuple[str, ...] | None = None
-    batch_size: int = 65536
+    batch_size: int = 65536  # rows per onnxruntime call; see README "Memory and speed"
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
 

@@ -50,7 +50,7 @@ from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, 
 from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
-BATCH = 65536
+BATCH = 16384  # rows per autoencoder call: cache-sized, as model.batch_size
 
 
 @dataclass(frozen=True)

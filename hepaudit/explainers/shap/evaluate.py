@@ -8,7 +8,7 @@ block holds at most about ``max_rows`` model rows, which bounds memory whatever 
 of coalitions, background rows and jets.
 
 Blocks are small on purpose: onnxruntime scores a TopoDNN row in about 0.55 µs in batches
-of 4-16k rows but 0.70 µs in the default 65536 (the hidden activations of a big batch spill
+of 4-16k rows but 0.70 µs in batches of 65536 (the hidden activations of a big batch spill
 out of the CPU caches), and a block of masked rows this size is still in cache when the
 model reads it (4096-row blocks gave the fastest SHAP on TopoDNN, benchmarks/bench_shap.py).
 """
