@@ -231,3 +231,44 @@ def test_a_relu_feeding_a_nonlinearity_is_not_rectified() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     engine = BackwardEngine(model, ScoreTarget("logits", "Sigmoid"))
     assert engine.rectified == {} and "z0" in engine.needed
+
+
+def test_rectified_conv_layers_give_the_relevance_of_exposed_ones() -> None:
+    """Conv -> Relu -> Conv (1-D, padded) -> GlobalAveragePool -> Gemm: the first Conv is
+    rectified; the same graph with its z a graph output is not; same relevance and gradient."""
+    rng = np.random.default_rng(9)
+    w0 = rng.normal(0, 0.5, (6, 3, 3)).astype(np.float32)
+    b0 = rng.normal(0, 0.3, 6).astype(np.float32)
+    w1 = rng.normal(0, 0.5, (4, 6, 3)).astype(np.float32)
+    w2 = rng.normal(0, 0.5, (1, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "W0", "B0"], ["z0"], pads=[1, 1]),
+        helper.make_node("Relu", ["z0"], ["a0"]),
+        helper.make_node("Conv", ["a0", "W1"], ["z1"], pads=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["z1"], ["p1"]),
+        helper.make_node("Flatten", ["p1"], ["f1"]),
+        helper.make_node("Gemm", ["f1", "W2"], ["logits"], transB=1),
+        helper.make_node("Sigmoid", ["logits"], ["score"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(a, n) for a, n in ((w0, "W0"), (b0, "B0"), (w1, "W1"), (w2, "W2"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    target = ScoreTarget("logits", "Sigmoid")
+    fast = BackwardEngine(model, target, dtype=np.float64)
+    plain = BackwardEngine(with_extra_outputs(model, ["z0"]), target, dtype=np.float64)
+    assert list(fast.rectified.values()) == ["a0"] and plain.rectified == {} and "z0" not in fast.needed
+    x = rng.normal(size=(50, 3, 8)).astype(np.float32)
+    session = ort.InferenceSession(with_extra_outputs(plain.model, plain.needed).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    values = dict(zip(plain.needed, session.run(plain.needed, {"x": x})))
+    values["x"] = x
+    assert (values["z0"] < 0).any()
+    for rules in (RuleSet("epsilon", epsilon=1e-3), RuleSet("zero"), RuleSet("alpha2beta1")):
+        got, want = fast.relevance(values, rules), plain.relevance(values, rules)
+        np.testing.assert_allclose(got.relevance["x"], want.relevance["x"], rtol=1e-12, atol=1e-14)
+    seed = gradient_seed(target, values["logits"])
+    np.testing.assert_array_equal(fast.gradient(values, seed)["x"], plain.gradient(values, seed)["x"])
