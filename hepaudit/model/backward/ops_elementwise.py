@@ -19,6 +19,8 @@ Gradients are the analytic derivatives. For LRP:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from hepaudit.model.backward.base import Step, register, safe_divide, unbroadcast
@@ -40,83 +42,53 @@ def neg(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     return [g if step.lrp else -g]
 
 
-def _activation(step: Step, g: np.ndarray, derivative: np.ndarray) -> list[np.ndarray | None]:
-    out = g if step.lrp else g * derivative
-    return [out] + [None] * (len(step.node.inputs) - 1)
+def _x64(step: Step) -> np.ndarray:
+    return step.x(0).astype(np.float64)
 
 
-@register("Relu")
-def relu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    # a > 0 is z > 0: the output, which is always exposed (a rectified layer's z is not)
-    return _activation(step, grads[0], 0.0 if step.lrp else (step.y() > 0))
+def _elu_slope(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
 
 
-@register("LeakyRelu")
-def leaky_relu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]]
-    return _activation(step, grads[0], np.where(step.x(0) > 0, 1.0, float(step.attr("alpha", 0.01))))
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
-@register("Elu")
-def elu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]]
-    x = step.x(0).astype(np.float64)
-    alpha = float(step.attr("alpha", 1.0))
-    return _activation(step, grads[0], np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0))))
+def _sigmoid_slope(x: np.ndarray) -> np.ndarray:
+    s = _sigmoid(x)
+    return s * (1 - s)
 
 
-@register("Selu")
-def selu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]]
-    x = step.x(0).astype(np.float64)
-    alpha = float(step.attr("alpha", 1.67326319217681884765625))
-    gamma = float(step.attr("gamma", 1.05070102214813232421875))
-    return _activation(step, grads[0], gamma * np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0))))
-
-
-@register("Sigmoid")
-def sigmoid(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]]
-    # from x rather than the float32 output, so saturated units keep their small slope
-    s = 1.0 / (1.0 + np.exp(-step.x(0).astype(np.float64)))
-    return _activation(step, grads[0], s * (1 - s))
-
-
-@register("Tanh")
-def tanh(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]]
-    t = np.tanh(step.x(0).astype(np.float64))
-    return _activation(step, grads[0], 1 - t * t)
-
-
-@register("Softplus")
-def softplus(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]]
-    return _activation(step, grads[0], 1.0 / (1.0 + np.exp(-step.x(0).astype(np.float64))))
-
-
-@register("Clip")
-def clip(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
-    assert grads[0] is not None
-    if step.lrp:
-        return [grads[0]] + [None] * (len(step.node.inputs) - 1)
+def _clip_slope(step: Step) -> np.ndarray:
     x = step.x(0)
     lo = step.x(1) if step.has_input(1) else step.attr("min", -np.inf)
     hi = step.x(2) if step.has_input(2) else step.attr("max", np.inf)
-    return _activation(step, grads[0], (x >= lo) & (x <= hi))
+    return (x >= lo) & (x <= hi)
+
+
+#: each activation's derivative f'(x), read from the forward values. Smooth ones are taken
+#: from x in float64 rather than from the float32 output, so saturated units keep their slope
+SLOPES: dict[str, Callable[[Step], np.ndarray]] = {
+    # a > 0 is z > 0: the output, which is always exposed (a rectified layer's z is not)
+    "Relu": lambda step: step.y() > 0,
+    "LeakyRelu": lambda step: np.where(step.x(0) > 0, 1.0, float(step.attr("alpha", 0.01))),
+    "Elu": lambda step: _elu_slope(_x64(step), float(step.attr("alpha", 1.0))),
+    "Selu": lambda step: float(step.attr("gamma", 1.05070102214813232421875))
+    * _elu_slope(_x64(step), float(step.attr("alpha", 1.67326319217681884765625))),
+    "Sigmoid": lambda step: _sigmoid_slope(_x64(step)),
+    "Tanh": lambda step: 1 - np.tanh(_x64(step)) ** 2,
+    "Softplus": lambda step: _sigmoid(_x64(step)),
+    "Clip": _clip_slope,
+}
+
+
+@register(*SLOPES)
+def activation(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    """LRP passes relevance through unchanged (the identity rule); the gradient is g · f'(x)."""
+    g = grads[0]
+    assert g is not None
+    out = g if step.lrp else g * SLOPES[step.node.op](step)
+    return [out] + [None] * (len(step.node.inputs) - 1)
 
 
 @register("Exp", "Log", "Sqrt", "Pow")
