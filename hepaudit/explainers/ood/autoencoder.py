@@ -39,14 +39,12 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.ood import figures
 from hepaudit.explainers.ood.common import (
     Reservoir,
-    entry_keys,
-    held_out,
     quantile_threshold,
     real_reference,
     resolve_path,
 )
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
-from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, threshold_fields
+from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
@@ -181,13 +179,10 @@ class OodAutoencoder(Explainer[AeState]):
         return AeState(Reservoir(cap), Reservoir(cap))
 
     def update_reference(self, state: AeState, chunk: Chunk) -> AeState:
-        keys = entry_keys(chunk.entries, self.context.seed)
-        held = held_out(keys)
-        x = self._matrix(chunk.inputs)
+        keys, fit, keep = reference_split(chunk, self.context.seed, state.fit, state.held)
         state.n_reference += len(chunk)
-        fit = ~held & state.fit.candidates(keys)
+        x = self._matrix(chunk.inputs)
         state.fit.add(keys[fit], x=x[fit])
-        keep = held & state.held.candidates(keys)
         add_held_out(state.held, chunk, keys, keep, x=x[keep])
         return state
 

@@ -32,13 +32,11 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.ood import figures
 from hepaudit.explainers.ood.common import (
     Reservoir,
-    entry_keys,
-    held_out,
     quantile_threshold,
     real_reference,
     resolve_path,
 )
-from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, threshold_fields
+from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.model.session import Tagger
 from hepaudit.results import ExplainerResult
 
@@ -155,13 +153,9 @@ class OodEnsemble(Explainer[EnsembleState]):
         return EnsembleState(Reservoir(cap), Reservoir(cap))
 
     def update_reference(self, state: EnsembleState, chunk: Chunk) -> EnsembleState:
-        keys = entry_keys(chunk.entries, self.context.seed)
-        held = held_out(keys)
+        keys, fit, keep = reference_split(chunk, self.context.seed, state.fit, state.held)
         state.n_reference += len(chunk)
-        # members run only on jets that can still enter one of the two bounded subsamples
-        fit = ~held & state.fit.candidates(keys)
-        keep = held & state.held.candidates(keys)
-        run = fit | keep
+        run = fit | keep  # members run only on jets that can still enter one of the two subsamples
         if not run.any():
             return state
         probs = np.empty((len(chunk), len(self.members) + int(self.options.include_audited)))

@@ -21,7 +21,9 @@ from hepaudit.explainers.ood.common import (
     LOW_AUROC,
     Reservoir,
     auroc_reference_vs_audited,
+    entry_keys,
     flagged_fraction,
+    held_out,
     jet_kinematics,
     kinematic_bins,
 )
@@ -34,6 +36,15 @@ def flag_jets(chunk: Chunk, name: str, score: np.ndarray, threshold: float) -> n
     previous = chunk.per_jet.get("ood_flag")
     chunk.per_jet["ood_flag"] = flag if previous is None else (previous | flag)
     return flag
+
+
+def reference_split(chunk: Chunk, seed: int, fit: Reservoir, held: Reservoir
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A reference chunk's jet keys, and which jets can still enter the fit half's reservoir
+    and which the held-out half's (the others need no work)."""
+    keys = entry_keys(chunk.entries, seed)
+    is_held = held_out(keys)
+    return keys, ~is_held & fit.candidates(keys), is_held & held.candidates(keys)
 
 
 def add_held_out(held: Reservoir, chunk: Chunk, keys: np.ndarray, keep: np.ndarray, **columns: np.ndarray) -> None:
