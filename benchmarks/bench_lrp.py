@@ -36,6 +36,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from builders import as_double  # noqa: E402
 from common import EXAMPLE_MODEL, EXAMPLE_SAMPLE, machine  # noqa: E402
 
 from hepaudit.config import ModelConfig  # noqa: E402
@@ -72,23 +73,6 @@ def dense_layers(model: onnx.ModelProto) -> list[tuple[np.ndarray, np.ndarray]]:
         elif node.op_type == "Add" and layers and node.input[1] in inits:
             layers[-1] = (layers[-1][0], inits[node.input[1]])
     return layers
-
-
-def as_double(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A float64 copy of a float32 dense graph (weights, inputs, outputs; value_info dropped)."""
-    from onnx import TensorProto, numpy_helper
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for i, t in enumerate(copy.graph.initializer):
-        if t.data_type == TensorProto.FLOAT:
-            copy.graph.initializer[i].CopyFrom(
-                numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
-            )
-    del copy.graph.value_info[:]
-    for v in list(copy.graph.input) + list(copy.graph.output):
-        v.type.tensor_type.elem_type = TensorProto.DOUBLE
-    return copy
 
 
 def torch_copy(layers: list[tuple[np.ndarray, np.ndarray]], dtype: object, epsilon: float) -> object:

@@ -232,3 +232,24 @@ def mlp_hidden(weights: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> l
         h = np.maximum(h @ w.astype(np.float64) + b, 0)
         out.append(h)
     return out
+
+
+def as_double(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A float64 copy of a float32 graph: weights, Casts to float, graph inputs and outputs;
+    value_info is dropped (its float32 hidden shapes would contradict onnxruntime's inference)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i, t in enumerate(copy.graph.initializer):
+        if t.data_type == TensorProto.FLOAT:
+            copy.graph.initializer[i].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
+            )
+    for n in copy.graph.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to":
+                a.i = TensorProto.DOUBLE
+    del copy.graph.value_info[:]
+    for v in list(copy.graph.input) + list(copy.graph.output):
+        v.type.tensor_type.elem_type = TensorProto.DOUBLE
+    return copy
+

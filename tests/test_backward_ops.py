@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from builders import as_double
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -43,24 +44,6 @@ def f32(*shape: int, scale: float = 1.0) -> np.ndarray:
 
 def node(op: str, ins: list[str], out: str = "y", **attrs: object) -> onnx.NodeProto:
     return helper.make_node(op, ins, [out], **attrs)
-
-
-def as_double(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A float64 copy of the graph for the reference evaluator (weights, Casts and inputs)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    for i, t in enumerate(copy.graph.initializer):
-        if t.data_type == TensorProto.FLOAT:
-            copy.graph.initializer[i].CopyFrom(
-                numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
-            )
-    for n in copy.graph.node:
-        for a in n.attribute:
-            if n.op_type == "Cast" and a.name == "to":
-                a.i = TensorProto.DOUBLE
-    for v in list(copy.graph.input) + list(copy.graph.output):
-        v.type.tensor_type.elem_type = TensorProto.DOUBLE
-    return copy
 
 
 # onnx's reference evaluator disagrees with onnxruntime on these graphs (BatchNormalization's
