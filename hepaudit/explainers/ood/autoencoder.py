@@ -48,7 +48,7 @@ from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, 
 from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
-BATCH = 16384  # rows per autoencoder call: cache-sized, as model.batch_size
+BATCH = 4096  # rows per autoencoder call: a block of errors stays in cache while it is reduced
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,20 @@ class OodAutoencoder(Explainer[AeState]):
         x = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def _errors(self, x: np.ndarray) -> np.ndarray:
-        """e_k per jet and input (float32), in standardised units unless standardise = false."""
+    def _scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per jet the score (mean of e_k over inputs) and the sum over jets of each e_k,
+        float64; e_k = the squared error, in standardised units unless standardise = false.
+
+        Block by block: each block's errors are reduced while they are still in cache, and
+        the (N, inputs) error matrix is never held.
+        """
         assert self.session is not None
         name = self.session.get_inputs()[0].name
         inverse = (1.0 / self.standard.scale).astype(np.float32)
-        out = np.empty(x.shape, np.float32)
+        scores = np.empty(len(x))
+        sums = np.zeros(x.shape[1])
+        block = np.empty((min(BATCH, len(x)), x.shape[1]), np.float32)
+        ones = np.full(x.shape[1], 1.0 / x.shape[1], np.float32)
         for start in range(0, len(x), BATCH):
             xb = x[start : start + BATCH]
             rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
@@ -167,11 +175,16 @@ class OodAutoencoder(Explainer[AeState]):
                 raise ValueError(
                     f"the autoencoder returned {rec.shape[1]} values per jet for {x.shape[1]} inputs"
                 )
-            diff = np.subtract(xb, rec, out=out[start : start + BATCH], dtype=np.float32)
+            diff = np.subtract(xb, rec, out=block[: len(xb)], dtype=np.float32)
             if self.options.standardise:
                 diff *= inverse
             np.square(diff, out=diff)
-        return out
+            # the score: a float32 row sum by BLAS (a jet's own 90-odd terms, so it does not
+            # depend on how jets are blocked); the sums over jets stay float64, as they add
+            # up across blocks and chunks
+            scores[start : start + len(xb)] = diff @ ones
+            sums += diff.sum(axis=0, dtype=np.float64)
+        return scores, sums
 
     # -- reference pass ------------------------------------------------------------------------
     def start(self) -> AeState:
@@ -219,15 +232,12 @@ class OodAutoencoder(Explainer[AeState]):
                 tmp.write_bytes(data)
                 os.replace(tmp, target)
                 self.saved = str(target)
-        self.threshold = quantile_threshold(
-            self._errors(calibration).mean(axis=1, dtype=np.float64), self.options.quantile
-        )
+        self.threshold = quantile_threshold(self._scores(calibration)[0], self.options.quantile)
         self.n_threshold = len(calibration)
         held = state.held.sorted_columns()
         if "x" in held and len(held["x"]):
-            errors = self._errors(held["x"])
-            self.reference_scores = errors.mean(axis=1, dtype=np.float64)
-            self.reference_errors = errors.mean(axis=0, dtype=np.float64)
+            self.reference_scores, sums = self._scores(held["x"])
+            self.reference_errors = sums / len(held["x"])
         else:
             self.reference_scores = np.zeros(0)
             self.reference_errors = np.full(len(self.features), np.nan)
@@ -238,13 +248,11 @@ class OodAutoencoder(Explainer[AeState]):
     def update(self, state: AeState, chunk: Chunk) -> AeState:
         if not self._ready:
             self._prepare(state)
-        errors = self._errors(self._matrix(chunk.inputs))
-        score = errors.mean(axis=1, dtype=np.float64)
+        score, sums = self._scores(self._matrix(chunk.inputs))
         chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
         flag_jets(chunk, self.name, score, self.threshold)
         state.scores.append(score.astype(np.float32))
         state.kin.add(chunk)
-        sums = errors.sum(axis=0, dtype=np.float64)
         state.error_sum = sums if state.error_sum is None else state.error_sum + sums
         state.n += len(chunk)
         return state

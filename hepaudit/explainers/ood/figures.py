@@ -70,7 +70,8 @@ def score_distribution(
     ax.set_ylabel("jets (normalised)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _png(fig)
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.91)
+    return _png(fig, tight=False)
 
 
 def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title: str) -> bytes | None:
@@ -101,7 +102,8 @@ def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title:
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    return _png(fig)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.88, wspace=0.22)
+    return _png(fig, tight=False)
 
 
 def ood_figures(
