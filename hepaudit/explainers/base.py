@@ -109,13 +109,15 @@ class Chunk:
         self.context = context
         self.per_jet: dict[str, np.ndarray] = {}
         self._occluded: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+        self._batches: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def occluded(self, units: Sequence[Sequence[int]], baseline: str | float = "mean"
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Scores and logits, shape (len(units), N), with each unit's features replaced.
+        """Scores and logits, shape (len(units), N), with each unit's features replaced
+        (read-only: they may be the cached arrays themselves).
 
         A unit is a list of feature indices occluded together (one feature, or a group);
         ``baseline`` is ``"mean"`` (x̄) or a constant (see :meth:`AuditContext.baseline`).
@@ -124,16 +126,24 @@ class Chunk:
         """
         values = self.context.baseline(baseline)
         tag = repr(baseline)
-        missing = [u for u in dict.fromkeys(tuple(u) for u in units) if (tag, *u) not in self._occluded]
+        wanted = [tuple(u) for u in units]
+        asked = (tag, tuple(wanted))
+        if asked in self._batches:  # ΔAUC and MAD ask for the same units: the same read-only arrays
+            return self._batches[asked]
+        missing = [u for u in dict.fromkeys(wanted) if (tag, *u) not in self._occluded]
         if missing:
-            self._run_occluded(missing, values, tag)
+            computed = self._run_occluded(missing, values, tag)
+            if missing == wanted:  # the usual first call: no second copy of the (units, N) arrays
+                self._batches[asked] = computed
+                return computed
         scores = np.empty((len(units), len(self)))
         logits = np.empty((len(units), len(self)))
-        for row, unit in enumerate(units):
+        for row, unit in enumerate(wanted):
             scores[row], logits[row] = self._occluded[(tag, *unit)]
         return scores, logits
 
-    def _run_occluded(self, units: list[tuple[int, ...]], values: dict[str, np.ndarray], tag: str) -> None:
+    def _run_occluded(self, units: list[tuple[int, ...]], values: dict[str, np.ndarray], tag: str
+                      ) -> tuple[np.ndarray, np.ndarray]:
         """The forward passes of ``units``, block of rows by block of rows.
 
         Rows outer, units inner: a block of OCCLUSION_ROWS jets stays in cache while every unit
@@ -173,8 +183,10 @@ class Chunk:
                         array[:, positions] = original
                 scores[i, start:stop] = out.score
                 logits[i, start:stop] = out.logit
+        scores.flags.writeable = logits.flags.writeable = False  # shared by every caller: read-only
         for i, unit in enumerate(units):
             self._occluded[(tag, *unit)] = (scores[i], logits[i])
+        return scores, logits
 
 
 class Explainer(ABC, Generic[State]):
