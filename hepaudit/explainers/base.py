@@ -148,7 +148,7 @@ class Chunk:
 
         Rows outer, units inner: a block of OCCLUSION_ROWS jets stays in cache while every unit
         is occluded in it and scored, instead of streaming the whole chunk through memory once
-        per unit. On one core this is 13-22% faster per pass for TopoDNN, and two processes
+        per unit. On one core this is 6-13% faster per pass for TopoDNN (bench_blocks.py), and two processes
         (Dask workers) no longer slow each other down by competing for memory bandwidth.
         """
         slots = self.context.builder.slots

@@ -167,7 +167,7 @@ class OodAutoencoder(Explainer[AeState]):
         scores = np.empty(len(x))
         sums = np.zeros(x.shape[1])
         block = np.empty((min(BATCH, len(x)), x.shape[1]), np.float32)
-        ones = np.full(x.shape[1], 1.0 / x.shape[1], np.float32)
+        per_input = np.full(x.shape[1], 1.0 / x.shape[1], np.float32)  # row sum -> mean
         for start in range(0, len(x), BATCH):
             xb = x[start : start + BATCH]
             rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
@@ -182,7 +182,7 @@ class OodAutoencoder(Explainer[AeState]):
             # the score: a float32 row sum by BLAS (a jet's own 90-odd terms, so it does not
             # depend on how jets are blocked); the sums over jets stay float64, as they add
             # up across blocks and chunks
-            scores[start : start + len(xb)] = diff @ ones
+            scores[start : start + len(xb)] = diff @ per_input
             sums += diff.sum(axis=0, dtype=np.float64)
         return scores, sums
 
