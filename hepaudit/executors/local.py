@@ -190,7 +190,15 @@ class LocalExecutor:
                 if not job.keep_arrays:  # keep the label and weight columns only
                     raw = RawChunk(_project(raw.arrays, [b for b in (job.label, job.weight) if b]),
                                    raw.entries, raw.file)
-                size += int(raw.arrays.nbytes) + sum(v.nbytes for v in inputs.values())
+                nbytes = int(raw.arrays.nbytes) + sum(v.nbytes for v in inputs.values())
+                jets = len(raw.entries) + self._last_dropped
+                if size == 0 and nbytes * sample.n_entries > self.cache_bytes * max(jets, 1):
+                    # judged on the first chunk, a sample that will not fit is never kept: keeping
+                    # chunks up to the limit and then dropping them left the freed memory resident
+                    # (~250 MB more at the end of a 2M-jet audit, docs/dask.md "Memory")
+                    kept = None
+                    continue
+                size += nbytes
                 if size <= self.cache_bytes:
                     kept.append((raw, inputs, self._last_dropped))
                 else:  # too big to keep: the audit pass reads everything again, memory stays flat

@@ -9,11 +9,12 @@ shared with MAD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.explainers.columns import ColumnBlocks
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
 from hepaudit.metrics import roc_auc, roc_auc_each
 from hepaudit.plugins import ExplainerRegistry, hookimpl
@@ -22,12 +23,12 @@ from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
 
 @dataclass
 class DaucState:
-    """Scores per chunk, kept as float32 (the model's own precision) until the exact AUCs."""
+    """Every jet's scores, float32 (the model's own precision), labels and weights, kept
+    until the exact AUCs; in :class:`ColumnBlocks`, so a long audit leaves no holes in memory."""
 
-    base: list[np.ndarray] = field(default_factory=list)
-    occluded: list[np.ndarray] = field(default_factory=list)  # (units, n) per chunk
-    labels: list[np.ndarray] = field(default_factory=list)
-    weights: list[np.ndarray] = field(default_factory=list)
+    scores: ColumnBlocks  # row 0 the tagger's score, row 1 + k with unit k occluded
+    labels: ColumnBlocks  # (1, jets) bool
+    weights: ColumnBlocks | None = None  # (1, jets) float64, for weighted data
 
 
 class DeltaAUC(Explainer[DaucState]):
@@ -42,29 +43,30 @@ class DeltaAUC(Explainer[DaucState]):
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> DaucState:
-        return DaucState()
+        return DaucState(ColumnBlocks(1 + len(self.units.all)), ColumnBlocks(1, bool))
 
     def update(self, state: DaucState, chunk: Chunk) -> DaucState:
         assert chunk.labels is not None
         scores, _ = chunk.occluded(self.units.all, self.options.baseline)
-        state.base.append(chunk.score.astype(np.float32))
-        state.occluded.append(scores.astype(np.float32))
-        state.labels.append(chunk.labels)
+        state.scores.append(chunk.score[None, :], scores)
+        state.labels.append(chunk.labels[None, :].astype(bool, copy=False))
         if chunk.weights is not None:
-            state.weights.append(chunk.weights)
+            if state.weights is None:
+                state.weights = ColumnBlocks(1, np.float64)
+            state.weights.append(chunk.weights[None, :])
         return state
 
     def merge(self, a: DaucState, b: DaucState) -> DaucState:
-        return DaucState(a.base + b.base, a.occluded + b.occluded, a.labels + b.labels, a.weights + b.weights)
+        weights = b.weights if a.weights is None else (a.weights if b.weights is None else a.weights.merged(b.weights))
+        return DaucState(a.scores.merged(b.scores), a.labels.merged(b.labels), weights)
 
     def finish(self, state: DaucState) -> ExplainerResult:
-        labels = np.concatenate(state.labels)
-        weights = np.concatenate(state.weights) if state.weights else None
-        base_auc = roc_auc(np.concatenate(state.base), labels, weights)
+        labels = state.labels.row(0)
+        weights = state.weights.row(0) if state.weights is not None else None
+        base_auc = roc_auc(state.scores.row(0), labels, weights)
         # one unit's scores at a time (a unit per thread): concatenating the whole (units, jets)
         # matrix would double the explainer's memory at the end of a large audit
-        deltas = base_auc - roc_auc_each(lambda k: np.concatenate([chunk[k] for chunk in state.occluded]),
-                                         len(self.units.all), labels, weights)
+        deltas = base_auc - roc_auc_each(lambda k: state.scores.row(1 + k), len(self.units.all), labels, weights)
         n_feat = len(self.units.features)
         features = [FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas[:n_feat])]
         groups = [FeatureScore(name, float(d)) for name, d in zip(self.units.group_names, deltas[n_feat:])]
