@@ -28,7 +28,6 @@ from hepaudit.errors import ConfigError, DataError, OutputError
 from hepaudit.executors.local import SCORE_BINS, ExplainerRun, Job, LocalExecutor
 from hepaudit.explainers.base import AuditContext
 from hepaudit.gates import evaluate_gates
-from hepaudit.memory import set_mmap_threshold
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.model.session import Tagger
 from hepaudit.options import as_table, parse_table
@@ -239,7 +238,6 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     job = Job(sample=sample, builder=builder, tagger=tagger, context=context, runs=runs, label=cfg.data.label,
               weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug,
               keep_arrays=any("arrays" in classes[r.name].needs for r in runs))
-    set_mmap_threshold(cfg.execution.malloc_mmap_threshold_mb)  # this process: the local executor, a Dask client
     executor = make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
     try:
         t_stats = time.perf_counter()

@@ -153,9 +153,6 @@ class ExecutionConfig:
     ``cache_mb``: when the x̄ pass reads the audited data and all of it (branches and built
     inputs) fits in this many MB, the audit pass replays it from memory instead of reading
     and building it again (local executor; 0 turns this off).
-    ``malloc_mmap_threshold_mb``: on Linux with glibc, arrays of at least this many MB get
-    memory of their own, returned to the system when freed, so that a long audit's resident
-    memory stays close to what it holds (:mod:`hepaudit.memory`; 0 leaves malloc alone).
     """
 
     seed: int = 0
@@ -167,13 +164,10 @@ class ExecutionConfig:
     partition_size: int | None = None
     skip_corrupt: bool = False
     cache_mb: int = 512
-    malloc_mmap_threshold_mb: int = 4
 
     def __post_init__(self) -> None:
         if self.cache_mb < 0:
             raise ValueError("cache_mb must not be negative")
-        if not 0 <= self.malloc_mmap_threshold_mb <= 32:
-            raise ValueError("malloc_mmap_threshold_mb must be between 0 (malloc's default) and 32 (glibc's limit)")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.threads_per_worker < 1:

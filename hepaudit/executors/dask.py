@@ -51,7 +51,6 @@ from hepaudit.errors import ConfigError
 from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor, Outcome, _describe
 from hepaudit.executors.partitions import PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, Explainer
-from hepaudit.memory import set_mmap_threshold
 from hepaudit.model.session import Tagger
 from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
 
@@ -137,7 +136,6 @@ def worker_context(spec: WorkerSpec) -> WorkerContext:
     from hepaudit.plugins import PluginHost
 
     cfg = spec.config
-    set_mmap_threshold(cfg.execution.malloc_mmap_threshold_mb)
     if not cfg.model.threads:  # onnxruntime's default takes every core: as many as the worker has threads
         cfg = replace(cfg, model=replace(cfg.model, threads=_worker_threads()))
     host = PluginHost(disable=spec.disable, extra=spec.plugins)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
-from hepaudit.explainers.columns import ColumnBlocks
+from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
 from hepaudit.metrics import roc_auc, roc_auc_each
 from hepaudit.plugins import ExplainerRegistry, hookimpl
@@ -24,11 +24,11 @@ from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
 @dataclass
 class DaucState:
     """Every jet's scores, float32 (the model's own precision), labels and weights, kept
-    until the exact AUCs; in :class:`ColumnBlocks`, so a long audit leaves no holes in memory."""
+    until the exact AUCs; spilled to a temporary file (:class:`SpilledColumns`): not in memory."""
 
-    scores: ColumnBlocks  # row 0 the tagger's score, row 1 + k with unit k occluded
-    labels: ColumnBlocks  # (1, jets) bool
-    weights: ColumnBlocks | None = None  # (1, jets) float64, for weighted data
+    scores: SpilledColumns  # row 0 the tagger's score, row 1 + k with unit k occluded
+    labels: SpilledColumns  # (1, jets) bool
+    weights: SpilledColumns | None = None  # (1, jets) float64, for weighted data
 
 
 class DeltaAUC(Explainer[DaucState]):
@@ -43,7 +43,7 @@ class DeltaAUC(Explainer[DaucState]):
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> DaucState:
-        return DaucState(ColumnBlocks(1 + len(self.units.all)), ColumnBlocks(1, bool))
+        return DaucState(SpilledColumns(1 + len(self.units.all)), SpilledColumns(1, bool))
 
     def update(self, state: DaucState, chunk: Chunk) -> DaucState:
         assert chunk.labels is not None
@@ -52,7 +52,7 @@ class DeltaAUC(Explainer[DaucState]):
         state.labels.append(chunk.labels[None, :].astype(bool, copy=False))
         if chunk.weights is not None:
             if state.weights is None:
-                state.weights = ColumnBlocks(1, np.float64)
+                state.weights = SpilledColumns(1, np.float64)
             state.weights.append(chunk.weights[None, :])
         return state
 
