@@ -1,6 +1,6 @@
 """Occluded passes unit by unit over a chunk, or block of rows by block of rows.
 
-Why ``Chunk.occluded`` works in blocks of ``OCCLUSION_ROWS`` jets (docs/dask.md): one
+Why ``Chunk.occluded`` works in blocks of ``CACHED_ROWS`` jets (hepaudit.model.session) (docs/dask.md): one
 onnxruntime session (``--threads``, default 1 as in a Dask worker) scores a chunk of TopoDNN
 inputs with each of the 90 inputs set to its mean in turn, either one input after the other
 over the whole chunk, or every input in a block of rows before the next block. Run two

@@ -37,7 +37,7 @@ def pure_onnxruntime_seconds(config: Path) -> tuple[dict[str, float], int]:
 
     Three ways, so the audit is held to the fastest: whole chunks in model.batch_size
     batches, one pass after the other, on the Tagger's session (idle threads asleep); and
-    blocks of OCCLUSION_ROWS jets, every pass of a block before the next block (the audit's
+    blocks of CACHED_ROWS jets, every pass of a block before the next block (the audit's
     order), on the Tagger's session and on a default session (spinning threads).
     """
     import onnxruntime as ort
@@ -45,8 +45,7 @@ def pure_onnxruntime_seconds(config: Path) -> tuple[dict[str, float], int]:
     from hepaudit.config import load_config
     from hepaudit.data.builders import InputBuilder
     from hepaudit.data.reading import Sample
-    from hepaudit.explainers.base import OCCLUSION_ROWS
-    from hepaudit.model.session import Tagger
+    from hepaudit.model.session import CACHED_ROWS, Tagger
     from hepaudit.plugins import PluginHost
 
     cfg = load_config(config)
@@ -77,8 +76,8 @@ def pure_onnxruntime_seconds(config: Path) -> tuple[dict[str, float], int]:
     spinning = ort.InferenceSession(str(cfg.model.path), providers=["CPUExecutionProvider"])
     times = {
         f"whole chunks, batch {cfg.model.batch_size}": passes(tagger._session, cfg.model.batch_size, False),
-        f"blocks of {OCCLUSION_ROWS}, Tagger session": passes(tagger._session, OCCLUSION_ROWS, True),
-        f"blocks of {OCCLUSION_ROWS}, spinning session": passes(spinning, OCCLUSION_ROWS, True),
+        f"blocks of {CACHED_ROWS}, Tagger session": passes(tagger._session, CACHED_ROWS, True),
+        f"blocks of {CACHED_ROWS}, spinning session": passes(spinning, CACHED_ROWS, True),
     }
     return times, n_passes
 

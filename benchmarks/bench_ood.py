@@ -47,7 +47,7 @@ class PureOnnxruntime:
     """session.run time of every forward pass, inputs built beforehand (not timed).
 
     Fair to onnxruntime on both counts the audit could win on: each model runs at the
-    config's batch size and at the rows per call the explainers use (16384 for the members,
+    config's batch size and at the rows per call the explainers use (4096 for the members,
     4096 for the autoencoder), and the faster is kept; and every repetition opens fresh
     sessions, as an audit does, so first-run allocations are paid on both sides.
     """
@@ -56,9 +56,7 @@ class PureOnnxruntime:
         from hepaudit.config import load_config
         from hepaudit.data.builders import InputBuilder
         from hepaudit.data.reading import Sample
-        from hepaudit.explainers.ood.autoencoder import BATCH as AE_ROWS
-        from hepaudit.explainers.ood.ensemble import MEMBER_ROWS
-        from hepaudit.model.session import Tagger
+        from hepaudit.model.session import CACHED_ROWS, Tagger
         from hepaudit.plugins import PluginHost
 
         cfg = load_config(config)
@@ -66,8 +64,8 @@ class PureOnnxruntime:
         builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
         batch = cfg.model.batch_size
         self.models = {
-            "members": (members, sorted({batch, MEMBER_ROWS})),
-            "autoencoder": ([autoencoder], sorted({batch, AE_ROWS})),
+            "members": (members, sorted({batch, CACHED_ROWS})),
+            "autoencoder": ([autoencoder], sorted({batch, CACHED_ROWS})),
             "tagger": ([Path(cfg.model.path)], [batch]),
         }
         self.chunks: dict[str, list] = {}

@@ -24,8 +24,8 @@ from conftest import FEATURES, AuditSetup, make_setup
 
 from hepaudit.audit import audit
 from hepaudit.config import load_config
-from hepaudit.explainers import base as explainer_base
 from hepaudit.metrics import kendall_tau, roc_auc, roc_auc_each
+from hepaudit.model import session as session_module
 from hepaudit.model.session import Tagger
 
 TOL = 1e-6
@@ -58,7 +58,7 @@ def test_dauc_and_mad_match_their_definitions(styled: AuditSetup, rows: int | No
     features occluded block by block; the numbers must not change."""
     setup = styled
     if rows is not None:
-        monkeypatch.setattr(explainer_base, "OCCLUSION_ROWS", rows)
+        monkeypatch.setattr(session_module, "CACHED_ROWS", rows)
     report = run(setup, setup.doc())
     x = features_of(setup)
     y = np.asarray(setup.jets["is_signal"])
@@ -296,7 +296,7 @@ def constituent_matrix(jets: dict) -> np.ndarray:
 @pytest.mark.parametrize("rows", [None, 5])
 def test_groups_on_constituents(setup: AuditSetup, rows: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     if rows is not None:  # groups occluded block by block
-        monkeypatch.setattr(explainer_base, "OCCLUSION_ROWS", rows)
+        monkeypatch.setattr(session_module, "CACHED_ROWS", rows)
     weights = dense_weights([P * 3, 6, 1], seed=31)
     w0 = weights[0][0].copy()
     w0[0::3] /= 100.0  # pT in GeV: keep the logits moderate, so float32 scores do not tie

@@ -11,6 +11,7 @@ which flat position within a jet's row hold feature k. Groups ``particle_{i}`` a
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -52,6 +53,20 @@ def _feature_order(names: tuple[str, ...], particles: int, layout: str) -> list[
     if layout == "channels":
         return [(names[f], p, f * particles + p) for f in range(n_feat) for p in range(particles)]
     return [(names[f], p, p * n_feat + f) for p in range(particles) for f in range(n_feat)]
+
+
+@dataclass(frozen=True)
+class JetMomentum:
+    """A jet four-momentum per jet, float64 numpy arrays."""
+
+    px: np.ndarray
+    py: np.ndarray
+    pz: np.ndarray
+    energy: np.ndarray
+
+    def pt_and_mass(self) -> tuple[np.ndarray, np.ndarray]:
+        mass2 = self.energy**2 - self.px**2 - self.py**2 - self.pz**2
+        return np.hypot(self.px, self.py), np.sqrt(np.maximum(mass2, 0.0))
 
 
 class InputBuilder:
@@ -104,6 +119,9 @@ class InputBuilder:
                 self.jagged_branches += [b for b in (*cfg.momentum.branches, *extra) if b not in self.jagged_branches]
         self.slots = self._make_slots()
         self.features = [s.name for s in self.slots]
+        # per chunk of branches still alive (by id, dropped with it): each constituents input's
+        # jet four-momentum, the sum the builder computes anyway (see jet_momentum)
+        self._jets: dict[int, dict[str, ak.Array]] = {}
 
     # -- names -----------------------------------------------------------------------------------
     def _per_particle_names(self, cfg: InputConfig) -> tuple[str, ...]:
@@ -190,6 +208,7 @@ class InputBuilder:
         keys = ("px", "py", "pz", "energy") if mom.px else ("pt", "eta", "phi", "mass")
         parts, permutation, counts = pt_ordered_momenta({k: arrays[getattr(mom, k)] for k in keys})
         jet = jet_axis(parts)
+        self._remember(arrays, cfg.name, jet)
         if cfg.preprocess:
             out = self.recipes[cfg.preprocess](parts, jet, cfg.max_particles)
             return out.values, out.mask
@@ -203,6 +222,22 @@ class InputBuilder:
                 jagged = reorder(arrays[feat], permutation, counts)
             columns.append(pad_jagged(jagged, cfg.max_particles))
         return np.stack(columns, axis=-1), padding_mask(parts, cfg.max_particles)
+
+    def _remember(self, arrays: ak.Array, name: str, jet: ak.Array) -> None:
+        key = id(arrays)
+        if key not in self._jets:
+            self._jets[key] = {}
+            weakref.finalize(arrays, self._jets.pop, key, None)
+        self._jets[key][name] = jet
+
+    def jet_momentum(self, arrays: ak.Array, name: str) -> JetMomentum | None:
+        """The jet four-momentum (sum of the constituents) of input ``name`` as built from
+        ``arrays`` (the very object given to :meth:`build`, while it is alive); None when
+        this builder has not built that input from it."""
+        jet = self._jets.get(id(arrays), {}).get(name)
+        if jet is None:
+            return None
+        return JetMomentum(*(ak.to_numpy(jet[c]).astype(np.float64) for c in ("px", "py", "pz", "E")))
 
     def _fit_rank(self, name: str, value: np.ndarray) -> np.ndarray:
         """Add the trailing or channel axes of size one a model's input declares, e.g. (N,C,P,1)."""

@@ -23,10 +23,6 @@ import numpy as np
 
 from hepaudit.results import ExplainerResult
 
-#: Jets per block in the occluded passes (see Chunk._run_occluded): a TopoDNN block's inputs
-#: and first-layer activations fit a core's L2 cache.
-OCCLUSION_ROWS = 4096
-
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.data.builders import InputBuilder
     from hepaudit.model.session import Tagger
@@ -146,7 +142,7 @@ class Chunk:
                       ) -> tuple[np.ndarray, np.ndarray]:
         """The forward passes of ``units``, block of rows by block of rows.
 
-        Rows outer, units inner: a block of OCCLUSION_ROWS jets stays in cache while every unit
+        Rows outer, units inner: a block of ``tagger.cached_rows`` jets stays in cache while every unit
         is occluded in it and scored, instead of streaming the whole chunk through memory once
         per unit. On one core this is 6-13% faster per pass for TopoDNN (bench_blocks.py), and two processes
         (Dask workers) no longer slow each other down by competing for memory bandwidth.
@@ -161,7 +157,7 @@ class Chunk:
                           for name, positions in by_input.items()})
         n = len(self)
         tagger = self.context.tagger
-        rows = tagger.fixed_batch or min(OCCLUSION_ROWS, tagger.config.batch_size)
+        rows = tagger.cached_rows
         scores = np.empty((len(units), n))
         logits = np.empty((len(units), n))
         for start in range(0, n, rows):

@@ -23,6 +23,13 @@ from hepaudit.config import ClassSumScore, ModelConfig
 from hepaudit.errors import ConfigError, ModelError
 from hepaudit.model.graph import Head, ModelInfo, describe_model, find_head, load_model, with_extra_outputs
 
+#: Rows per onnxruntime call for passes that go over the same jets many times: the occluded
+#: units of ΔAUC and MAD, SHAP's coalitions, the OOD ensemble's members and autoencoder. A
+#: block of 4096 TopoDNN jets (1.5 MB of inputs, 4.9 MB of first-layer activations) stays in
+#: the caches between calls; with onnxruntime's threads not spinning, 4096-row calls beat
+#: 16384 and 65536 (bench_blocks.py, docs/dask.md). ``Tagger.cached_rows`` applies it.
+CACHED_ROWS = 4096
+
 
 @dataclass
 class ScoreSpec:
@@ -175,6 +182,12 @@ class Tagger:
             self._extra.extend(new)
             # a name may already be a base output (the head's logit): the session returns it once
             self._session = self._make_session(list(dict.fromkeys(self._base_outputs + self._extra)))
+
+    @property
+    def cached_rows(self) -> int:
+        """Rows per call for repeated passes: the model's fixed batch, else CACHED_ROWS
+        (at most ``model.batch_size``)."""
+        return self.fixed_batch or min(CACHED_ROWS, self.config.batch_size)
 
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:

@@ -45,10 +45,10 @@ from hepaudit.explainers.ood.common import (
 )
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
+from hepaudit.model.session import CACHED_ROWS
 from hepaudit.results import ExplainerResult
 
 SAVED_NAME = "ood_autoencoder.onnx"
-BATCH = 4096  # rows per autoencoder call: a block of errors stays in cache while it is reduced
 
 
 @dataclass(frozen=True)
@@ -166,10 +166,11 @@ class OodAutoencoder(Explainer[AeState]):
         inverse = (1.0 / self.standard.scale).astype(np.float32)
         scores = np.empty(len(x))
         sums = np.zeros(x.shape[1])
-        block = np.empty((min(BATCH, len(x)), x.shape[1]), np.float32)
+        rows = CACHED_ROWS  # a block of errors stays in cache while it is reduced
+        block = np.empty((min(rows, len(x)), x.shape[1]), np.float32)
         per_input = np.full(x.shape[1], 1.0 / x.shape[1], np.float32)  # row sum -> mean
-        for start in range(0, len(x), BATCH):
-            xb = x[start : start + BATCH]
+        for start in range(0, len(x), rows):
+            xb = x[start : start + rows]
             rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
             if rec.shape[1] != x.shape[1]:
                 raise ValueError(

@@ -25,6 +25,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from hepaudit.data.builders import JetMomentum
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.metrics import roc_auc
 
@@ -166,10 +167,16 @@ def _jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
     arrays = chunk.arrays
     if arrays is None:
         return None
-    for cfg in chunk.context.builder.inputs:
+    builder = chunk.context.builder
+    for cfg in builder.inputs:
         mom = cfg.momentum
         if cfg.kind != "constituents" or mom is None:
             continue
+        # the sums the builder made for this chunk's inputs; computed here only for arrays it
+        # did not build from (jets dropped for non-finite inputs leave a new arrays object)
+        jet = builder.jet_momentum(arrays, cfg.name)
+        if jet is not None:
+            return jet.pt_and_mass()
         if mom.px:
             px, py, pz, en = (
                 ak.to_numpy(ak.sum(arrays[b], axis=1)).astype(np.float64)
@@ -180,9 +187,7 @@ def _jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
             cpx, cpy, cpz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
             cen = np.sqrt(cpx**2 + cpy**2 + cpz**2 + m**2)
             px, py, pz, en = (ak.to_numpy(ak.sum(v, axis=1)).astype(np.float64) for v in (cpx, cpy, cpz, cen))
-        pt_jet = np.hypot(px, py)
-        mass = np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0.0))
-        return pt_jet, mass
+        return JetMomentum(px, py, pz, en).pt_and_mass()
     fields = set(arrays.fields)
     pt_name = next((b for b in _JET_PT if b in fields), None)
     mass_name = next((b for b in _JET_MASS if b in fields), None)

@@ -37,12 +37,8 @@ from hepaudit.explainers.ood.common import (
     resolve_path,
 )
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
-from hepaudit.model.session import Tagger
+from hepaudit.model.session import CACHED_ROWS, Tagger
 from hepaudit.results import ExplainerResult
-
-# rows per member call: onnxruntime with idle threads asleep (the Tagger's setting) was 25%
-# slower per jet at 65536 rows than at 16384 for TopoDNN-sized members (bench_ood)
-MEMBER_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -123,8 +119,10 @@ class OodEnsemble(Explainer[EnsembleState]):
             if not Path(path).is_file():
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path}: file not found")
             try:
+                # rows per call: onnxruntime with idle threads asleep (the Tagger's setting) is
+                # slower per jet on 65536-row calls than on 16384 or 4096 (bench_ood)
                 member = Tagger(replace(context.tagger.config, path=path,
-                                         batch_size=min(context.tagger.config.batch_size, MEMBER_ROWS)))
+                                         batch_size=min(context.tagger.config.batch_size, CACHED_ROWS)))
             except HepauditError as exc:
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {exc}") from None
             have = {t.name for t in member.info.inputs}

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hepaudit.model.session import Tagger
+from hepaudit.model.session import CACHED_ROWS, Tagger
 
-MAX_ROWS = 1 << 12  # model rows per block (and per onnxruntime call): 1.5 MB for a 90-feature tagger
+MAX_ROWS = CACHED_ROWS  # model rows per block (and per onnxruntime call): 1.5 MB for a 90-feature tagger
 
 
 @dataclass
