@@ -63,3 +63,26 @@ def test_spilled_columns_refuse_the_wrong_number_of_rows() -> None:
     assert store.row(0).shape == (0,)
     with pytest.raises(ValueError, match="merge"):
         store.merged(SpilledColumns(2))
+
+
+def test_docs_spilled_state_snippet_runs() -> None:
+    """The SpilledColumns example in docs/plugins.md, on two chunks merged as Dask would."""
+    import re
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from hepaudit.metrics import roc_auc
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "SpilledColumns" in b)
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/plugins.md", "exec"), namespace)
+    explainer = namespace["SpilledState"]()  # type: ignore[operator]
+    rng = np.random.default_rng(3)
+    chunks = [SimpleNamespace(labels=rng.integers(0, 2, n).astype(np.int8), score=rng.random(n)) for n in (40, 25)]
+    a = explainer.update(explainer.start(), chunks[0])
+    b = pickle.loads(pickle.dumps(explainer.update(explainer.start(), chunks[1])))
+    got = explainer.finish(explainer.merge(a, b))
+    labels = np.concatenate([c.labels for c in chunks])
+    scores = np.concatenate([c.score for c in chunks]).astype(np.float32)
+    assert got == roc_auc(scores, labels)
