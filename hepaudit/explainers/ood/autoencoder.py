@@ -87,6 +87,9 @@ class AeState:
 def _session(model_bytes: bytes | str) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # idle threads sleep after a run: the errors are reduced in numpy between runs, which
+    # onnxruntime's spinning threads would slow down on a machine with few cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 

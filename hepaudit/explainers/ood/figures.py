@@ -68,7 +68,7 @@ def score_distribution(
             axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("jets (normalised)")
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)  # a fixed place: matplotlib's search for one measures every tick label
     ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.91)
     return _png(fig, tight=False)
@@ -83,6 +83,8 @@ def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title:
     if not panels:
         return None
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         entry = fields[key]
@@ -100,8 +102,13 @@ def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title:
         ax.set_xlabel(label)
         ax.set_ylabel("flagged fraction")
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
+        # about 5 ticks an axis, not matplotlib's up to 10: ticks and their labels are most of
+        # a figure's drawing time, and 10 bins need no more to be read
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+    # one legend for both panels, in the title's band: no search for a free corner of each panel
+    fig.suptitle(title, x=0.08, ha="left")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=3, fontsize=8, frameon=False)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.88, wspace=0.22)
     return _png(fig, tight=False)
 
@@ -170,7 +177,7 @@ def reliability_diagram(
     ax.set_ylabel("observed signal fraction")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)  # a fixed place: matplotlib's search for one measures every tick label
     ax.legend(fontsize=8)
     ax_n.stairs(counts, edges, fill=True, color=OVERALL_COLOUR, alpha=0.5)
     log_scale(ax_n, "y")
