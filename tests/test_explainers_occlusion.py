@@ -403,3 +403,35 @@ def test_roc_auc_each_on_threads_matches_mann_whitney(weighted: bool, threads: i
     got = roc_auc_each(lambda k: columns[k], len(columns), labels, weights, threads=threads)
     want = [mann_whitney_auc(c, labels, weights) for c in columns]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+def test_occluded_passes_are_shared_and_reordered_requests_copied(setup: AuditSetup) -> None:
+    """ΔAUC and MAD ask for the same units: the second caller gets the very arrays (read-only);
+    a request for cached units in another order gets the same numbers, in its own array."""
+    import uproot
+
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.explainers.base import AuditContext, Chunk
+    from hepaudit.plugins import PluginHost
+
+    cfg = load_config(setup.write())
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
+    with uproot.open(setup.data) as handle:
+        arrays = handle["jets"].arrays(builder.branches, entry_stop=50)
+    inputs = builder.build(arrays)
+    mean = {k: v.mean(axis=0) for k, v in inputs.items()}
+    context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups={}, input_mean=mean)
+    out = tagger.run(inputs)
+    chunk = Chunk(np.arange(50), inputs, out.score, out.logit, context)
+    units = [[0], [1], [2, 3]]
+    first, again = chunk.occluded(units), chunk.occluded(units)
+    assert again[0] is not None and np.shares_memory(first[0], again[0]) and not again[0].flags.writeable
+    # against a direct pass with the features replaced by their mean
+    x = inputs["x"].copy()
+    x[:, [2, 3]] = mean["x"][[2, 3]]
+    np.testing.assert_allclose(first[0][2], tagger.run({"x": x}).score, rtol=1e-6)
+    swapped = chunk.occluded([[2, 3], [0]])
+    assert not np.shares_memory(swapped[0], first[0])
+    np.testing.assert_array_equal(swapped[0], first[0][[2, 0]])
+    np.testing.assert_array_equal(chunk.occluded([[1], [2, 3]])[1], first[1][1:])  # a run of rows: a view

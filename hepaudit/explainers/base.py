@@ -104,8 +104,8 @@ class Chunk:
         self.arrays = arrays  # the raw awkward branches, for observables
         self.context = context
         self.per_jet: dict[str, np.ndarray] = {}
-        self._occluded: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
-        self._batches: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = {}
+        # per (baseline, unit): the (scores, logits) batch it was computed in, and its row
+        self._occluded: dict[tuple[object, ...], tuple[tuple[np.ndarray, np.ndarray], int]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -123,19 +123,19 @@ class Chunk:
         values = self.context.baseline(baseline)
         tag = repr(baseline)
         wanted = [tuple(u) for u in units]
-        asked = (tag, tuple(wanted))
-        if asked in self._batches:  # ΔAUC and MAD ask for the same units: the same read-only arrays
-            return self._batches[asked]
         missing = [u for u in dict.fromkeys(wanted) if (tag, *u) not in self._occluded]
         if missing:
-            computed = self._run_occluded(missing, values, tag)
-            if missing == wanted:  # the usual first call: no second copy of the (units, N) arrays
-                self._batches[asked] = computed
-                return computed
+            self._run_occluded(missing, values, tag)
+        found = [self._occluded[(tag, *u)] for u in wanted]
+        batch, first = found[0] if found else (None, 0)
+        if batch is not None and all(b is batch and row == first + i for i, (b, row) in enumerate(found)):
+            # consecutive rows of one computed batch (ΔAUC and MAD ask for the same units):
+            # the cached read-only arrays themselves, no copy of the (units, N) scores
+            return batch[0][first:first + len(found)], batch[1][first:first + len(found)]
         scores = np.empty((len(units), len(self)))
         logits = np.empty((len(units), len(self)))
-        for row, unit in enumerate(wanted):
-            scores[row], logits[row] = self._occluded[(tag, *unit)]
+        for i, (b, row) in enumerate(found):
+            scores[i], logits[i] = b[0][row], b[1][row]
         return scores, logits
 
     def _run_occluded(self, units: list[tuple[int, ...]], values: dict[str, np.ndarray], tag: str
@@ -180,9 +180,10 @@ class Chunk:
                 scores[i, start:stop] = out.score
                 logits[i, start:stop] = out.logit
         scores.flags.writeable = logits.flags.writeable = False  # shared by every caller: read-only
+        batch = (scores, logits)
         for i, unit in enumerate(units):
-            self._occluded[(tag, *unit)] = (scores[i], logits[i])
-        return scores, logits
+            self._occluded[(tag, *unit)] = (batch, i)
+        return batch
 
 
 class Explainer(ABC, Generic[State]):
