@@ -40,6 +40,7 @@ class PartResult:
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
     per_jet: list[str] = field(default_factory=list)  # part files, in entry order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out (skip_corrupt)
+    results: dict[str, Any] = field(default_factory=dict)  # explainer -> ExplainerResult, once finished
 
     def summary(self) -> PartSummary:
         return PartSummary(self.first, self.skipped, sorted(self.errors))
