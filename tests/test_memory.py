@@ -86,3 +86,17 @@ def test_docs_spilled_state_snippet_runs() -> None:
     labels = np.concatenate([c.labels for c in chunks])
     scores = np.concatenate([c.score for c in chunks]).astype(np.float32)
     assert got == roc_auc(scores, labels)
+
+
+def test_spilled_columns_without_pread_and_pwrite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the os module has no pread/pwrite (Windows), reads and writes seek under a lock."""
+    monkeypatch.delattr(os, "pread", raising=False)
+    monkeypatch.delattr(os, "pwrite", raising=False)
+    rng = np.random.default_rng(4)
+    store = SpilledColumns(2)
+    chunks = _chunks(rng, [7, 3], 2)
+    for c in chunks:
+        store.append(c)
+    expected = np.concatenate(chunks, axis=1).astype(np.float32)
+    np.testing.assert_array_equal(store.row(1), expected[1])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(store)).row(0), expected[0])

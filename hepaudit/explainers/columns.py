@@ -22,6 +22,35 @@ from typing import IO, Any
 
 import numpy as np
 
+_SEEK_LOCK = threading.Lock()  # where os.pread/os.pwrite are missing (Windows): seek, then read or write
+
+
+def _write_at(file: IO[bytes], data: memoryview, offset: int) -> None:
+    if not hasattr(os, "pwrite"):
+        with _SEEK_LOCK:
+            file.seek(offset)
+            file.write(data)
+            file.flush()
+        return
+    while data:  # a single call may write less than asked (e.g. over 2 GB on Linux)
+        written = os.pwrite(file.fileno(), data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _read_at(file: IO[bytes], size: int, offset: int) -> bytes:
+    if not hasattr(os, "pread"):
+        with _SEEK_LOCK:
+            file.seek(offset)
+            return file.read(size)
+    parts = []
+    while size > 0:
+        data = os.pread(file.fileno(), size, offset)
+        if not data:  # end of file: the caller reports the short read
+            break
+        parts.append(data)
+        size, offset = size - len(data), offset + len(data)
+    return b"".join(parts)
+
 
 class SpilledColumns:
     """A growing (rows, n) array, appended to chunk by chunk and read back one row at a time."""
@@ -55,13 +84,13 @@ class SpilledColumns:
         with self._lock:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="hepaudit-columns-")
-            os.pwrite(self._file.fileno(), memoryview(block).cast("B"), self._end)
+            _write_at(self._file, memoryview(block).cast("B"), self._end)
             self._parts.append((self._file, self._end, n))
             self._end += block.nbytes
 
     def _read(self, file: IO[bytes], offset: int, count: int) -> np.ndarray:
         size = count * self.dtype.itemsize
-        data = os.pread(file.fileno(), size, offset)
+        data = _read_at(file, size, offset)
         if len(data) != size:
             raise OSError(f"spilled columns: read {len(data)} of {size} bytes from the temporary file")
         return np.frombuffer(data, self.dtype)
