@@ -377,3 +377,44 @@ def test_bad_options_are_config_errors(folder: Path) -> None:
     cfg = config(folder, "same.root", "ref.root", {"ood_ae": {"quantile": 1.5}})
     with pytest.raises(hepaudit.errors.ConfigError, match="quantile"):
         hepaudit.audit(cfg, out=None)
+
+
+def test_builder_keeps_the_jet_momentum_of_what_it_built(tmp_path: Path) -> None:
+    """OOD's jet pT and mass reuse the builder's constituent sums, for the arrays it built from only."""
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.model.session import Tagger
+    from hepaudit.plugins import PluginHost
+
+    save(mlp_model(dense_weights([90, 16, 1], seed=1)), tmp_path / "m.onnx")
+    write_jets(tmp_path / "jets.root", make_jets(200, seed=5))
+    (tmp_path / "audit.toml").write_text("""
+[model]
+path = "m.onnx"
+[data]
+files = ["jets.root"]
+[[inputs]]
+name = "x"
+kind = "constituents"
+momentum = { px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }
+features = ["pt", "eta", "phi"]
+max_particles = 30
+preprocess = "topodnn"
+""")
+    cfg = load_config(tmp_path / "audit.toml")
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
+    with uproot.open(tmp_path / "jets.root") as fh:
+        arrays = fh["jets"].arrays(builder.branches)
+    assert builder.jet_momentum(arrays, "x") is None  # not built yet
+    builder.build(arrays)
+    jet = builder.jet_momentum(arrays, "x")
+    assert jet is not None and builder.jet_momentum(arrays[:10], "x") is None  # another object
+    px, py, pz, en = (np.array([np.sum(v) for v in arrays[b].tolist()])
+                      for b in ("part_px", "part_py", "part_pz", "part_energy"))
+    pt, mass = jet.pt_and_mass()
+    np.testing.assert_allclose(pt, np.hypot(px, py), rtol=1e-6)
+    np.testing.assert_allclose(mass, np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0)), rtol=1e-5, atol=1e-3)
+    key = id(arrays)
+    del arrays
+    assert key not in builder._jets  # dropped with the arrays it was built from
