@@ -373,16 +373,24 @@ def test_cli_executor_dask_with_local_workers(folder: Path) -> None:
     assert bad.returncode == 2 and "executor" in bad.stderr
 
 
-def test_an_explainer_with_a_reference_pass_runs_locally_with_a_warning(folder: Path, cluster: object) -> None:
+def test_explainers_with_a_reference_pass_run_on_the_workers(folder: Path, cluster: object) -> None:
+    """ood_ae, ood_ensemble and calibration: reference pass as tasks, prepared on every worker,
+    the reference state merged in before finish; the report and per-jet columns are the local ones."""
     files = sorted(str(p.name) for p in folder.glob("jets_*.root"))
-    cfg = write_config(folder, base_doc(files, {"mad": {}, "ood_ae": {}}), "ood.toml")
+    explainers = {"mad": {}, "ood_ae": {}, "ood_ensemble": {"members": ["m.onnx"], "include_audited": True,
+                                                            "max_reference_jets": 40},
+                  "calibration": {}}
+    doc = base_doc(files, explainers)
+    doc["reference"] = {"files": files[:2], "tree": "jets", "label": "is_signal", "step_size": 50}
+    cfg = write_config(folder, doc, "ood.toml")
     local = hepaudit.audit(cfg, out=folder / "ood-local", force=True)
     dask = hepaudit.audit(cfg, out=folder / "ood-dask", force=True, scheduler=cluster)
     assert_same_report(local, dask, ignore=("saved_autoencoder",))
+    assert local.explainers["ood_ae"].fields["reference_jets"] == 640  # 230 + 410, counted once
+    assert dask.explainers["ood_ensemble"].fields["reference_held_out_jets"] <= 40  # the bounded reservoir
     assert Path(dask.explainers["ood_ae"].fields["saved_autoencoder"]).parent == folder / "ood-dask"
-    assert any("ood_ae" in w and "local executor" in w for w in dask.warnings)
-    assert not any("local executor" in w for w in local.warnings)
+    assert not any("local executor" in w for w in dask.warnings)
     a, b = per_jet(folder / "ood-local"), per_jet(folder / "ood-dask")
-    assert "ood_ae_score" in b
+    assert {"ood_ae_score", "ood_ensemble_std", "ood_flag"} <= set(b)
     for column in a:
         np.testing.assert_array_equal(a[column], b[column])

@@ -26,10 +26,13 @@ nothing is counted twice. A file that cannot be read fails the audit with its na
 ``execution.skip_corrupt`` is left out entirely (every partition of it) and named in the
 report's warnings.
 
-Explainers that need a reference pass (``needs = {"reference"}``: the OOD explainers) fold
-the reference sample into their state before the first audited chunk and prepare from it;
-that state cannot be split across partitions without counting it once per partition, so an
-audit with such an explainer runs with the local executor in the client, with a warning.
+Explainers that need a reference pass (``needs = {"reference"}``: the OOD explainers and
+calibration) get it as tasks too, before the audit: one task per partition of the
+reference sample folds it with ``update_reference`` into fresh states, which are merged on
+the workers like audit results. Every audit task's worker ``prepare``s those explainers
+from the merged reference state (once per worker), their audited states start empty, and
+the worker finishing the reduction merges the reference state in first: the state a local
+run would hold, so the same numbers.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,7 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Partition, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import ConfigError
-from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor, Outcome, _describe
+from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor, Outcome, _describe, prepare_run
 from hepaudit.executors.partitions import PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, Explainer
 from hepaudit.model.session import Tagger
@@ -111,6 +114,7 @@ class WorkerContext:
     builder: InputBuilder
     context: AuditContext
     explainers: dict[str, Explainer[Any] | str]  # an instance, or the error its constructor raised
+    prepared: dict[str, str] = field(default_factory=dict)  # explainer -> the reference pass it is prepared from
 
 
 #: Per worker process: contexts by spec key (a couple at most: the x̄ pass's and the audit's).
@@ -193,12 +197,9 @@ def stats_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: in
     return StatsPart(index, chunks, [])
 
 
-def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int,
-               parts_dir: str | None) -> PartResult:
-    """Audit one partition: fresh states for every explainer, the local chunk loop, no finish."""
-    ctx = worker_context(spec)
+def _runs(ctx: WorkerContext, names: tuple[str, ...]) -> list[ExplainerRun]:
     runs = []
-    for name in spec.names:
+    for name in names:
         made = ctx.explainers[name]
         run = ExplainerRun(name=name, plugin={})
         if isinstance(made, str):
@@ -206,6 +207,56 @@ def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: in
         else:
             run.explainer = made
         runs.append(run)
+    return runs
+
+
+def reference_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int,
+                   names: tuple[str, ...]) -> PartResult:
+    """The reference pass over one partition of a reference sample, for the explainers ``names``:
+    fresh states folded with ``update_reference``; merged like audit results, prepared from after."""
+    ctx = worker_context(spec)
+    runs = _runs(ctx, names)
+    for run in runs:
+        run.reference = sample
+    executor = LocalExecutor()
+    live = executor.start(runs, spec.debug)
+    try:
+        executor.reference_pass(_job(spec, ctx, sample, runs, None), live, partition, prepare=False)
+    except CorruptFileError as exc:
+        if not spec.config.execution.skip_corrupt:
+            raise
+        return PartResult(first=index, last=index, skipped=[(exc.path, str(exc))])
+    return PartResult(first=index, last=index, states={r.name: r.state for r in live if r.error is None},
+                      errors={r.name: r.error for r in runs if r.error is not None},
+                      seconds={r.name: r.seconds for r in runs})
+
+
+def _prepare_from(ctx: WorkerContext, runs: list[ExplainerRun], key: str, references: tuple[PartResult, ...],
+                  debug: bool) -> dict[str, Any]:
+    """Each run's merged reference state (by name), its explainer prepared from it once per
+    worker (``key`` names the audit's reference pass); a failed reference pass fails the run."""
+    states: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for ref in references:
+        states.update(ref.states)
+        errors.update(ref.errors)
+    for run in runs:
+        if run.name in errors:
+            run.error = run.error or errors[run.name]
+        elif run.name in states and ctx.prepared.get(run.name) != key:
+            prepare_run(run, states[run.name], debug)
+            if run.error is None:
+                ctx.prepared[run.name] = key
+    return states
+
+
+def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int,
+               parts_dir: str | None, reference_key: str = "", *references: PartResult) -> PartResult:
+    """Audit one partition: fresh states for every explainer, the local chunk loop, no finish.
+    Explainers with a reference pass are first prepared from its merged states ``references``."""
+    ctx = worker_context(spec)
+    runs = _runs(ctx, spec.names)
+    _prepare_from(ctx, runs, reference_key, references, spec.debug)
     per_jet = None
     if parts_dir is not None:
         per_jet = PerJetWriter(Path(parts_dir) / f"part-{index:05d}.root")
@@ -240,14 +291,32 @@ def merge_task(spec: WorkerSpec, *parts: PartResult) -> PartResult:
     return merge_many(parts, merge)
 
 
-def finish_task(spec: WorkerSpec, part: PartResult) -> PartResult:
+def finish_task(spec: WorkerSpec, part: PartResult, reference_key: str = "", *references: PartResult) -> PartResult:
     """The root of the reduction: every explainer's ``finish`` on its merged state, where the
-    state already is; the result goes back to the client instead of the state."""
+    state already is; the result goes back to the client instead of the state. The reference
+    pass's merged state goes in first (as the local executor's state holds it)."""
     ctx = worker_context(spec)
     results: dict[str, Any] = {}
     errors = dict(part.errors)
     seconds = dict(part.seconds)
-    for name, state in part.states.items():
+    runs = [r for r in _runs(ctx, spec.names) if r.name not in errors]
+    reference = _prepare_from(ctx, runs, reference_key, references, spec.debug)
+    states = dict(part.states)
+    for run in runs:
+        seconds[run.name] = seconds.get(run.name, 0.0) + run.seconds
+        for ref in references:
+            seconds[run.name] += ref.seconds.get(run.name, 0.0)
+        if run.error is not None:
+            errors[run.name] = run.error
+            states.pop(run.name, None)
+        elif run.name in reference:
+            try:
+                states[run.name] = (reference[run.name] if run.name not in states
+                                    else run.explainer.merge(reference[run.name], states[run.name]))  # type: ignore[union-attr]
+            except Exception as exc:  # an explainer's bug in merge fails that explainer only
+                errors[run.name] = _describe(exc, spec.debug)
+                states.pop(run.name, None)
+    for name, state in states.items():
         explainer = ctx.explainers[name]
         assert not isinstance(explainer, str)
         t0 = time.perf_counter()
@@ -368,16 +437,23 @@ class DaskExecutor:
             if path not in {p for p, _ in self.outcome.skipped}:
                 self.outcome.skipped.append((path, reason))
 
+    def reference_pass(self, spec: WorkerSpec, job: Job, live: list[ExplainerRun]) -> tuple[Any, ...]:
+        """Per reference sample, the explainers' reference states over its partitions, merged
+        on the workers: futures of one PartResult each (the explainers are prepared from them)."""
+        by_sample: dict[int, tuple[Sample, list[str]]] = {}
+        for run in live:
+            if run.reference is not None and run.error is None:
+                by_sample.setdefault(id(run.reference), (run.reference, []))[1].append(run.name)
+        roots = []
+        for n, (sample, names) in enumerate(by_sample.values()):
+            futures = [self.client.submit(reference_task, spec, sample, p, i, tuple(names),
+                                          key=f"hepaudit-reference-{self.run_id}-{n}-{i}")
+                       for i, p in enumerate(self.partitions(sample))]
+            self._progress(futures, job, f"reference ({sample.where})")
+            roots.append(self._merge_tree(spec, futures, f"reference-{n}"))
+        return tuple(roots)
+
     def run(self, job: Job) -> Outcome:
-        if any(r.reference is not None and r.error is None and r.explainer is not None for r in job.runs):
-            names = ", ".join(r.name for r in job.runs if r.reference is not None)
-            local = LocalExecutor()
-            local.outcome.skipped = list(self.outcome.skipped)
-            outcome = local.run(job)
-            outcome.warnings.append(f"{names}: an explainer with a reference pass cannot be split across Dask "
-                                    "partitions yet; the audit ran in this process (local executor)")
-            self.outcome = outcome
-            return outcome
         executor = LocalExecutor()
         live = executor.start(job.runs, job.debug)  # the client's states are only for explainers failing here
         names = tuple(r.name for r in live if r.error is None)
@@ -391,7 +467,8 @@ class DaskExecutor:
         skip_files = {p for p, _ in self.outcome.skipped}  # found unreadable by the x̄ pass
         parts = [(i, p) for i, p in enumerate(self.partitions(job.sample)) if p.path not in skip_files]
         try:
-            futures = [self.client.submit(audit_task, spec, job.sample, p, i, parts_dir,
+            references = self.reference_pass(spec, job, live)
+            futures = [self.client.submit(audit_task, spec, job.sample, p, i, parts_dir, self.run_id, *references,
                                           key=f"hepaudit-audit-{self.run_id}-{i}") for i, p in parts]
             self._progress(futures, job, "auditing")
             summaries = self.client.gather([self.client.submit(summary_task, f, key=f"{f.key}-summary")
@@ -401,7 +478,7 @@ class DaskExecutor:
             # a file with one unreadable partition is left out whole, not with a hole in it
             kept = [f for f, (_, p) in zip(futures, parts) if p.path not in bad]
             futures.clear()  # the reduction holds the only references: merged inputs are released
-            merged = self._reduce(spec, kept)
+            merged = self._reduce(spec, kept, references)
             if job.per_jet is not None:
                 self._combine_per_jet(job.per_jet, merged.per_jet if merged else [])
         finally:
@@ -423,17 +500,22 @@ class DaskExecutor:
         executor.finish([r for r in live if r.result is None], job.debug)
         return self.outcome
 
-    def _reduce(self, spec: WorkerSpec, futures: list[Any]) -> PartResult | None:
+    def _merge_tree(self, spec: WorkerSpec, futures: list[Any], tag: str) -> Any:
+        """Tree-merge consecutive results on the workers; the root's future."""
+        level = list(futures)
+        futures.clear()  # the tree holds the only references: merged inputs are released
+        for depth, groups in enumerate(tree_levels(len(level), SPLIT_EVERY)):
+            level = [self.client.submit(merge_task, spec, *level[a:b],
+                                        key=f"hepaudit-merge-{tag}-{self.run_id}-{depth}-{a}") for a, b in groups]
+        return level[0]
+
+    def _reduce(self, spec: WorkerSpec, futures: list[Any], references: tuple[Any, ...] = ()) -> PartResult | None:
         """Tree-reduce consecutive results on the workers and finish the root there; its results
         come back to the client."""
         if not futures:
             return None
-        level = list(futures)
-        futures.clear()
-        for depth, groups in enumerate(tree_levels(len(level), SPLIT_EVERY)):
-            level = [self.client.submit(merge_task, spec, *level[a:b],
-                                        key=f"hepaudit-merge-{self.run_id}-{depth}-{a}") for a, b in groups]
-        return self.client.gather(self.client.submit(finish_task, spec, level[0],
+        root = self._merge_tree(spec, futures, "audit")
+        return self.client.gather(self.client.submit(finish_task, spec, root, self.run_id, *references,
                                                      key=f"hepaudit-finish-{self.run_id}"))
 
     def _combine_per_jet(self, writer: PerJetWriter, paths: list[str]) -> None:

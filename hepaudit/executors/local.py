@@ -239,8 +239,10 @@ class LocalExecutor:
                 run.error = _describe(exc, job.debug)
             run.seconds += time.perf_counter() - t0
 
-    def reference_pass(self, job: Job, runs: list[ExplainerRun]) -> None:
-        """Feed each reference sample once to the explainers that asked for it."""
+    def reference_pass(self, job: Job, runs: list[ExplainerRun], partition: Partition | None = None,
+                       prepare: bool = True) -> None:
+        """Feed each reference sample once to the explainers that asked for it, then let them
+        ``prepare`` (the Dask executor passes one ``partition`` and prepares after merging)."""
         samples: dict[int, tuple[Sample, list[ExplainerRun]]] = {}
         for run in runs:
             if run.reference is not None and run.error is None:
@@ -248,12 +250,17 @@ class LocalExecutor:
         for sample, users in samples.values():
             label, weight = sample.config.label, sample.config.weight
             branches = job.builder.branches + [b for b in (label, weight) if b and b not in job.builder.branches]
-            for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False):
+            for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False,
+                                            partition=partition):
                 out = job.tagger.run(inputs, scratch=True)  # exposed tensors: valid for this chunk only
                 # a reference jet the model cannot score tells nothing: leave it out
                 chunk = _scored_chunk(job, raw, inputs, out, label, weight,
                                       np.isfinite(out.score) & np.isfinite(out.logit))
                 self._update_all(users, chunk, job, reference=True)
+        if prepare:
+            for run in runs:
+                if run.reference is not None:
+                    prepare_run(run, run.state, job.debug)
 
     def start(self, runs: list[ExplainerRun], debug: bool) -> list[ExplainerRun]:
         """Empty states for the runs that are alive; returns those runs."""
@@ -319,6 +326,18 @@ class LocalExecutor:
         self.audit_pass(job, live)
         self.finish(live, job.debug)
         return self.outcome
+
+
+def prepare_run(run: ExplainerRun, reference: Any, debug: bool) -> None:
+    """``run.explainer.prepare(reference)``, timed; an exception fails that explainer only."""
+    if run.error is not None or run.explainer is None:
+        return
+    t0 = time.perf_counter()
+    try:
+        run.explainer.prepare(reference)
+    except Exception as exc:
+        run.error = _describe(exc, debug)
+    run.seconds += time.perf_counter() - t0
 
 
 def _scored_chunk(job: Job, raw: RawChunk, inputs: dict[str, np.ndarray], out: ModelOutputs,

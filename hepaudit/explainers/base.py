@@ -223,6 +223,13 @@ class Explainer(ABC, Generic[State]):
         """Fold one chunk of the reference sample into the state (``needs = {"reference"}``)."""
         return state
 
+    def prepare(self, reference: State) -> None:
+        """Get ready for the audited chunks from the state of the whole reference pass
+        (``needs = {"reference"}``): fit, set thresholds. Called once, after the reference pass
+        and before the first :meth:`update`; the Dask executor calls it on every worker with
+        the same merged reference state, and merges that state into the final one before
+        :meth:`finish`, so what ``prepare`` sets must depend on ``reference`` only."""
+
     @abstractmethod
     def merge(self, a: State, b: State) -> State:
         """Combine the states of two disjoint sets of chunks."""

@@ -203,7 +203,7 @@ class OodAutoencoder(Explainer[AeState]):
         add_held_out(state.held, chunk, keys, keep, x=x[keep])
         return state
 
-    def _prepare(self, state: AeState) -> None:
+    def prepare(self, state: AeState) -> None:
         """Fit (when needed), then threshold and reference errors: once, before the first audited chunk."""
         fit_x = state.fit.sorted_columns().get("x")
         if fit_x is None or len(fit_x) < 4:
@@ -251,7 +251,7 @@ class OodAutoencoder(Explainer[AeState]):
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: AeState, chunk: Chunk) -> AeState:
         if not self._ready:
-            self._prepare(state)
+            self.prepare(state)
         score, sums = self._scores(self._matrix(chunk.inputs))
         chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
         flag_jets(chunk, self.name, score, self.threshold)
@@ -279,7 +279,7 @@ class OodAutoencoder(Explainer[AeState]):
 
     def finish(self, state: AeState) -> ExplainerResult:
         if not self._ready:
-            self._prepare(state)
+            self.prepare(state)
         scores = np.concatenate(state.scores) if state.scores else np.zeros(0, np.float32)
         q = self.options.quantile
         audited_errors = (

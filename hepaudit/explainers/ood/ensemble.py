@@ -167,7 +167,7 @@ class OodEnsemble(Explainer[EnsembleState]):
         add_held_out(state.held, chunk, keys, keep, probs=probs[keep])
         return state
 
-    def _prepare(self, state: EnsembleState) -> None:
+    def prepare(self, state: EnsembleState) -> None:
         fit = state.fit.sorted_columns().get("probs")
         if fit is None or len(fit) == 0:
             raise ValueError("the reference sample has no jets in its fit half; give a larger reference")
@@ -182,7 +182,7 @@ class OodEnsemble(Explainer[EnsembleState]):
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: EnsembleState, chunk: Chunk) -> EnsembleState:
         if not self._ready:
-            self._prepare(state)
+            self.prepare(state)
         std, mi = disagreement(self._probabilities(chunk))
         chunk.per_jet["ood_ensemble_std"] = std.astype(np.float32)
         chunk.per_jet["ood_ensemble_mi"] = mi.astype(np.float32)
@@ -204,7 +204,7 @@ class OodEnsemble(Explainer[EnsembleState]):
 
     def finish(self, state: EnsembleState) -> ExplainerResult:
         if not self._ready:
-            self._prepare(state)
+            self.prepare(state)
         std = np.concatenate(state.std) if state.std else np.zeros(0)
         mi = np.concatenate(state.mi) if state.mi else np.zeros(0)
         chosen = self._chosen(std, mi)
