@@ -335,6 +335,13 @@ def test_a_corrupt_file_fails_with_its_name_or_is_skipped(folder: Path, cluster:
     # jets_1's entries (120..259) are missing from the per-jet tree, the others are there
     entries = per_jet(d / "skip")["entry"]
     np.testing.assert_array_equal(entries, np.r_[0:120, 260:350])
+    # a reference sample read on the workers: its damaged file is named too
+    doc = base_doc([names[2]], {"ood_ae": {"variance": 0.9}})
+    doc["reference"] = {"files": [names[0], names[1]], "tree": "jets", "step_size": 50}
+    doc["execution"]["skip_corrupt"] = True
+    with_reference = hepaudit.audit(write_config(d, doc, "skip_ref.toml"), out=None, scheduler=cluster)
+    assert with_reference.explainers["ood_ae"].status == "ok"
+    assert any("jets_1.root" in w for w in with_reference.warnings)
 
 
 def test_worker_memory_does_not_keep_partitions(folder: Path, cluster: object, tmp_path: Path) -> None:

@@ -450,6 +450,9 @@ class DaskExecutor:
                                           key=f"hepaudit-reference-{self.run_id}-{n}-{i}")
                        for i, p in enumerate(self.partitions(sample))]
             self._progress(futures, job, f"reference ({sample.where})")
+            summaries = self.client.gather([self.client.submit(summary_task, f, key=f"{f.key}-summary")
+                                            for f in futures])
+            self._note_skipped([item for s in summaries for item in s.skipped])  # named, as audited files are
             roots.append(self._merge_tree(spec, futures, f"reference-{n}"))
         return tuple(roots)
 
