@@ -308,37 +308,40 @@ def test_ood_flag_is_the_or_of_both_explainers(folder: Path) -> None:
     assert cols["ood_flag"].sum() > max(cols["ood_ae_flag"].sum(), cols["ood_ensemble_flag"].sum())
 
 
-def test_flagged_fraction_vs_jet_pt_from_constituents(tmp_path: Path) -> None:
-    save(mlp_model(dense_weights([90, 16, 1], seed=1)), tmp_path / "m.onnx")
-    write_jets(tmp_path / "ref.root", make_jets(1500, seed=3))
-    write_jets(tmp_path / "jets.root", make_jets(800, seed=4))
-    (tmp_path / "audit.toml").write_text("""
-[model]
-path = "m.onnx"
-[data]
-files = ["jets.root"]
-label = "is_signal"
-[reference]
-files = ["ref.root"]
-[[inputs]]
+CONSTITUENTS = """[[inputs]]
 name = "x"
 kind = "constituents"
 momentum = { px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }
 features = ["pt", "eta", "phi"]
 max_particles = 30
 preprocess = "topodnn"
-[execution]
-progress = false
-[explainers.ood_ae]
-variance = 0.9
-""")
+"""
+
+
+def constituents_config(folder: Path, data: str = "", extra: str = "") -> Path:
+    """audit.toml for m.onnx on jets.root with TopoDNN constituents; ``data`` goes into [data]."""
+    path = folder / "audit.toml"
+    path.write_text(f'[model]\npath = "m.onnx"\n[data]\nfiles = ["jets.root"]\n{data}{CONSTITUENTS}{extra}')
+    return path
+
+
+def summed_pt_and_mass(arrays: object) -> tuple[np.ndarray, np.ndarray]:
+    """Jet pT and mass from each jet's constituents, summed one jet at a time in Python."""
+    px, py, pz, en = (np.array([np.sum(v) for v in arrays[b].tolist()])  # type: ignore[index]
+                      for b in ("part_px", "part_py", "part_pz", "part_energy"))
+    return np.hypot(px, py), np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0))
+
+
+def test_flagged_fraction_vs_jet_pt_from_constituents(tmp_path: Path) -> None:
+    save(mlp_model(dense_weights([90, 16, 1], seed=1)), tmp_path / "m.onnx")
+    write_jets(tmp_path / "ref.root", make_jets(1500, seed=3))
+    write_jets(tmp_path / "jets.root", make_jets(800, seed=4))
+    constituents_config(tmp_path, 'label = "is_signal"\n[reference]\nfiles = ["ref.root"]\n',
+                        "[execution]\nprogress = false\n[explainers.ood_ae]\nvariance = 0.9\n")
     f = hepaudit.audit(tmp_path / "audit.toml", out=tmp_path / "out").explainers["ood_ae"].fields
     with uproot.open(tmp_path / "jets.root") as fh:
         a = fh["jets"].arrays(["part_px", "part_py", "part_pz", "part_energy"])
-    px, py, pz, en = (
-        np.array([np.sum(v) for v in a[b].tolist()]) for b in ("part_px", "part_py", "part_pz", "part_energy")
-    )
-    pt, mass = np.hypot(px, py), np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0))
+    pt, mass = summed_pt_and_mass(a)
     flags = per_jet(tmp_path / "out")["ood_ae_flag"]
     for var, values in (("pt", pt), ("mass", mass)):
         entry = f[f"flagged_vs_{var}"]
@@ -388,20 +391,7 @@ def test_builder_keeps_the_jet_momentum_of_what_it_built(tmp_path: Path) -> None
 
     save(mlp_model(dense_weights([90, 16, 1], seed=1)), tmp_path / "m.onnx")
     write_jets(tmp_path / "jets.root", make_jets(200, seed=5))
-    (tmp_path / "audit.toml").write_text("""
-[model]
-path = "m.onnx"
-[data]
-files = ["jets.root"]
-[[inputs]]
-name = "x"
-kind = "constituents"
-momentum = { px = "part_px", py = "part_py", pz = "part_pz", energy = "part_energy" }
-features = ["pt", "eta", "phi"]
-max_particles = 30
-preprocess = "topodnn"
-""")
-    cfg = load_config(tmp_path / "audit.toml")
+    cfg = load_config(constituents_config(tmp_path))
     tagger = Tagger(cfg.model)
     builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, tagger.info.inputs)
     with uproot.open(tmp_path / "jets.root") as fh:
@@ -410,11 +400,10 @@ preprocess = "topodnn"
     builder.build(arrays)
     jet = builder.jet_momentum(arrays, "x")
     assert jet is not None and builder.jet_momentum(arrays[:10], "x") is None  # another object
-    px, py, pz, en = (np.array([np.sum(v) for v in arrays[b].tolist()])
-                      for b in ("part_px", "part_py", "part_pz", "part_energy"))
     pt, mass = jet.pt_and_mass()
-    np.testing.assert_allclose(pt, np.hypot(px, py), rtol=1e-6)
-    np.testing.assert_allclose(mass, np.sqrt(np.maximum(en**2 - px**2 - py**2 - pz**2, 0)), rtol=1e-5, atol=1e-3)
+    want_pt, want_mass = summed_pt_and_mass(arrays)
+    np.testing.assert_allclose(pt, want_pt, rtol=1e-6)
+    np.testing.assert_allclose(mass, want_mass, rtol=1e-5, atol=1e-3)
     key = id(arrays)
     del arrays
     assert key not in builder._jets  # dropped with the arrays it was built from
