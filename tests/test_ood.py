@@ -407,3 +407,22 @@ def test_builder_keeps_the_jet_momentum_of_what_it_built(tmp_path: Path) -> None
     key = id(arrays)
     del arrays
     assert key not in builder._jets  # dropped with the arrays it was built from
+
+
+def test_builder_sums_the_jet_momentum_of_arrays_it_did_not_build(tmp_path: Path) -> None:
+    """The fallback for a chunk whose jets were dropped: the same sums, from the branches."""
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.model.session import Tagger
+    from hepaudit.plugins import PluginHost
+
+    save(mlp_model(dense_weights([90, 16, 1], seed=1)), tmp_path / "m.onnx")
+    write_jets(tmp_path / "jets.root", make_jets(120, seed=6))
+    cfg = load_config(constituents_config(tmp_path))
+    builder = InputBuilder(cfg.inputs, PluginHost().recipes().recipes, Tagger(cfg.model).info.inputs)
+    with uproot.open(tmp_path / "jets.root") as fh:
+        arrays = fh["jets"].arrays(builder.branches)
+    pt, mass = builder.summed_jet_momentum(arrays[5:], "x").pt_and_mass()
+    want_pt, want_mass = summed_pt_and_mass(arrays[5:])
+    np.testing.assert_allclose(pt, want_pt, rtol=1e-6)
+    np.testing.assert_allclose(mass, want_mass, rtol=1e-5, atol=1e-3)

@@ -25,6 +25,7 @@ from hepaudit.data.constituents import (
     derive_feature,
     jet_axis,
     momenta_from_cartesian,
+    momenta_from_ptetaphi,
     pad_jagged,
     padding_mask,
     pt_ordered_momenta,
@@ -203,10 +204,8 @@ class InputBuilder:
         return {name: self._fit_rank(name, value) for name, value in built.items()}
 
     def _constituents(self, cfg: InputConfig, arrays: ak.Array) -> tuple[np.ndarray, np.ndarray]:
-        mom = cfg.momentum
-        assert mom is not None and cfg.max_particles is not None
-        keys = ("px", "py", "pz", "energy") if mom.px else ("pt", "eta", "phi", "mass")
-        parts, permutation, counts = pt_ordered_momenta({k: arrays[getattr(mom, k)] for k in keys})
+        assert cfg.max_particles is not None
+        parts, permutation, counts = pt_ordered_momenta(_momentum_branches(cfg, arrays))
         jet = jet_axis(parts)
         self._remember(arrays, cfg.name, jet)
         if cfg.preprocess:
@@ -235,9 +234,15 @@ class InputBuilder:
         ``arrays`` (the very object given to :meth:`build`, while it is alive); None when
         this builder has not built that input from it."""
         jet = self._jets.get(id(arrays), {}).get(name)
-        if jet is None:
-            return None
-        return JetMomentum(*(ak.to_numpy(jet[c]).astype(np.float64) for c in ("px", "py", "pz", "E")))
+        return None if jet is None else _numpy_momentum(jet)
+
+    def summed_jet_momentum(self, arrays: ak.Array, name: str) -> JetMomentum:
+        """The jet four-momentum of constituents input ``name``, summed from ``arrays`` now
+        (for arrays the builder did not build from, e.g. after jets were dropped)."""
+        cfg = next(c for c in self.inputs if c.name == name)
+        branches = _momentum_branches(cfg, arrays)
+        make = momenta_from_cartesian if "px" in branches else momenta_from_ptetaphi
+        return _numpy_momentum(jet_axis(make(*branches.values())))
 
     def _fit_rank(self, name: str, value: np.ndarray) -> np.ndarray:
         """Add the trailing or channel axes of size one a model's input declares, e.g. (N,C,P,1)."""
@@ -249,6 +254,18 @@ class InputBuilder:
                 value = value[:, None]
         dtype = self.model_inputs[name].dtype
         return np.ascontiguousarray(value, dtype=np.dtype(dtype) if dtype.startswith(("float", "int")) else np.float32)
+
+
+def _momentum_branches(cfg: InputConfig, arrays: ak.Array) -> dict[str, ak.Array]:
+    """A constituents input's four-momentum branches, keyed px/py/pz/energy or pt/eta/phi/mass."""
+    mom = cfg.momentum
+    assert mom is not None
+    keys = ("px", "py", "pz", "energy") if mom.px else ("pt", "eta", "phi", "mass")
+    return {k: arrays[getattr(mom, k)] for k in keys}
+
+
+def _numpy_momentum(jet: ak.Array) -> JetMomentum:
+    return JetMomentum(*(ak.to_numpy(jet[c]).astype(np.float64) for c in ("px", "py", "pz", "E")))
 
 
 def _layout(values: np.ndarray, layout: str) -> np.ndarray:

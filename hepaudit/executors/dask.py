@@ -53,7 +53,15 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Partition, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import ConfigError
-from hepaudit.executors.local import ExplainerRun, Job, LocalExecutor, Outcome, _describe, prepare_run
+from hepaudit.executors.local import (
+    ExplainerRun,
+    Job,
+    LocalExecutor,
+    Outcome,
+    _describe,
+    by_reference_sample,
+    prepare_run,
+)
 from hepaudit.executors.partitions import PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, Explainer
 from hepaudit.model.session import Tagger
@@ -440,13 +448,10 @@ class DaskExecutor:
     def reference_pass(self, spec: WorkerSpec, job: Job, live: list[ExplainerRun]) -> tuple[Any, ...]:
         """Per reference sample, the explainers' reference states over its partitions, merged
         on the workers: futures of one PartResult each (the explainers are prepared from them)."""
-        by_sample: dict[int, tuple[Sample, list[str]]] = {}
-        for run in live:
-            if run.reference is not None and run.error is None:
-                by_sample.setdefault(id(run.reference), (run.reference, []))[1].append(run.name)
         roots = []
-        for n, (sample, names) in enumerate(by_sample.values()):
-            futures = [self.client.submit(reference_task, spec, sample, p, i, tuple(names),
+        for n, (sample, users) in enumerate(by_reference_sample(live)):
+            names = tuple(r.name for r in users)
+            futures = [self.client.submit(reference_task, spec, sample, p, i, names,
                                           key=f"hepaudit-reference-{self.run_id}-{n}-{i}")
                        for i, p in enumerate(self.partitions(sample))]
             self._progress(futures, job, f"reference ({sample.where})")

@@ -243,11 +243,7 @@ class LocalExecutor:
                        prepare: bool = True) -> None:
         """Feed each reference sample once to the explainers that asked for it, then let them
         ``prepare`` (the Dask executor passes one ``partition`` and prepares after merging)."""
-        samples: dict[int, tuple[Sample, list[ExplainerRun]]] = {}
-        for run in runs:
-            if run.reference is not None and run.error is None:
-                samples.setdefault(id(run.reference), (run.reference, []))[1].append(run)
-        for sample, users in samples.values():
+        for sample, users in by_reference_sample(runs):
             label, weight = sample.config.label, sample.config.weight
             branches = job.builder.branches + [b for b in (label, weight) if b and b not in job.builder.branches]
             for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False,
@@ -326,6 +322,15 @@ class LocalExecutor:
         self.audit_pass(job, live)
         self.finish(live, job.debug)
         return self.outcome
+
+
+def by_reference_sample(runs: list[ExplainerRun]) -> list[tuple[Sample, list[ExplainerRun]]]:
+    """The live runs that need a reference pass, grouped by the sample they read (each once)."""
+    samples: dict[int, tuple[Sample, list[ExplainerRun]]] = {}
+    for run in runs:
+        if run.reference is not None and run.error is None:
+            samples.setdefault(id(run.reference), (run.reference, []))[1].append(run)
+    return list(samples.values())
 
 
 def prepare_run(run: ExplainerRun, reference: Any, debug: bool) -> None:

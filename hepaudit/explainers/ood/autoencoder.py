@@ -130,7 +130,6 @@ class OodAutoencoder(Explainer[AeState]):
                 ) from None
             self._check_autoencoder(self.session)
         self.real_reference = real_reference(context, options)
-        self._ready = False
         self.fitted: FittedAutoencoder | None = None
         self.saved: str | None = None
 
@@ -246,12 +245,9 @@ class OodAutoencoder(Explainer[AeState]):
             self.reference_scores = np.zeros(0)
             self.reference_errors = np.full(len(self.features), np.nan)
         self.reference_kin = {k: held[k] for k in ("pt", "mass") if k in held}
-        self._ready = True
 
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: AeState, chunk: Chunk) -> AeState:
-        if not self._ready:
-            self.prepare(state)
         score, sums = self._scores(self._matrix(chunk.inputs))
         chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
         flag_jets(chunk, self.name, score, self.threshold)
@@ -278,8 +274,6 @@ class OodAutoencoder(Explainer[AeState]):
         )
 
     def finish(self, state: AeState) -> ExplainerResult:
-        if not self._ready:
-            self.prepare(state)
         scores = np.concatenate(state.scores) if state.scores else np.zeros(0, np.float32)
         q = self.options.quantile
         audited_errors = (

@@ -25,7 +25,6 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepaudit.data.builders import JetMomentum
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.metrics import roc_auc
 
@@ -172,22 +171,10 @@ def _jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
         mom = cfg.momentum
         if cfg.kind != "constituents" or mom is None:
             continue
-        # the sums the builder made for this chunk's inputs; computed here only for arrays it
-        # did not build from (jets dropped for non-finite inputs leave a new arrays object)
-        jet = builder.jet_momentum(arrays, cfg.name)
-        if jet is not None:
-            return jet.pt_and_mass()
-        if mom.px:
-            px, py, pz, en = (
-                ak.to_numpy(ak.sum(arrays[b], axis=1)).astype(np.float64)
-                for b in (mom.px, mom.py, mom.pz, mom.energy)
-            )
-        else:
-            pt, eta, phi, m = (arrays[b] for b in (mom.pt, mom.eta, mom.phi, mom.mass))
-            cpx, cpy, cpz = pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)
-            cen = np.sqrt(cpx**2 + cpy**2 + cpz**2 + m**2)
-            px, py, pz, en = (ak.to_numpy(ak.sum(v, axis=1)).astype(np.float64) for v in (cpx, cpy, cpz, cen))
-        return JetMomentum(px, py, pz, en).pt_and_mass()
+        # the sums the builder made for this chunk's inputs; summed again only for arrays it did
+        # not build from (jets dropped for non-finite inputs leave a new arrays object)
+        jet = builder.jet_momentum(arrays, cfg.name) or builder.summed_jet_momentum(arrays, cfg.name)
+        return jet.pt_and_mass()
     fields = set(arrays.fields)
     pt_name = next((b for b in _JET_PT if b in fields), None)
     mass_name = next((b for b in _JET_MASS if b in fields), None)

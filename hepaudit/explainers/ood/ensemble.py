@@ -134,7 +134,6 @@ class OodEnsemble(Explainer[EnsembleState]):
             self.members.append(member)
         self.real_reference = real_reference(context, options)
         self._checked = False
-        self._ready = False
 
     def _probabilities(self, chunk: Chunk, select: np.ndarray | None = None) -> np.ndarray:
         inputs = chunk.inputs if select is None else {k: v[select] for k, v in chunk.inputs.items()}
@@ -177,12 +176,9 @@ class OodEnsemble(Explainer[EnsembleState]):
         self.reference_std, self.reference_mi = disagreement(probs)
         self.reference_kin = {k: held[k] for k in ("pt", "mass") if k in held}
         self.n_fit = len(fit)
-        self._ready = True
 
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: EnsembleState, chunk: Chunk) -> EnsembleState:
-        if not self._ready:
-            self.prepare(state)
         std, mi = disagreement(self._probabilities(chunk))
         chunk.per_jet["ood_ensemble_std"] = std.astype(np.float32)
         chunk.per_jet["ood_ensemble_mi"] = mi.astype(np.float32)
@@ -203,8 +199,6 @@ class OodEnsemble(Explainer[EnsembleState]):
         )
 
     def finish(self, state: EnsembleState) -> ExplainerResult:
-        if not self._ready:
-            self.prepare(state)
         std = np.concatenate(state.std) if state.std else np.zeros(0)
         mi = np.concatenate(state.mi) if state.mi else np.zeros(0)
         chosen = self._chosen(std, mi)
