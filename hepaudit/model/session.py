@@ -10,6 +10,7 @@ outputs. It keeps the time spent inside onnxruntime so reports and benchmarks ca
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class Tagger:
         self._base_outputs = [output] + ([self.score_spec.head.logit] if self.score_spec.head else [])
         self.inference_s = 0.0
         self.n_runs = 0
+        self._counting = threading.Lock()  # block-parallel passes run one tagger on several threads
         # per (outputs, per-jet input shapes): each output's per-jet shape and dtype, learnt from
         # the first run, so later chunks can be written by onnxruntime into preallocated arrays
         self._layouts: dict[tuple[object, ...], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
@@ -259,8 +261,9 @@ class Tagger:
                                      f"({str(exc).splitlines()[0][:200]})") from None
             else:
                 values = self._session.run(names, feed)
-            self.inference_s += time.perf_counter() - t0
-            self.n_runs += 1
+            with self._counting:
+                self.inference_s += time.perf_counter() - t0
+                self.n_runs += 1
             if values is None:
                 continue
             rows = self.fixed_batch or m

@@ -27,6 +27,7 @@ OOD explainer ORs its own flag into.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,7 @@ from hepaudit.explainers.ood.common import (
 )
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
+from hepaudit.model.blocks import block_starts, block_threads, for_blocks, shared_rows
 from hepaudit.model.session import CACHED_ROWS
 from hepaudit.results import ExplainerResult
 
@@ -87,6 +89,9 @@ class AeState:
 def _session(model_bytes: bytes | str) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # one thread per session: blocks of jets run on several threads instead (hepaudit.model.blocks)
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
     # idle threads sleep after a run: the errors are reduced in numpy between runs, which
     # onnxruntime's spinning threads would slow down on a machine with few cores
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -115,6 +120,7 @@ class OodAutoencoder(Explainer[AeState]):
         for k in self.features:
             by_input.setdefault(slots[k].input, []).append(slots[k].index)
         self.positions = by_input
+        self.threads = block_threads(context.tagger.config.threads)
         self.path: str | None = None
         self.session: ort.InferenceSession | None = None
         if options.autoencoder is not None:
@@ -160,34 +166,43 @@ class OodAutoencoder(Explainer[AeState]):
         """Per jet the score (mean of e_k over inputs) and the sum over jets of each e_k,
         float64; e_k = the squared error, in standardised units unless standardise = false.
 
-        Block by block: each block's errors are reduced while they are still in cache, and
-        the (N, inputs) error matrix is never held.
+        Block by block, on ``self.threads`` threads: each block's errors are reduced while
+        they are still in cache, and the (N, inputs) error matrix is never held. Each block's
+        sums are added in block order, so they do not depend on the threads.
         """
         assert self.session is not None
-        name = self.session.get_inputs()[0].name
+        session = self.session
+        name = session.get_inputs()[0].name
         inverse = (1.0 / self.standard.scale).astype(np.float32)
+        # a block of errors stays in cache while it is reduced; at most the model's batch size
+        rows = shared_rows(min(CACHED_ROWS, self.context.tagger.config.batch_size))
         scores = np.empty(len(x))
-        sums = np.zeros(x.shape[1])
-        rows = CACHED_ROWS  # a block of errors stays in cache while it is reduced
-        block = np.empty((min(rows, len(x)), x.shape[1]), np.float32)
+        sums = np.zeros((len(block_starts(len(x), rows)), x.shape[1]))
         per_input = np.full(x.shape[1], 1.0 / x.shape[1], np.float32)  # row sum -> mean
-        for start in range(0, len(x), rows):
-            xb = x[start : start + rows]
-            rec = self.session.run(None, {name: xb})[0].reshape(len(xb), -1)
+        scratch = threading.local()  # one error block per thread, reused
+
+        def block(i: int, start: int, stop: int) -> None:
+            xb = x[start:stop]
+            rec = session.run(None, {name: xb})[0].reshape(len(xb), -1)
             if rec.shape[1] != x.shape[1]:
                 raise ValueError(
                     f"the autoencoder returned {rec.shape[1]} values per jet for {x.shape[1]} inputs"
                 )
-            diff = np.subtract(xb, rec, out=block[: len(xb)], dtype=np.float32)
+            buffer = getattr(scratch, "block", None)
+            if buffer is None:
+                buffer = scratch.block = np.empty((min(rows, len(x)), x.shape[1]), np.float32)
+            diff = np.subtract(xb, rec, out=buffer[: len(xb)], dtype=np.float32)
             if self.options.standardise:
                 diff *= inverse
             np.square(diff, out=diff)
             # the score: a float32 row sum by BLAS (a jet's own 90-odd terms, so it does not
             # depend on how jets are blocked); the sums over jets stay float64, as they add
             # up across blocks and chunks
-            scores[start : start + len(xb)] = diff @ per_input
-            sums += diff.sum(axis=0, dtype=np.float64)
-        return scores, sums
+            scores[start:stop] = diff @ per_input
+            diff.sum(axis=0, dtype=np.float64, out=sums[i])
+
+        for_blocks(len(x), rows, self.threads, block)
+        return scores, sums.sum(axis=0) if len(sums) else np.zeros(x.shape[1])
 
     # -- reference pass ------------------------------------------------------------------------
     def start(self) -> AeState:

@@ -37,6 +37,7 @@ from hepaudit.explainers.ood.common import (
     resolve_path,
 )
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
+from hepaudit.model.blocks import block_threads, for_blocks, shared_rows
 from hepaudit.model.session import CACHED_ROWS, Tagger
 from hepaudit.results import ExplainerResult
 
@@ -61,8 +62,9 @@ def binary_entropy(p: np.ndarray) -> np.ndarray:
     """−p ln p − (1 − p) ln(1 − p), nats, with 0 ln 0 = 0; p is clipped to [0, 1]."""
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     q = 1.0 - p
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -(np.where(p > 0, p * np.log(p), 0.0) + np.where(q > 0, q * np.log(q), 0.0))
+    # p ln max(p, tiny) is 0 at p = 0 and p ln p elsewhere (up to subnormal p), with no masks
+    tiny = np.finfo(np.float64).tiny
+    return -(p * np.log(np.maximum(p, tiny)) + q * np.log(np.maximum(q, tiny)))
 
 
 def disagreement(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,10 +75,16 @@ def disagreement(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ordinal ranks (ties in order of appearance): the inverse of the stable sort order,
-    by one sort and a scatter rather than a second sort."""
+    """Ranks from 0, tied values sharing the mean of their positions (Spearman's usual
+    convention). Ties are found by value after an unstable sort, several times faster than a
+    stable one, and the ranks do not depend on how the sort ordered the tied values."""
+    order = np.argsort(values)
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each value
+    ends = np.r_[starts[1:], len(values)]
+    group = np.repeat(np.arange(len(starts)), ends - starts)
     ranks = np.empty(len(values))
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values), dtype=float)
+    ranks[order] = (0.5 * (starts + ends - 1))[group]
     return ranks
 
 
@@ -115,13 +123,16 @@ class OodEnsemble(Explainer[EnsembleState]):
         self.paths = [resolve_path(context, m) for m in options.members]
         want = {i.name for i in context.tagger.info.inputs}
         self.members: list[Tagger] = []
+        # the members run block by block on this many threads, each with a one-thread session
+        # (hepaudit.model.blocks): faster for small models than one session using every core
+        self.threads = block_threads(context.tagger.config.threads)
         for i, path in enumerate(self.paths):
             if not Path(path).is_file():
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path}: file not found")
             try:
                 # rows per call: onnxruntime with idle threads asleep (the Tagger's setting) is
                 # slower per jet on 65536-row calls than on 16384 or 4096 (bench_ood)
-                member = Tagger(replace(context.tagger.config, path=path,
+                member = Tagger(replace(context.tagger.config, path=path, threads=1,
                                          batch_size=min(context.tagger.config.batch_size, CACHED_ROWS)))
             except HepauditError as exc:
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {exc}") from None
@@ -135,16 +146,34 @@ class OodEnsemble(Explainer[EnsembleState]):
         self.real_reference = real_reference(context, options)
         self._checked = False
 
-    def _probabilities(self, chunk: Chunk, select: np.ndarray | None = None) -> np.ndarray:
+    def _probabilities(self, chunk: Chunk, select: np.ndarray | None = None, disagree: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The members' scores (N, M), block by block on ``self.threads`` threads; with
+        ``disagree``, also each jet's (std, mutual information), computed in the same blocks
+        while their scores are in cache (row by row: the same numbers as for the whole array)."""
         inputs = chunk.inputs if select is None else {k: v[select] for k, v in chunk.inputs.items()}
         if not self._checked:
             for member in self.members:
                 member.check_inputs(inputs)
             self._checked = True
-        columns = [m.run(inputs, extra=False).score for m in self.members]
-        if self.options.include_audited:
-            columns.append(chunk.score if select is None else chunk.score[select])
-        return np.stack(columns, axis=1)
+        n = len(next(iter(inputs.values())))
+        probs = np.empty((n, len(self.members) + int(self.options.include_audited)))
+        audited = None if not self.options.include_audited else chunk.score if select is None else chunk.score[select]
+        std, mi = (np.empty(n), np.empty(n)) if disagree else (None, None)
+
+        def block(_: int, start: int, stop: int) -> None:
+            # every member on one block while its inputs are in cache, then the next block
+            rows = {k: v[start:stop] for k, v in inputs.items()}
+            for m, member in enumerate(self.members):
+                probs[start:stop, m] = member.run(rows, extra=False).score
+            if audited is not None:
+                probs[start:stop, -1] = audited[start:stop]
+            if std is not None and mi is not None:
+                std[start:stop], mi[start:stop] = disagreement(probs[start:stop])
+
+        rows = shared_rows(min(m.cached_rows for m in self.members))
+        for_blocks(n, rows, self.threads, block)
+        return probs, std, mi
 
     def _chosen(self, std: np.ndarray, mi: np.ndarray) -> np.ndarray:
         return std if self.options.score == "std" else mi
@@ -161,7 +190,7 @@ class OodEnsemble(Explainer[EnsembleState]):
         if not run.any():
             return state
         probs = np.empty((len(chunk), len(self.members) + int(self.options.include_audited)))
-        probs[run] = self._probabilities(chunk, run)
+        probs[run] = self._probabilities(chunk, run)[0]
         state.fit.add(keys[fit], probs=probs[fit])
         add_held_out(state.held, chunk, keys, keep, probs=probs[keep])
         return state
@@ -179,7 +208,8 @@ class OodEnsemble(Explainer[EnsembleState]):
 
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: EnsembleState, chunk: Chunk) -> EnsembleState:
-        std, mi = disagreement(self._probabilities(chunk))
+        _, std, mi = self._probabilities(chunk, disagree=True)
+        assert std is not None and mi is not None
         chunk.per_jet["ood_ensemble_std"] = std.astype(np.float32)
         chunk.per_jet["ood_ensemble_mi"] = mi.astype(np.float32)
         flag_jets(chunk, self.name, self._chosen(std, mi), self.threshold)

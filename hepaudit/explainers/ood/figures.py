@@ -1,7 +1,8 @@
 """Figures of the OOD and calibration explainers (matplotlib, imported only when drawing).
 
-- score distributions, reference (held-out half) vs audited, with the threshold line;
-- flagged fraction vs jet pT and vs jet mass, audited and reference, with binomial errors;
+- per OOD explainer, one figure: the score distributions, reference (held-out half) vs
+  audited, with the threshold line, and beside it the flagged fraction vs jet pT and vs jet
+  mass, audited and reference, with binomial errors;
 - the reliability diagram (observed signal fraction vs mean score per bin), with the jet
   count per bin below it.
 
@@ -31,85 +32,86 @@ def _score_bins(values: list[np.ndarray]) -> tuple[np.ndarray, bool]:
     return np.linspace(lo, hi, 61), False
 
 
-def score_distribution(
-    audited: np.ndarray, reference: np.ndarray | None, threshold: float, xlabel: str, title: str
-) -> bytes:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+def _score_panel(ax: Any, audited: np.ndarray, reference: np.ndarray | None, threshold: float, xlabel: str) -> None:
+    """Score distributions (normalised outlines), reference and audited, with the threshold line."""
+    from matplotlib.ticker import NullLocator
+
     edges, log_x = _score_bins([audited] + ([reference] if reference is not None else []))
     # histogram in numpy and draw the outline only: matplotlib's hist is slow on 10^5 points
-    heights = []
     if reference is not None and len(reference):
         counts, _ = np.histogram(reference, edges, density=True)
-        heights.append(counts)
-        ax.stairs(
-            counts,
-            edges,
-            lw=1.8,
-            color=REFERENCE_COLOUR,
-            label=f"reference, held-out ({len(reference)} jets)",
-        )
+        ax.stairs(counts, edges, lw=1.8, color=REFERENCE_COLOUR, label=f"reference, held-out ({len(reference)} jets)")
     counts, _ = np.histogram(audited, edges, density=True)
-    heights.append(counts)
     ax.stairs(counts, edges, lw=1.8, color=AUDITED_COLOUR, label=f"audited ({len(audited)} jets)")
     ax.axvline(threshold, color=OVERALL_COLOUR, ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
-    if log_x:
-        log_scale(ax, "x")
-    log_scale(ax, "y")
-    # on an axis spanning many decades (reconstruction errors and ensemble spreads often span
-    # 5-7), minor ticks at 2 and 5 times each power of ten only: matplotlib's default 8 per
-    # decade cost a third of the figure's drawing time and are too dense to read there
-    joined = np.concatenate(heights)
-    for axis, values in ((ax.yaxis, joined), (ax.xaxis, edges if log_x else None)):
-        positive = values[values > 0] if values is not None else np.zeros(0)
-        if len(positive) and positive.max() > 100 * positive.min():
-            from matplotlib.ticker import LogLocator
-
-            axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    for axis, log in ((ax.xaxis, log_x), (ax.yaxis, True)):
+        if log:
+            log_scale(ax, "x" if axis is ax.xaxis else "y")
+            # no minor ticks: unlabelled on axes spanning decades (reconstruction errors and
+            # ensemble spreads span 5-7), and each tick costs matplotlib about a millisecond
+            axis.set_minor_locator(NullLocator())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("jets (normalised)")
-    ax.set_title(title, y=1.0)  # a fixed place: matplotlib's search for one measures every tick label
-    ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.91)
-    return _png(fig, tight=False)
 
 
-def flagged_vs_kinematics(fields: dict[str, Any], expected: float | None, title: str) -> bytes | None:
-    panels = [
-        (k, label)
-        for k, label in (("flagged_vs_pt", "jet pT [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
-        if k in fields
-    ]
-    if not panels:
-        return None
-    plt = _pyplot()
+def _flagged_panel(ax: Any, entry: dict[str, Any], label: str, expected: float | None) -> None:
+    """Flagged fraction in bins of one kinematic variable, reference and audited, binomial errors."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels):
-        entry = fields[key]
-        edges = np.asarray(entry["edges"])
-        centres = 0.5 * (edges[1:] + edges[:-1])
-        widths = 0.5 * (edges[1:] - edges[:-1])
-        for name, colour in (("reference", REFERENCE_COLOUR), ("audited", AUDITED_COLOUR)):
-            if name not in entry:
-                continue
-            frac = np.array([np.nan if v is None else v for v in entry[name]["flagged_fraction"]], float)
-            err = np.array([np.nan if v is None else v for v in entry[name]["error"]], float)
-            ax.errorbar(centres, frac, yerr=err, xerr=widths, fmt="o", ms=3, color=colour, label=name)
-        if expected is not None:
-            ax.axhline(expected, color=OVERALL_COLOUR, ls=":", lw=1, label="expected on reference")
-        ax.set_xlabel(label)
-        ax.set_ylabel("flagged fraction")
-        ax.set_ylim(bottom=0)
-        # about 5 ticks an axis, not matplotlib's up to 10: ticks and their labels are most of
-        # a figure's drawing time, and 10 bins need no more to be read
-        ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.yaxis.set_major_locator(MaxNLocator(5))
-    # one legend for both panels, in the title's band: no search for a free corner of each panel
-    fig.suptitle(title, x=0.08, ha="left")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=3, fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.88, wspace=0.22)
+    edges = np.asarray(entry["edges"])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    widths = 0.5 * (edges[1:] - edges[:-1])
+    for name, colour in (("reference", REFERENCE_COLOUR), ("audited", AUDITED_COLOUR)):
+        if name not in entry:
+            continue
+        frac = np.array([np.nan if v is None else v for v in entry[name]["flagged_fraction"]], float)
+        err = np.array([np.nan if v is None else v for v in entry[name]["error"]], float)
+        ax.errorbar(centres, frac, yerr=err, xerr=widths, fmt="o", ms=3, color=colour, label=f"{name}, flagged")
+    if expected is not None:
+        ax.axhline(expected, color=OVERALL_COLOUR, ls=":", lw=1, label="expected on reference")
+    ax.set_xlabel(label)
+    ax.set_ylabel("flagged fraction")
+    ax.set_ylim(bottom=0)
+    # about 5 ticks an axis, not matplotlib's up to 10: ticks and their labels are most of
+    # a figure's drawing time, and 10 bins need no more to be read
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.yaxis.set_major_locator(MaxNLocator(5))
+
+
+def ood_figure(
+    audited: np.ndarray,
+    reference: np.ndarray | None,
+    threshold: float,
+    xlabel: str,
+    title: str,
+    fields: dict[str, Any],
+    expected: float | None,
+) -> bytes:
+    """One figure, side by side: the score distributions with the threshold, then the flagged
+    fraction vs jet pT and vs jet mass when the result has them.
+
+    One figure rather than three: a figure's own set-up, legend and title cost as much as
+    a panel, and an OOD result is read across the three at once.
+    """
+    plt = _pyplot()
+    panels = [(k, label) for k, label in (("flagged_vs_pt", "jet pT [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
+              if k in fields]
+    widths = [1.3] + [1.0] * len(panels)
+    fig, axes = plt.subplots(1, len(widths), figsize=(1.3 * 4.4 + 4.2 * len(panels), 3.9), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    axes = axes[0]
+    _score_panel(axes[0], audited, reference, threshold, xlabel)
+    for ax, (key, label) in zip(axes[1:], panels):
+        _flagged_panel(ax, fields[key], label, expected)
+    # the legends in the title's band: no search for a free corner of each panel
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if panels:
+        more, more_labels = axes[1].get_legend_handles_labels()
+        handles, labels = handles + more, labels + more_labels
+    fig.legend(handles, labels, loc="upper right", ncol=3 if panels else 1, fontsize=8, frameon=False)
+    left = 0.36 / fig.get_figwidth()
+    fig.subplots_adjust(left=left + 0.04, right=0.99, bottom=0.14, top=0.80, wspace=0.28)
     return _png(fig, tight=False)
 
 
@@ -121,32 +123,15 @@ def ood_figures(
     threshold: float,
     fields: dict[str, Any],
 ) -> list[Figure]:
-    """The two figures every OOD explainer shows."""
-    out: list[Figure] = []
+    """The figure every OOD explainer shows (left out if it fails to draw)."""
     try:
         ref = reference["score"] if reference is not None else None
-        png = score_distribution(audited["score"], ref, threshold, what, f"{name}: {what}")
-        out.append(
-            Figure(f"{name}_scores.png", f"{name}: {what}, reference vs audited, with the threshold", png)
-        )
+        expected = fields.get("expected_reference_flagged_fraction") if reference is not None else None
+        png = ood_figure(audited["score"], ref, threshold, what, f"{name}: {what}", fields, expected)
     except Exception:
-        pass
-    try:
-        expected = fields.get("expected_reference_flagged_fraction")
-        png2 = flagged_vs_kinematics(
-            fields, expected if reference is not None else None, f"{name}: flagged fraction"
-        )
-        if png2 is not None:
-            out.append(
-                Figure(
-                    f"{name}_flagged_vs_kinematics.png",
-                    f"{name}: fraction of jets above the threshold vs jet pT and mass",
-                    png2,
-                )
-            )
-    except Exception:
-        pass
-    return out
+        return []
+    kinematics = " and the flagged fraction vs jet pT and mass" if "flagged_vs_pt" in fields else ""
+    return [Figure(f"{name}.png", f"{name}: {what}, reference vs audited, with the threshold{kinematics}", png)]
 
 
 def reliability_diagram(

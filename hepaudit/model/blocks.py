@@ -1,0 +1,64 @@
+"""Passes over row blocks on several Python threads, each block on a single-threaded session.
+
+onnxruntime releases the GIL inside ``run``, and so does numpy in its array loops. For the
+small models the OOD explainers run many times over the same jets (ensemble members, the
+autoencoder), T Python threads each scoring their own block of rows with a one-thread
+session keep T cores busy with no synchronisation inside a forward pass, where one session
+spreading every 4096-row call over T threads waits on its slowest thread at every layer:
+five TopoDNN members over 200k jets on 2 cores take 0.50–0.52 s this way against
+0.68–0.74 s in one session with two intra-op threads (``benchmarks/bench_ood.py`` prints both).
+
+Each block writes only its own rows of preallocated outputs, and anything summed over
+jets is summed per block and then added in block order, so results do not depend on the
+number of threads or on which thread ran which block.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+
+def block_threads(threads: int) -> int:
+    """Threads for block-parallel passes: the configured onnxruntime threads (``model.threads``),
+    or, at 0 (onnxruntime's default: every core), the cores this process may run on."""
+    if threads > 0:
+        return threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def shared_rows(rows: int) -> int:
+    """Rows per block of a block-parallel pass: half of ``rows`` (what stays in cache for one
+    pass), as two blocks in flight share the cache; 2048 for CACHED_ROWS.
+
+    Fixed, not taken from the number of threads: a jet's outputs can differ in the last bit
+    with its place in a block (onnxruntime's and BLAS's kernels treat row tails apart), so
+    the same blocks on any number of threads, or on Dask workers, give the same numbers.
+    """
+    return max(64, rows // 2)
+
+
+def block_starts(n: int, rows: int) -> range:
+    """First row of each block of ``rows`` rows of ``n``."""
+    return range(0, n, max(1, rows))
+
+
+def for_blocks(n: int, rows: int, threads: int, work: Callable[[int, int, int], None]) -> None:
+    """``work(block, start, stop)`` for every block of ``rows`` rows of ``n``.
+
+    With ``threads`` > 1 and more than one block, blocks run on that many threads in any
+    order; the first exception raised by a block is raised here once every block is done.
+    """
+    starts = block_starts(n, rows)
+    if threads <= 1 or len(starts) <= 1:
+        for i, start in enumerate(starts):
+            work(i, start, min(start + rows, n))
+        return
+    with ThreadPoolExecutor(min(threads, len(starts)), thread_name_prefix="hepaudit-block") as pool:
+        futures = [pool.submit(work, i, start, min(start + rows, n)) for i, start in enumerate(starts)]
+    for future in futures:
+        future.result()
