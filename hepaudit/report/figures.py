@@ -59,10 +59,14 @@ def log_scale(ax: Any, axis: str = "y") -> None:
 
 def _png(fig: Any, tight: bool = True) -> bytes:
     """The figure as PNG bytes. ``tight=False`` for figures laid out with fixed margins:
-    a tight bounding box draws the figure twice, a third of a simple figure's cost."""
+    a tight bounding box draws the figure twice, a third of a simple figure's cost.
+
+    zlib level 3, not Pillow's 6: a third less encoding time (10 ms for a 1400 x 390 figure)
+    for files 1% larger."""
     buffer = io.BytesIO()
     try:
-        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight" if tight else None)
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight" if tight else None,
+                    pil_kwargs={"compress_level": 3})
     finally:
         _pyplot().close(fig)
     return buffer.getvalue()

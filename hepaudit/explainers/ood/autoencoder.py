@@ -264,9 +264,10 @@ class OodAutoencoder(Explainer[AeState]):
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: AeState, chunk: Chunk) -> AeState:
         score, sums = self._scores(self._matrix(chunk.inputs))
-        chunk.per_jet["ood_ae_score"] = score.astype(np.float32)
+        score32 = score.astype(np.float32)  # one array for per_jet.root and the state: neither writes to it
+        chunk.per_jet["ood_ae_score"] = score32
         flag_jets(chunk, self.name, score, self.threshold)
-        state.scores.append(score.astype(np.float32))
+        state.scores.append(score32)
         state.kin.add(chunk)
         state.error_sum = sums if state.error_sum is None else state.error_sum + sums
         state.n += len(chunk)
