@@ -4,9 +4,11 @@ onnxruntime releases the GIL inside ``run``, and so does numpy in its array loop
 small models the OOD explainers run many times over the same jets (ensemble members, the
 autoencoder), T Python threads each scoring their own block of rows with a one-thread
 session keep T cores busy with no synchronisation inside a forward pass, where one session
-spreading every 4096-row call over T threads waits on its slowest thread at every layer:
-five TopoDNN members over 200k jets on 2 cores take 0.50–0.52 s this way against
-0.68–0.74 s in one session with two intra-op threads (``benchmarks/bench_ood.py`` prints both).
+spreading every call over T threads waits for its slowest thread at every layer. On 2
+cores, five TopoDNN members over 200k jets (``benchmarks/bench_ood.py``, which prints both):
+0.59 s in 2048-row blocks on 2 threads, against 0.62 s for default sessions at their faster
+batch size (65536 rows); in a plain loop over the same members, 0.47–0.52 s against
+0.68–0.74 s for 4096-row calls in one two-thread session.
 
 Each block writes only its own rows of preallocated outputs, and anything summed over
 jets is summed per block and then added in block order, so results do not depend on the

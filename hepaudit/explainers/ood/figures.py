@@ -110,8 +110,8 @@ def ood_figure(
         more, more_labels = axes[1].get_legend_handles_labels()
         handles, labels = handles + more, labels + more_labels
     fig.legend(handles, labels, loc="upper right", ncol=3 if panels else 1, fontsize=8, frameon=False)
-    left = 0.36 / fig.get_figwidth()
-    fig.subplots_adjust(left=left + 0.04, right=0.99, bottom=0.14, top=0.80, wspace=0.28)
+    # fixed margins (no tight bounding box, which draws the figure twice): 0.85 in for the y labels
+    fig.subplots_adjust(left=0.85 / fig.get_figwidth(), right=0.99, bottom=0.14, top=0.80, wspace=0.28)
     return _png(fig, tight=False)
 
 
