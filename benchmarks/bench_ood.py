@@ -7,9 +7,12 @@ reference pass are measured too and reported separately. Both sides run in this 
 process, on the same jets and threads, with fresh sessions each time; the pure onnxruntime
 side gets its inputs built beforehand (not timed) and, per model, the faster of the config's
 batch size and the rows per call the explainers use. Both sides run once to warm up, then
-``--repeats`` times interleaved (the machine is shared); the best of each is kept. The 4 OOD figures
-are a fixed cost, independent of the number of jets: their drawing time is printed, and
-the ratio is printed with and without it.
+``--repeats`` times interleaved (the machine is shared); the best of each is kept, and the
+ratio within each repetition is printed too (median and range), as the machine's speed
+drifts between repetitions. The OOD figures (one per explainer) are a fixed cost,
+independent of the number of jets: their drawing time is printed, and the ratio is
+printed with and without it. The pure side is also timed the way the explainers run it
+(blocks of 2048 rows on as many threads as cores, one-thread sessions).
 
 Models: ``examples/models/topodnn.onnx`` and ``examples/models/ensemble/topodnn_seed{1..5}.onnx``
 when present; otherwise TopoDNN-shaped (90-300-102-12-6-1, ReLU, Sigmoid) random ONNX MLPs,
@@ -147,7 +150,7 @@ def main() -> None:
     )
     out = folder / "report"
 
-    # the figures are a fixed cost (4 PNGs, independent of the number of jets): timed apart
+    # the figures are a fixed cost (one PNG per explainer, independent of the number of jets): timed apart
     drawing = {"s": 0.0}
     draw = figures.ood_figures
 
@@ -195,7 +198,7 @@ def main() -> None:
     print(
         f"  reading+building inputs {t['read_s']:.2f} s; tagger onnxruntime {t['inference_s']:.2f} s; "
         f"ood_ae {t['ood_ae_s']:.2f} s; ood_ensemble {t['ood_ensemble_s']:.2f} s "
-        f"(incl. reference pass and figures; the 4 figures {figures_s:.2f} s)"
+        f"(incl. reference pass and figures; the figures {figures_s:.2f} s)"
     )
     print("pure onnxruntime: " + ", ".join(f"{k} {v:.2f} s" for k, v in ort.items()))
     print(
@@ -219,6 +222,20 @@ def main() -> None:
         f"overhead over the same passes in blocks: (ood_ae + ood_ensemble) / their block passes on audited "
         f"and reference jets ({theirs_blocks:.2f} s) = {explainers_s / theirs_blocks:.3f}; without the "
         f"figures {(explainers_s - figures_s) / theirs_blocks:.3f}"
+    )
+    # the machine's speed drifts between repetitions: the ratio within each repetition (an
+    # audit and the pure passes right after it), whose median the drift moves least
+    paired = []
+    for (rep, _, figs), p in zip(audits, pures):
+        own = rep.timing["ood_ae_s"] + rep.timing["ood_ensemble_s"]  # type: ignore[attr-defined]
+        base = p["audited_members"] + p["audited_autoencoder"]
+        paired.append((own / base, (own - figs) / base))
+    with_figs = sorted(r[0] for r in paired)
+    without = sorted(r[1] for r in paired)
+    print(
+        f"paired ratios (each repetition's audit / its own 6 pure passes on audited jets), median "
+        f"[min-max] of {len(paired)}: {with_figs[len(paired) // 2]:.3f} [{with_figs[0]:.3f}-{with_figs[-1]:.3f}]; "
+        f"without the figures {without[len(paired) // 2]:.3f} [{without[0]:.3f}-{without[-1]:.3f}]"
     )
     print(
         f"ratio audit wall time / every forward pass of the audit in pure onnxruntime "
