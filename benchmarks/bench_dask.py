@@ -44,8 +44,14 @@ def model_path(workdir: Path) -> tuple[Path, str]:
 
 
 def write_config(path: Path, model: Path, files: list[Path], step: int, partition: int, threads: int,
-                 explainers: list[str], batch: int | None = None) -> Path:
-    tables = "\n".join(f"[explainers.{e}]" for e in explainers)
+                 explainers: list[str], batch: int | None = None, options: str = "") -> Path:
+    """``options``: "mad.iqr_clip=true,mad.target=\"logit\"" (TOML values) under the explainers' tables."""
+    settings: dict[str, list[str]] = {}
+    for item in filter(None, options.split(",")):
+        key, value = item.split("=", 1)
+        name, option = key.strip().split(".", 1)
+        settings.setdefault(name, []).append(f"{option} = {value.strip()}")
+    tables = "\n".join("\n".join([f"[explainers.{e}]", *settings.get(e, [])]) for e in explainers)
     model_extra = f"threads = {threads}" + (f"\nbatch_size = {batch}" if batch else "")
     path.write_text(topodnn_config(model, files, step=step, model_extra=model_extra,
                                    extra=f"[execution]\nprogress = false\npartition_size = {partition}\n{tables}"))
@@ -105,6 +111,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="model.batch_size (default: hepaudit's)")
     parser.add_argument("--modes", default="local,dask1,dask2")
     parser.add_argument("--explainers", default="dauc,mad")
+    parser.add_argument("--options", default="", help='explainer options, e.g. "mad.iqr_clip=true,mad.relative=true"')
     parser.add_argument("--files-memory", default="", help="e.g. 2,8: worker RSS with mad over that many files")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hepaudit-bench-dask")
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
@@ -125,11 +132,11 @@ def main() -> None:
         folder.mkdir(exist_ok=True)
         files = repeated_sample(args.jets, folder, per_file=args.per_file)
         print(f"sample: {args.jets} jets in {len(files)} files; step_size {args.step}, partition {args.partition}; "
-              f"explainers {', '.join(explainers)}")
+              f"explainers {', '.join(explainers)}" + (f" ({args.options})" if args.options else ""))
         for mode in args.modes.split(","):
             threads = args.local_threads if mode == "local" else 1
             config = write_config(folder / f"{mode}.toml", model, files, args.step, args.partition, threads,
-                                  explainers, args.batch)
+                                  explainers, args.batch, args.options)
             r = results[mode] = run_mode(config, mode)
             line = (f"{mode:>6}: {r['jets']} jets in {r['seconds']:7.1f} s = {r['jets'] / r['seconds']:9.0f} jets/s; "
                     f"peak RSS {'client' if mode != 'local' else 'process'} {r['peak_rss_mb']:6.0f} MB")

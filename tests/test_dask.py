@@ -193,7 +193,7 @@ def test_tree_levels_merge_consecutive_ranges() -> None:
 
 EXPLAINERS = {
     "dauc": {"groups": {"pair": ["f0", "f1"]}},
-    "mad": {"target": "logit"},
+    "mad": {"target": "logit", "relative": True, "iqr_clip": True},  # per-jet |Δ| spilled, pickled between workers
     "lrp": {"rule": "epsilon"},
     "gradient": {"method": "integrated_gradients", "steps": 8},
     "nap": {"figure": False},
