@@ -401,3 +401,7 @@ def test_explainers_with_a_reference_pass_run_on_the_workers(folder: Path, clust
     assert {"ood_ae_score", "ood_ensemble_std", "ood_flag"} <= set(b)
     for column in a:
         np.testing.assert_array_equal(a[column], b[column])
+    # their figures are drawn on the client from the results' fields, after the workers finished
+    drawn = {"ood_ae.png", "ood_ensemble.png", "calibration_reliability.png"}
+    assert drawn <= {p.name for p in (folder / "ood-dask" / "figures").iterdir()}
+    assert dask.timing["figures_s"] > 0 and not any("could not be drawn" in w for w in dask.warnings)

@@ -279,6 +279,13 @@ def test_ensemble_std_and_mutual_information_match_numpy(folder: Path, score: st
     assert f["flagged_fraction"] == pytest.approx(np.mean(chosen > threshold), abs=2e-3)
     assert f["reference_flagged_fraction"] == pytest.approx(np.mean(ref[half] > threshold), abs=2e-3)
     assert abs(np.mean(cols["ood_ensemble_flag"]) - f["flagged_fraction"]) < 1e-12
+    # the figure's histogram, kept in report.json: every audited and held-out jet in its bin
+    hist = f["score_histogram"]
+    edges = np.asarray(hist["edges"])
+    audited_counts = np.histogram(cols[f"ood_ensemble_{'std' if score == 'std' else 'mi'}"], edges)[0]
+    assert sum(hist["audited"]) == len(chosen) and sum(hist["reference"]) == int(half.sum())
+    assert np.abs(audited_counts - np.asarray(hist["audited"])).max() <= 1  # float32 per_jet at a bin edge
+    assert edges[0] == pytest.approx(min(chosen.min(), ref[half].min()), rel=1e-4, abs=1e-7)
     assert f["members"][-1] == "(the audited model)" and f["score"] == score
     # Spearman's rho with tied values ranked at their mean position, as scipy ranks them
     assert f["std_mi_spearman"] == pytest.approx(stats.spearmanr(std, mi)[0], abs=1e-4)

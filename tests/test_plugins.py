@@ -31,6 +31,7 @@ from hepaudit import Explainer, hookimpl, hookspecs  # noqa: E402
 from hepaudit.audit import audit as run_audit  # noqa: E402
 from hepaudit.errors import ConfigError, HepauditError  # noqa: E402
 from hepaudit.plugins import PluginHost  # noqa: E402
+from hepaudit.results import Figure  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "plugins" / "hepaudit-example"
@@ -436,3 +437,34 @@ def test_fresh_host_per_audit(toy: Path) -> None:
     assert report.explainers["twin"].plugin == {"name": "local", "version": "local"}
     with pytest.raises(ConfigError, match="unknown explainer 'twin'"):
         run_audit(config, out=None)
+
+
+class _Draws(_Twin):
+    """Draws one figure from its result's fields, or fails to, as ``fields["fail"]`` says."""
+
+    name = "draws"
+
+    def finish(self, state: None):  # type: ignore[no-untyped-def]
+        return self.result(fields={"fail": False, "jets": self.context.n_jets})
+
+    def draw(self, result):  # type: ignore[no-untyped-def]
+        if result.fields["fail"]:
+            raise RuntimeError("no such colour")
+        return [Figure("draws.png", f"{result.fields['jets']} jets", b"\x89PNG drawn")]
+
+
+def test_draw_adds_figures_after_finish_and_a_failure_is_a_warning(toy: Path, tmp_path: Path) -> None:
+    config = _config(toy, "mixed.onnx", "[explainers.draws]\n")
+    report = run_audit(config, out=tmp_path / "out", plugins=[("local", _Registers(_Draws))])
+    result = report.explainers["draws"]
+    assert [f.name for f in result.figures] == ["draws.png"] and result.status == "ok"
+    assert (tmp_path / "out" / "figures" / "draws.png").read_bytes() == b"\x89PNG drawn"
+    assert "figures_s" in report.timing
+
+    class _Fails(_Draws):
+        def finish(self, state: None):  # type: ignore[no-untyped-def]
+            return self.result(fields={"fail": True, "jets": 0})
+
+    report = run_audit(config, out=None, plugins=[("local", _Registers(_Fails))])
+    assert report.explainers["draws"].status == "ok" and report.explainers["draws"].figures == []
+    assert any("draws: its figures could not be drawn: RuntimeError: no such colour" in w for w in report.warnings)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from hepaudit.results import ExplainerResult
+from hepaudit.results import ExplainerResult, Figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.data.builders import InputBuilder
@@ -237,6 +237,17 @@ class Explainer(ABC, Generic[State]):
     @abstractmethod
     def finish(self, state: State) -> ExplainerResult:
         """The result from the merged state of every chunk."""
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        """Figures drawn from a finished result, for explainers that draw their own.
+
+        Called once per audit, after every explainer has finished, in the process that makes
+        the report, and timed apart (``report.timing["figures_s"]``); a failure is a warning.
+        Draw only from ``result.fields``, so report.json holds every number a figure shows:
+        on Dask ``finish`` runs on a worker and this instance never saw a chunk. Figures made
+        in ``finish`` (``result.figures``) work too, but are drawn on the worker, inside the
+        explainer's own time."""
+        return []
 
     def result(self, **kwargs: Any) -> ExplainerResult:
         """A result carrying this explainer's name and options; for use in ``finish``."""

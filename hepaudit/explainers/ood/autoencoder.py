@@ -48,9 +48,10 @@ from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.model.blocks import block_starts, block_threads, for_blocks, shared_rows
 from hepaudit.model.session import CACHED_ROWS
-from hepaudit.results import ExplainerResult
+from hepaudit.results import ExplainerResult, Figure
 
 SAVED_NAME = "ood_autoencoder.onnx"
+WHAT = "autoencoder reconstruction error"  # the score, as the figure names it
 
 
 @dataclass(frozen=True)
@@ -352,12 +353,7 @@ class OodAutoencoder(Explainer[AeState]):
                 if len(scores)
                 else ""
             )
-        figs = figures.ood_figures(
-            self.name,
-            "autoencoder reconstruction error",
-            kin_audited,
-            kin_reference if self.real_reference else None,
-            self.threshold,
-            fields,
-        )
-        return self.result(fields=fields, figures=figs, summary=summary, warnings=warnings)
+        return self.result(fields=fields, summary=summary, warnings=warnings)
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        return figures.ood_figures(self.name, WHAT, result.fields)

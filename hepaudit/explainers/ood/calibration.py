@@ -346,26 +346,6 @@ class Calibration(Explainer[CalibrationState]):
             },
             "recalibration": self._recalibration(state),
         }
-        figs: list[Figure] = []
-        try:
-            png = figures.reliability_diagram(
-                mean_score,
-                observed,
-                w_bin,
-                edges,
-                (bal[0], bal[1]) if bal else None,
-                f"calibration: ECE {ece:.4f}" + (f", balanced {bal[3]:.4f}" if bal else ""),
-            )
-            figs.append(
-                Figure(
-                    "calibration_reliability.png",
-                    "Reliability diagram: observed signal fraction vs "
-                    "mean score per bin, as sampled and with classes reweighted to equal weight",
-                    png,
-                )
-            )
-        except Exception:
-            pass
         rec = fields["recalibration"]
         summary = f"ECE {ece:.4f} ({bins} bins)" + (f", {bal[3]:.4f} with balanced classes" if bal else "")
         if "platt" in rec:
@@ -374,4 +354,22 @@ class Calibration(Explainer[CalibrationState]):
                 f"{rec['platt']['ece']:.4f}, isotonic → {rec['isotonic']['ece']:.4f} "
                 f"(fitted on {rec['fitted_on']})."
             )
-        return self.result(fields=fields, figures=figs, summary=summary)
+        return self.result(fields=fields, summary=summary)
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        """The reliability diagram, from ``fields["reliability"]``."""
+        fields = result.fields
+        rel = fields["reliability"]
+
+        def array(values: list[float | None] | None) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values or []], float)
+
+        balanced = (array(rel["mean_score_balanced"]), array(rel["observed_balanced"])) \
+            if rel.get("observed_balanced") is not None else None
+        title = f"calibration: ECE {fields['ece']:.4f}" + (
+            f", balanced {fields['ece_balanced']:.4f}" if fields.get("ece_balanced") is not None else "")
+        png = figures.reliability_diagram(array(rel["mean_score"]), array(rel["observed"]),
+                                          np.asarray(rel["weight"], float), np.asarray(rel["edges"], float),
+                                          balanced, title)
+        return [Figure("calibration_reliability.png", "Reliability diagram: observed signal fraction vs "
+                       "mean score per bin, as sampled and with classes reweighted to equal weight", png)]

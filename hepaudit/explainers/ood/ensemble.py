@@ -39,7 +39,7 @@ from hepaudit.explainers.ood.common import (
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.model.blocks import block_threads, for_blocks, shared_rows
 from hepaudit.model.session import CACHED_ROWS, Tagger
-from hepaudit.results import ExplainerResult
+from hepaudit.results import ExplainerResult, Figure
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ class OodEnsemble(Explainer[EnsembleState]):
         }
         audited = state.kin.with_scores(chosen)
         reference = {"score": ref_chosen, **self.reference_kin}
-        what = "ensemble std" if self.options.score == "std" else "ensemble mutual information [nats]"
+        what = self._what()
         shared, warnings = threshold_fields(
             audited, reference, self.threshold, self.real_reference,
             "no reference sample: the audited data is its own reference, so only per-jet disagreement "
@@ -284,7 +284,10 @@ class OodEnsemble(Explainer[EnsembleState]):
         else:
             mean = float(chosen.mean()) if len(chosen) else None
             summary = f"No reference: mean {what} over the audited jets {mean:.3g}." if mean is not None else ""
-        figs = figures.ood_figures(
-            self.name, what, audited, reference if self.real_reference else None, self.threshold, fields
-        )
-        return self.result(fields=fields, figures=figs, summary=summary, warnings=warnings)
+        return self.result(fields=fields, summary=summary, warnings=warnings)
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        return figures.ood_figures(self.name, self._what(), result.fields)
+
+    def _what(self) -> str:
+        return "ensemble std" if self.options.score == "std" else "ensemble mutual information [nats]"

@@ -6,7 +6,9 @@
 - the reliability diagram (observed signal fraction vs mean score per bin), with the jet
   count per bin below it.
 
-A figure that fails to draw is left out: a figure must never cost the report.
+The OOD figure is drawn from the result's fields by the explainers' ``draw`` (after every
+explainer has finished; a failure there is a warning). A reliability diagram that fails to
+draw is left out: a figure must never cost the report.
 """
 
 from __future__ import annotations
@@ -22,29 +24,23 @@ REFERENCE_COLOUR = BACKGROUND_COLOUR
 AUDITED_COLOUR = SIGNAL_COLOUR
 
 
-def _score_bins(values: list[np.ndarray]) -> tuple[np.ndarray, bool]:
-    joined = np.concatenate([v[np.isfinite(v)] for v in values if len(v)])
-    lo, hi = float(np.min(joined)), float(np.max(joined))
-    if lo > 0 and hi / lo > 100:  # reconstruction errors span decades: log bins
-        return np.geomspace(lo, hi, 61), True
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.linspace(lo, hi, 61), False
-
-
-def _score_panel(ax: Any, audited: np.ndarray, reference: np.ndarray | None, threshold: float, xlabel: str) -> None:
-    """Score distributions (normalised outlines), reference and audited, with the threshold line."""
+def _score_panel(ax: Any, histogram: dict[str, Any], threshold: float, xlabel: str) -> None:
+    """Score distributions (normalised outlines), reference and audited, with the threshold line,
+    from ``score_histogram`` (jet counts in shared bins)."""
     from matplotlib.ticker import NullLocator
 
-    edges, log_x = _score_bins([audited] + ([reference] if reference is not None else []))
-    # histogram in numpy and draw the outline only: matplotlib's hist is slow on 10^5 points
-    if reference is not None and len(reference):
-        counts, _ = np.histogram(reference, edges, density=True)
-        ax.stairs(counts, edges, lw=1.8, color=REFERENCE_COLOUR, label=f"reference, held-out ({len(reference)} jets)")
-    counts, _ = np.histogram(audited, edges, density=True)
-    ax.stairs(counts, edges, lw=1.8, color=AUDITED_COLOUR, label=f"audited ({len(audited)} jets)")
+    edges = np.asarray(histogram["edges"], float)
+    widths = np.diff(edges)
+    for key, colour, label in (("reference", REFERENCE_COLOUR, "reference, held-out"),
+                               ("audited", AUDITED_COLOUR, "audited")):
+        counts = histogram.get(key)
+        if counts is None or not sum(counts):
+            continue
+        counts = np.asarray(counts, float)
+        total = int(counts.sum())
+        ax.stairs(counts / (total * widths), edges, lw=1.8, color=colour, label=f"{label} ({total} jets)")
     ax.axvline(threshold, color=OVERALL_COLOUR, ls="--", lw=1.2, label=f"threshold {threshold:.3g}")
-    for axis, log in ((ax.xaxis, log_x), (ax.yaxis, True)):
+    for axis, log in ((ax.xaxis, histogram.get("log_x", False)), (ax.yaxis, True)):
         if log:
             log_scale(ax, "x" if axis is ax.xaxis else "y")
             # no minor ticks: unlabelled on axes spanning decades (reconstruction errors and
@@ -78,15 +74,7 @@ def _flagged_panel(ax: Any, entry: dict[str, Any], label: str, expected: float |
     ax.yaxis.set_major_locator(MaxNLocator(5))
 
 
-def ood_figure(
-    audited: np.ndarray,
-    reference: np.ndarray | None,
-    threshold: float,
-    xlabel: str,
-    title: str,
-    fields: dict[str, Any],
-    expected: float | None,
-) -> bytes:
+def ood_figure(fields: dict[str, Any], xlabel: str, title: str) -> bytes:
     """One figure, side by side: the score distributions with the threshold, then the flagged
     fraction vs jet pT and vs jet mass when the result has them.
 
@@ -96,11 +84,14 @@ def ood_figure(
     plt = _pyplot()
     panels = [(k, label) for k, label in (("flagged_vs_pt", "jet pT [GeV]"), ("flagged_vs_mass", "jet mass [GeV]"))
               if k in fields]
+    # the expected fraction only when there is a reference to expect it on
+    reference = fields.get("reference_flagged_fraction") is not None
+    expected = fields.get("expected_reference_flagged_fraction") if reference else None
     widths = [1.3] + [1.0] * len(panels)
     fig, axes = plt.subplots(1, len(widths), figsize=(1.3 * 4.4 + 4.2 * len(panels), 3.9), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     axes = axes[0]
-    _score_panel(axes[0], audited, reference, threshold, xlabel)
+    _score_panel(axes[0], fields["score_histogram"], fields["threshold"], xlabel)
     for ax, (key, label) in zip(axes[1:], panels):
         _flagged_panel(ax, fields[key], label, expected)
     # the legends in the title's band: no search for a free corner of each panel
@@ -115,21 +106,11 @@ def ood_figure(
     return _png(fig, tight=False)
 
 
-def ood_figures(
-    name: str,
-    what: str,
-    audited: dict[str, np.ndarray],
-    reference: dict[str, np.ndarray] | None,
-    threshold: float,
-    fields: dict[str, Any],
-) -> list[Figure]:
-    """The figure every OOD explainer shows (left out if it fails to draw)."""
-    try:
-        ref = reference["score"] if reference is not None else None
-        expected = fields.get("expected_reference_flagged_fraction") if reference is not None else None
-        png = ood_figure(audited["score"], ref, threshold, what, f"{name}: {what}", fields, expected)
-    except Exception:
+def ood_figures(name: str, what: str, fields: dict[str, Any]) -> list[Figure]:
+    """The figure of an OOD explainer's result, drawn from its fields (none without scores)."""
+    if not fields.get("score_histogram"):
         return []
+    png = ood_figure(fields, what, f"{name}: {what}")
     kinematics = " and the flagged fraction vs jet pT and mass" if "flagged_vs_pt" in fields else ""
     return [Figure(f"{name}.png", f"{name}: {what}, reference vs audited, with the threshold{kinematics}", png)]
 

@@ -6,7 +6,8 @@ scored; from there on the scheme of :mod:`hepaudit.explainers.ood.common` is the
 a jet is flagged when its score is above the threshold, each explainer's flag is ORed into
 the shared ``ood_flag`` column, and the report has flagged fractions (audited and held-out
 reference), the AUROC reference vs audited and the flagged fraction in bins of jet pT and
-mass, or, without a reference sample, a note saying why those are missing.
+mass, the score histograms the figure draws, or, without a reference sample, a note saying
+why the reference numbers are missing.
 """
 
 from __future__ import annotations
@@ -82,6 +83,28 @@ class Kinematics:
         return out
 
 
+def score_histogram(audited: np.ndarray, reference: np.ndarray | None, bins: int = 60) -> dict[str, Any] | None:
+    """Jet counts of the audited and held-out reference scores in shared bins (what the
+    figure draws, kept in report.json): log-spaced when the scores span more than two decades,
+    as reconstruction errors do. None without a finite score."""
+    finite = [v[np.isfinite(v)] for v in (audited, reference) if v is not None]
+    joined = np.concatenate(finite) if finite else np.zeros(0)
+    if len(joined) == 0:
+        return None
+    lo, hi = float(joined.min()), float(joined.max())
+    log_x = lo > 0 and hi / lo > 100
+    if log_x:
+        edges = np.geomspace(lo, hi, bins + 1)
+    else:
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    return {
+        "edges": edges.tolist(),
+        "log_x": bool(log_x),
+        "audited": np.histogram(finite[0], edges)[0].tolist(),
+        "reference": np.histogram(finite[1], edges)[0].tolist() if len(finite) > 1 else None,
+    }
+
+
 def threshold_fields(audited: dict[str, np.ndarray], reference: dict[str, np.ndarray], threshold: float,
                      real_reference: bool, note: str) -> tuple[dict[str, Any], list[str]]:
     """The result fields about the threshold, and warnings.
@@ -97,6 +120,7 @@ def threshold_fields(audited: dict[str, np.ndarray], reference: dict[str, np.nda
             "reference_flagged_fraction": None,
             "auroc": None,
             "note": note,
+            "score_histogram": score_histogram(audited["score"], None),
         }
         fields.update(kinematic_bins(audited, {}, threshold))
         return fields, [note]
@@ -110,6 +134,7 @@ def threshold_fields(audited: dict[str, np.ndarray], reference: dict[str, np.nda
         "reference_flagged_fraction": ref_fraction,
         "reference_flagged_fraction_error": ref_error,
         "auroc": auroc,
+        "score_histogram": score_histogram(audited["score"], reference["score"]),
     }
     fields.update(kinematic_bins(audited, reference, threshold))
     if auroc is not None and auroc < 0.4:
