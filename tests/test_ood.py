@@ -35,7 +35,7 @@ from conftest import run_cli  # noqa: E402
 
 import hepaudit  # noqa: E402
 import hepaudit.errors  # noqa: E402
-from hepaudit.explainers.ood.common import entry_keys, held_out  # noqa: E402
+from hepaudit.explainers.ood.common import binned_fraction, entry_keys, held_out  # noqa: E402
 
 K = 8
 FEATURES = [f"f{k}" for k in range(K)]
@@ -462,3 +462,13 @@ def test_builder_sums_the_jet_momentum_of_arrays_it_did_not_build(tmp_path: Path
     want_pt, want_mass = summed_pt_and_mass(arrays[5:])
     np.testing.assert_allclose(pt, want_pt, rtol=1e-6)
     np.testing.assert_allclose(mass, want_mass, rtol=1e-5, atol=1e-3)
+
+
+def test_binned_fraction_leaves_out_values_beyond_the_edges() -> None:
+    """Reference jets outside the audited range are not piled into the outermost bins."""
+    edges = np.array([1000.0, 1100.0, 1200.0])
+    values = np.array([600.0, 650.0, 1050.0, 1150.0, 1160.0, 1300.0, np.nan])
+    flags = np.array([True, True, False, True, False, True, True])
+    got = binned_fraction(values, flags, edges)
+    assert got["jets"] == [1, 2]
+    assert got["flagged_fraction"] == [0.0, 0.5]

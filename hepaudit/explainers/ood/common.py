@@ -187,7 +187,13 @@ def _jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def binned_fraction(values: np.ndarray, flags: np.ndarray, edges: np.ndarray) -> dict[str, list[Any]]:
-    """Flagged fraction and its binomial error in bins of ``values`` (edges include both ends)."""
+    """Flagged fraction and its binomial error in bins of ``values`` (edges include both ends).
+
+    Values outside the edges (reference jets beyond the audited jets' range) are left out,
+    not counted in the outermost bins."""
+    inside = (values >= edges[0]) & (values <= edges[-1])
+    if not inside.all():
+        values, flags = values[inside], flags[inside]
     index = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
     n = np.bincount(index, minlength=len(edges) - 1).astype(float)
     k = np.bincount(index, weights=flags.astype(float), minlength=len(edges) - 1)
