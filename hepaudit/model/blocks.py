@@ -6,9 +6,10 @@ autoencoder), T Python threads each scoring their own block of rows with a one-t
 session keep T cores busy with no synchronisation inside a forward pass, where one session
 spreading every call over T threads waits for its slowest thread at every layer. On 2
 cores, five TopoDNN members over 200k jets (``benchmarks/bench_ood.py``, which prints both):
-0.59 s in 2048-row blocks on 2 threads, against 0.62 s for default sessions at their faster
-batch size (65536 rows); in a plain loop over the same members, 0.47–0.52 s against
-0.68–0.74 s for 4096-row calls in one two-thread session.
+0.49–0.65 s in blocks on 2 threads, against 0.55–0.73 s for default sessions at their
+faster batch size (65536 or 4096 rows), faster by 0.03–0.18 s in each of eight runs; in a
+plain loop over the same members, 0.47–0.52 s against 0.68–0.74 s for 4096-row calls in one
+two-thread session.
 
 Each block writes only its own rows of preallocated outputs, and anything summed over
 jets is summed per block and then added in block order, so results do not depend on the
