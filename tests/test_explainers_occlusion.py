@@ -374,6 +374,18 @@ def test_roc_auc_with_heavy_ties_matches_mann_whitney(weighted: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("signal_fraction", [0.03, 0.5, 0.97])
+def test_roc_auc_unbalanced_classes_with_ties(signal_fraction: float) -> None:
+    """Either class may be the smaller one searching the larger: the same exact AUC, and the
+    complement when the labels are swapped."""
+    rng = np.random.default_rng(8)
+    labels = (rng.random(3000) < signal_fraction).astype(int)
+    scores = np.round(rng.normal(labels * 0.7, 1.0), 1)  # many ties
+    auc = roc_auc(scores, labels)
+    assert auc == pytest.approx(mann_whitney_auc(scores, labels), abs=1e-12)
+    assert roc_auc(scores, 1 - labels) == pytest.approx(1 - auc, abs=1e-12)
+
+
 def test_roc_auc_continuous_and_one_class() -> None:
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 2, 400)
