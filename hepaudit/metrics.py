@@ -7,10 +7,11 @@ given. It is computed from one sort, exactly, with no binning.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
+
+from hepaudit.model.blocks import block_threads
 
 _QUERIES = 1 << 18  # binary searches per block in roc_auc
 
@@ -68,8 +69,7 @@ def roc_auc_each(column: Callable[[int], np.ndarray], n: int, labels: np.ndarray
     this alone at the end, while the workers are idle.
     """
     labels = np.asarray(labels).astype(bool)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = threads or min(n, cores)
+    threads = threads or min(n, block_threads(0))
     if threads <= 1 or n <= 1:
         return np.array([roc_auc(column(k), labels, weights) for k in range(n)])
     from concurrent.futures import ThreadPoolExecutor

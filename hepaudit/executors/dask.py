@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -311,28 +310,23 @@ def finish_task(spec: WorkerSpec, part: PartResult, reference_key: str = "", *re
     reference = _prepare_from(ctx, runs, reference_key, references, spec.debug)
     states = dict(part.states)
     for run in runs:
-        seconds[run.name] = seconds.get(run.name, 0.0) + run.seconds
-        for ref in references:
-            seconds[run.name] += ref.seconds.get(run.name, 0.0)
-        if run.error is not None:
-            errors[run.name] = run.error
-            states.pop(run.name, None)
-        elif run.name in reference:
+        if run.error is None and run.name in reference:
             try:
                 states[run.name] = (reference[run.name] if run.name not in states
                                     else run.explainer.merge(reference[run.name], states[run.name]))  # type: ignore[union-attr]
             except Exception as exc:  # an explainer's bug in merge fails that explainer only
-                errors[run.name] = _describe(exc, spec.debug)
-                states.pop(run.name, None)
-    for name, state in states.items():
-        explainer = ctx.explainers[name]
-        assert not isinstance(explainer, str)
-        t0 = time.perf_counter()
-        try:
-            results[name] = explainer.finish(state)
-        except Exception as exc:  # as in the local executor: that explainer fails, the others go on
-            errors[name] = _describe(exc, spec.debug)
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+                run.error = _describe(exc, spec.debug)
+        if run.error is None and run.name in states:
+            run.state = states[run.name]
+    # as the local executor finishes: timed, and an exception fails that explainer only
+    LocalExecutor().finish([r for r in runs if r.name in states], spec.debug)
+    for run in runs:
+        seconds[run.name] = (seconds.get(run.name, 0.0) + run.seconds
+                             + sum(ref.seconds.get(run.name, 0.0) for ref in references))
+        if run.error is not None:
+            errors[run.name] = run.error
+        elif run.result is not None:
+            results[run.name] = run.result
     return replace(part, states={}, results=results, errors=errors, seconds=seconds)
 
 

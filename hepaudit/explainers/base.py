@@ -138,8 +138,7 @@ class Chunk:
             scores[i], logits[i] = b[0][row], b[1][row]
         return scores, logits
 
-    def _run_occluded(self, units: list[tuple[int, ...]], values: dict[str, np.ndarray], tag: str
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _run_occluded(self, units: list[tuple[int, ...]], values: dict[str, np.ndarray], tag: str) -> None:
         """The forward passes of ``units``, block of rows by block of rows.
 
         Rows outer, units inner: a block of ``tagger.cached_rows`` jets stays in cache while every unit
@@ -183,7 +182,6 @@ class Chunk:
         batch = (scores, logits)
         for i, unit in enumerate(units):
             self._occluded[(tag, *unit)] = (batch, i)
-        return batch
 
 
 class Explainer(ABC, Generic[State]):

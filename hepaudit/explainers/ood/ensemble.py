@@ -38,7 +38,7 @@ from hepaudit.explainers.ood.common import (
 )
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.model.blocks import block_threads, for_blocks, shared_rows
-from hepaudit.model.session import CACHED_ROWS, Tagger
+from hepaudit.model.session import Tagger
 from hepaudit.results import ExplainerResult, Figure
 
 
@@ -137,10 +137,8 @@ class OodEnsemble(Explainer[EnsembleState]):
             if not Path(path).is_file():
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path}: file not found")
             try:
-                # one thread: the members run blocks of rows on several threads instead; the
-                # batch size caps the block (``cached_rows``), as for the audited model
-                member = Tagger(replace(context.tagger.config, path=path, threads=1,
-                                         batch_size=min(context.tagger.config.batch_size, CACHED_ROWS)))
+                # one thread: the members run blocks of ``cached_rows`` rows on several threads
+                member = Tagger(replace(context.tagger.config, path=path, threads=1))
             except HepauditError as exc:
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {exc}") from None
             have = {t.name for t in member.info.inputs}
