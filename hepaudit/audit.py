@@ -26,6 +26,7 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
 from hepaudit.errors import ConfigError, DataError, OutputError
 from hepaudit.executors.local import SCORE_BINS, ExplainerRun, Job, LocalExecutor
+from hepaudit.run.progress import Progress, terminal_bars
 from hepaudit.explainers.base import AuditContext
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
@@ -78,7 +79,7 @@ def make_executor(cfg: AuditConfig, disable: Sequence[str], plugins: Sequence[tu
     ``client``, a ``distributed.Client``, is used instead of ``execution.scheduler``)."""
     ex = cfg.execution
     if ex.executor == "local":
-        return LocalExecutor(cache_bytes=cfg.execution.cache_mb << 20)
+        return LocalExecutor(cache_bytes=cfg.execution.cache_mb << 20, partition_size=ex.partition_size)
     from hepaudit.executors.dask import DaskExecutor
 
     return DaskExecutor(cfg, scheduler=client if client is not None else ex.scheduler,
@@ -253,7 +254,8 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     per_jet = PerJetWriter(out_dir / "per_jet.root") if out_dir is not None else None
     show = cfg.execution.progress if progress is None else progress
     job = Job(sample=sample, builder=builder, tagger=tagger, context=context, runs=runs, label=cfg.data.label,
-              weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet, progress=show, debug=debug,
+              weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet,
+              progress=Progress(terminal_bars(show)), debug=debug,
               keep_arrays=any("arrays" in classes[r.name].needs for r in runs))
     executor = make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
     try:

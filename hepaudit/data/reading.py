@@ -36,11 +36,6 @@ class Partition:
     stop: int
     offset: int
 
-    def drop(self, path: str, reason: str) -> None:
-        """Leave a file found unreadable out of the sample (``skip_corrupt``), noting why."""
-        self.files = [f for f in self.files if f.path != path]
-        self.skipped.append((path, reason))
-
     @property
     def n_entries(self) -> int:
         return self.stop - self.start

@@ -52,22 +52,13 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Partition, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import ConfigError
-from hepaudit.executors.local import (
-    ExplainerRun,
-    Job,
-    LocalExecutor,
-    Outcome,
-    _describe,
-    by_reference_sample,
-    prepare_run,
-)
-from hepaudit.executors.partitions import PartResult, PartSummary, merge_many, merge_stats, tree_levels
+from hepaudit.executors.local import Job, LocalExecutor, Outcome, prepare_run, with_reference
+from hepaudit.executors.partitions import SPLIT_EVERY, PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, Explainer
 from hepaudit.model.session import Tagger
 from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
+from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, describe_error
 
-#: Partitions merged per node of the tree reduction.
-SPLIT_EVERY = 4
 #: Default partition: this many chunks of ``data.step_size`` (or the whole file if smaller).
 CHUNKS_PER_PARTITION = 4
 
@@ -168,7 +159,7 @@ def worker_context(spec: WorkerSpec) -> WorkerContext:
         try:
             explainers[name] = cls(options, context)
         except Exception as exc:  # as in the client: that explainer fails, the others go on
-            explainers[name] = _describe(exc, spec.debug)
+            explainers[name] = describe_error(exc, spec.debug)
     found = WorkerContext(tagger, builder, context, explainers)
     _CACHE[spec.key] = found
     while len(_CACHE) > _CACHE_SIZE:
@@ -181,7 +172,7 @@ def _job(spec: WorkerSpec, ctx: WorkerContext, sample: Sample, runs: list[Explai
     cfg = spec.config
     return Job(sample=sample, builder=ctx.builder, tagger=ctx.tagger, context=ctx.context, runs=runs,
                label=cfg.data.label, weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet,
-               progress=False, debug=spec.debug)
+               debug=spec.debug)
 
 
 @dataclass
@@ -228,7 +219,7 @@ def reference_task(spec: WorkerSpec, sample: Sample, partition: Partition, index
     executor = LocalExecutor()
     live = executor.start(runs, spec.debug)
     try:
-        executor.reference_pass(_job(spec, ctx, sample, runs, None), live, partition, prepare=False)
+        executor.reference_pass(_job(spec, ctx, sample, runs, None), live, partition)
     except CorruptFileError as exc:
         if not spec.config.execution.skip_corrupt:
             raise
@@ -301,25 +292,20 @@ def merge_task(spec: WorkerSpec, *parts: PartResult) -> PartResult:
 def finish_task(spec: WorkerSpec, part: PartResult, reference_key: str = "", *references: PartResult) -> PartResult:
     """The root of the reduction: every explainer's ``finish`` on its merged state, where the
     state already is; the result goes back to the client instead of the state. The reference
-    pass's merged state goes in first (as the local executor's state holds it)."""
+    pass's merged state goes in first (as the local executor merges it)."""
     ctx = worker_context(spec)
-    results: dict[str, Any] = {}
     errors = dict(part.errors)
-    seconds = dict(part.seconds)
     runs = [r for r in _runs(ctx, spec.names) if r.name not in errors]
     reference = _prepare_from(ctx, runs, reference_key, references, spec.debug)
-    states = dict(part.states)
     for run in runs:
-        if run.error is None and run.name in reference:
-            try:
-                states[run.name] = (reference[run.name] if run.name not in states
-                                    else run.explainer.merge(reference[run.name], states[run.name]))  # type: ignore[union-attr]
-            except Exception as exc:  # an explainer's bug in merge fails that explainer only
-                run.error = _describe(exc, spec.debug)
-        if run.error is None and run.name in states:
-            run.state = states[run.name]
-    # as the local executor finishes: timed, and an exception fails that explainer only
-    LocalExecutor().finish([r for r in runs if r.name in states], spec.debug)
+        if run.name in part.states:
+            run.state = part.states[run.name]
+        elif run.name in reference:  # no audited partition: the reference state alone
+            run.state = reference[run.name]
+    with_reference([r for r in runs if r.name in part.states], reference, spec.debug)
+    LocalExecutor.finish([r for r in runs if r.name in part.states or r.name in reference], spec.debug)
+    seconds = dict(part.seconds)
+    results: dict[str, Any] = {}
     for run in runs:
         seconds[run.name] = (seconds.get(run.name, 0.0) + run.seconds
                              + sum(ref.seconds.get(run.name, 0.0) for ref in references))
@@ -397,19 +383,19 @@ class DaskExecutor:
         """Wait for every future (a progress bar on a terminal); the first error is raised."""
         from distributed import as_completed
 
-        from hepaudit.executors.local import _progress as progress_bar
-
-        bar = progress_bar(len(futures), job.progress, desc)
-        bar.unit = "part"
+        counter = job.progress.phase(desc, len(futures), unit="part")
         try:
             for future in as_completed(futures):
                 if future.status == "error":
                     exc = future.exception()  # the task's own exception (DataError, ModelError, ...)
                     self.client.cancel([f for f in futures if f is not future])
                     raise exc
-                bar.update(1)
+                counter.update(1)  # raises AuditCancelled when the run was cancelled
+        except BaseException:
+            self.client.cancel(futures)
+            raise
         finally:
-            bar.close()
+            counter.close()
 
     # -- the executor interface (as LocalExecutor) --------------------------------------------
     def input_stats(self, sample: Sample, job: Job) -> InputStats:

@@ -7,6 +7,13 @@ written as the loop goes, so memory does not grow with the number of jets beyond
 explainers keep. A first, lighter pass computes x̄ and the input warnings when an
 explainer needs the mean.
 
+The sample is cut into the same partitions as on Dask (``execution.partition_size``; one
+partition when unset): each partition's explainer states start empty, and the states are
+merged with the same tree (:class:`~hepaudit.executors.partitions.MergeTree`) and, for
+explainers with a reference pass, the same order (reference state first) as the Dask
+executor's. So every ``merge`` runs in a local audit with several partitions, and a
+local report equals the Dask one sum for sum.
+
 The pieces are shared with the Dask executor (:mod:`hepaudit.executors.dask`), which runs
 :meth:`LocalExecutor.audit_pass` on one partition (a file's entry range) per task: there
 is one chunk loop, whichever executor drives it.
@@ -14,10 +21,8 @@ is one chunk loop, whichever executor drives it.
 
 from __future__ import annotations
 
-import sys
 import time
-import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,24 +33,14 @@ from hepaudit.data.builders import InputBuilder, feature_matrix
 from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
-from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.executors.partitions import SCORE_BINS, MergeTree, PartResult, merge_many
+from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.model.session import ModelOutputs, Tagger
 from hepaudit.report.per_jet import PerJetWriter
-from hepaudit.results import ExplainerResult
+from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, call_phase
+from hepaudit.run.progress import PhaseCounter, Progress
 
-
-@dataclass
-class ExplainerRun:
-    """An explainer instance with its state and bookkeeping during the loop."""
-
-    name: str
-    plugin: dict[str, str]
-    explainer: Explainer[Any] | None = None
-    reference: Sample | None = None  # the sample update_reference sees (needs "reference")
-    state: Any = None
-    seconds: float = 0.0
-    error: str | None = None
-    result: ExplainerResult | None = None
+__all__ = ["SCORE_BINS", "ExplainerRun", "Job", "LocalExecutor", "Outcome", "by_reference_sample"]
 
 
 @dataclass
@@ -61,12 +56,9 @@ class Job:
     weight: str | None
     nonfinite: str
     per_jet: PerJetWriter | None
-    progress: bool
+    progress: Progress = field(default_factory=Progress)
     debug: bool = False
     keep_arrays: bool = True  # an explainer reads chunk.arrays (needs "arrays")
-
-
-SCORE_BINS = np.linspace(0.0, 1.0, 101)
 
 
 @dataclass
@@ -84,13 +76,6 @@ class Outcome:
         cls = np.full(len(score), 2) if labels is None else labels.astype(int)
         for c in range(3):
             self.score_hist[c] += np.histogram(np.clip(score[cls == c], 0.0, 1.0), SCORE_BINS)[0]
-
-
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="jet", unit_scale=True, desc=desc, file=sys.stderr,
-                disable=not (enabled and sys.stderr.isatty()), leave=False)
 
 
 def _nonfinite_rows(inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -111,66 +96,84 @@ def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | N
     return None if branch is None else ak.to_numpy(arrays[branch]).astype(dtype)
 
 
+#: A kept chunk of the x̄ pass: the raw branches, the built inputs, jets dropped, its first chain entry.
+Replayed = tuple[RawChunk, dict[str, np.ndarray], int, int]
+
+
 class LocalExecutor:
-    """Runs a :class:`Job` in this process."""
+    """Runs a :class:`Job` in this process, partition by partition (``partition_size`` jets
+    each, cut as on Dask; None: the whole sample is one partition)."""
 
-    def __init__(self, cache_bytes: int = 0) -> None:
+    def __init__(self, cache_bytes: int = 0, partition_size: int | None = None) -> None:
         self.outcome = Outcome()
-        # chunks of the x̄ pass kept for the audit pass: (raw, inputs, jets dropped), by sample
+        # chunks of the x̄ pass kept for the audit pass, by sample
         self.cache_bytes = cache_bytes
-        self._replay: dict[int, list[tuple[RawChunk, dict[str, np.ndarray], int]]] = {}
+        self.partition_size = partition_size
+        self._replay: dict[int, list[Replayed]] = {}
         self._last_dropped = 0  # jets the latest chunk lost to the non-finite policy
+        self._last_first = 0  # the latest chunk's first chain entry (before any was dropped)
 
-    def _chunks(self, sample: Sample, branches: list[str], job: Job, desc: str,
+    def partitions(self, sample: Sample) -> list[Partition | None]:
+        """The partitions whose states are merged (None: the whole sample in one pass)."""
+        if self.partition_size is None:
+            return [None]
+        return list(sample.partitions(self.partition_size)) or [None]
+
+    def _replayed(self, sample: Sample, partition: Partition | None) -> list[Replayed] | None:
+        kept = self._replay.get(id(sample))
+        if kept is None or partition is None:
+            return kept
+        lo, hi = partition.offset + partition.start, partition.offset + partition.stop
+        return [item for item in kept if item[0].file == partition.path and lo <= item[3] < hi]
+
+    def _chunks(self, sample: Sample, branches: list[str], job: Job, counter: PhaseCounter | None,
                 count: bool = True, partition: Partition | None = None
                 ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
         """Read and build inputs chunk by chunk, applying the non-finite policy to inputs.
 
         Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
-        ``partition`` restricts the pass to one file's entry range (the Dask executor's tasks).
+        ``partition`` restricts the pass to one file's entry range.
         """
-        bar = _progress(sample.n_entries if partition is None else partition.n_entries, job.progress, desc)
-        replay = self._replay.pop(id(sample), None) if partition is None else None
+        replay = self._replayed(sample, partition)
         if replay is not None:  # the x̄ pass kept every chunk: read and build nothing again
-            for raw, inputs, dropped in replay:
+            for raw, inputs, dropped, _ in replay:
                 if count:
                     self.outcome.n_dropped += dropped
                 yield raw, inputs
-                bar.update(len(raw.entries) + dropped)
-            bar.close()
+                if counter is not None:
+                    counter.update(len(raw.entries) + dropped)
             return
-        try:
+        t0 = time.perf_counter()
+        chunks = sample.chunks(branches, partition=partition)
+        checked = False
+        for raw in chunks:
+            self._last_first = int(raw.entries[0]) if len(raw.entries) else 0
+            inputs = job.builder.build(raw.arrays)
+            if not checked:  # a config that builds the wrong shape fails here, not inside onnxruntime
+                job.tagger.check_inputs(inputs)
+                checked = True
+            bad = _nonfinite_rows(inputs)
+            if bad.any():
+                if job.nonfinite == "fail" and count:
+                    # count over the whole sample, so the message says how big the problem is
+                    first = int(raw.entries[np.flatnonzero(bad)[0]])
+                    n_bad = int(bad.sum()) + sum(int(_nonfinite_rows(job.builder.build(rest.arrays)).sum())
+                                                 for rest in chunks)
+                    raise DataError(f"{raw.file}: {n_bad} of {sample.n_entries} jets have NaN or inf "
+                                    f"model inputs (first at entry {first}); fix the input or set "
+                                    f"{sample.where}.nonfinite = \"drop\"")
+                keep = ~bad
+                inputs = {k: v[keep] for k, v in inputs.items()}
+                raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
+                if count:
+                    self.outcome.n_dropped += int(bad.sum())
+            self._last_dropped = int(bad.sum())
+            self.outcome.chunks_read += 1
+            self.outcome.read_s += time.perf_counter() - t0
+            yield raw, inputs
+            if counter is not None:
+                counter.update(len(bad))
             t0 = time.perf_counter()
-            chunks = sample.chunks(branches, partition=partition)
-            checked = False
-            for raw in chunks:
-                inputs = job.builder.build(raw.arrays)
-                if not checked:  # a config that builds the wrong shape fails here, not inside onnxruntime
-                    job.tagger.check_inputs(inputs)
-                    checked = True
-                bad = _nonfinite_rows(inputs)
-                if bad.any():
-                    if job.nonfinite == "fail" and count:
-                        # count over the whole sample, so the message says how big the problem is
-                        first = int(raw.entries[np.flatnonzero(bad)[0]])
-                        n_bad = int(bad.sum()) + sum(int(_nonfinite_rows(job.builder.build(rest.arrays)).sum())
-                                                     for rest in chunks)
-                        raise DataError(f"{raw.file}: {n_bad} of {sample.n_entries} jets have NaN or inf "
-                                        f"model inputs (first at entry {first}); fix the input or set "
-                                        f"{sample.where}.nonfinite = \"drop\"")
-                    keep = ~bad
-                    inputs = {k: v[keep] for k, v in inputs.items()}
-                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
-                    if count:
-                        self.outcome.n_dropped += int(bad.sum())
-                self._last_dropped = int(bad.sum())
-                self.outcome.chunks_read += 1
-                self.outcome.read_s += time.perf_counter() - t0
-                yield raw, inputs
-                bar.update(len(bad))
-                t0 = time.perf_counter()
-        finally:
-            bar.close()
 
     def input_stats(self, sample: Sample, job: Job) -> InputStats:
         """The first pass: sums of every input (for x̄) and feature moments (for warnings).
@@ -182,9 +185,10 @@ class LocalExecutor:
         dropped = self.outcome.n_dropped
         audited = sample is job.sample and self.cache_bytes > 0
         branches = self._audit_branches(job) if audited else job.builder.branches
-        kept: list[tuple[RawChunk, dict[str, np.ndarray], int]] | None = [] if audited else None
+        kept: list[Replayed] | None = [] if audited else None
         size = 0
-        for raw, inputs in self._chunks(sample, branches, job, "input means"):
+        counter = job.progress.phase("input means", sample.n_entries)
+        for raw, inputs in self._chunks(sample, branches, job, counter):
             stats.update(inputs, feature_matrix(job.builder, inputs))
             if kept is not None:
                 if not job.keep_arrays:  # keep the label and weight columns only
@@ -200,9 +204,10 @@ class LocalExecutor:
                     continue
                 size += nbytes
                 if size <= self.cache_bytes:
-                    kept.append((raw, inputs, self._last_dropped))
+                    kept.append((raw, inputs, self._last_dropped, self._last_first))
                 else:  # too big to keep: the audit pass reads everything again, memory stays flat
                     kept = None
+        counter.close()
         if kept is not None:
             self._replay[id(sample)] = kept
         self.outcome.n_dropped = dropped  # the audit pass counts the dropped jets; do not count them twice
@@ -218,66 +223,52 @@ class LocalExecutor:
         chunk order by the caller, x̄ comes out bit for bit as from :meth:`input_stats`."""
         dropped = self.outcome.n_dropped
         out = []
-        for _, inputs in self._chunks(sample, job.builder.branches, job, "input means", partition=partition):
+        for _, inputs in self._chunks(sample, job.builder.branches, job, None, partition=partition):
             stats = InputStats()
             stats.update(inputs, feature_matrix(job.builder, inputs))
             out.append(stats)
         self.outcome.n_dropped = dropped
         return out
 
-    def _update_all(self, runs: list[ExplainerRun], chunk: Chunk, job: Job, reference: bool) -> None:
+    @staticmethod
+    def _update_all(runs: list[ExplainerRun], chunk: Chunk, debug: bool, reference: bool) -> None:
         for run in runs:
-            if run.error is not None:
-                continue
-            t0 = time.perf_counter()
-            try:
-                if reference:
-                    run.state = run.explainer.update_reference(run.state, chunk)  # type: ignore[union-attr]
-                else:
-                    run.state = run.explainer.update(run.state, chunk)  # type: ignore[union-attr]
-            except Exception as exc:  # an explainer's bug must not stop the audit
-                run.error = _describe(exc, job.debug)
-            run.seconds += time.perf_counter() - t0
+            if run.explainer is not None:
+                phase = run.explainer.update_reference if reference else run.explainer.update
+                run.state = call_phase(run, phase, run.state, chunk, debug=debug)
 
     def reference_pass(self, job: Job, runs: list[ExplainerRun], partition: Partition | None = None,
-                       prepare: bool = True) -> None:
-        """Feed each reference sample once to the explainers that asked for it, then let them
-        ``prepare`` (the Dask executor passes one ``partition`` and prepares after merging)."""
+                       counter: PhaseCounter | None = None) -> None:
+        """Fold the chunks of each run's reference sample (one ``partition`` of it, when given)
+        into ``run.state`` with ``update_reference``; each sample is read once for all its users."""
         for sample, users in by_reference_sample(runs):
             label, weight = sample.config.label, sample.config.weight
             branches = job.builder.branches + [b for b in (label, weight) if b and b not in job.builder.branches]
-            for raw, inputs in self._chunks(sample, branches, job, f"reference ({sample.where})", count=False,
-                                            partition=partition):
+            for raw, inputs in self._chunks(sample, branches, job, counter, count=False, partition=partition):
                 out = job.tagger.run(inputs, scratch=True)  # exposed tensors: valid for this chunk only
                 # a reference jet the model cannot score tells nothing: leave it out
                 chunk = _scored_chunk(job, raw, inputs, out, label, weight,
                                       np.isfinite(out.score) & np.isfinite(out.logit))
-                self._update_all(users, chunk, job, reference=True)
-        if prepare:
-            for run in runs:
-                if run.reference is not None:
-                    prepare_run(run, run.state, job.debug)
+                self._update_all(users, chunk, job.debug, reference=True)
 
-    def start(self, runs: list[ExplainerRun], debug: bool) -> list[ExplainerRun]:
+    @staticmethod
+    def start(runs: list[ExplainerRun], debug: bool) -> list[ExplainerRun]:
         """Empty states for the runs that are alive; returns those runs."""
-        live = [r for r in runs if r.error is None and r.explainer is not None]
+        live = [r for r in runs if r.alive]
         for run in live:
-            t0 = time.perf_counter()
-            try:
-                run.state = run.explainer.start()  # type: ignore[union-attr]
-            except Exception as exc:  # an explainer's bug must not stop the audit
-                run.error = _describe(exc, debug)
-            run.seconds += time.perf_counter() - t0
+            assert run.explainer is not None
+            run.state = call_phase(run, run.explainer.start, debug=debug)
         return live
 
-    def audit_pass(self, job: Job, live: list[ExplainerRun], partition: Partition | None = None) -> None:
+    def audit_pass(self, job: Job, live: list[ExplainerRun], partition: Partition | None = None,
+                   counter: PhaseCounter | None = None) -> None:
         """The chunk loop: read, build, score once, update every explainer, write per-jet columns.
 
         On an error the per-jet writer is aborted (its temporary file removed) and the error raised.
         """
         branches = self._audit_branches(job)
         try:
-            for raw, inputs in self._chunks(job.sample, branches, job, "auditing", partition=partition):
+            for raw, inputs in self._chunks(job.sample, branches, job, counter, partition=partition):
                 # the exposed tensors are valid for this chunk only (explainers use them within update)
                 out = job.tagger.run(inputs, scratch=True)
                 bad = ~(np.isfinite(out.score) & np.isfinite(out.logit))
@@ -290,7 +281,7 @@ class LocalExecutor:
                     self.outcome.n_dropped += int(bad.sum())
                 chunk = _scored_chunk(job, raw, inputs, out, job.label, job.weight, ~bad)
                 labels = chunk.labels
-                self._update_all(live, chunk, job, reference=False)
+                self._update_all(live, chunk, job.debug, reference=False)
                 self.outcome.n_jets += len(chunk)
                 self.outcome.fill_scores(chunk.score, labels)
                 if job.per_jet is not None:
@@ -304,45 +295,101 @@ class LocalExecutor:
                 job.per_jet.abort()
             raise
 
-    def finish(self, live: list[ExplainerRun], debug: bool) -> None:
+    @staticmethod
+    def finish(live: list[ExplainerRun], debug: bool) -> None:
         """Results from the (merged) states."""
         for run in live:
-            if run.error is not None:
-                continue
+            if run.explainer is not None:
+                run.result = call_phase(run, run.explainer.finish, run.state, debug=debug)
+
+    # -- partitions and their merge ------------------------------------------------------------
+    @staticmethod
+    def snapshot(runs: list[ExplainerRun], index: int) -> PartResult:
+        """The runs' states after one partition, as a node of the merge tree."""
+        return PartResult(first=index, last=index, states={r.name: r.state for r in runs if r.error is None},
+                          errors={r.name: r.error for r in runs if r.error is not None})
+
+    @staticmethod
+    def merger(runs: list[ExplainerRun], debug: bool) -> Callable[[Sequence[PartResult]], PartResult]:
+        """Merges consecutive nodes with the explainers' own ``merge``, timed into their runs."""
+        by_name = {r.name: r for r in runs}
+
+        def merge(name: str, a: Any, b: Any) -> Any:
+            run = by_name[name]
+            assert run.explainer is not None
             t0 = time.perf_counter()
-            try:
-                run.result = run.explainer.finish(run.state)  # type: ignore[union-attr]
-            except Exception as exc:
-                run.error = _describe(exc, debug)
-            run.seconds += time.perf_counter() - t0
+            try:  # an exception is recorded by merge_parts: that explainer fails, the others go on
+                return run.explainer.merge(a, b)
+            finally:
+                run.seconds += time.perf_counter() - t0
+
+        return lambda parts: merge_many(parts, merge)
+
+    @staticmethod
+    def adopt(runs: list[ExplainerRun], merged: PartResult | None) -> None:
+        """Each run's state from the merged tree, or the error a partition or a merge raised."""
+        for run in runs:
+            if merged is None:
+                continue
+            if run.name in merged.errors:
+                run.fail(merged.errors[run.name])
+            elif run.name in merged.states:
+                run.state = merged.states[run.name]
+
+    def reference_states(self, job: Job, live: list[ExplainerRun]) -> dict[str, Any]:
+        """The reference pass, partition by partition, merged; each explainer ``prepare``d from
+        its merged reference state, which is returned by explainer name."""
+        states: dict[str, Any] = {}
+        for sample, users in by_reference_sample(live):
+            tree = MergeTree(self.merger(users, job.debug))
+            counter = job.progress.phase(f"reference ({sample.where})", sample.n_entries)
+            for index, partition in enumerate(self.partitions(sample)):
+                self.start(users, job.debug)
+                self.reference_pass(job, users, partition, counter)
+                tree.push(self.snapshot(users, index))
+            counter.close()
+            self.adopt(users, tree.result())
+            for run in users:
+                if run.alive:
+                    assert run.explainer is not None
+                    states[run.name] = run.state
+                    call_phase(run, run.explainer.prepare, run.state, debug=job.debug)
+        return states
 
     def run(self, job: Job) -> Outcome:
-        live = self.start(job.runs, job.debug)
-        self.reference_pass(job, live)
-        self.audit_pass(job, live)
+        live = [r for r in job.runs if r.alive]
+        try:
+            references = self.reference_states(job, live)
+            tree = MergeTree(self.merger(live, job.debug))
+            counter = job.progress.phase("auditing", job.sample.n_entries)
+            for index, partition in enumerate(self.partitions(job.sample)):
+                self.start(live, job.debug)
+                self.audit_pass(job, live, partition, counter)
+                tree.push(self.snapshot(live, index))
+            counter.close()
+        finally:
+            self._replay.clear()
+        self.adopt(live, tree.result())
+        with_reference(live, references, job.debug)
         self.finish(live, job.debug)
         return self.outcome
 
 
-def by_reference_sample(runs: list[ExplainerRun]) -> list[tuple[Sample, list[ExplainerRun]]]:
-    """The live runs that need a reference pass, grouped by the sample they read (each once)."""
-    samples: dict[int, tuple[Sample, list[ExplainerRun]]] = {}
+def with_reference(runs: list[ExplainerRun], references: dict[str, Any], debug: bool) -> None:
+    """The reference pass's merged state merged in before the audited ones, as a single pass
+    that read the reference first would hold it (the Dask executor's order too)."""
     for run in runs:
-        if run.reference is not None and run.error is None:
-            samples.setdefault(id(run.reference), (run.reference, []))[1].append(run)
-    return list(samples.values())
+        if run.alive and run.name in references:
+            assert run.explainer is not None
+            merged = call_phase(run, run.explainer.merge, references[run.name], run.state, debug=debug)
+            if run.error is None:
+                run.state = merged
 
 
 def prepare_run(run: ExplainerRun, reference: Any, debug: bool) -> None:
     """``run.explainer.prepare(reference)``, timed; an exception fails that explainer only."""
-    if run.error is not None or run.explainer is None:
-        return
-    t0 = time.perf_counter()
-    try:
-        run.explainer.prepare(reference)
-    except Exception as exc:
-        run.error = _describe(exc, debug)
-    run.seconds += time.perf_counter() - t0
+    if run.explainer is not None:
+        call_phase(run, run.explainer.prepare, reference, debug=debug)
 
 
 def _scored_chunk(job: Job, raw: RawChunk, inputs: dict[str, np.ndarray], out: ModelOutputs,
@@ -357,10 +404,3 @@ def _scored_chunk(job: Job, raw: RawChunk, inputs: dict[str, np.ndarray], out: M
         labels = None if labels is None else labels[keep]
         weights = None if weights is None else weights[keep]
     return Chunk(raw.entries, inputs, out.score, out.logit, job.context, labels, weights, out.extra, raw.arrays)
-
-
-def _describe(exc: BaseException, debug: bool) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if debug:
-        text += "\n" + "".join(traceback.format_exception(exc))
-    return text

@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from hepaudit.data.stats import InputStats
-from hepaudit.executors.local import SCORE_BINS
+
+#: Bin edges of the score histograms every executor fills (scores outside [0, 1] are clipped).
+SCORE_BINS = np.linspace(0.0, 1.0, 101)
+#: Partitions merged per node of the tree reduction (local and Dask alike).
+SPLIT_EVERY = 4
+
+Node = TypeVar("Node")
 
 
 @dataclass
@@ -124,3 +130,42 @@ def tree_levels(n: int, split_every: int) -> list[list[tuple[int, int]]]:
         levels.append(groups)
         n = len(groups)
     return levels
+
+
+class MergeTree(Generic[Node]):
+    """The tree reduction of :func:`tree_levels`, fed one node at a time.
+
+    Consecutive nodes are merged in groups of ``split_every`` as soon as a group is full, level
+    by level, and :meth:`result` merges what is left bottom up: the same groups as the Dask
+    executor's reduction over the same partitions (so the same sums in the same order), while
+    holding at most ``split_every`` nodes per level.
+    """
+
+    def __init__(self, merge: Callable[[Sequence[Node]], Node], split_every: int = SPLIT_EVERY) -> None:
+        if split_every < 2:
+            raise ValueError("split_every must be at least 2")
+        self.merge = merge
+        self.split_every = split_every
+        self.levels: list[list[Node]] = []
+
+    def push(self, node: Node, level: int = 0) -> None:
+        while len(self.levels) <= level:
+            self.levels.append([])
+        self.levels[level].append(node)
+        if len(self.levels[level]) == self.split_every:
+            group, self.levels[level] = self.levels[level], []
+            self.push(self.merge(group), level + 1)
+
+    def result(self) -> Node | None:
+        """The root (None when nothing was pushed)."""
+        level = 0
+        while level < len(self.levels):
+            nodes = self.levels[level]
+            higher = any(self.levels[k] for k in range(level + 1, len(self.levels)))
+            if nodes and not higher and len(nodes) == 1:
+                return nodes[0]
+            if nodes:
+                self.levels[level] = []
+                self.push(self.merge(nodes) if len(nodes) > 1 else nodes[0], level + 1)
+            level += 1
+        return None
