@@ -263,6 +263,7 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
         if any("input_mean" in classes[r.name].needs for r in runs):
             stats = executor.input_stats(reference or sample, job)  # type: ignore[attr-defined]
             context.input_mean = stats.mean()
+            context.feature_range = stats.feature_range()
             warnings += stats.warnings(builder.features)
         stats_s = time.perf_counter() - t_stats
 

@@ -405,3 +405,41 @@ def test_explainers_with_a_reference_pass_run_on_the_workers(folder: Path, clust
     drawn = {"ood_ae.png", "ood_ensemble.png", "calibration_reliability.png"}
     assert drawn <= {p.name for p in (folder / "ood-dask" / "figures").iterdir()}
     assert dask.timing["figures_s"] > 0 and not any("could not be drawn" in w for w in dask.warnings)
+
+
+EVERY_BUILTIN = {
+    **EXPLAINERS,
+    "nap": {},  # with its figure: the numbers behind it are in the result
+    "latent": {},
+    "ood_ae": {},
+    "ood_ensemble": {"members": ["m.onnx"], "include_audited": True, "max_reference_jets": 40},
+    "calibration": {},
+}
+
+
+def test_every_builtin_agrees_on_one_partition_several_and_dask(folder: Path, cluster: object) -> None:
+    """Every built-in explainer: the local executor with one partition, with several (every
+    ``merge`` runs, in Dask's tree), and Dask give the same report.json — the numbers behind
+    every figure included — and the same per_jet.root, to 1e-9."""
+    files = sorted(str(p.name) for p in folder.glob("jets_*.root"))
+    doc = base_doc(files, EVERY_BUILTIN)
+    doc["reference"] = {"files": files[:2], "tree": "jets", "label": "is_signal", "step_size": 50}
+    several = write_config(folder, doc, "every.toml")
+    del doc["execution"]["partition_size"]
+    one = write_config(folder, doc, "every-one.toml")
+    reports = {
+        "one": hepaudit.audit(one, out=folder / "every-one", force=True, seed=3),
+        "several": hepaudit.audit(several, out=folder / "every-several", force=True, seed=3),
+        "dask": hepaudit.audit(several, out=folder / "every-dask", force=True, seed=3, scheduler=cluster),
+    }
+    ignore = ("saved_autoencoder",)  # the output folder's path
+    assert_same_report(reports["several"], reports["dask"], ignore=ignore)
+    assert_same_report(reports["one"], reports["several"], ignore=ignore)
+    lrp = reports["several"].explainers["lrp"].fields
+    counted = sum(sum(p["signal"]["jets"]) + sum(p["background"]["jets"]) for p in lrp["profiles"].values())
+    assert counted == len(lrp["profiles"]) * sum(SIZES)  # every jet in every profile (it was half on Dask)
+    columns = {name: per_jet(folder / f"every-{name}") for name in reports}
+    for name in ("several", "dask"):
+        assert sorted(columns[name]) == sorted(columns["one"])
+        for column in columns["one"]:
+            np.testing.assert_allclose(columns[name][column], columns["one"][column], rtol=1e-9, err_msg=column)

@@ -49,6 +49,17 @@ class InputStats:
         n = max(self.count, 1)
         return {name: (s / n).astype(np.float32) for name, s in self.sums.items()}
 
+    def feature_range(self, width: float = 3.0) -> np.ndarray | None:
+        """(features, 2) binning ranges: mean ± ``width`` σ, within ± the largest |value| seen."""
+        if self.count == 0 or self.feature_sum is None or self.feature_sumsq is None or self.abs_max is None:
+            return None
+        mean = self.feature_sum / self.count
+        std = np.sqrt(np.maximum(self.feature_sumsq / self.count - mean**2, 0.0))
+        lo = np.maximum(mean - width * std, -self.abs_max)
+        hi = np.minimum(mean + width * std, self.abs_max)
+        hi = np.where(hi > lo, hi, lo + 1.0)  # a constant feature still gets bins
+        return np.stack([lo, hi], axis=1)
+
     def warnings(self, names: list[str], threshold: float = 0.9, max_listed: int = 5) -> list[str]:
         """Warnings about correlated features and features spanning orders of magnitude."""
         out: list[str] = []

@@ -54,7 +54,7 @@ from hepaudit.data.stats import InputStats
 from hepaudit.errors import ConfigError
 from hepaudit.executors.local import Job, LocalExecutor, Outcome, prepare_run, with_reference
 from hepaudit.executors.partitions import SPLIT_EVERY, PartResult, PartSummary, merge_many, merge_stats, tree_levels
-from hepaudit.explainers.base import AuditContext, Explainer
+from hepaudit.explainers.base import AuditContext, AuditFacts, Explainer
 from hepaudit.model.session import Tagger
 from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
 from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, describe_error
@@ -79,28 +79,22 @@ class WorkerSpec:
     disable: tuple[str, ...]
     plugins: tuple[tuple[str, object], ...]
     names: tuple[str, ...]  # explainers to build; () for the x̄ pass
-    input_mean: dict[str, np.ndarray] | None
-    seed: int
-    has_labels: bool
-    has_weights: bool
-    has_reference: bool
-    n_jets: int
-    n_signal: int
-    n_background: int
-    config_dir: str | None
-    output_dir: str | None
+    facts: AuditFacts
     debug: bool
     key: str = ""
 
     def with_key(self) -> WorkerSpec:
         digest = hashlib.sha256()
+        arrays = {"input_mean": self.facts.input_mean or {}, "feature_range": {"": self.facts.feature_range}}
+        scalars = {k: v for k, v in vars(self.facts).items() if k not in arrays}
         for part in (repr(self.config), repr(self.disable), repr([n for n, _ in self.plugins]), repr(self.names),
-                     repr((self.seed, self.has_labels, self.has_weights, self.has_reference, self.n_jets,
-                           self.n_signal, self.n_background, self.config_dir, self.output_dir, self.debug))):
+                     repr(sorted(scalars.items())), repr(self.debug)):
             digest.update(part.encode())
-        for name, value in sorted((self.input_mean or {}).items()):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(value).tobytes())
+        for group, values in arrays.items():
+            for name, value in sorted(values.items()):
+                digest.update(f"{group}/{name}".encode())
+                if value is not None:
+                    digest.update(np.ascontiguousarray(value).tobytes())
         return replace(self, key=digest.hexdigest())
 
 
@@ -145,13 +139,7 @@ def worker_context(spec: WorkerSpec) -> WorkerContext:
     host = PluginHost(disable=spec.disable, extra=spec.plugins)
     tagger = Tagger(cfg.model)
     builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)
-    context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
-                           input_mean=spec.input_mean, seed=spec.seed, has_labels=spec.has_labels,
-                           has_weights=spec.has_weights, n_jets=spec.n_jets, n_signal=spec.n_signal,
-                           n_background=spec.n_background, warnings=[],
-                           output_dir=Path(spec.output_dir) if spec.output_dir else None,
-                           has_reference=spec.has_reference,
-                           config_dir=Path(spec.config_dir) if spec.config_dir else None)
+    context = AuditContext.build(tagger, builder, spec.facts)
     explainers: dict[str, Explainer[Any] | str] = {}
     for name in spec.names:
         cls = host.explainer_class(name)
@@ -367,13 +355,11 @@ class DaskExecutor:
 
     # -- helpers -----------------------------------------------------------------------------
     def _spec(self, job: Job, names: tuple[str, ...]) -> WorkerSpec:
-        c = job.context
+        facts = job.context.facts()
+        if not names:  # the x̄ pass: before x̄ exists, and one cached context whatever x̄ turns out
+            facts = replace(facts, input_mean=None, feature_range=None)
         return WorkerSpec(config=self.config, disable=self.disable, plugins=self.plugins, names=names,
-                          input_mean=c.input_mean if names else None, seed=c.seed, has_labels=c.has_labels,
-                          has_weights=c.has_weights, has_reference=c.has_reference, n_jets=c.n_jets,
-                          n_signal=c.n_signal, n_background=c.n_background,
-                          config_dir=str(c.config_dir) if c.config_dir else None,
-                          output_dir=str(c.output_dir) if c.output_dir else None, debug=job.debug).with_key()
+                          facts=facts, debug=job.debug).with_key()
 
     def partitions(self, sample: Sample) -> list[Partition]:
         size = self.partition_size or CHUNKS_PER_PARTITION * sample.config.step_size

@@ -35,6 +35,27 @@ class NoOptions:
     """For explainers without options."""
 
 
+@dataclass(frozen=True)
+class AuditFacts:
+    """The audit's facts every process shares, picklable: known before the first audited chunk.
+
+    The client computes them once; Dask workers rebuild their :class:`AuditContext` from the
+    same object, so no field is ever copied by hand between the two.
+    """
+
+    seed: int = 0
+    has_labels: bool = False
+    has_weights: bool = False
+    has_reference: bool = False
+    n_jets: int = 0
+    n_signal: int = 0
+    n_background: int = 0
+    input_mean: dict[str, np.ndarray] | None = None
+    feature_range: np.ndarray | None = None
+    output_dir: Path | None = None
+    config_dir: Path | None = None
+
+
 @dataclass
 class AuditContext:
     """What every explainer may read: the model, the input layout, shared statistics."""
@@ -54,7 +75,21 @@ class AuditContext:
     output_dir: Path | None = None  # where the report goes (None: nothing is written)
     has_reference: bool = False  # a [reference] sample is configured (else the data is its own reference)
     config_dir: Path | None = None  # the config file's folder: explainer options' paths are relative to it
+    # (features, 2): a fixed binning range per feature from the x̄ pass (mean ± 3σ within the
+    # observed |x| maximum), the same in every partition: for histograms that must merge exactly
+    feature_range: np.ndarray | None = None
     _baselines: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, tagger: Tagger, builder: InputBuilder, facts: AuditFacts,
+              warnings: list[str] | None = None) -> AuditContext:
+        """The context of ``tagger`` and ``builder`` with ``facts`` (client and workers alike)."""
+        return cls(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
+                   warnings=[] if warnings is None else warnings, **{f: getattr(facts, f) for f in _FACT_FIELDS})
+
+    def facts(self) -> AuditFacts:
+        """This context's facts, to rebuild it elsewhere."""
+        return AuditFacts(**{f: getattr(self, f) for f in _FACT_FIELDS})
 
     def baseline(self, spec: str | float) -> dict[str, np.ndarray]:
         """Replacement values per input (one jet's row): ``"mean"`` = x̄, or a constant."""
@@ -76,6 +111,9 @@ class AuditContext:
     def tagger_input_row(self, name: str) -> tuple[int, ...]:
         shape = self.builder.model_inputs[name].shape[1:]
         return tuple(int(d) if isinstance(d, int) else 1 for d in shape)
+
+
+_FACT_FIELDS = tuple(AuditFacts.__dataclass_fields__)
 
 
 class Chunk:

@@ -25,7 +25,7 @@ import numpy as np
 
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
-from hepaudit.explainers.lrp import AttributionSums, engine_for, forward_values, mean_row
+from hepaudit.explainers.lrp import AttributionSums, draw_relevance, engine_for, forward_values, mean_row
 from hepaudit.model.backward import gradient_seed, logit_and_gradient
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, Figure
@@ -140,8 +140,6 @@ class Gradient(Explainer[GradientState]):
         return GradientState(a.sums.merge(b.sums), a.n + b.n, a.completeness + b.completeness)
 
     def finish(self, state: GradientState) -> ExplainerResult:
-        from hepaudit.explainers import lrp_figures
-
         names = self.context.features
         scores = state.sums.scores(names) if state.n else []
         o = self.options
@@ -162,26 +160,20 @@ class Gradient(Explainer[GradientState]):
                     "completeness_mean_abs_error": state.completeness / max(state.n, 1),
                 }
             )
-        figures = []
         if scores:
-            overall, sig, bkg = state.sums.means("signed")
-            order = [names.index(s.feature) for s in scores]
-            png = lrp_figures.class_bars(names, order, sig, bkg, overall, f"mean {o.method} (signed)")
-            if png:
-                figures.append(
-                    Figure(
-                        f"gradient_{o.method}_by_class.png",
-                        f"Mean signed {o.method} per class, top 20 features by mean |attribution|.",
-                        png,
-                    )
-                )
+            fields["mean_signed_relevance"] = state.sums.signed_means(names, [names.index(x.feature) for x in scores])
         summary = (
             f"{o.method} of the {o.target}: largest mean |attribution| for {scores[0].feature} "
             f"({scores[0].score:.3g})."
             if scores
             else ""
         )
-        return self.result(feature_importance=scores, fields=fields, figures=figures, summary=summary)
+        return self.result(feature_importance=scores, fields=fields, summary=summary)
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        method = self.options.method
+        return draw_relevance(result.fields, method, method, f"gradient_{method}_by_class.png",
+                              f"Mean signed {method} per class, top 20 features by mean |attribution|.")
 
 
 @hookimpl

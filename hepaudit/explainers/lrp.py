@@ -22,7 +22,7 @@ biases absorbed. Per jet, ``lrp_{feature}`` goes to per_jet.root.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -135,6 +135,12 @@ class AttributionSums:
         bkg = sums[0] / self.weight[0] if self.weight[0] > 0 else None
         return overall, sig, bkg
 
+    def signed_means(self, names: list[str], order: list[int]) -> dict[str, dict[str, float | None]]:
+        """Mean signed attribution per feature (in ``order``), overall and per class."""
+        overall, sig, bkg = self.means("signed")
+        return {names[k]: {"all": float(overall[k]), "signal": None if sig is None else float(sig[k]),
+                           "background": None if bkg is None else float(bkg[k])} for k in order}
+
     def scores(self, names: list[str]) -> list[FeatureScore]:
         overall, sig, bkg = self.means("abs")
         return sorted_scores(
@@ -152,43 +158,58 @@ class AttributionSums:
 
 @dataclass
 class Profiles:
-    """Relevance in bins of a few features' values, bins fixed from the first chunk."""
+    """Relevance summed in bins of every feature's value, per class (0 background, 1 signal,
+    2 unlabelled). The bins come from the x̄ pass (``context.feature_range``), fixed before
+    the first chunk, so two partitions' profiles always add up; the leading features are
+    chosen in ``finish`` from every jet's relevance."""
 
-    features: list[int] = field(default_factory=list)
-    edges: np.ndarray | None = None
-    sums: np.ndarray | None = None  # (features, bins, 3)
-    counts: np.ndarray | None = None
+    edges: np.ndarray  # (features, bins + 1)
+    sums: np.ndarray  # (features, bins, 3)
+    counts: np.ndarray
 
-    def add(self, x: np.ndarray, r: np.ndarray, labels: np.ndarray | None, top: int) -> None:
-        if self.edges is None:
-            self.features = [int(i) for i in np.argsort(-np.abs(r).mean(axis=0), kind="stable")[:top]]
-            if not self.features:
-                return
-            lo = np.quantile(x[:, self.features], 0.005, axis=0)
-            hi = np.quantile(x[:, self.features], 0.995, axis=0)
-            hi = np.where(hi > lo, hi, lo + 1.0)
-            self.edges = np.linspace(lo, hi, PROFILE_BINS + 1).T
-            self.sums = np.zeros((len(self.features), PROFILE_BINS, 3))
-            self.counts = np.zeros_like(self.sums)
-        assert self.sums is not None and self.counts is not None
+    ROWS: ClassVar[int] = 4096  # jets binned at once: bounds the (rows, features) index array
+
+    @classmethod
+    def empty(cls, feature_range: np.ndarray, bins: int = PROFILE_BINS) -> Profiles:
+        lo, hi = feature_range[:, 0], feature_range[:, 1]
+        edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, bins + 1)[None, :]
+        shape = (len(feature_range), bins, 3)
+        return cls(edges, np.zeros(shape), np.zeros(shape))
+
+    def add(self, x: np.ndarray, r: np.ndarray, labels: np.ndarray | None) -> None:
+        n_feat, bins, _ = self.sums.shape
+        lo, width = self.edges[:, 0], self.edges[:, -1] - self.edges[:, 0]
         cls = np.full(len(x), 2, np.int64) if labels is None else labels.astype(np.int64)
-        for j, k in enumerate(self.features):
-            b = np.clip(np.searchsorted(self.edges[j], x[:, k], side="right") - 1, 0, PROFILE_BINS - 1)
-            np.add.at(self.sums[j], (b, cls), r[:, k])
-            np.add.at(self.counts[j], (b, cls), 1.0)
+        base = (np.arange(n_feat, dtype=np.int64) * bins)[None, :]
+        size = n_feat * bins * 3
+        for start in range(0, len(x), self.ROWS):
+            xs = x[start:start + self.ROWS]
+            b = np.clip(np.floor((xs - lo) / width * bins), 0, bins - 1).astype(np.int64)
+            flat = ((base + b) * 3 + cls[start:start + self.ROWS, None]).ravel()
+            self.sums += np.bincount(flat, weights=r[start:start + self.ROWS].ravel(),
+                                     minlength=size).reshape(self.sums.shape)
+            self.counts += np.bincount(flat, minlength=size).reshape(self.counts.shape)
 
     def merge(self, other: Profiles) -> Profiles:
-        if self.edges is None:
-            return other
-        if (
-            other.edges is None
-            or other.features != self.features
-            or not np.array_equal(other.edges, self.edges)
-        ):
-            return self  # different binning: keep one (only happens with a distributed executor)
-        assert self.sums is not None and other.sums is not None
-        assert self.counts is not None and other.counts is not None
-        return Profiles(self.features, self.edges, self.sums + other.sums, self.counts + other.counts)
+        if not np.array_equal(self.edges, other.edges):  # bins are fixed per audit: a bug, say so
+            raise ValueError("LRP profiles with different bins cannot be merged")
+        return Profiles(self.edges, self.sums + other.sums, self.counts + other.counts)
+
+    def fields(self, names: list[str], features: list[int]) -> dict[str, dict[str, Any]]:
+        """The profiles of ``features`` for report.json: bin edges, and per class the jets and
+        mean relevance per bin (None where a bin is empty)."""
+        out: dict[str, dict[str, Any]] = {}
+        for k in features:
+            entry: dict[str, Any] = {"bin_edges": self.edges[k].tolist()}
+            for c, cls in ((1, "signal"), (0, "background"), (2, "unlabelled")):
+                counts = self.counts[k, :, c]
+                if counts.sum() == 0:
+                    continue
+                mean = np.divide(self.sums[k, :, c], counts, out=np.full(len(counts), np.nan), where=counts > 0)
+                entry[cls] = {"jets": counts.astype(int).tolist(),
+                              "mean_relevance": [None if np.isnan(v) else float(v) for v in mean]}
+            out[names[k]] = entry
+        return out
 
 
 class EtaPhiImage:
@@ -237,7 +258,7 @@ class LrpState:
     abs_bias: float = 0.0
     residual: float = 0.0  # Σ|ΣR + bias share − z|: what ε, gates and αβ leave unexplained
     outside: float = 0.0  # relevance that reached inputs that are not features (a mask)
-    profiles: Profiles = field(default_factory=Profiles)
+    profiles: Profiles | None = None
     image: np.ndarray | None = None
 
 
@@ -276,7 +297,10 @@ class LayerwiseRelevance(Explainer[LrpState]):
         return r
 
     def start(self) -> LrpState:
-        return LrpState()
+        bounds = self.context.feature_range
+        if bounds is None:  # no x̄ pass (a context built by hand): unit bins
+            bounds = np.tile([0.0, 1.0], (len(self.context.features), 1))
+        return LrpState(profiles=Profiles.empty(bounds) if self.options.profile_features > 0 else None)
 
     def update(self, state: LrpState, chunk: Chunk) -> LrpState:
         out = self.engine.relevance(forward_values(self.engine, chunk.inputs, chunk.extra), self.rules)
@@ -293,7 +317,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
         state.sums.add(r, chunk.labels, chunk.weights)
         state.differential.add(r - self.mean_relevance[None, :], chunk.labels, chunk.weights)
         x = feature_matrix(self.context.builder, chunk.inputs).astype(np.float64)
-        state.profiles.add(x, r, chunk.labels, self.options.profile_features)
+        if state.profiles is not None:
+            state.profiles.add(x, r, chunk.labels)
         if self.image.usable:
             hist = self.image.histogram(x, r, self.options.heatmap_range, self.options.heatmap_bins)
             state.image = hist if state.image is None else state.image + hist
@@ -314,7 +339,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             a.abs_bias + b.abs_bias,
             a.residual + b.residual,
             a.outside + b.outside,
-            a.profiles.merge(b.profiles),
+            b.profiles if a.profiles is None else a.profiles.merge(b.profiles) if b.profiles is not None else a.profiles,
             image,
         )
 
@@ -363,6 +388,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
                 "conservation_with_bias_mean_abs_error": state.residual / n,
                 "relevance_outside_features_mean_abs": state.outside / n,
                 "mean_behaviour": mean_behaviour,
+                **self.figure_fields(state, order),
                 "path_ops": self.engine.path_ops,
                 "definition": "R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, seeded with z(x); "
                 "importance = mean |R|",
@@ -384,53 +410,71 @@ class LayerwiseRelevance(Explainer[LrpState]):
             feature_importance=scores,
             fields=fields,
             summary=summary,
-            figures=self._figures(state, order),
             warnings=list(self.warnings),
         )
 
-    def _figures(self, state: LrpState, order: list[int]) -> list[Figure]:
-        from hepaudit.explainers import lrp_figures
-
-        figures: list[Figure] = []
+    def figure_fields(self, state: LrpState, order: list[int]) -> dict[str, Any]:
+        """Every number the LRP figures show, for report.json and :meth:`draw`."""
         if not state.n:
-            return figures
+            return {}
         names = self.context.features
-        overall, sig, bkg = state.sums.means("signed")
-        png = lrp_figures.class_bars(names, order, sig, bkg, overall, "mean relevance R (signed)")
-        if png:
-            figures.append(
-                Figure(
-                    "lrp_relevance_by_class.png",
-                    "Mean signed LRP relevance per class, top 20 features by mean |R|.",
-                    png,
-                )
-            )
-        p = state.profiles
-        if p.edges is not None and p.sums is not None and p.counts is not None:
-            png = lrp_figures.profiles([names[k] for k in p.features], p.edges, p.sums, p.counts, "mean R")
-            if png:
-                figures.append(
-                    Figure(
-                        "lrp_profiles.png",
-                        "Mean LRP relevance in bins of the feature's value "
-                        "(Agarwal et al.), for the leading features of the first chunk.",
-                        png,
-                    )
-                )
+        out: dict[str, Any] = {"mean_signed_relevance": state.sums.signed_means(names, order)}
+        if state.profiles is not None:
+            out["profiles"] = state.profiles.fields(names, order[:self.options.profile_features])
         if state.image is not None:
-            png = lrp_figures.eta_phi_image(
-                state.image, self.options.heatmap_range, state.n, "LRP relevance of constituents in (η, φ)"
-            )
-            if png:
-                figures.append(
-                    Figure(
-                        "lrp_eta_phi.png",
-                        "Constituent relevance (summed over each constituent's "
-                        "features) histogrammed at its (η, φ) input, averaged over jets.",
-                        png,
-                    )
-                )
-        return figures
+            out["eta_phi_image"] = {"range": self.options.heatmap_range, "bins": self.options.heatmap_bins,
+                                    "jets": state.n, "relevance_sum": state.image.tolist()}
+        return out
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        return draw_relevance(result.fields, "LRP", "R", "lrp_relevance_by_class.png",
+                              "Mean signed LRP relevance per class, top 20 features by mean |R|.")
+
+
+def draw_relevance(fields: dict[str, Any], method: str, symbol: str, bars_file: str, bars_caption: str
+                   ) -> list[Figure]:
+    """The per-class bars, value profiles and η–φ image from an attribution result's fields."""
+    from hepaudit.explainers import lrp_figures
+
+    figures: list[Figure] = []
+    key = method.lower()
+    means = fields.get("mean_signed_relevance") or {}
+    if means:
+        names = list(means)
+
+        def column(cls: str) -> np.ndarray | None:
+            values = [means[n][cls] for n in names]
+            return None if any(v is None for v in values) else np.array(values, float)
+
+        overall = column("all")
+        assert overall is not None
+        png = lrp_figures.class_bars(names, list(range(len(names))), column("signal"), column("background"),
+                                     overall, f"mean {symbol} (signed)")
+        if png:
+            figures.append(Figure(bars_file, bars_caption, png))
+    profiles = fields.get("profiles") or {}
+    if profiles:
+        names = list(profiles)
+        edges = np.array([profiles[n]["bin_edges"] for n in names])
+        bins = edges.shape[1] - 1
+        sums, counts = np.zeros((len(names), bins, 3)), np.zeros((len(names), bins, 3))
+        for i, n in enumerate(names):
+            for c, cls in ((1, "signal"), (0, "background"), (2, "unlabelled")):
+                if cls in profiles[n]:
+                    counts[i, :, c] = profiles[n][cls]["jets"]
+                    sums[i, :, c] = np.nan_to_num(np.array(profiles[n][cls]["mean_relevance"], float)) * counts[i, :, c]
+        png = lrp_figures.profiles(names, edges, sums, counts, f"mean {symbol}")
+        if png:
+            figures.append(Figure(f"{key}_profiles.png", f"Mean {method} relevance in bins of the feature's value "
+                                  "(Agarwal et al.), for the leading features by mean |relevance|.", png))
+    image = fields.get("eta_phi_image")
+    if image:
+        png = lrp_figures.eta_phi_image(np.array(image["relevance_sum"]), image["range"], image["jets"],
+                                        f"{method} relevance of constituents in (η, φ)")
+        if png:
+            figures.append(Figure(f"{key}_eta_phi.png", "Constituent relevance (summed over each constituent's "
+                                  "features) histogrammed at its (η, φ) input, averaged over jets.", png))
+    return figures
 
 
 @hookimpl
