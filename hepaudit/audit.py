@@ -26,7 +26,6 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
 from hepaudit.errors import ConfigError, DataError, OutputError
 from hepaudit.executors.local import SCORE_BINS, ExplainerRun, Job, LocalExecutor
-from hepaudit.run.progress import Progress, terminal_bars
 from hepaudit.explainers.base import AuditContext
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
@@ -35,6 +34,7 @@ from hepaudit.options import as_table, parse_table
 from hepaudit.plugins import PluginHost
 from hepaudit.report.per_jet import PerJetWriter
 from hepaudit.results import Agreement, AuditReport, ExplainerResult, Figure, ReportSection
+from hepaudit.run.progress import Progress, terminal_bars
 
 
 def prepare_output(out: Path, force: bool) -> None:

@@ -67,6 +67,26 @@ class LatentOptions:
             raise ValueError("sample: expected at least 10 jets")
 
 
+def _component_histograms(pcs: np.ndarray, labels: np.ndarray | None, bins: int = 40) -> list[dict[str, Any]]:
+    """Per leading component, its distribution per class on the jet sample (densities), binned
+    from the 0.5 to the 99.5 percentile (outliers in the end bins): what the figure shows."""
+    out: list[dict[str, Any]] = []
+    if labels is None or not len(pcs):
+        return out
+    for i in range(pcs.shape[1]):
+        values = pcs[:, i]
+        finite = values[np.isfinite(values)]
+        lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        entry: dict[str, Any] = {"index": i, "bin_edges": edges.tolist()}
+        for cls, name in ((1, "signal"), (0, "background")):
+            sel = values[labels == cls]
+            if sel.size:
+                entry[name] = np.histogram(np.clip(sel, edges[0], edges[-1]), bins=edges, density=True)[0].tolist()
+        out.append(entry)
+    return out
+
+
 def _hash_uniform(entries: np.ndarray, seed: int) -> np.ndarray:
     """A uniform number in [0, 1) per entry (splitmix64 of entry and seed): the sample key."""
     with np.errstate(over="ignore"):
@@ -340,14 +360,6 @@ class LatentSpace(Explainer[LatentState]):
                 f" Strongest link: component {best['component']} with {best['observable']} "
                 f"(Pearson {best['pearson']:+.3f})."
             )
-        figures = []
-        if self.options.figure and state.values is not None and len(state.values):
-            from hepaudit.explainers.nap_figures import latent_figures
-
-            for name, caption, png in latent_figures(
-                sample_pcs, state.labels, ratio, components, self.observable_names
-            ):
-                figures.append(Figure(name, caption, png))
         n_sample = 0 if state.values is None else len(state.values)
         return self.result(
             fields={
@@ -360,13 +372,23 @@ class LatentSpace(Explainer[LatentState]):
                 "components": components,
                 "observables": self.observable_names,
                 "strongest": strongest,
+                "component_histograms": _component_histograms(sample_pcs, state.labels),
                 "spearman_sample": {"jets": n_sample, "method": "bottom-k on a hash of entry and seed"},
                 "definition": "PCA of the per-jet channel values (population covariance); Pearson over all "
                 "jets with a finite observable, Spearman and AUC on a uniform sample",
             },
-            figures=figures,
             summary=summary,
         )
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        f = result.fields
+        if not (self.options.figure and f.get("component_histograms")):
+            return []
+        from hepaudit.explainers.nap_figures import latent_figures
+
+        ratio = np.array(f["variance_explained"])
+        return [Figure(name, caption, png) for name, caption, png in
+                latent_figures(f["component_histograms"], ratio, f["components"], f["observables"])]
 
     def _pearson(self, state: LatentState, name: str, u: np.ndarray) -> float | None:
         """Exact Pearson r of u·h with observable ``name`` over the jets where it is finite."""

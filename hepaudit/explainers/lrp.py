@@ -339,7 +339,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             a.abs_bias + b.abs_bias,
             a.residual + b.residual,
             a.outside + b.outside,
-            b.profiles if a.profiles is None else a.profiles.merge(b.profiles) if b.profiles is not None else a.profiles,
+            a.profiles if b.profiles is None else b.profiles if a.profiles is None else a.profiles.merge(b.profiles),
             image,
         )
 

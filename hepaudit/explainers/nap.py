@@ -194,21 +194,6 @@ class NeuralActivationPatterns(Explainer[NapState]):
             if overall is not None
             else ""
         ) + " ".join(findings)
-        figures = []
-        if self.options.figure and rows:
-            from hepaudit.explainers.nap_figures import nap_diagram
-
-            png = nap_diagram(rows, t)
-            if png:
-                figures.append(
-                    Figure(
-                        "nap_diagram.png",
-                        "NAP diagram: relative neural activity of every hidden "
-                        "node, signal (red, right half) and background (blue, left half); one column "
-                        "per layer, input side on the left",
-                        png,
-                    )
-                )
         return self.result(
             fields={
                 "layers": rows,
@@ -222,10 +207,22 @@ class NeuralActivationPatterns(Explainer[NapState]):
                 "definition": "RNA(j,k;S) = sum_i a_jk(s_i) / max_j sum_i a_jk(s_i) per class; sparsity = "
                 f"fraction of nodes with RNA < {t} (overall: max(RNA_sig, RNA_bkg) < {t})",
             },
-            figures=figures,
             summary=summary,
             warnings=warnings,
         )
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        rows = result.fields.get("layers") or []
+        if not (self.options.figure and rows):
+            return []
+        from hepaudit.explainers.nap_figures import nap_diagram
+
+        png = nap_diagram(rows, result.fields["threshold"])
+        if not png:
+            return []
+        return [Figure("nap_diagram.png", "NAP diagram: relative neural activity of every hidden node, signal "
+                       "(red, right half) and background (blue, left half); one column per layer, input side "
+                       "on the left", png)]
 
     def _findings(self, rows: list[dict[str, Any]], t: float) -> list[str]:
         out = []

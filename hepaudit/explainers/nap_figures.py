@@ -66,8 +66,7 @@ def nap_diagram(layers: Sequence[dict[str, Any]], threshold: float) -> bytes | N
 
 
 def latent_figures(
-    pcs: np.ndarray,
-    labels: np.ndarray,
+    histograms: Sequence[dict[str, Any]],
     ratio: np.ndarray,
     components: Sequence[dict[str, Any]],
     observables: Sequence[str],
@@ -77,26 +76,13 @@ def latent_figures(
 
     plt = _pyplot()
     out = []
-    k = pcs.shape[1]
+    k = len(histograms)
     fig, axes = plt.subplots(1, k, figsize=(3.3 * k, 3.0), squeeze=False)
-    for i in range(k):
+    for i, hist in enumerate(histograms):
         ax = axes[0, i]
-        values = pcs[:, i]
-        finite = values[np.isfinite(values)]
-        lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
-        for cls, colour, name in ((1, SIGNAL_COLOUR, "signal"), (0, BACKGROUND_COLOUR, "background")):
-            sel = values[labels == cls]
-            if sel.size:
-                ax.hist(
-                    np.clip(sel, edges[0], edges[-1]),
-                    bins=edges,
-                    density=True,
-                    histtype="step",
-                    color=colour,
-                    linewidth=1.4,
-                    label=name,
-                )
+        for colour, name in ((SIGNAL_COLOUR, "signal"), (BACKGROUND_COLOUR, "background")):
+            if name in hist:
+                ax.stairs(hist[name], hist["bin_edges"], color=colour, linewidth=1.4, label=name)
         ax.set_xlabel(f"PC{i} ({ratio[i]:.1%} of variance)", fontsize=8)
         ax.tick_params(labelsize=7)
         if i == 0:

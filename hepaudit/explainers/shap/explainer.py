@@ -23,9 +23,10 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.shap.background import Reservoir, entry_keys, kmeans, salt_for
 from hepaudit.explainers.shap.coalitions import all_coalitions, exact_shapley
 from hepaudit.explainers.shap.evaluate import CoalitionEvaluator, Players
+from hepaudit.explainers.shap.figures import player_values
 from hepaudit.explainers.shap.kernel import default_budget, kernel_design, kernel_shap, permutation_shap
 from hepaudit.plugins import ExplainerRegistry, hookimpl
-from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
+from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
 
 CLASS_NAMES = {0: "background", 1: "signal", 2: "unlabelled"}
 
@@ -265,8 +266,11 @@ class Shap(Explainer[ShapState]):
         tree: dict[str, np.ndarray] = {"entry": entries, "score": f_x, "base_value": v_empty}
         if labelled:
             tree["label"] = labels.astype(np.int32)
+        values = player_values(self.players, self.context.builder.slots, jets)
         for i, name in enumerate(names):
             tree[f"shap_{name}"] = phi[:, i]
+        for i, name in enumerate(names):  # the player's input value (a group: its first feature's)
+            tree[f"value_{name}"] = values[:, i]
         mean_error = error.mean(axis=0)
         fields = {
             "base_value": float(v_empty.mean()),
@@ -290,18 +294,27 @@ class Shap(Explainer[ShapState]):
                            "over the explained jets"
                            + (" (players are groups of features)" if self.grouped else "")),
         }
-        from hepaudit.explainers.shap.figures import beeswarm, dependence, player_values
-
-        values = player_values(self.players, self.context.builder.slots, jets)
-        figures = [fig for fig in (beeswarm(phi, values, names, self.grouped),
-                                   dependence(phi, values, names, labels, self.grouped)) if fig is not None]
         top = scores[0] if scores else None
         how = "exactly" if out["exact"] else f"by {out['method']} sampling"
         summary = (f"SHAP values of {len(entries)} jets computed {how} over {len(names)} "
                    f"{'groups' if self.grouped else 'features'}; largest mean |φ|: "
                    f"{top.feature} ({top.score:.3g}).") if top else ""
-        return self.result(feature_importance=scores, fields=fields, figures=figures, summary=summary,
-                           trees={"shap": tree})
+        return self.result(feature_importance=scores, fields=fields, summary=summary, trees={"shap": tree})
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        """Beeswarm and dependence plots from the per-jet ``shap`` tree of the result."""
+        from hepaudit.explainers.shap.figures import beeswarm, dependence
+
+        tree = result.trees.get("shap")
+        if not tree:
+            return []
+        names = [c[len("shap_"):] for c in tree if c.startswith("shap_")]
+        phi = np.stack([tree[f"shap_{n}"] for n in names], axis=1)
+        values = np.stack([tree[f"value_{n}"] for n in names], axis=1)
+        labels = tree.get("label", np.full(len(phi), 2))
+        grouped = result.fields.get("players") == "groups"
+        return [fig for fig in (beeswarm(phi, values, names, grouped),
+                                dependence(phi, values, names, labels, grouped)) if fig is not None]
 
 
 @hookimpl
