@@ -3,23 +3,58 @@
 The public API: :func:`audit` runs an audit from a TOML config and returns an
 :class:`AuditReport`; :data:`hookimpl` marks plugin hook implementations; subclass
 :class:`Explainer` to write an explainer; every explainer returns an
-:class:`ExplainerResult`.
+:class:`ExplainerResult`. Plugin authors find everything they need in :mod:`hepaudit.api`.
+
+Importing the package is light: the names below load their modules on first use, so a
+plugin or a notebook pays for onnxruntime, uproot and matplotlib only when it runs an audit.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-# Importing the submodule hepaudit.audit sets the package attribute `audit` to the module;
-# this import runs after it and binds the name to the function for good.
+# hepaudit.audit is both a submodule and the function in it. The module is tiny (its imports
+# happen inside the function), so it is imported here: the function is bound over the module
+# attribute once and for all, whoever imports the submodule later.
 from hepaudit.audit import audit  # noqa: E402
-from hepaudit.errors import ConfigError, DataError, HepauditError, ModelError  # noqa: E402
-from hepaudit.explainers.base import AuditContext, Chunk, Explainer  # noqa: E402
-from hepaudit.plugins import hookimpl  # noqa: E402
-from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection  # noqa: E402
+
+_LAZY = {
+    "hookimpl": "hepaudit.hookspecs",
+    "Explainer": "hepaudit.explainers.base", "Chunk": "hepaudit.explainers.base",
+    "AuditContext": "hepaudit.explainers.base",
+    "ExplainerResult": "hepaudit.results", "FeatureScore": "hepaudit.results", "Figure": "hepaudit.results",
+    "ReportSection": "hepaudit.results", "AuditReport": "hepaudit.results",
+    "HepauditError": "hepaudit.errors", "ConfigError": "hepaudit.errors", "DataError": "hepaudit.errors",
+    "ModelError": "hepaudit.errors",
+    "ProgressEvent": "hepaudit.run.progress", "AuditCancelled": "hepaudit.run.progress",
+}
 
 __all__ = [
-    "__version__", "audit", "hookimpl", "Explainer", "Chunk", "AuditContext", "ExplainerResult",
-    "FeatureScore", "Figure", "ReportSection", "AuditReport", "HepauditError", "ConfigError", "DataError",
-    "ModelError",
+    "__version__", "audit", "hookimpl", "Explainer", "Chunk", "AuditContext", "ExplainerResult", "FeatureScore",
+    "Figure", "ReportSection", "AuditReport", "HepauditError", "ConfigError", "DataError", "ModelError",
+    "ProgressEvent", "AuditCancelled",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.errors import ConfigError, DataError, HepauditError, ModelError
+    from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+    from hepaudit.hookspecs import hookimpl
+    from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
+    from hepaudit.run.progress import AuditCancelled, ProgressEvent
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hepaudit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

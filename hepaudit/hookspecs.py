@@ -7,7 +7,9 @@ it through the ``hepaudit`` entry-point group::
     my_plugin = "my_package.plugin"
 
 Registration hooks receive a registry object to call (tox's pattern), so a plugin adds
-as many things as it likes and the core never scatters ``pm.hook`` calls around.
+as many things as it likes and the core never scatters ``pm.hook`` calls around. Every hook
+is called through pluggy, with the arguments passed by name: an implementation may take
+fewer arguments than its hook offers (none at all, even), never others.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from hepaudit.plugins import ExplainerRegistry, RecipeRegistry
+    from hepaudit.registries import ExplainerRegistry, RecipeRegistry
     from hepaudit.results import AuditReport, ReportSection
 
+#: Marks a hook specification (hepaudit's own, below).
 hookspec = pluggy.HookspecMarker("hepaudit")
+#: Marks a plugin's hook implementation: ``@hookimpl def hepaudit_register_explainers(register): ...``.
+hookimpl = pluggy.HookimplMarker("hepaudit")
 
 
 @hookspec

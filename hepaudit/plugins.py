@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -19,8 +19,11 @@ from typing import Any
 import pluggy
 
 from hepaudit import __version__, hookspecs
-from hepaudit.data.recipes import Recipe
 from hepaudit.errors import ConfigError, HepauditError
+from hepaudit.hookspecs import hookimpl
+from hepaudit.registries import ExplainerRegistry, RecipeRegistry
+
+__all__ = ["DEFAULT_PLUGINS", "ExplainerRegistry", "PluginHost", "PluginInfo", "RecipeRegistry", "hookimpl"]
 
 ENTRY_POINT_GROUP = "hepaudit"
 DISABLE_ENV = "HEPAUDIT_DISABLE_PLUGINS"
@@ -38,44 +41,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hepaudit.explainers.ood",
 )
 
-hookimpl = pluggy.HookimplMarker("hepaudit")
-
-
 def _short(module: str) -> str:
     return module.rsplit(".", 1)[-1]
-
-
-class ExplainerRegistry:
-    """Handed to ``hepaudit_register_explainers``; call it with explainer classes."""
-
-    def __init__(self) -> None:
-        self.classes: dict[str, type] = {}
-        self.owner: dict[str, str] = {}
-        self._current = "?"
-
-    def __call__(self, explainer: type) -> None:
-        name = getattr(explainer, "name", None)
-        if not isinstance(name, str) or not name.isidentifier():
-            raise HepauditError(f"plugin {self._current}: explainer {explainer!r} needs a `name` identifier")
-        if name in self.classes:
-            raise HepauditError(f"explainer {name!r} is registered by both {self.owner[name]} and {self._current}")
-        self.classes[name] = explainer
-        self.owner[name] = self._current
-
-
-class RecipeRegistry:
-    """Handed to ``hepaudit_register_recipes``; call it with ``(name, recipe)``."""
-
-    def __init__(self) -> None:
-        self.recipes: dict[str, Recipe] = {}
-        self.owner: dict[str, str] = {}
-        self._current = "?"
-
-    def __call__(self, name: str, recipe: Recipe) -> None:
-        if name in self.recipes:
-            raise HepauditError(f"recipe {name!r} is registered by both {self.owner[name]} and {self._current}")
-        self.recipes[name] = recipe
-        self.owner[name] = self._current
 
 
 @dataclass
@@ -163,33 +130,27 @@ class PluginHost:
             version = ep.dist.version if ep.dist is not None else "?"
             self._register(plugin, ep.name, version, ep.value)
 
-    def _each_plugin(self, hook: str, call: Callable[[object, str], None]) -> None:
-        """Call one registration hook plugin by plugin, so the registries know who registered what."""
+    def _each_plugin(self, hook: str, registry: ExplainerRegistry | RecipeRegistry) -> None:
+        """Call one registration hook plugin by plugin, so the registry knows who registered what.
+
+        As pluggy calls an implementation: by name, with only the arguments it declares."""
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            call(impl.function, impl.plugin_name)
+            registry._current = impl.plugin_name
+            offered = {"register": registry}
+            impl.function(**{name: offered[name] for name in impl.argnames})
 
     # -- typed calls -----------------------------------------------------------------------------
     def explainers(self) -> ExplainerRegistry:
         if self._explainers is None:
             registry = ExplainerRegistry()
-
-            def call(fn: Any, plugin: str) -> None:
-                registry._current = plugin
-                fn(register=registry)
-
-            self._each_plugin("hepaudit_register_explainers", call)
+            self._each_plugin("hepaudit_register_explainers", registry)
             self._explainers = registry
         return self._explainers
 
     def recipes(self) -> RecipeRegistry:
         if self._recipes is None:
             registry = RecipeRegistry()
-
-            def call(fn: Any, plugin: str) -> None:
-                registry._current = plugin
-                fn(register=registry)
-
-            self._each_plugin("hepaudit_register_recipes", call)
+            self._each_plugin("hepaudit_register_recipes", registry)
             self._recipes = registry
         return self._recipes
 

@@ -113,6 +113,10 @@ class LocalExecutor:
         self._last_dropped = 0  # jets the latest chunk lost to the non-finite policy
         self._last_first = 0  # the latest chunk's first chain entry (before any was dropped)
 
+    def close(self) -> None:
+        """Nothing to release in this process."""
+        self._replay.clear()
+
     def partitions(self, sample: Sample) -> list[Partition | None]:
         """The partitions whose states are merged (None: the whole sample in one pass)."""
         if self.partition_size is None:

@@ -1,0 +1,158 @@
+"""The report from a finished run: results, warnings, figures, agreement, sections, gates, timing.
+
+:func:`collect_results` turns each explainer's run into its result (or a skipped / failed
+one) and hands per-jet trees to the writer; :func:`draw_figures` calls every explainer's
+``draw(result)`` in this process, timed apart; :func:`assemble` builds the
+:class:`~hepaudit.results.AuditReport` around them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hepaudit import __version__
+from hepaudit.executors.partitions import SCORE_BINS
+from hepaudit.gates import evaluate_gates
+from hepaudit.metrics import kendall_tau, top_k_overlap
+from hepaudit.options import as_table
+from hepaudit.results import Agreement, AuditReport, ExplainerResult, Figure, ReportSection
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.executors.local import Outcome
+    from hepaudit.report.per_jet import PerJetWriter
+    from hepaudit.run.plan import AuditPlan
+
+
+def run_warnings(plan: AuditPlan, outcome: Outcome) -> list[tuple[str, str]]:
+    """Add the run's own warnings to the plan's; the files left out, as (path, reason)."""
+    plan.warnings += outcome.warnings
+    listed = {p for p, _ in plan.sample.skipped}
+    skipped = plan.sample.skipped + [s for s in outcome.skipped if s[0] not in listed]
+    for _path, reason in skipped:
+        plan.warnings.append(f"skipped an unreadable file (execution.skip_corrupt = true): {reason}")
+    if outcome.n_dropped:
+        plan.warnings.append(f"{outcome.n_dropped} jets with NaN/inf inputs or scores were left out (data.nonfinite "
+                             "= \"drop\"); per_jet.root lists the audited jets' entry numbers in `entry`")
+    return skipped
+
+
+def collect_results(plan: AuditPlan, per_jet: PerJetWriter | None) -> dict[str, ExplainerResult]:
+    """Every explainer's result in report order; per-jet trees go to ``per_jet``."""
+    results: dict[str, ExplainerResult] = {}
+    runs = {r.name: r for r in plan.runs}
+    for name in plan.names:
+        options = as_table(plan.options[name])
+        if name in plan.skipped:
+            results[name] = ExplainerResult(name=name, status="skipped", error=plan.skipped[name],
+                                            plugin=plan.host.plugin_of(name), options=options)
+            continue
+        run = runs[name]
+        if run.error is not None or run.result is None:
+            result = ExplainerResult(name=name, status="failed", error=run.error or "no result", options=options)
+        else:
+            result = run.result
+        result.plugin = run.plugin
+        result.runtime_s = run.seconds
+        results[name] = result
+        if per_jet is not None:
+            for tree, columns in result.trees.items():
+                per_jet.add_tree(tree, columns)
+        plan.warnings.extend(f"{name}: {w}" for w in result.warnings)
+    return results
+
+
+def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult]) -> float:
+    """Each explainer's ``draw(result)`` figures onto its result; the seconds it took.
+
+    After every explainer has finished: drawing is the report's work, not the pass over the
+    jets, and on Dask it happens here on the client, not on the worker that finished."""
+    t0 = time.perf_counter()
+    for run in plan.runs:
+        result = results.get(run.name)
+        if run.explainer is None or result is None or result.status != "ok":
+            continue
+        try:
+            result.figures.extend(run.explainer.draw(result))
+        except Exception as exc:  # a plotting bug must not cost the report
+            plan.warnings.append(f"{run.name}: its figures could not be drawn: {type(exc).__name__}: {exc}")
+    return time.perf_counter() - t0
+
+
+def agreement(results: dict[str, ExplainerResult]) -> list[Agreement]:
+    """Kendall τ and top-10 overlap of every pair of rankings."""
+    ranked = {n: r.feature_importance for n, r in results.items() if r.status == "ok" and r.feature_importance}
+    names = list(ranked)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            sa = {s.feature: s.score for s in ranked[a]}
+            sb = {s.feature: s.score for s in ranked[b]}
+            common = [f for f in sa if f in sb]
+            tau = kendall_tau(np.array([sa[f] for f in common]), np.array([sb[f] for f in common]))
+            overlap = top_k_overlap([s.feature for s in ranked[a]], [s.feature for s in ranked[b]])
+            out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap))
+    return out
+
+
+def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
+    """The tagger's score distribution per class, from the executor's histograms."""
+    from hepaudit.report.figures import score_histograms
+
+    bkg, sig, other = hist
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    data = {"bin_edges": edges.tolist(), "signal": sig.tolist(), "background": bkg.tolist()}
+    text_parts = []
+    for name, counts in (("signal", sig), ("background", bkg), ("unlabelled", other)):
+        if counts.sum():
+            text_parts.append(f"mean score of {name} jets {float((counts * centres).sum() / counts.sum()):.3f}")
+    try:
+        png = score_histograms(edges, sig if sig.sum() else None, bkg if bkg.sum() else None,
+                               other if other.sum() else None)
+        figures = [Figure("score_distribution.png", "Tagger score per class", png)]
+    except Exception:  # a figure must never cost the report
+        figures = []
+    return ReportSection("score", "Tagger score", "; ".join(text_parts) + ".", data, figures)
+
+
+def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, timing: dict[str, float]
+             ) -> AuditReport:
+    """The report of a finished run; ``timing`` holds the phases timed so far (``total_s`` is
+    the run's start, made a duration here)."""
+    cfg = plan.config
+    skipped = run_warnings(plan, outcome)
+    n_sig, n_bkg = plan.context.n_signal, plan.context.n_background
+    if outcome.skipped and cfg.data.label:  # files left out while auditing: count the audited jets' labels
+        n_bkg, n_sig = int(outcome.score_hist[0].sum()), int(outcome.score_hist[1].sum())
+    results = collect_results(plan, per_jet)
+    if per_jet is not None:
+        per_jet.close()
+    figures_s = draw_figures(plan, results)
+    left_out = {p for p, _ in outcome.skipped}
+    report = AuditReport(
+        hepaudit_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        config=as_table(cfg),
+        model={**plan.tagger.info.to_dict(), "score": plan.tagger.score_spec.describe()},
+        data={"files": [f for f in plan.sample.summary() if f["path"] not in left_out],
+              "skipped_files": [p for p, _ in skipped] or None, "tree": cfg.data.tree, "n_jets": outcome.n_jets,
+              "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label, "weight": cfg.data.weight,
+              "reference": plan.reference.summary() if plan.reference else None},
+        features=plan.builder.features,
+        explainers=results,
+        agreement=agreement(results),
+        per_jet="per_jet.root" if per_jet is not None and per_jet.entries else None,
+        warnings=plan.warnings,
+        groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
+        output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
+    )
+    report.sections = [score_section(outcome.score_hist, SCORE_BINS)] + plan.host.report_sections(report)
+    report.gates = evaluate_gates(cfg.gates, report)
+    report.timing = {"total_s": time.perf_counter() - timing["total_s"], "read_s": outcome.read_s,
+                     "chunks_read": outcome.chunks_read, "input_stats_s": timing.get("input_stats_s", 0.0),
+                     "inference_s": plan.tagger.inference_s, **{f"{n}_s": r.runtime_s for n, r in results.items()},
+                     "figures_s": figures_s}
+    return report

@@ -1,0 +1,40 @@
+"""The run of a plan on an executor: the x̄ pass, the explainers made, the passes over the jets.
+
+The per-jet writer is aborted (its temporary file removed) on any failure or interrupt, and
+the executor is always closed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.executors import Executor
+    from hepaudit.executors.local import Outcome
+    from hepaudit.report.per_jet import PerJetWriter
+    from hepaudit.run.plan import AuditPlan
+    from hepaudit.run.progress import Progress
+
+
+def execute(plan: AuditPlan, executor: Executor, per_jet: PerJetWriter | None, progress: Progress
+            ) -> tuple[Outcome, dict[str, float]]:
+    """Run ``plan`` on ``executor``; the outcome and the seconds of the x̄ pass (``input_stats_s``)."""
+    job = plan.job(per_jet, progress)
+    try:
+        t0 = time.perf_counter()
+        if plan.needs("input_mean"):
+            stats = executor.input_stats(plan.reference or plan.sample, job)
+            plan.context.input_mean = stats.mean()
+            plan.context.feature_range = stats.feature_range()
+            plan.warnings.extend(stats.warnings(plan.builder.features))
+        stats_s = time.perf_counter() - t0
+        plan.instantiate()
+        outcome = executor.run(job)
+    except BaseException:
+        if per_jet is not None:
+            per_jet.abort()
+        raise
+    finally:
+        executor.close()
+    return outcome, {"input_stats_s": stats_s}

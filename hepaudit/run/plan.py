@@ -1,0 +1,197 @@
+"""The plan of an audit: everything decided and checked before the first jet is read.
+
+:func:`apply_overrides` folds the keyword arguments of :func:`hepaudit.audit` (and the
+CLI's flags) into the config. :meth:`AuditPlan.build` then resolves the explainers and
+validates their options, opens the model, builds the input layout, checks the files and
+branches, counts the labels, decides which explainers are skipped (and why) and which read
+a reference sample, and holds the facts every process shares
+(:class:`~hepaudit.explainers.base.AuditFacts`). A bad config or a missing branch fails
+here with exit code 2, before any output is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hepaudit.config import AuditConfig, load_config, sample_config
+from hepaudit.data.builders import InputBuilder
+from hepaudit.data.reading import CorruptFileError, Sample
+from hepaudit.errors import ConfigError, DataError
+from hepaudit.executors.local import Job
+from hepaudit.explainers.base import AuditContext
+from hepaudit.model.session import Tagger
+from hepaudit.options import parse_table
+from hepaudit.plugins import PluginHost
+from hepaudit.report.per_jet import PerJetWriter
+from hepaudit.run.lifecycle import ExplainerRun, describe_error
+from hepaudit.run.progress import Progress
+
+
+def apply_overrides(config: str | Path | AuditConfig, *, max_jets: int | None = None, seed: int | None = None,
+                    executor: str | None = None, scheduler: object = None, workers: int | None = None
+                    ) -> AuditConfig:
+    """The config with the caller's overrides; a ``distributed.Client`` as ``scheduler`` is not
+    config and goes to the executor as it is."""
+    cfg = config if isinstance(config, AuditConfig) else load_config(config)
+    if max_jets is not None:
+        cfg = replace(cfg, data=replace(cfg.data, max_jets=max_jets))
+    if seed is not None:
+        cfg = replace(cfg, execution=replace(cfg.execution, seed=seed))
+    if scheduler is not None or workers is not None:
+        executor = executor or "dask"
+        if executor != "dask":
+            raise ConfigError("scheduler and workers are Dask options: use them with executor = \"dask\"")
+        if scheduler is not None and workers is not None:
+            raise ConfigError("give either a Dask scheduler or a number of local workers, not both")
+        address = scheduler if isinstance(scheduler, str) else None
+        changes = {"scheduler": address, "workers": None} if scheduler is not None else \
+            {"workers": workers, "scheduler": None}
+        cfg = replace(cfg, execution=replace(cfg.execution, **changes))
+    if executor is not None:
+        if executor not in ("local", "dask"):
+            raise ConfigError(f"executor: expected 'local' or 'dask', found {executor!r}")
+        cfg = replace(cfg, execution=replace(cfg.execution, executor=executor))
+    return cfg
+
+
+def label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tuple[int, int, set[int]]:
+    """Signal and background counts from the label branch alone (cheap: one branch).
+
+    With ``skip_corrupt`` a file whose label branch cannot be read is dropped from the sample.
+    """
+    while True:
+        n_sig = n_bkg = 0
+        values: set[int] = set()
+        try:
+            for raw in sample.chunks([label]):
+                lab = np.asarray(raw.arrays[label])
+                values |= set(np.unique(lab).astype(int).tolist())
+                n_sig += int((lab == 1).sum())
+                n_bkg += int((lab == 0).sum())
+        except CorruptFileError as exc:
+            if not skip_corrupt:
+                raise
+            sample.drop(exc.path, str(exc))  # and count again: entry numbers and max_jets move
+            continue
+        return n_sig, n_bkg, values
+
+
+@dataclass
+class AuditPlan:
+    """What an audit will do, validated: explainers and options, model, inputs, samples, facts."""
+
+    config: AuditConfig
+    host: PluginHost
+    names: list[str]  # explainers in report order
+    classes: dict[str, type]
+    options: dict[str, Any]
+    tagger: Tagger
+    builder: InputBuilder
+    sample: Sample
+    reference: Sample | None
+    context: AuditContext
+    runs: list[ExplainerRun]  # the explainers that run
+    skipped: dict[str, str]  # explainer -> why it does not run
+    warnings: list[str] = field(default_factory=list)
+    debug: bool = False
+
+    @classmethod
+    def build(cls, cfg: AuditConfig, host: PluginHost, explainers: Sequence[str] | None = None,
+              out_dir: Path | None = None, debug: bool = False) -> AuditPlan:
+        names = list(explainers) if explainers else list(cfg.explainers)
+        if not names:
+            raise ConfigError("no explainers to run: add [explainers.NAME] tables or pass --explainer NAME")
+        for name in cfg.explainers:
+            host.explainer_class(name)  # unknown tables are errors too, not silently ignored
+        classes = {name: host.explainer_class(name) for name in names}
+        options = {name: parse_table(c.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
+                   for name, c in classes.items()}
+        tagger = Tagger(cfg.model)
+        builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)
+        sample = _audited_sample(cfg, builder)
+        reference = None
+        if cfg.reference is not None:
+            reference = Sample(cfg.reference, "reference")
+            reference.check(list(builder.flat_branches), builder.jagged_branches)
+        n_sig = n_bkg = 0
+        if cfg.data.label:
+            n_sig, n_bkg, values = label_counts(sample, cfg.data.label, cfg.execution.skip_corrupt)
+            if not values <= {0, 1}:
+                raise DataError(f"data.label: branch {cfg.data.label!r} must hold 0 (background) and 1 (signal); "
+                                f"found values {sorted(values)[:6]}")
+        base_dir = Path(cfg.source).parent if cfg.source else Path.cwd()
+        warnings: list[str] = list(builder.warnings)  # e.g. CMS variables set to pad
+        context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
+                               output_dir=out_dir, has_reference=reference is not None, config_dir=base_dir,
+                               seed=cfg.execution.seed, has_labels=cfg.data.label is not None,
+                               has_weights=cfg.data.weight is not None, n_jets=sample.n_entries,
+                               n_signal=n_sig, n_background=n_bkg, warnings=warnings)
+        plan = cls(cfg, host, names, classes, options, tagger, builder, sample, reference, context, [], {},
+                   warnings, debug)
+        plan._choose_runs()
+        return plan
+
+    def _choose_runs(self) -> None:
+        """Skip the explainers the data cannot serve (with the reason); pick each one's reference."""
+        label = self.config.data.label
+        n_sig, n_bkg = self.context.n_signal, self.context.n_background
+        for name, c in self.classes.items():
+            if "labels" in c.needs and not label:
+                self.skipped[name] = "needs labels: set data.label to the branch with 1 = signal, 0 = background"
+                continue
+            if "labels" in c.needs and (n_sig == 0 or n_bkg == 0):
+                self.skipped[name] = (f"needs both classes, but data.label {label!r} has "
+                                      f"{n_sig} signal and {n_bkg} background jets")
+                continue
+            run = ExplainerRun(name=name, plugin=self.host.plugin_of(name))
+            if "reference" in c.needs:
+                run.reference = self._reference_for(name)
+            self.runs.append(run)
+
+    def _reference_for(self, name: str) -> Sample:
+        """The sample an explainer's reference pass reads: its own ``reference`` option table, else
+        ``[reference]``, else the audited data itself."""
+        own = getattr(self.options[name], "reference", None)
+        if isinstance(own, dict) and own:
+            base_dir = self.context.config_dir or Path.cwd()
+            where = f"explainers.{name}.reference"
+            sample = Sample(sample_config(own, where, base_dir), where)
+            sample.check(list(self.builder.flat_branches), self.builder.jagged_branches)
+            return sample
+        return self.reference if self.reference is not None else self.sample
+
+    def needs(self, need: str) -> bool:
+        """Whether any explainer that runs declares ``need``."""
+        return any(need in self.classes[r.name].needs for r in self.runs)
+
+    def job(self, per_jet: PerJetWriter | None, progress: Progress) -> Job:
+        cfg = self.config
+        return Job(sample=self.sample, builder=self.builder, tagger=self.tagger, context=self.context,
+                   runs=self.runs, label=cfg.data.label, weight=cfg.data.weight, nonfinite=cfg.data.nonfinite,
+                   per_jet=per_jet, progress=progress, debug=self.debug, keep_arrays=self.needs("arrays"))
+
+    def instantiate(self) -> None:
+        """Each run's explainer, made after x̄ is known (explainers may read it in ``__init__``);
+        a plugin's bug in a constructor fails that explainer, a ConfigError fails the audit."""
+        for run in self.runs:
+            try:
+                run.explainer = self.classes[run.name](self.options[run.name], self.context)
+            except ConfigError:
+                raise
+            except Exception as exc:  # that explainer fails, the audit goes on
+                run.fail(describe_error(exc, self.debug))
+
+
+def _audited_sample(cfg: AuditConfig, builder: InputBuilder) -> Sample:
+    sample = Sample(cfg.data, "data")
+    needed_flat = list(builder.flat_branches) + [b for b in (cfg.data.label, cfg.data.weight) if b]
+    sample.check(needed_flat, builder.jagged_branches, skip_corrupt=cfg.execution.skip_corrupt)
+    if sample.n_entries == 0:
+        raise DataError(f"{', '.join(cfg.data.files)}: no jets selected (tree {cfg.data.tree!r} has "
+                        f"{sum(f.entries for f in sample.files)} entries, max_jets = {cfg.data.max_jets})")
+    return sample
