@@ -33,7 +33,7 @@ from hepaudit.data.builders import InputBuilder, feature_matrix
 from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
-from hepaudit.executors.partitions import SCORE_BINS, MergeTree, PartResult, merge_many
+from hepaudit.executors.partitions import SCORE_BINS, SPLIT_EVERY, MergeTree, PartResult, merge_many
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.model.session import ModelOutputs, Tagger
 from hepaudit.report.per_jet import PerJetWriter
@@ -104,8 +104,10 @@ class LocalExecutor:
     """Runs a :class:`Job` in this process, partition by partition (``partition_size`` jets
     each, cut as on Dask; None: the whole sample is one partition)."""
 
-    def __init__(self, cache_bytes: int = 0, partition_size: int | None = None) -> None:
+    def __init__(self, cache_bytes: int = 0, partition_size: int | None = None,
+                 split_every: int = SPLIT_EVERY) -> None:
         self.outcome = Outcome()
+        self.split_every = split_every  # nodes merged at once (Dask's, unless a check asks for another tree)
         # chunks of the x̄ pass kept for the audit pass, by sample
         self.cache_bytes = cache_bytes
         self.partition_size = partition_size
@@ -345,7 +347,7 @@ class LocalExecutor:
         its merged reference state, which is returned by explainer name."""
         states: dict[str, Any] = {}
         for sample, users in by_reference_sample(live):
-            tree = MergeTree(self.merger(users, job.debug))
+            tree = MergeTree(self.merger(users, job.debug), self.split_every)
             counter = job.progress.phase(f"reference ({sample.where})", sample.n_entries)
             for index, partition in enumerate(self.partitions(sample)):
                 self.start(users, job.debug)
@@ -364,7 +366,7 @@ class LocalExecutor:
         live = [r for r in job.runs if r.alive]
         try:
             references = self.reference_states(job, live)
-            tree = MergeTree(self.merger(live, job.debug))
+            tree = MergeTree(self.merger(live, job.debug), self.split_every)
             counter = job.progress.phase("auditing", job.sample.n_entries)
             for index, partition in enumerate(self.partitions(job.sample)):
                 self.start(live, job.debug)

@@ -49,6 +49,7 @@ from hepaudit.model.layers import (
 )
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, Figure
+from hepaudit.sampling import seeded_keys, to_unit
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,6 @@ def _component_histograms(pcs: np.ndarray, labels: np.ndarray | None, bins: int 
                 entry[name] = np.histogram(np.clip(sel, edges[0], edges[-1]), bins=edges, density=True)[0].tolist()
         out.append(entry)
     return out
-
-
-def _hash_uniform(entries: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform number in [0, 1) per entry (splitmix64 of entry and seed): the sample key."""
-    with np.errstate(over="ignore"):
-        z = entries.astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 @dataclass
@@ -258,7 +249,7 @@ class LatentSpace(Explainer[LatentState]):
     def _sample(
         self, state: LatentState, entries: np.ndarray, h: np.ndarray, obs: np.ndarray, labels: np.ndarray
     ) -> None:
-        keys = _hash_uniform(np.asarray(entries), self.context.seed)
+        keys = to_unit(seeded_keys(np.asarray(entries), self.context.seed))
         values = h.astype(np.float32)
         observed = obs.astype(np.float32)
         if state.values is not None:

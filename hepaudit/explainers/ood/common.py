@@ -27,24 +27,16 @@ import numpy as np
 
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.metrics import roc_auc
+from hepaudit.sampling import seeded_keys
 
 LOW_AUROC = (
     "AUROC well below 0.5: the audited jets score lower than the reference (for an autoencoder, "
     "e.g. simpler jets that it reconstructs better); the data differ from the reference although "
     "few jets are flagged"
 )
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
 def entry_keys(entries: np.ndarray, seed: int) -> np.ndarray:
     """splitmix64 of (entry, seed): a deterministic pseudo-random 64-bit key per jet."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(entries).astype(np.uint64) + np.uint64(seed % 2**32 + 1) * _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
-        return z ^ (z >> np.uint64(31))
+    return seeded_keys(entries, seed % 2**32 + 1)
 
 
 def held_out(keys: np.ndarray) -> np.ndarray:

@@ -12,24 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+from hepaudit.sampling import salt_for, salted_uniform
 
+__all__ = ["Reservoir", "entry_keys", "kmeans", "salt_for"]
 
-def entry_keys(entries: np.ndarray, salt: int) -> np.ndarray:
-    """A uniform pseudo-random key in [0, 1) per entry (splitmix64 of entry XOR salt)."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(entries).astype(np.uint64) ^ np.uint64(salt & 0xFFFFFFFFFFFFFFFF)
-        z = (z + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def salt_for(seed: int, purpose: str) -> int:
-    """A 64-bit salt from the seed and a purpose string, so different reservoirs differ."""
-    state = np.random.SeedSequence([seed, *purpose.encode()]).generate_state(2, np.uint32)
-    return int(state.view(np.uint64)[0])
+#: The sample keys (:mod:`hepaudit.sampling`), under the names this module has always given them.
+entry_keys = salted_uniform
 
 
 @dataclass
