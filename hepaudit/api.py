@@ -15,7 +15,8 @@ What is here, by purpose (docs/plugins.md has a section on each):
 * results: :class:`ExplainerResult`, :class:`FeatureScore`, :class:`Figure`,
   :class:`ReportSection`, :class:`AuditReport`, :func:`sorted_scores`;
 * numbers: :func:`roc_auc` (exact, weighted), :func:`feature_matrix` (a chunk's inputs as
-  one (jets, features) matrix in the report's feature order);
+  one (jets, features) matrix in the report's feature order) and its inverse
+  :func:`with_features` (input tensors with the features set from such a matrix);
 * sampling that merges exactly: :func:`seeded_keys`, :func:`salted_uniform`, :func:`salt_for`,
   :func:`to_unit`, :class:`Reservoir`; large per-jet state on disk: :class:`SpilledColumns`;
 * figures: :mod:`hepaudit.plotting`;
@@ -39,6 +40,7 @@ _WHERE = {
     "ExplainerResult": "hepaudit.results", "FeatureScore": "hepaudit.results", "Figure": "hepaudit.results",
     "ReportSection": "hepaudit.results", "AuditReport": "hepaudit.results", "sorted_scores": "hepaudit.results",
     "roc_auc": "hepaudit.metrics", "feature_matrix": "hepaudit.data.builders",
+    "with_features": "hepaudit.data.builders",
     "seeded_keys": "hepaudit.sampling", "salted_uniform": "hepaudit.sampling", "salt_for": "hepaudit.sampling",
     "to_unit": "hepaudit.sampling", "Reservoir": "hepaudit.explainers.shap.background",
     "SpilledColumns": "hepaudit.explainers.columns",
@@ -51,12 +53,13 @@ __all__ = [
     "hookimpl", "ExplainerRegistry", "RecipeRegistry", "Explainer", "Chunk", "AuditContext", "AuditFacts",
     "NoOptions", "Need", "LABELS", "INPUT_MEAN", "REFERENCE", "ARRAYS", "KNOWN_NEEDS", "ExplainerResult",
     "FeatureScore", "Figure", "ReportSection", "AuditReport", "sorted_scores", "roc_auc", "feature_matrix",
+    "with_features",
     "seeded_keys", "salted_uniform", "salt_for", "to_unit", "Reservoir", "SpilledColumns", "HepauditError",
     "ConfigError", "DataError", "ModelError", "ProgressEvent",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hepaudit.data.builders import feature_matrix
+    from hepaudit.data.builders import feature_matrix, with_features
     from hepaudit.errors import ConfigError, DataError, HepauditError, ModelError
     from hepaudit.explainers.base import AuditContext, AuditFacts, Chunk, Explainer, NoOptions
     from hepaudit.explainers.columns import SpilledColumns

@@ -294,3 +294,15 @@ def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray]) -> np.n
         by_input.setdefault(slot.input, []).append(slot.index)
     # slots are grouped by input in model order, so concatenating per input keeps the order
     return np.concatenate([flat[name][:, idx] for name, idx in by_input.items()], axis=1)
+
+
+def with_features(builder: InputBuilder, inputs: dict[str, np.ndarray], matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """New input tensors: ``inputs`` with every feature set from the (N, K) ``matrix`` (the
+    inverse of :func:`feature_matrix`; positions that are not features, such as masks, keep
+    their values)."""
+    n = len(matrix)
+    out = {name: np.array(value, copy=True) for name, value in inputs.items()}
+    flat = {name: value.reshape(n, -1) for name, value in out.items()}  # views of the copies
+    for k, slot in enumerate(builder.slots):
+        flat[slot.input][:, slot.index] = matrix[:, k]
+    return out
