@@ -83,6 +83,7 @@ def test_lime_through_the_cli(linear: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["explainers"]["lime"]["plugin"] == {"name": "lime", "version": "0.1.0"}
-    assert {"lime_coefficients.png", "lime_fidelity.png"} <= {p.name for p in (tmp_path / "report" / "figures").iterdir()}
+    figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
+    assert {"lime_coefficients.png", "lime_fidelity.png"} <= figures
     with uproot.open(tmp_path / "report" / "per_jet.root") as handle:
         assert handle["lime"].num_entries == 16

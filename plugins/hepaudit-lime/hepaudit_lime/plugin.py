@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from hepaudit.api import (
     AuditContext,
     Chunk,
@@ -34,7 +35,6 @@ from hepaudit.api import (
     sorted_scores,
     with_features,
 )
-
 from hepaudit_lime.surrogate import Surrogate, fit, kernel_weights
 
 CLASS_NAMES = {0: "background", 1: "signal", 2: "unlabelled"}
@@ -160,8 +160,9 @@ class Lime(Explainer[LimeState]):
         surrogates = self._surrogates(state, inputs, entries, sigma)
         beta = np.array([s.coefficients for s in surrogates])
         r2 = np.array([s.r2 for s in surrogates])
-        return self.result(feature_importance=self._scores(beta, labels), fields=self._fields(beta, r2, labels, sigma),
-                           summary=self._summary(beta, r2), trees={"lime": self._tree(entries, labels, score, beta, r2)})
+        return self.result(feature_importance=self._scores(beta, labels),
+                           fields=self._fields(beta, r2, labels, sigma), summary=self._summary(beta, r2),
+                           trees={"lime": self._tree(entries, labels, score, beta, r2)})
 
     def _scores(self, beta: np.ndarray, labels: np.ndarray) -> list[FeatureScore]:
         absolute = np.abs(beta)
