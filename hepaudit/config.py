@@ -9,11 +9,15 @@ options class once the plugins are known.
 from __future__ import annotations
 
 import glob
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from hepaudit.data.cms import CmsVariable, read_preprocess_json
 from hepaudit.errors import ConfigError, close_matches

@@ -27,7 +27,7 @@ def inspect_model(path: Path) -> tuple[dict[str, Any], str]:
     lines += [f"    {t.name:<20} {shape(t.shape):<20} {t.dtype}" for t in info.inputs]
     lines.append("  outputs:")
     lines += [f"    {t.name:<20} {shape(t.shape):<20} {t.dtype}"
-              + (f"  (from {heads[t.name].op})" if heads[t.name] else "") for t in info.outputs]
+              + (f"  (from {head.op})" if (head := heads[t.name]) else "") for t in info.outputs]
     lines.append("  ops: " + ", ".join(f"{op} {n}" for op, n in info.op_counts.items()))
     return doc, "\n".join(lines)
 

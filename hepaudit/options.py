@@ -128,7 +128,7 @@ def parse_table(cls: type[T], table: dict[str, Any], where: str) -> T:
         for name, f in fields.items()
         if name not in kwargs
         and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        and f.default_factory is dataclasses.MISSING
         and f.init
     ]
     if missing:

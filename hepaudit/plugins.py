@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -22,6 +22,9 @@ from hepaudit import __version__, hookspecs
 from hepaudit.errors import ConfigError, HepauditError
 from hepaudit.hookspecs import hookimpl
 from hepaudit.registries import ExplainerRegistry, RecipeRegistry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.explainers.base import Explainer
 
 __all__ = ["DEFAULT_PLUGINS", "ExplainerRegistry", "PluginHost", "PluginInfo", "RecipeRegistry", "hookimpl"]
 
@@ -154,7 +157,7 @@ class PluginHost:
             self._recipes = registry
         return self._recipes
 
-    def explainer_class(self, name: str) -> type:
+    def explainer_class(self, name: str) -> type[Explainer[Any]]:
         classes = self.explainers().classes
         if name not in classes:
             from hepaudit.errors import close_matches

@@ -19,17 +19,18 @@ from hepaudit.needs import KNOWN_NEEDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.data.recipes import Recipe
+    from hepaudit.explainers.base import Explainer
 
 
 class ExplainerRegistry:
     """Handed to ``hepaudit_register_explainers``; call it with explainer classes."""
 
     def __init__(self) -> None:
-        self.classes: dict[str, type] = {}
+        self.classes: dict[str, type[Explainer[Any]]] = {}
         self.owner: dict[str, str] = {}
         self._current = "?"
 
-    def __call__(self, explainer: type) -> None:
+    def __call__(self, explainer: type[Explainer[Any]]) -> None:
         who = f"plugin {self._current}"
         name = getattr(explainer, "name", None)
         if not isinstance(name, str) or not name.isidentifier():

@@ -278,7 +278,8 @@ def _layout(values: np.ndarray, layout: str) -> np.ndarray:
 
 def _recipe_feature_names(recipe: Recipe) -> tuple[str, ...] | None:
     """Ask a recipe its feature names by running it on one empty jet."""
-    empty = momenta_from_cartesian(*(ak.Array([[1.0]]) for _ in range(3)), ak.Array([[2.0]]))
+    one = ak.Array([[1.0]])
+    empty = momenta_from_cartesian(one, one, one, ak.Array([[2.0]]))
     try:
         return tuple(recipe(empty, jet_axis(empty), 1).features)
     except Exception:

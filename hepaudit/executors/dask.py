@@ -85,7 +85,8 @@ class WorkerSpec:
 
     def with_key(self) -> WorkerSpec:
         digest = hashlib.sha256()
-        arrays = {"input_mean": self.facts.input_mean or {}, "feature_range": {"": self.facts.feature_range}}
+        arrays: dict[str, dict[str, np.ndarray | None]] = {
+            "input_mean": dict(self.facts.input_mean or {}), "feature_range": {"": self.facts.feature_range}}
         scalars = {k: v for k, v in vars(self.facts).items() if k not in arrays}
         for part in (repr(self.config), repr(self.disable), repr([n for n, _ in self.plugins]), repr(self.names),
                      repr(sorted(scalars.items())), repr(self.debug)):
@@ -143,7 +144,7 @@ def worker_context(spec: WorkerSpec) -> WorkerContext:
     explainers: dict[str, Explainer[Any] | str] = {}
     for name in spec.names:
         cls = host.explainer_class(name)
-        options = parse_table(cls.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
+        options: Any = parse_table(cls.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
         try:
             explainers[name] = cls(options, context)
         except Exception as exc:  # as in the client: that explainer fails, the others go on

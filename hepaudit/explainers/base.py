@@ -116,6 +116,11 @@ class AuditContext:
 _FACT_FIELDS = tuple(AuditFacts.__dataclass_fields__)
 
 
+def _key(tag: str, unit: Sequence[int]) -> tuple[object, ...]:
+    """The cache key of an occluded unit under one baseline."""
+    return (tag, *unit)
+
+
 class Chunk:
     """A chunk of jets with their built inputs and base scores, shared by all explainers.
 
@@ -161,10 +166,10 @@ class Chunk:
         values = self.context.baseline(baseline)
         tag = repr(baseline)
         wanted = [tuple(u) for u in units]
-        missing = [u for u in dict.fromkeys(wanted) if (tag, *u) not in self._occluded]
+        missing = [u for u in dict.fromkeys(wanted) if _key(tag, u) not in self._occluded]
         if missing:
             self._run_occluded(missing, values, tag)
-        found = [self._occluded[(tag, *u)] for u in wanted]
+        found = [self._occluded[_key(tag, u)] for u in wanted]
         batch, first = found[0] if found else (None, 0)
         if batch is not None and all(b is batch and row == first + i for i, (b, row) in enumerate(found)):
             # consecutive rows of one computed batch (ΔAUC and MAD ask for the same units):
@@ -219,7 +224,7 @@ class Chunk:
         scores.flags.writeable = logits.flags.writeable = False  # shared by every caller: read-only
         batch = (scores, logits)
         for i, unit in enumerate(units):
-            self._occluded[(tag, *unit)] = (batch, i)
+            self._occluded[_key(tag, unit)] = (batch, i)
 
 
 class Explainer(ABC, Generic[State]):

@@ -84,7 +84,7 @@ class SpilledColumns:
         with self._lock:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="hepaudit-columns-")
-            _write_at(self._file, memoryview(block).cast("B"), self._end)
+            _write_at(self._file, block.data.cast("B"), self._end)
             self._parts.append((self._file, self._end, n))
             self._end += block.nbytes
 

@@ -138,7 +138,7 @@ class LatentState:
     # per observable: moments of h over jets where it is NOT finite (subtracted at the end), and
     # Σ o, Σ o², Σ (h − K)·o over jets where it is finite
     excluded: dict[str, Moments] = field(default_factory=dict)
-    obs_sums: dict[str, np.ndarray] = field(default_factory=dict)  # [n, Σo, Σo²]
+    obs_sums: dict[str, Any] = field(default_factory=dict)  # [n, Σo, Σo²]
     obs_cross: dict[str, np.ndarray] = field(default_factory=dict)  # Σ (h − K)·o, C values
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
     values: np.ndarray | None = None  # (k, C) float32
@@ -255,7 +255,7 @@ class LatentSpace(Explainer[LatentState]):
         if state.values is not None:
             keys = np.concatenate([state.keys, keys])
             values = np.concatenate([state.values, values])
-            observed = np.concatenate([state.observables, observed])  # type: ignore[list-item]
+            observed = np.concatenate([state.observables, observed])
             labels = np.concatenate([state.labels, labels])
         limit = min(self.options.sample, max(10, 16_000_000 // max(1, h.shape[1])))  # ≤ 64 MB of latents
         if len(keys) > limit:
@@ -284,7 +284,7 @@ class LatentSpace(Explainer[LatentState]):
             out.keys, out.values, out.observables, out.labels = a.keys, a.values, a.observables, a.labels
         else:
             out.keys, out.values = np.concatenate([a.keys, b.keys]), np.concatenate([a.values, b.values])
-            out.observables = np.concatenate([a.observables, b.observables])  # type: ignore[list-item]
+            out.observables = np.concatenate([a.observables, b.observables])
             out.labels = np.concatenate([a.labels, b.labels])
             limit = min(self.options.sample, max(10, 16_000_000 // max(1, out.values.shape[1])))
             if len(out.keys) > limit:

@@ -238,7 +238,7 @@ class Tagger:
             m = len(next(iter(feed.values())))
             padded = bool(self.fixed_batch and m < self.fixed_batch)
             if padded:  # pad the last batch of a fixed-batch model
-                pad = self.fixed_batch - m
+                pad = int(self.fixed_batch or 0) - m
                 feed = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feed.items()}
             values: list[np.ndarray] | None = None
             t0 = time.perf_counter()

@@ -42,6 +42,7 @@ class PerJetWriter:
             value = columns.get(name)
             out[name] = np.full(n, np.nan, dtype) if value is None else np.asarray(value, dtype=dtype)
         self.dropped |= set(columns) - set(self._columns)
+        assert self._tree is not None
         self._tree.extend(out)
         self.entries += n
 

@@ -23,7 +23,7 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
 from hepaudit.errors import ConfigError, DataError
 from hepaudit.executors.local import Job
-from hepaudit.explainers.base import AuditContext
+from hepaudit.explainers.base import AuditContext, Explainer
 from hepaudit.model.session import Tagger
 from hepaudit.options import parse_table
 from hepaudit.plugins import PluginHost
@@ -55,7 +55,7 @@ def apply_overrides(config: str | Path | AuditConfig, *, max_jets: int | None = 
     if executor is not None:
         if executor not in ("local", "dask"):
             raise ConfigError(f"executor: expected 'local' or 'dask', found {executor!r}")
-        cfg = replace(cfg, execution=replace(cfg.execution, executor=executor))
+        cfg = replace(cfg, execution=replace(cfg.execution, executor="dask" if executor == "dask" else "local"))
     return cfg
 
 
@@ -88,7 +88,7 @@ class AuditPlan:
     config: AuditConfig
     host: PluginHost
     names: list[str]  # explainers in report order
-    classes: dict[str, type]
+    classes: dict[str, type[Explainer[Any]]]
     options: dict[str, Any]
     tagger: Tagger
     builder: InputBuilder
@@ -109,7 +109,7 @@ class AuditPlan:
         for name in cfg.explainers:
             host.explainer_class(name)  # unknown tables are errors too, not silently ignored
         classes = {name: host.explainer_class(name) for name in names}
-        options = {name: parse_table(c.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
+        options: dict[str, Any] = {name: parse_table(c.Options, cfg.explainers.get(name, {}), f"explainers.{name}")
                    for name, c in classes.items()}
         tagger = Tagger(cfg.model)
         builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)

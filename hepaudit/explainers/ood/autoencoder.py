@@ -261,7 +261,7 @@ class OodAutoencoder(Explainer[AeState]):
         else:
             self.reference_scores = np.zeros(0)
             self.reference_errors = np.full(len(self.features), np.nan)
-        self.reference_kin = {k: held[k] for k in ("pt", "mass") if k in held}
+        self.reference_kin: dict[str, np.ndarray] = {k: held[k] for k in ("pt", "mass") if k in held}
 
     # -- audited pass ----------------------------------------------------------------------------
     def update(self, state: AeState, chunk: Chunk) -> AeState:
@@ -321,8 +321,8 @@ class OodAutoencoder(Explainer[AeState]):
             else None,
         }
         kin_audited = state.kin.with_scores(scores)
-        kin_reference = {"score": self.reference_scores, **self.reference_kin}
-        per_feature = [
+        kin_reference: dict[str, np.ndarray] = {"score": self.reference_scores, **self.reference_kin}
+        per_feature: list[dict[str, Any]] = [
             {"feature": n, "audited_error": float(a), "reference_error": float(r), "excess": float(a - r)}
             for n, a, r in zip(self.names, audited_errors, self.reference_errors)
         ]

@@ -209,7 +209,7 @@ class OodEnsemble(Explainer[EnsembleState]):
         held = state.held.sorted_columns()
         probs = held.get("probs", np.zeros((0, fit.shape[1])))
         self.reference_std, self.reference_mi = disagreement(probs)
-        self.reference_kin = {k: held[k] for k in ("pt", "mass") if k in held}
+        self.reference_kin: dict[str, np.ndarray] = {k: held[k] for k in ("pt", "mass") if k in held}
         self.n_fit = len(fit)
 
     # -- audited pass ----------------------------------------------------------------------------
@@ -262,7 +262,7 @@ class OodEnsemble(Explainer[EnsembleState]):
             "std_mi_spearman": _spearman(std, mi),
         }
         audited = state.kin.with_scores(chosen)
-        reference = {"score": ref_chosen, **self.reference_kin}
+        reference: dict[str, np.ndarray] = {"score": ref_chosen, **self.reference_kin}
         what = self._what()
         shared, warnings = threshold_fields(
             audited, reference, self.threshold, self.real_reference,

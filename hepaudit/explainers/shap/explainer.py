@@ -89,6 +89,9 @@ def resolve_players(context: AuditContext, groups: bool | str | dict[str, list[s
                               "so there are no such groups")
     else:
         named = {}
+        if not isinstance(groups, dict):
+            raise ConfigError(f"explainers.{where}.groups: expected false, \"feature\", \"particle\" or a table "
+                              f"of group = [patterns], found {groups!r}")
         for name, patterns in groups.items():
             members = context.builder.match(list(patterns))
             if not members:
@@ -173,8 +176,8 @@ class Shap(Explainer[ShapState]):
         b = self.options.background
         if b == "mean":
             mean = self.context.baseline("mean")
-            rows = {k: np.asarray(v, np.float32).reshape(1, -1) for k, v in mean.items()}
-            return rows, np.ones(1), "x̄ (mean input)"
+            mean_rows = {k: np.asarray(v, np.float32).reshape(1, -1) for k, v in mean.items()}
+            return mean_rows, np.ones(1), "x̄ (mean input)"
         pool = state.background
         if pool is None or len(pool) == 0:
             raise RuntimeError("no jets were collected for the SHAP background")
@@ -190,12 +193,13 @@ class Shap(Explainer[ShapState]):
         centres, counts = kmeans(data[:, positions], k, self.seed)
         rows = np.repeat(data.mean(axis=0, keepdims=True), len(centres), axis=0)
         rows[:, positions] = centres
-        out, start = {}, 0
+        centred: dict[str, np.ndarray] = {}
+        start = 0
         for n, w in zip(names, widths):
-            out[n] = rows[:, start:start + w].astype(np.float32)
+            centred[n] = rows[:, start:start + w].astype(np.float32)
             start += w
         described = f"k-means: {len(centres)} centres of {len(pool)} audited jets, weighted by size"
-        return out, counts / counts.sum(), described
+        return centred, counts / counts.sum(), described
 
     def _feature_columns(self, names: list[str], widths: list[int]) -> np.ndarray:
         offset = dict(zip(names, np.cumsum([0] + widths[:-1])))

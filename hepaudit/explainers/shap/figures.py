@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hepaudit.data.builders import FeatureSlot
 from hepaudit.explainers.shap.evaluate import Players
 from hepaudit.results import Figure
 
@@ -20,13 +21,13 @@ TOP = 15
 DEPENDENCE_TOP = 4
 
 
-def player_values(players: Players, slots: Sequence[object], jets: dict[str, np.ndarray]) -> np.ndarray:
+def player_values(players: Players, slots: Sequence[FeatureSlot], jets: dict[str, np.ndarray]) -> np.ndarray:
     """(n, M): each player's value per jet (a group: its first feature's value)."""
     n = len(next(iter(jets.values())))
     out = np.empty((n, len(players)))
     for p, members in enumerate(players.members):
         slot = slots[members[0]]
-        out[:, p] = jets[slot.input].reshape(n, -1)[:, slot.index]  # type: ignore[attr-defined]
+        out[:, p] = jets[slot.input].reshape(n, -1)[:, slot.index]
     return out
 
 

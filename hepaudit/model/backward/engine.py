@@ -309,7 +309,7 @@ class LrpOutput:
 
     def total(self) -> np.ndarray:
         n = len(self.seed_total)
-        return sum(r.reshape(n, -1).sum(axis=1) for r in self.relevance.values())  # type: ignore[return-value]
+        return sum(r.reshape(n, -1).sum(axis=1) for r in self.relevance.values())
 
 
 class BackwardEngine:

@@ -42,12 +42,12 @@ class Geometry:
         self.spatial = spatial
         self.padded = tuple(s + b + e for s, b, e in zip(spatial, self.begin, self.end))
         ceil = bool(step.attr("ceil_mode", 0))
-        self.out = []
+        out = []
         for i in range(nd):
             span = self.padded[i] - self.dilations[i] * (kernel[i] - 1) - 1
             n = (-(-span // self.strides[i]) if ceil else span // self.strides[i]) + 1
-            self.out.append(n)
-        self.out = tuple(self.out)
+            out.append(n)
+        self.out: tuple[int, ...] = tuple(out)
         # ceil mode can ask for windows past the end: pad further so every window exists
         self.extra = tuple(
             max(0, (o - 1) * s + d * (k - 1) + 1 - p)

@@ -61,7 +61,8 @@ def average_pool(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray 
 
     def fwd_sum(a: np.ndarray) -> np.ndarray:
         ap = geo.pad(a)
-        return sum(ap[lead + sl] for _, sl in geo.offsets())
+        total: np.ndarray = sum(ap[lead + sl] for _, sl in geo.offsets())  # type: ignore[assignment]
+        return total
 
     def bwd_sum(s: np.ndarray) -> np.ndarray:
         gp = np.zeros(x.shape[:2] + geo.padded_ext, dtype=s.dtype)

@@ -150,7 +150,7 @@ def lrp_linear(
             b = None if bias is None else bias + rule.gamma * _pos(bias)
             z_known = None
         known = z_known is not None
-        z = z_known if known else (fwd(a, w) if b is None else fwd(a, w) + b)
+        z = z_known if z_known is not None else (fwd(a, w) if b is None else fwd(a, w) + b)
         s = safe_divide(relevance, z, rule.epsilon_used, nonnegative=known and z_is_relu)
         absorbed = _bias_share(b, s)  # before the product, which may reuse bwd's buffer
         return _times(a, bwd(s, w)), absorbed
