@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from hepaudit.data.cms import CmsVariable, read_preprocess_json
+from hepaudit.data.preprocess_json import CmsVariable, read_preprocess_json
 from hepaudit.errors import ConfigError, close_matches
 from hepaudit.options import parse_table
 

@@ -100,10 +100,8 @@ def _class_sum_guess(classes: tuple[str, ...]) -> tuple[list[str], list[str]] | 
     return (sig, bkg) if sig and bkg else None
 
 
-def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -> tuple[str, list[str]]:
-    model = load_model(model_path)
-    info = describe_model(model, model_path)
-    notes: list[str] = []
+def _branches_of(data_path: Path, tree: str | None, notes: list[str]) -> tuple[str, list[dict[str, Any]]]:
+    """The tree to audit (the largest, unless ``tree`` is given) and its branches."""
     try:
         handle = uproot.open(data_path)
     except Exception as exc:
@@ -118,7 +116,81 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
                 notes.append(f"several trees; chose {tree!r} (the largest): pass --tree to choose")
         elif tree not in trees:
             raise DataError(f"{data_path}: no tree {tree!r}; trees: {', '.join(trees)}")
-        branches = tree_branches(trees[tree])
+        return tree, tree_branches(trees[tree])
+
+
+def _score_lines(info: Any, pre: Preprocess | None, notes: list[str]) -> list[str]:
+    """``model.score`` for a model with several output columns."""
+    out = info.outputs[0]
+    n_cols = out.shape[-1] if len(out.shape) >= 2 and isinstance(out.shape[-1], int) else 1
+    guess = _class_sum_guess(pre.flav_names) if pre and pre.flav_names else None
+    if n_cols > 1 and guess:
+        notes.append("model.score: proposed CMS's TvsQCD class sum; change it for another discriminant")
+        return ["# classes come from flav_names in preprocess.json; CMS's TvsQCD discriminant:",
+                f"score = {{ signal = {_toml_value(guess[0])}, background = {_toml_value(guess[1])} }}   # CHECK"]
+    if n_cols > 1:
+        notes.append(f"output {out.name!r} has {n_cols} columns: set model.score (a column, or a class-sum)")
+        return [f"score = {n_cols - 1}   # CHECK: the output has {n_cols} columns; which one is the signal?"]
+    return []
+
+
+def _cms_lines(pre: Preprocess, json_path: Path, out_dir: Path, jagged: list[str], momentum: dict[str, str] | None,
+               notes: list[str]) -> list[str]:
+    """One ``kind = "cms"`` table for every input preprocess.json lists, with its variable table."""
+    pid = next((b for b in jagged for suffix in _PID_BRANCHES if re.fullmatch(rf".*[_.]{suffix}", b, re.I)), None)
+    table, missing = cms_variable_table(pre, jagged, pid)
+    lines = ["", "[[inputs]]", 'name = "*"   # every input preprocess.json lists', 'kind = "cms"',
+             f"preprocess_json = {_toml_value(os.path.relpath(json_path.resolve(), out_dir))}"]
+    if momentum:
+        lines.append(f"momentum = {_toml_value(momentum)}")
+    if pid:
+        lines.append(f"pid = {_toml_value(pid)}   # PDG ids, for the particle-type flags")
+    lines += ["", "[inputs.variables]   # CHECK: what each variable of the json is made of"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    if missing:
+        lines.append("# not found in the data: set to their pad value, with a warning in the report")
+        lines += [f"# {k} = \"pad\"" for k in missing]
+        notes.append(f"preprocess.json: {len(missing)} variables not found in the data (set to their pad "
+                     f"value): {', '.join(missing)}")
+    return lines
+
+
+def _input_lines(tensor: Any, flat: list[str], label: str | None, momentum: dict[str, str] | None,
+                 notes: list[str]) -> list[str]:
+    """A guessed ``[[inputs]]`` table for one ONNX input."""
+    lines = ["", "[[inputs]]", f"name = {_toml_value(tensor.name)}"]
+    rank = len(tensor.shape)
+    width = tensor.shape[-1] if isinstance(tensor.shape[-1], int) else None
+    if "mask" in tensor.name.lower():
+        return lines + ['kind = "mask"']
+    if rank == 2 and momentum and width and width % 3 == 0 and width >= 6:
+        lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
+                  'features = ["pt", "eta", "phi"]   # CHECK: the order the model was trained with',
+                  f"max_particles = {width // 3}", 'layout = "flat"',
+                  '# preprocess = "topodnn"   # CHECK: the recipe the tagger was trained with']
+        notes.append(f"input {tensor.name!r}: guessed {width // 3} constituents x (pt, eta, phi), flat; "
+                     "check the features and the preprocessing recipe")
+    elif rank == 3 and momentum:
+        p, f = tensor.shape[1], tensor.shape[2]
+        lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
+                  f"features = []   # CHECK: the {f} per-particle features, in model order",
+                  f"max_particles = {p}", 'layout = "particles"   # CHECK: or "channels" for (N, F, P)']
+        notes.append(f"input {tensor.name!r}: shape {tensor.shape}; name its per-particle features")
+    elif rank == 2 and width is not None:
+        chosen = [b for b in flat if b != label][:width]
+        lines += ['kind = "jet"', f"branches = {_toml_value(chosen)}   # CHECK: the model's {width} inputs, in order"]
+        notes.append(f"input {tensor.name!r}: guessed jet branches {chosen}; check them and their order")
+    else:
+        lines.append('kind = "constituents"   # CHECK: could not guess this input')
+        notes.append(f"input {tensor.name!r} with shape {tensor.shape}: could not guess; see the docs")
+    return lines
+
+
+def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -> tuple[str, list[str]]:
+    """A starter config for ``model_path`` on ``data_path``, and notes on what it could not guess."""
+    info = describe_model(load_model(model_path), model_path)
+    notes: list[str] = []
+    tree, branches = _branches_of(data_path, tree, notes)
     flat = [b["name"] for b in branches if not b["jagged"]]
     jagged = [b["name"] for b in branches if b["jagged"]]
     label = next((b for b in _LABELS if b in flat), None)
@@ -136,16 +208,7 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
     out_dir = Path(os.path.commonpath([model_path.resolve().parent, data_path.resolve().parent]))
     lines = ["# hepaudit starter config, written by `hepaudit init`: check every line marked CHECK.", "",
              "[model]", f"path = {_toml_value(os.path.relpath(model_path.resolve(), out_dir))}"]
-    out = info.outputs[0]
-    n_cols = out.shape[-1] if len(out.shape) >= 2 and isinstance(out.shape[-1], int) else 1
-    guess = _class_sum_guess(pre.flav_names) if pre and pre.flav_names else None
-    if n_cols > 1 and guess:
-        lines.append("# classes come from flav_names in preprocess.json; CMS's TvsQCD discriminant:")
-        lines.append(f"score = {{ signal = {_toml_value(guess[0])}, background = {_toml_value(guess[1])} }}   # CHECK")
-        notes.append("model.score: proposed CMS's TvsQCD class sum; change it for another discriminant")
-    elif n_cols > 1:
-        lines.append(f"score = {n_cols - 1}   # CHECK: the output has {n_cols} columns; which one is the signal?")
-        notes.append(f"output {out.name!r} has {n_cols} columns: set model.score (a column, or a class-sum)")
+    lines += _score_lines(info, pre, notes)
     lines += ["", "[data]", f"files = [{_toml_value(os.path.relpath(data_path.resolve(), out_dir))}]",
               f"tree = {_toml_value(tree)}"]
     lines.append(f"label = {_toml_value(label)}" if label
@@ -154,51 +217,10 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
     covered: set[str] = set()
     if pre is not None:
         covered = set(pre.input_names)
-        pid = next((b for b in jagged for suffix in _PID_BRANCHES if re.fullmatch(rf".*[_.]{suffix}", b, re.I)), None)
-        table, missing = cms_variable_table(pre, jagged, pid)
-        lines += ["", "[[inputs]]", 'name = "*"   # every input preprocess.json lists', 'kind = "cms"',
-                  f"preprocess_json = {_toml_value(os.path.relpath(json_path.resolve(), out_dir))}"]
-        if momentum:
-            lines.append(f"momentum = {_toml_value(momentum)}")
-        if pid:
-            lines.append(f"pid = {_toml_value(pid)}   # PDG ids, for the particle-type flags")
-        lines += ["", "[inputs.variables]   # CHECK: what each variable of the json is made of"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-        if missing:
-            lines.append("# not found in the data: set to their pad value, with a warning in the report")
-            lines += [f"# {k} = \"pad\"" for k in missing]
-            notes.append(f"preprocess.json: {len(missing)} variables not found in the data (set to their pad "
-                         f"value): {', '.join(missing)}")
+        lines += _cms_lines(pre, json_path, out_dir, jagged, momentum, notes)
     for tensor in info.inputs:
-        if tensor.name in covered:
-            continue
-        lines += ["", "[[inputs]]", f"name = {_toml_value(tensor.name)}"]
-        rank = len(tensor.shape)
-        width = tensor.shape[-1] if isinstance(tensor.shape[-1], int) else None
-        if "mask" in tensor.name.lower():
-            lines.append('kind = "mask"')
-            continue
-        if rank == 2 and momentum and width and width % 3 == 0 and width >= 6:
-            lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
-                      'features = ["pt", "eta", "phi"]   # CHECK: the order the model was trained with',
-                      f"max_particles = {width // 3}", 'layout = "flat"',
-                      '# preprocess = "topodnn"   # CHECK: the recipe the tagger was trained with']
-            notes.append(f"input {tensor.name!r}: guessed {width // 3} constituents x (pt, eta, phi), flat; "
-                         "check the features and the preprocessing recipe")
-        elif rank == 3 and momentum:
-            p, f = tensor.shape[1], tensor.shape[2]
-            lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
-                      f"features = []   # CHECK: the {f} per-particle features, in model order",
-                      f"max_particles = {p}", 'layout = "particles"   # CHECK: or "channels" for (N, F, P)']
-            notes.append(f"input {tensor.name!r}: shape {tensor.shape}; name its per-particle features")
-        elif rank == 2 and width is not None:
-            chosen = [b for b in flat if b != label][:width]
-            lines += ['kind = "jet"',
-                      f"branches = {_toml_value(chosen)}   # CHECK: the model's {width} inputs, in order"]
-            notes.append(f"input {tensor.name!r}: guessed jet branches {chosen}; check them and their order")
-        else:
-            lines.append('kind = "constituents"   # CHECK: could not guess this input')
-            notes.append(f"input {tensor.name!r} with shape {tensor.shape}: could not guess; see the docs")
+        if tensor.name not in covered:
+            lines += _input_lines(tensor, flat, label, momentum, notes)
     if momentum is None and jagged:
         notes.append(f"no constituent four-momentum branches recognised among {', '.join(jagged[:6])}")
     if pre is not None:  # thousands of features: occlude groups (per variable, per input), not each one

@@ -4,29 +4,15 @@ Given the graph, the tensor to start from (the seed: the logit feeding the score
 Sigmoid/Softmax) and the forward values of the tensors it needs (onnxruntime computes
 them; the engine lists them in :attr:`BackwardEngine.needed` so the caller can expose
 them), the engine walks the nodes between the model inputs and the seed in reverse
-topological order and calls one backward function per node (``ops_*`` modules). Batched
-over jets; nothing is recomputed in numpy except what an LRP rule needs (modified
-weights).
+topological order and calls one backward function per node (``ops_*`` modules), which for
+LRP applies the layer's rule (:mod:`.rules`). Batched over jets; nothing is recomputed in
+numpy except what an LRP rule needs (modified weights).
 
-The graph is analysed once:
-
-* constants: initializers, ``Constant`` nodes and every node whose inputs are all
-  constant (shape arithmetic, transposed weights) are folded with onnx's reference
-  evaluator;
-* differentiable tensors: those reached from a model input through inputs that carry a
-  gradient (not the ``shape`` of a Reshape, the indices of a Gather, the output of Shape,
-  Equal, ArgMax, a Cast to an integer type, ...);
-* the path: differentiable nodes from which the seed is reached. Any op on the path the
-  engine has no backward for raises :class:`UnsupportedOpError` naming the node and op;
-* for LRP, a MatMul/Gemm/Conv whose only consumer adds a constant has that constant
-  fused into its bias, so MatMul + Add and Gemm graphs of the same weights agree;
-* a Gemm/MatMul/Conv whose output z feeds only a Relu, whose output in turn feeds only
-  Gemm/MatMul/Conv layers, is *rectified*: its z is not exposed, the layer's rules read
-  the ReLU output a = max(z, 0) instead. Where z > 0, a is z bit for bit; where z <= 0
-  the next layers gave the unit no relevance (every rule for a hidden layer multiplies
-  by the layer input, here 0), so R/(z + ε·sign z) is 0 with either denominator. The
-  ReLU's gradient reads a > 0, which is z > 0. So the answer is the same, onnxruntime
-  keeps its fused Gemm+Relu kernel, and half the hidden tensors are not copied out.
+Built as zennit is: the graph is analysed once (:mod:`.analysis`: constants, the
+differentiable path, first layers, the values read), put in canonical form by named
+canonizers (:mod:`.canonizers`: constant folding, bias fusion, ReLU substitution; which
+ones changed what is in :attr:`BackwardEngine.canonizers`), walked here, and each linear
+layer's relevance comes from a rule class chosen by a composite (:mod:`.rules`).
 """
 
 from __future__ import annotations
@@ -37,155 +23,14 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
 
 from hepaudit.errors import ModelError
 from hepaudit.model.backward import ops_conv, ops_elementwise, ops_linear, ops_pool, ops_shape  # noqa: F401
-from hepaudit.model.backward.base import HANDLERS, Node, Step, UnsupportedOpError, Values
+from hepaudit.model.backward.analysis import LINEAR_KIND, GraphAnalysis
+from hepaudit.model.backward.base import HANDLERS, Step, Values
 from hepaudit.model.backward.blas import blas_threads
+from hepaudit.model.backward.canonizers import CANONIZERS, Canonizer, canonize
 from hepaudit.model.backward.rules import RuleSet
-
-FLOAT_TYPES = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
-)
-#: ops whose outputs never carry a gradient (shapes, comparisons, indices, random draws)
-BLOCKING_OPS = frozenset(
-    {
-        "Shape",
-        "Size",
-        "Equal",
-        "Greater",
-        "Less",
-        "GreaterOrEqual",
-        "LessOrEqual",
-        "Not",
-        "And",
-        "Or",
-        "Xor",
-        "ArgMax",
-        "ArgMin",
-        "NonZero",
-        "ConstantOfShape",
-        "Range",
-        "IsNaN",
-        "IsInf",
-        "Sign",
-        "Floor",
-        "Ceil",
-        "Round",
-        "EyeLike",
-        "Constant",
-        "RandomNormalLike",
-        "RandomUniformLike",
-        "Bernoulli",
-        "NonMaxSuppression",
-    }
-)
-#: input positions that are indices, shapes or axes, never a gradient path
-NON_CARRYING: dict[str, tuple[int, ...]] = {
-    "Reshape": (1,),
-    "Expand": (1,),
-    "Tile": (1,),
-    "Slice": (1, 2, 3, 4),
-    "Gather": (1,),
-    "GatherElements": (1,),
-    "Squeeze": (1,),
-    "Unsqueeze": (1,),
-    "Pad": (1, 2, 3),
-    "ReduceSum": (1,),
-    "ReduceMean": (1,),
-    "ReduceMax": (1,),
-    "ReduceMin": (1,),
-    "Where": (0,),
-    "Resize": (1, 2, 3),
-    "Dropout": (1, 2),
-    "TopK": (1,),
-    "Split": (1,),
-    "Clip": (1, 2),
-}
-#: inputs whose values the backward does not read (it uses the input activation's shape instead)
-VALUE_NOT_NEEDED: dict[str, tuple[int, ...]] = {
-    "Relu": (0,),  # its backward reads its output
-    "Reshape": (1,),
-    "Expand": (1,),
-    "Squeeze": (1,),
-    "Unsqueeze": (1,),
-}
-LINEAR_KIND = {
-    "Gemm": "dense",
-    "MatMul": "dense",
-    "Conv": "conv",
-    "BatchNormalization": "norm",
-    "AveragePool": "pool",
-    "GlobalAveragePool": "pool",
-    "ReduceSum": "pool",
-    "ReduceMean": "pool",
-    "Add": "dense",
-    "Sub": "dense",
-    "Sum": "dense",
-}
-WEIGHTED_OPS = frozenset({"Gemm", "MatMul", "Conv"})
-#: ops whose backward treats each row of a 2-D (jets, units) tensor on its own (see _row_wise)
-ROW_WISE_OPS = frozenset(
-    {
-        "Gemm",
-        "MatMul",
-        "Add",
-        "Sub",
-        "Relu",
-        "LeakyRelu",
-        "Elu",
-        "Selu",
-        "Sigmoid",
-        "Tanh",
-        "Softplus",
-        "Identity",
-        "Dropout",
-        "Neg",
-    }
-)
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=13)
-
-
-def fold_constants(
-    model: onnx.ModelProto, nodes: Sequence[Node], protos: Sequence[onnx.NodeProto], graph_inputs: set[str]
-) -> dict[str, np.ndarray]:
-    """Values of the initializers and of every tensor computed from constants only."""
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    foldable = []
-    known = set(consts)
-    for node, proto in zip(nodes, protos):
-        if node.op in ("RandomNormal", "RandomUniform", "Multinomial"):
-            continue
-        if all(i == "" or (i in known and i not in graph_inputs) for i in node.inputs):
-            foldable.append(proto)
-            known.update(o for o in node.outputs if o)
-    if not foldable:
-        return consts
-    from onnx.reference import ReferenceEvaluator
-
-    outputs = [o for p in foldable for o in p.output if o]
-    needed_inits = {i for p in foldable for i in p.input if i in consts}
-    graph = helper.make_graph(
-        list(foldable),
-        "folded",
-        [],
-        [helper.make_empty_tensor_value_info(o) for o in outputs],
-        [t for t in model.graph.initializer if t.name in needed_inits],
-    )
-    sub = helper.make_model(graph, opset_imports=list(model.opset_import))
-    sub.ir_version = model.ir_version
-    try:
-        values = ReferenceEvaluator(sub).run(None, {})
-    except Exception as exc:
-        raise ModelError(
-            f"cannot fold the model's constant subgraphs ({type(exc).__name__}: {exc})"
-        ) from None
-    consts.update({o: np.asarray(v) for o, v in zip(outputs, values)})
-    return consts
 
 
 @dataclass(frozen=True)
@@ -323,6 +168,7 @@ class BackwardEngine:
         dtype: type = np.float64,
         blas_threads: int | None = None,
         block_rows: int | None = 1024,
+        canonizers: tuple[Canonizer, ...] = CANONIZERS,
     ) -> None:
         """``blas_threads``: numpy's OpenBLAS threads during the backward (None: leave it);
         ``block_rows``: jets per backward block when the graph is row-wise (None: whole batch).
@@ -331,208 +177,21 @@ class BackwardEngine:
         self.blas_threads = blas_threads
         self.block_rows = block_rows
         self.target = ScoreTarget(target) if isinstance(target, str) else target
-        self.opset = _opset(model)
-        protos = list(model.graph.node)
-        self.nodes = [Node.from_proto(p, i) for i, p in enumerate(protos)]
-        init_names = {t.name for t in model.graph.initializer}
-        self.inputs = (
-            list(inputs)
-            if inputs is not None
-            else [i.name for i in model.graph.input if i.name not in init_names]
-        )
-        self.consts = fold_constants(model, self.nodes, protos, set(self.inputs))
-        # float constants in the compute precision once, so every product is one BLAS call
-        self.dtype = np.dtype(dtype)
-        self.consts = {
-            k: (v.astype(self.dtype) if np.issubdtype(v.dtype, np.floating) else v)
-            for k, v in self.consts.items()
-        }
-        self.diff = frozenset(self._differentiable())
-        seed = self.target.tensor
-        if seed not in self.diff:
-            raise ModelError(f"tensor {seed!r} does not depend on the model inputs {self.inputs}")
-        self.path, self.carrying = self._path(seed)
-        for node in self.path:
-            if node.op not in HANDLERS:
-                raise UnsupportedOpError(
-                    f"{node.describe()} lies on the path from the inputs to {seed!r} and the backward engine "
-                    "has no "
-                    f"gradient or LRP rule for op type {node.op!r}"
-                )
-        self.fused, self.fused_adds = self._fusions()
-        self.rectified = self._rectified()
-        self.first_layers = self._first_layers()
-        self.needed = self._needed()
-        self.row_wise = self._row_wise()
+        self.graph = GraphAnalysis(model, self.target.tensor, inputs, dtype)
+        #: canonizer name -> how many places it changed
+        self.canonizers = canonize(self.graph, canonizers)
+        self.inputs = self.graph.inputs
+        self.dtype = self.graph.dtype
+        self.needed = self.graph.needed()
+        self.row_wise = self.graph.row_wise()
+        self.rectified = self.graph.rectified
         # per-node constants a backward function derives once (Gemm's alpha·B), not per chunk
-        self._cache: dict[str, dict[str, Any]] = {node.name: {} for node in self.path}
+        self._cache: dict[str, dict[str, Any]] = {node.name: {} for node in self.graph.path}
         self._session: Any = None
-
-    # -- analysis --------------------------------------------------------------------------------
-    def _carries(self, node: Node) -> list[int]:
-        if node.op in BLOCKING_OPS or (node.op == "Cast" and node.attrs.get("to") not in FLOAT_TYPES):
-            return []
-        skip = NON_CARRYING.get(node.op, ())
-        return [i for i, name in enumerate(node.inputs) if name and i not in skip]
-
-    def _differentiable(self) -> set[str]:
-        diff = set(self.inputs)
-        for node in self.nodes:
-            if any(node.inputs[i] in diff for i in self._carries(node)):
-                diff.update(o for o in node.outputs if o and o not in self.consts)
-        return diff
-
-    def _path(self, seed: str) -> tuple[list[Node], set[str]]:
-        relevant = {seed}
-        path = []
-        for node in reversed(self.nodes):
-            if any(o in relevant and o in self.diff for o in node.outputs):
-                path.append(node)
-                relevant.update(node.inputs[i] for i in self._carries(node) if node.inputs[i] in self.diff)
-        path.reverse()
-        return path, relevant
-
-    def _consumers(self) -> dict[str, list[Node]]:
-        consumers: dict[str, list[Node]] = {}
-        for node in self.nodes:
-            for name in node.inputs:
-                consumers.setdefault(name, []).append(node)
-        return consumers
-
-    def _rectified(self) -> dict[str, str]:
-        """Weighted node name -> the output of the Relu that alone reads its z (see the module doc)."""
-        consumers = self._consumers()
-        graph_outputs = {o.name for o in self.model.graph.output}
-        keep = graph_outputs | {self.target.tensor}
-        out: dict[str, str] = {}
-        for node in self.path:
-            z = node.outputs[0]
-            if node.op not in WEIGHTED_OPS or node.name in self.fused or z in keep:
-                continue
-            users = consumers.get(z, [])
-            if len(users) != 1 or users[0].op != "Relu" or users[0].outputs[0] in keep:
-                continue
-            a = users[0].outputs[0]
-            readers = consumers.get(a, [])
-            # the weight operand must be constant: then a is the layer input every rule multiplies by
-            if readers and all(
-                r.op in WEIGHTED_OPS and a in r.inputs[:2] and any(i in self.consts for i in r.inputs[:2])
-                for r in readers
-            ):
-                out[node.name] = a
-        return out
-
-    def _fusions(self) -> tuple[dict[str, tuple[str, str]], set[str]]:
-        consumers = self._consumers()
-        graph_outputs = {o.name for o in self.model.graph.output}
-        fused: dict[str, tuple[str, str]] = {}
-        adds: set[str] = set()
-        for node in self.path:
-            if node.op not in WEIGHTED_OPS:
-                continue
-            out = node.outputs[0]
-            users = consumers.get(out, [])
-            if len(users) != 1 or out in graph_outputs or users[0].op != "Add":
-                continue
-            add = users[0]
-            other = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
-            if other not in self.consts:
-                continue
-            bias = np.asarray(self.consts[other])
-            if node.op == "Conv":
-                ok = self._bias_like(bias, 1, np.ndim(self.consts.get(node.inputs[1], np.zeros((1, 1, 1)))))
-            else:
-                ok = self._bias_like(bias, -1, max(bias.ndim, 2))
-            if not ok:
-                continue
-            fused[node.name] = (other, add.outputs[0])
-            adds.add(add.name)
-        return fused, adds
-
-    @staticmethod
-    def _bias_like(bias: np.ndarray, channel: int, out_ndim: int) -> bool:
-        """A constant that varies along the layer's output-channel axis only (numpy alignment)."""
-        if bias.ndim > out_ndim:
-            return False
-        full = (1,) * (out_ndim - bias.ndim) + tuple(bias.shape)
-        return all(d == 1 for i, d in enumerate(full) if i != channel % out_ndim)
-
-    def _first_layers(self) -> set[str]:
-        after_linear: set[str] = set()
-        first: set[str] = set()
-        for node in self.path:
-            upstream = any(i in after_linear for i in node.inputs)
-            if node.op in WEIGHTED_OPS:
-                if not upstream:
-                    first.add(node.name)
-                after_linear.update(node.outputs)
-            elif upstream:
-                after_linear.update(node.outputs)
-        self.after_linear = after_linear
-        return first
-
-    def _needed(self) -> list[str]:
-        needed: list[str] = []
-        seen = set(self.inputs) | set(self.consts) | {""}
-
-        def want(name: str) -> None:
-            if name not in seen:
-                seen.add(name)
-                needed.append(name)
-
-        rectified_z = {n.outputs[0] for n in self.path if n.name in self.rectified}
-        seen |= rectified_z  # read through the ReLU's output instead
-        for node in self.path:
-            skip = VALUE_NOT_NEEDED.get(node.op, ())
-            for i, name in enumerate(node.inputs):
-                if i not in skip:
-                    want(name)
-            for name in node.outputs if node.op == "Split" else node.outputs[:1]:
-                want(name)
-        for _bias, add_out in self.fused.values():
-            want(add_out)
-        want(self.target.tensor)
-        return needed
-
-    def _row_wise(self) -> bool:
-        """Whether every jet's backward only reads that jet's row of 2-D (jets, units) tensors.
-
-        Then a batch can be cut into blocks of rows that stay in the CPU cache, with the same
-        result. Only plain dense networks qualify: Gemm (no transA) and MatMul by a constant
-        2-D weight, Add/Sub of constant row vectors, element-wise activations. Anything that
-        reshapes, reduces over jets or decides from the whole batch (a Mul gate) does not.
-        """
-        for node in self.path:
-            if node.op not in ROW_WISE_OPS:
-                return False
-            consts = [np.ndim(self.consts[name]) for name in node.inputs if name in self.consts]
-            if node.op == "Gemm" and (node.attrs.get("transA", 0) or node.inputs[1] in self.diff):
-                return False
-            if node.op == "MatMul" and (node.inputs[1] not in self.consts or consts[0] != 2):
-                return False
-            if node.op in ("Add", "Sub"):
-                for name in node.inputs:
-                    if name in self.consts and not (
-                        np.ndim(self.consts[name]) <= 1 or np.shape(self.consts[name])[0] == 1
-                    ):
-                        return False
-        return True
-
-    def _gate(self, node: Node) -> int | None:
-        """For a Mul of two computed tensors: the operand that is a raw input (a mask), if exactly one is."""
-        if node.op != "Mul" or len(node.inputs) != 2:
-            return None
-        a, b = (name in self.after_linear for name in node.inputs)
-        if a == b:
-            return None
-        return 1 if a else 0
 
     @property
     def path_ops(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for node in self.path:
-            counts[node.op] = counts.get(node.op, 0) + 1
-        return counts
+        return self.graph.path_ops()
 
     # -- running ---------------------------------------------------------------------------------
     def forward(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -554,6 +213,22 @@ class BackwardEngine:
         out.update(zip(self.needed, values))
         return out
 
+    def _step(self, node: Any, vals: Values, rules: RuleSet | None, absorbed: np.ndarray | None) -> Step:
+        """How one node is walked: gradient, or LRP with the rule its composite gives it."""
+        graph, lrp = self.graph, rules is not None
+        rule = None
+        if rules is not None and node.op in LINEAR_KIND:
+            rule = rules.rule(LINEAR_KIND[node.op], node.name in graph.first_layers)
+        fused = graph.fused.get(node.name) if lrp else None
+        extra = {
+            "fused": lrp and node.name in graph.fused_adds,
+            "gate": graph.gate(node),
+            "cache": self._cache[node.name],
+            "rectified": graph.rectified.get(node.name) if lrp else None,
+        }
+        return Step(node, vals, lrp, rule, absorbed, fused[0] if fused else None, fused[1] if fused else None,
+                    graph.opset, extra)
+
     def _backward(
         self,
         values: Mapping[str, np.ndarray],
@@ -561,38 +236,16 @@ class BackwardEngine:
         rules: RuleSet | None,
         absorbed: np.ndarray | None,
     ) -> dict[str, np.ndarray]:
-        vals = Values(self.consts, values, self.diff)
+        graph = self.graph
+        vals = Values(graph.consts, values, graph.diff)
         grads: dict[str, np.ndarray] = {self.target.tensor: np.asarray(seed, self.dtype)}
-        lrp = rules is not None
-        for node in reversed(self.path):
+        for node in reversed(graph.path):
             outs = [grads.pop(o, None) for o in node.outputs]
             if all(g is None for g in outs):
                 continue
-            rule = None
-            if lrp and node.op in LINEAR_KIND:
-                assert rules is not None
-                rule = rules.rule(LINEAR_KIND[node.op], node.name in self.first_layers)
-            fused = self.fused.get(node.name) if lrp else None
-            extra = {
-                "fused": lrp and node.name in self.fused_adds,
-                "gate": self._gate(node),
-                "cache": self._cache[node.name],
-                "rectified": self.rectified.get(node.name) if lrp else None,
-            }
-            step = Step(
-                node,
-                vals,
-                lrp,
-                rule,
-                absorbed,
-                fused[0] if fused else None,
-                fused[1] if fused else None,
-                self.opset,
-                extra,
-            )
-            results = HANDLERS[node.op](step, outs)
+            results = HANDLERS[node.op](self._step(node, vals, rules, absorbed), outs)
             for name, g in zip(node.inputs, results):
-                if g is None or name not in self.carrying:
+                if g is None or name not in graph.carrying:
                     continue
                 grads[name] = grads[name] + g if name in grads else g
         out = {}

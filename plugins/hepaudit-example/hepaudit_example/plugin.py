@@ -19,15 +19,22 @@ from typing import TYPE_CHECKING
 
 import click
 import numpy as np
-from hepaudit import AuditContext, Chunk, Explainer, ExplainerResult, FeatureScore, ReportSection, hookimpl
-from hepaudit.metrics import roc_auc
-from hepaudit.results import sorted_scores
+from hepaudit.api import (
+    AuditContext,
+    Chunk,
+    Explainer,
+    ExplainerResult,
+    FeatureScore,
+    ReportSection,
+    hookimpl,
+    roc_auc,
+    sorted_scores,
+)
 
 from hepaudit_example import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hepaudit import AuditReport
-    from hepaudit.plugins import ExplainerRegistry
+    from hepaudit.api import AuditReport, ExplainerRegistry
 
 #: How many top features of each method the report section compares.
 TOP = 5
