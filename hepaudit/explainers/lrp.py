@@ -43,7 +43,8 @@ class LrpOptions:
     epsilon: float = 1e-6
     gamma: float = 0.25
     first_layer: Literal["same", "flat", "wsquare"] = "same"
-    composite: dict[str, str] = field(default_factory=lambda: {"dense": "epsilon", "conv": "gamma"})
+    # a {layer kind: rule} table, or the name of a composite in hepaudit.model.backward.rules.COMPOSITES
+    composite: dict[str, str] | str = field(default_factory=lambda: {"dense": "epsilon", "conv": "gamma"})
     ignore_bias: bool = False
     normalize: Literal["none", "sum_abs"] = "none"
     per_jet: bool = True
@@ -53,11 +54,18 @@ class LrpOptions:
     heatmap_bins: int = 40
 
 
+def composite_table(options: LrpOptions) -> dict[str, str]:
+    """The composite's rule per layer kind (a named composite looked up)."""
+    if isinstance(options.composite, str):
+        return dict(RuleSet.composite(options.composite).by_kind or {})
+    return dict(options.composite)
+
+
 def rule_set(options: LrpOptions) -> RuleSet:
     if options.rule == "composite":
         return RuleSet(
             "epsilon",
-            dict(options.composite),
+            composite_table(options),
             options.first_layer,
             options.epsilon,
             options.gamma,
@@ -346,9 +354,12 @@ class LayerwiseRelevance(Explainer[LrpState]):
     def rule_fields(self) -> dict[str, Any]:
         o = self.options
         fields: dict[str, Any] = {"rule": o.rule}
-        used = {o.rule} if o.rule != "composite" else set(o.composite.values()) | {"epsilon"}
+        table = composite_table(o) if o.rule == "composite" else {}
+        used = {o.rule} if o.rule != "composite" else set(table.values()) | {"epsilon"}
         if o.rule == "composite":
-            fields["composite"] = dict(o.composite)
+            fields["composite"] = table
+            if isinstance(o.composite, str):
+                fields["composite_name"] = o.composite
         if used & {"epsilon", "gamma", "alpha1beta0", "alpha2beta1"}:
             fields["epsilon"] = o.epsilon
         if "gamma" in used:
@@ -390,6 +401,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
                 "mean_behaviour": mean_behaviour,
                 **self.figure_fields(state, order),
                 "path_ops": self.engine.path_ops,
+                "canonizers": dict(self.engine.canonizers),
                 "definition": "R_j = sum_k a_j w_jk / (z_k + eps sign z_k) R_k, seeded with z(x); "
                 "importance = mean |R|",
             }
