@@ -163,6 +163,10 @@ def plugins(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         if show_all:
             click.echo(f"    module: {info.module}")
             click.echo(f"    hooks:  {', '.join(info.hooks)}")
+            for name, details in info.explainer_details.items():
+                kind = "ranks features" if details["attribution"] else "no ranking"
+                needs = f"; needs {', '.join(details['needs'])}" if details["needs"] else ""
+                click.echo(f"    {name}: {details['description']} ({kind}{needs})")
     if host.disabled:
         click.echo(f"disabled: {', '.join(host.disabled)}")
 

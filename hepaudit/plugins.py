@@ -57,10 +57,13 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     explainers: list[str] = field(default_factory=list)
     recipes: list[str] = field(default_factory=list)
+    # per explainer: its description, whether it ranks features, what it needs
+    explainer_details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "module": self.module, "builtin": self.builtin,
-                "hooks": self.hooks, "explainers": self.explainers, "recipes": self.recipes}
+                "hooks": self.hooks, "explainers": self.explainers, "recipes": self.recipes,
+                "explainer_details": self.explainer_details}
 
 
 def disabled_from_env() -> list[str]:
@@ -192,7 +195,15 @@ class PluginHost:
                 builtin=name in self._builtin, hooks=hooks,
                 explainers=sorted(e for e, o in explainers.owner.items() if o == name),
                 recipes=sorted(r for r, o in recipes.owner.items() if o == name),
+                explainer_details={e: _details(explainers.classes[e]) for e, o in sorted(explainers.owner.items())
+                                   if o == name},
             ))
         return sorted(out, key=lambda p: (not p.builtin, p.name))
 
 
+
+
+def _details(cls: type[Explainer[Any]]) -> dict[str, Any]:
+    """What ``hepaudit plugins --all`` says of one explainer class."""
+    return {"description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+            "attribution": bool(cls.attribution), "needs": sorted(cls.needs)}

@@ -235,3 +235,35 @@ def test_feature_range_bins_are_those_of_the_x_pass(config: Path) -> None:
         lo = max(x.mean() - 3 * x.std(), -np.abs(x).max())
         hi = min(x.mean() + 3 * x.std(), np.abs(x).max())
         np.testing.assert_allclose([profile["bin_edges"][0], profile["bin_edges"][-1]], [lo, hi], rtol=1e-6)
+
+
+def test_agreement_compares_only_explainers_that_declare_attribution(config: Path) -> None:
+    class Ranked(ForgetfulSum):
+        name = "ranked"
+        attribution = True
+
+    class Plugin:
+        @hookimpl
+        def hepaudit_register_explainers(self, register: object) -> None:
+            register(ForgetfulSum)  # type: ignore[operator]
+            register(Ranked)  # type: ignore[operator]
+
+    report = hepaudit.audit(config, out=None, explainers=["dauc", "forgetful", "ranked"],
+                            plugins=[("probe", Plugin())])
+    pairs = {frozenset((a.a, a.b)) for a in report.agreement}
+    assert pairs == {frozenset(("dauc", "ranked"))}  # forgetful ranks one "feature" but is no attribution
+
+
+def test_plugins_all_describes_each_explainer() -> None:
+    import json
+
+    from conftest import run_cli
+
+    out = run_cli("plugins", "--all", "--json")
+    assert out.returncode == 0, out.stderr
+    details = {name: d for p in json.loads(out.stdout) for name, d in p["explainer_details"].items()}
+    assert details["dauc"] == {"description": details["dauc"]["description"], "attribution": True,
+                               "needs": ["input_mean", "labels"]}
+    assert details["nap"]["attribution"] is False and "NAP" in details["nap"]["description"]
+    text = run_cli("plugins", "--all").stdout
+    assert "lrp: Layer-wise relevance propagation" in text and "(ranks features; needs input_mean)" in text

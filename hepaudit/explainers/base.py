@@ -239,7 +239,9 @@ class Explainer(ABC, Generic[State]):
     own ``reference`` option table, or, when neither is set, the audited data itself) and
     ``"arrays"`` (``chunk.arrays`` holds the raw branches; without it an executor may hand
     over only the label and weight columns there).
-    ``attribution`` says whether the result carries feature importance.
+    ``attribution`` says whether the result carries a feature ranking (such results enter
+    the agreement table); ``description`` is the line ``hepaudit plugins --all`` shows;
+    ``reference_option`` names the option that holds the explainer's own reference sample.
     """
 
     name: ClassVar[str]
@@ -247,6 +249,9 @@ class Explainer(ABC, Generic[State]):
     needs: ClassVar[frozenset[str]] = frozenset()
     attribution: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    #: the option (a table with the keys of ``[reference]``) that gives this explainer a
+    #: reference sample of its own; None: the explainer takes no such option
+    reference_option: ClassVar[str | None] = "reference"
 
     def __init__(self, options: Any, context: AuditContext) -> None:
         self.options = options

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,9 +83,11 @@ def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult]) -> float:
     return time.perf_counter() - t0
 
 
-def agreement(results: dict[str, ExplainerResult]) -> list[Agreement]:
-    """Kendall τ and top-10 overlap of every pair of rankings."""
-    ranked = {n: r.feature_importance for n, r in results.items() if r.status == "ok" and r.feature_importance}
+def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] | None = None) -> list[Agreement]:
+    """Kendall τ and top-10 overlap of every pair of rankings (of the explainers in
+    ``attribution``, those whose class declares ``attribution = True``; None: every ranking)."""
+    ranked = {n: r.feature_importance for n, r in results.items()
+              if r.status == "ok" and r.feature_importance and (attribution is None or n in attribution)}
     names = list(ranked)
     out = []
     for i, a in enumerate(names):
@@ -143,7 +146,7 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, ti
               "reference": plan.reference.summary() if plan.reference else None},
         features=plan.builder.features,
         explainers=results,
-        agreement=agreement(results),
+        agreement=agreement(results, {n for n, c in plan.classes.items() if c.attribution}),
         per_jet="per_jet.root" if per_jet is not None and per_jet.entries else None,
         warnings=plan.warnings,
         groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},

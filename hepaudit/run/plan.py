@@ -154,12 +154,13 @@ class AuditPlan:
             self.runs.append(run)
 
     def _reference_for(self, name: str) -> Sample:
-        """The sample an explainer's reference pass reads: its own ``reference`` option table, else
-        ``[reference]``, else the audited data itself."""
-        own = getattr(self.options[name], "reference", None)
+        """The sample an explainer's reference pass reads: the table in its ``reference_option``
+        (``reference`` by default), else ``[reference]``, else the audited data itself."""
+        option = self.classes[name].reference_option
+        own = getattr(self.options[name], option, None) if option else None
         if isinstance(own, dict) and own:
             base_dir = self.context.config_dir or Path.cwd()
-            where = f"explainers.{name}.reference"
+            where = f"explainers.{name}.{option}"
             sample = Sample(sample_config(own, where, base_dir), where)
             sample.check(list(self.builder.flat_branches), self.builder.jagged_branches)
             return sample
