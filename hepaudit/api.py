@@ -13,7 +13,9 @@ What is here, by purpose (docs/plugins.md has a section on each):
   :class:`NoOptions`; what ``needs`` may hold (:data:`Need`, :data:`LABELS`,
   :data:`INPUT_MEAN`, :data:`REFERENCE`, :data:`ARRAYS`);
 * results: :class:`ExplainerResult`, :class:`FeatureScore`, :class:`Figure`,
-  :class:`ReportSection`, :class:`AuditReport`, :func:`sorted_scores`;
+  :class:`ReportSection`, :class:`AuditReport`, :func:`sorted_scores`; per-jet attributions
+  in one container, :class:`Explanation` (and :class:`ExplanationSample`, a seeded sample of
+  its rows that merges exactly);
 * numbers: :func:`roc_auc` (exact, weighted), :func:`feature_matrix` (a chunk's inputs as
   one (jets, features) matrix in the report's feature order) and its inverse
   :func:`with_features` (input tensors with the features set from such a matrix);
@@ -47,6 +49,7 @@ _WHERE = {
     "HepauditError": "hepaudit.errors", "ConfigError": "hepaudit.errors", "DataError": "hepaudit.errors",
     "ModelError": "hepaudit.errors",
     "ProgressEvent": "hepaudit.run.progress",
+    "Explanation": "hepaudit.explanation", "ExplanationSample": "hepaudit.explanation",
 }
 
 __all__ = [
@@ -55,7 +58,7 @@ __all__ = [
     "FeatureScore", "Figure", "ReportSection", "AuditReport", "sorted_scores", "roc_auc", "feature_matrix",
     "with_features",
     "seeded_keys", "salted_uniform", "salt_for", "to_unit", "Reservoir", "SpilledColumns", "HepauditError",
-    "ConfigError", "DataError", "ModelError", "ProgressEvent",
+    "ConfigError", "DataError", "ModelError", "ProgressEvent", "Explanation", "ExplanationSample",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.explainers.base import AuditContext, AuditFacts, Chunk, Explainer, NoOptions
     from hepaudit.explainers.columns import SpilledColumns
     from hepaudit.explainers.shap.background import Reservoir
+    from hepaudit.explanation import Explanation, ExplanationSample
     from hepaudit.hookspecs import hookimpl
     from hepaudit.metrics import roc_auc
     from hepaudit.needs import ARRAYS, INPUT_MEAN, KNOWN_NEEDS, LABELS, REFERENCE, Need

@@ -10,6 +10,10 @@ A plugin draws the way the built-ins do::
         ...
         return [Figure("my_plot.png", "What it shows", plotting.png(fig))]
 
+Every explainer with per-jet attributions gets the same beeswarm and dependence plots from
+its :class:`~hepaudit.explanation.Explanation`:
+``explanation_figures(result.explanation, ExplanationLabels("lime", "LIME", "β", "logit per σ"))``.
+
 matplotlib (Agg backend) is imported on the first :func:`pyplot` call, never at import time.
 """
 
@@ -20,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from hepaudit.report.explanation_figures import Labels as ExplanationLabels
+from hepaudit.report.explanation_figures import explanation_figures
 from hepaudit.report.figures import (
     BACKGROUND_COLOUR,
     DPI,
@@ -31,8 +37,8 @@ from hepaudit.report.figures import (
     log_scale,
 )
 
-__all__ = ["BACKGROUND_COLOUR", "DPI", "OVERALL_COLOUR", "SIGNAL_COLOUR", "class_bars", "log_scale", "png",
-           "pyplot", "short_label", "value_profiles"]
+__all__ = ["BACKGROUND_COLOUR", "DPI", "OVERALL_COLOUR", "SIGNAL_COLOUR", "ExplanationLabels", "class_bars",
+           "explanation_figures", "log_scale", "png", "pyplot", "short_label", "value_profiles"]
 
 
 def pyplot() -> Any:

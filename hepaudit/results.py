@@ -8,7 +8,10 @@ into report.json next to the common keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hepaudit.explanation import Explanation
 
 Status = Literal["ok", "failed", "skipped"]
 
@@ -64,6 +67,9 @@ class ExplainerResult:
     # extra per-jet trees for per_jet.root, e.g. {"shap": {"entry": ..., "shap_pt_0": ...}}, for
     # explainers that look at a subsample; not part of report.json
     trees: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # per-jet attributions (all jets or a sample), as one container: what draw() and the
+    # shared plots read; not part of report.json (per_jet.root holds the per-jet numbers)
+    explanation: Explanation | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

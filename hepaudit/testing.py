@@ -176,7 +176,9 @@ def _result_table(result: Any) -> dict[str, Any]:
                                    for s in result.feature_importance or []],
             "groups": [(s.feature, s.score) for s in result.group_importance or []],
             "fields": {k: v for k, v in result.fields.items() if not k.startswith("saved_")},
-            "summary": result.summary}
+            "summary": result.summary,
+            "explanation": None if result.explanation is None else {
+                k: v for k, v in vars(result.explanation).items() if k != "feature_names"}}
 
 
 def check_explainer(config: str | Path | Any, explainer: str, *, plugins: Sequence[tuple[str, object]] = (),

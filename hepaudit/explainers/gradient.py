@@ -26,9 +26,11 @@ import numpy as np
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.lrp import AttributionSums, draw_relevance, engine_for, forward_values, mean_row
+from hepaudit.explanation import Explanation, ExplanationSample
 from hepaudit.model.backward import gradient_seed, logit_and_gradient
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, Figure
+from hepaudit.sampling import salt_for
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class GradientOptions:
     steps: int = 32
     per_jet: bool = False
     max_per_jet_features: int = 512
+    sample_jets: int = 500  # jets kept (a seeded sample) for the beeswarm and dependence plots
 
 
 @dataclass
@@ -48,6 +51,7 @@ class GradientState:
     sums: AttributionSums = field(default_factory=AttributionSums)
     n: int = 0
     completeness: float = 0.0
+    sample: ExplanationSample | None = None  # per-jet attributions of a seeded sample of jets
 
 
 class Gradient(Explainer[GradientState]):
@@ -67,7 +71,8 @@ class Gradient(Explainer[GradientState]):
         self.per_jet = options.per_jet and len(context.features) <= options.max_per_jet_features
 
     def start(self) -> GradientState:
-        return GradientState()
+        return GradientState(sample=ExplanationSample(self.options.sample_jets,
+                                                      salt_for(self.context.seed, "gradient-sample")))
 
     def _target(self, values: dict[str, np.ndarray]) -> np.ndarray:
         z, _ = logit_and_gradient(self.engine.target, values[self.engine.target.tensor])
@@ -131,13 +136,17 @@ class Gradient(Explainer[GradientState]):
         state.sums.add(a, chunk.labels, chunk.weights)
         state.n += len(chunk)
         state.completeness += completeness
+        explanation = Explanation(a, self.context.features, chunk.entries, labels=chunk.labels, scores=chunk.score,
+                                  data=feature_matrix(self.context.builder, chunk.inputs), output=self.options.target)
         if self.per_jet:
-            for k, name in enumerate(self.context.features):
-                chunk.per_jet[f"grad_{name}"] = a[:, k].astype(np.float32)
+            chunk.per_jet.update({k: v.astype(np.float32) for k, v in explanation.branches("grad").items()})
+        if state.sample is not None:
+            state.sample.add(explanation)
         return state
 
     def merge(self, a: GradientState, b: GradientState) -> GradientState:
-        return GradientState(a.sums.merge(b.sums), a.n + b.n, a.completeness + b.completeness)
+        sample = a.sample if b.sample is None else b.sample if a.sample is None else a.sample.merged(b.sample)
+        return GradientState(a.sums.merge(b.sums), a.n + b.n, a.completeness + b.completeness, sample)
 
     def finish(self, state: GradientState) -> ExplainerResult:
         names = self.context.features
@@ -168,12 +177,18 @@ class Gradient(Explainer[GradientState]):
             if scores
             else ""
         )
-        return self.result(feature_importance=scores, fields=fields, summary=summary)
+        return self.result(feature_importance=scores, fields=fields, summary=summary,
+                           explanation=state.sample.explanation() if state.sample is not None else None)
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
         method = self.options.method
+        from hepaudit.report.explanation_figures import Labels, explanation_figures
+
         return draw_relevance(result.fields, method, method, f"gradient_{method}_by_class.png",
-                              f"Mean signed {method} per class, top 20 features by mean |attribution|.")
+                              f"Mean signed {method} per class, top 20 features by mean |attribution|.") + \
+            explanation_figures(result.explanation, Labels(f"gradient_{method}", method, "A",
+                                                           f"attribution of the {self.options.target}",
+                                                           jets="jet of a seeded sample"))
 
 
 @hookimpl

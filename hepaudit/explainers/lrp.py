@@ -28,9 +28,11 @@ import numpy as np
 
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.explanation import Explanation, ExplanationSample
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
+from hepaudit.sampling import salt_for
 
 ETA_NAMES = ("eta", "deta", "eta_rel", "etarel", "delta_eta")
 PHI_NAMES = ("phi", "dphi", "phi_rel", "phirel", "delta_phi")
@@ -52,6 +54,7 @@ class LrpOptions:
     profile_features: int = 4
     heatmap_range: float = 1.0
     heatmap_bins: int = 40
+    sample_jets: int = 500  # jets kept (a seeded sample) for the beeswarm and dependence plots
 
 
 def composite_table(options: LrpOptions) -> dict[str, str]:
@@ -268,6 +271,7 @@ class LrpState:
     outside: float = 0.0  # relevance that reached inputs that are not features (a mask)
     profiles: Profiles | None = None
     image: np.ndarray | None = None
+    sample: ExplanationSample | None = None  # per-jet relevance of a seeded sample of jets
 
 
 class LayerwiseRelevance(Explainer[LrpState]):
@@ -308,7 +312,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
         bounds = self.context.feature_range
         if bounds is None:  # no x̄ pass (a context built by hand): unit bins
             bounds = np.tile([0.0, 1.0], (len(self.context.features), 1))
-        return LrpState(profiles=Profiles.empty(bounds) if self.options.profile_features > 0 else None)
+        return LrpState(profiles=Profiles.empty(bounds) if self.options.profile_features > 0 else None,
+                        sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "lrp-sample")))
 
     def update(self, state: LrpState, chunk: Chunk) -> LrpState:
         out = self.engine.relevance(forward_values(self.engine, chunk.inputs, chunk.extra), self.rules)
@@ -330,9 +335,12 @@ class LayerwiseRelevance(Explainer[LrpState]):
         if self.image.usable:
             hist = self.image.histogram(x, r, self.options.heatmap_range, self.options.heatmap_bins)
             state.image = hist if state.image is None else state.image + hist
+        explanation = Explanation(r, self.context.features, chunk.entries, data=x, labels=chunk.labels,
+                                  scores=chunk.score)
         if self.per_jet:
-            for k, name in enumerate(self.context.features):
-                chunk.per_jet[f"lrp_{name}"] = r[:, k].astype(np.float32)
+            chunk.per_jet.update({k: v.astype(np.float32) for k, v in explanation.branches("lrp").items()})
+        if state.sample is not None:
+            state.sample.add(explanation)
         return state
 
     def merge(self, a: LrpState, b: LrpState) -> LrpState:
@@ -349,6 +357,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             a.outside + b.outside,
             a.profiles if b.profiles is None else b.profiles if a.profiles is None else a.profiles.merge(b.profiles),
             image,
+            a.sample if b.sample is None else b.sample if a.sample is None else a.sample.merged(b.sample),
         )
 
     def rule_fields(self) -> dict[str, Any]:
@@ -422,6 +431,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             feature_importance=scores,
             fields=fields,
             summary=summary,
+            explanation=state.sample.explanation() if state.sample is not None else None,
             warnings=list(self.warnings),
         )
 
@@ -439,8 +449,12 @@ class LayerwiseRelevance(Explainer[LrpState]):
         return out
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
+        from hepaudit.report.explanation_figures import Labels, explanation_figures
+
         return draw_relevance(result.fields, "LRP", "R", "lrp_relevance_by_class.png",
-                              "Mean signed LRP relevance per class, top 20 features by mean |R|.")
+                              "Mean signed LRP relevance per class, top 20 features by mean |R|.") + \
+            explanation_figures(result.explanation, Labels("lrp", "LRP", "R", "relevance of the logit",
+                                                           jets="jet of a seeded sample"))
 
 
 def draw_relevance(fields: dict[str, Any], method: str, symbol: str, bars_file: str, bars_caption: str

@@ -25,6 +25,7 @@ from hepaudit.explainers.shap.coalitions import all_coalitions, exact_shapley
 from hepaudit.explainers.shap.evaluate import CoalitionEvaluator, Players
 from hepaudit.explainers.shap.figures import player_values
 from hepaudit.explainers.shap.kernel import default_budget, kernel_design, kernel_shap, permutation_shap
+from hepaudit.explanation import Explanation
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
 
@@ -267,14 +268,10 @@ class Shap(Explainer[ShapState]):
                                              None if sig is None else float(sig[i]),
                                              None if bkg is None else float(bkg[i]))
                                 for i, name in enumerate(names)])
-        tree: dict[str, np.ndarray] = {"entry": entries, "score": f_x, "base_value": v_empty}
-        if labelled:
-            tree["label"] = labels.astype(np.int32)
-        values = player_values(self.players, self.context.builder.slots, jets)
-        for i, name in enumerate(names):
-            tree[f"shap_{name}"] = phi[:, i]
-        for i, name in enumerate(names):  # the player's input value (a group: its first feature's)
-            tree[f"value_{name}"] = values[:, i]
+        # a group's input value is its first feature's
+        explanation = Explanation(phi, list(names), entries, v_empty, player_values(
+            self.players, self.context.builder.slots, jets), error, labels if labelled else None, f_x,
+            output="probability")
         mean_error = error.mean(axis=0)
         fields = {
             "base_value": float(v_empty.mean()),
@@ -303,22 +300,17 @@ class Shap(Explainer[ShapState]):
         summary = (f"SHAP values of {len(entries)} jets computed {how} over {len(names)} "
                    f"{'groups' if self.grouped else 'features'}; largest mean |φ|: "
                    f"{top.feature} ({top.score:.3g}).") if top else ""
-        return self.result(feature_importance=scores, fields=fields, summary=summary, trees={"shap": tree})
+        return self.result(feature_importance=scores, fields=fields, summary=summary,
+                           trees={"shap": explanation.branches("shap", own_tree=True)}, explanation=explanation)
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
-        """Beeswarm and dependence plots from the per-jet ``shap`` tree of the result."""
-        from hepaudit.explainers.shap.figures import beeswarm, dependence
+        """The shared beeswarm and dependence plots of the explained jets."""
+        from hepaudit.report.explanation_figures import Labels, explanation_figures
 
-        tree = result.trees.get("shap")
-        if not tree:
-            return []
-        names = [c[len("shap_"):] for c in tree if c.startswith("shap_")]
-        phi = np.stack([tree[f"shap_{n}"] for n in names], axis=1)
-        values = np.stack([tree[f"value_{n}"] for n in names], axis=1)
-        labels = tree.get("label", np.full(len(phi), 2))
         grouped = result.fields.get("players") == "groups"
-        return [fig for fig in (beeswarm(phi, values, names, grouped),
-                                dependence(phi, values, names, labels, grouped)) if fig is not None]
+        note = "first feature's value" if grouped else "feature's value"
+        return explanation_figures(result.explanation, Labels("shap", "SHAP", "φ", "change of the signal score",
+                                                              value_note=note))
 
 
 @hookimpl

@@ -5,7 +5,8 @@ so the same jets whatever the chunks or partitions), LIME perturbs each jet's fe
 around it, weights the perturbations by their proximity and fits a sparse linear model of
 the logit (:mod:`hepaudit_lime.surrogate`). Reported: mean |β| per feature overall and per
 class (the ranking), the local fidelity R² of the surrogates, and per jet (tree ``lime`` in
-per_jet.root) every coefficient and the R².
+per_jet.root, written from an :class:`~hepaudit.api.Explanation` by its naming rule) every
+coefficient, the jet's feature values and the R².
 
 Only :mod:`hepaudit.api` and :mod:`hepaudit.plotting` are used: this plugin is the proof
 that a third party can write an explainer against the public surface alone.
@@ -25,6 +26,7 @@ from hepaudit.api import (
     Explainer,
     ExplainerRegistry,
     ExplainerResult,
+    Explanation,
     FeatureScore,
     Figure,
     Reservoir,
@@ -160,9 +162,15 @@ class Lime(Explainer[LimeState]):
         surrogates = self._surrogates(state, inputs, entries, sigma)
         beta = np.array([s.coefficients for s in surrogates])
         r2 = np.array([s.r2 for s in surrogates])
+        # the surrogate at the jet itself (eps = 0) is its intercept: the base the coefficients add to
+        explanation = Explanation(beta, list(self.context.features), entries,
+                                  np.array([s.intercept for s in surrogates]),
+                                  feature_matrix(self.context.builder, inputs).astype(np.float64), labels=labels,
+                                  scores=score, output="logit per standard deviation")
         return self.result(feature_importance=self._scores(beta, labels),
                            fields=self._fields(beta, r2, labels, sigma), summary=self._summary(beta, r2),
-                           trees={"lime": self._tree(entries, labels, score, beta, r2)})
+                           trees={"lime": {**explanation.branches("lime", own_tree=True), "r2": r2}},
+                           explanation=explanation)
 
     def _scores(self, beta: np.ndarray, labels: np.ndarray) -> list[FeatureScore]:
         absolute = np.abs(beta)
@@ -207,14 +215,6 @@ class Lime(Explainer[LimeState]):
         return (f"LIME surrogates of {len(r2)} jets: largest mean |β| for {self.context.features[top]}; "
                 f"local fidelity R² {np.mean(r2):.2f} on average ({int((r2 < 0.5).sum())} jets below 0.5).")
 
-    def _tree(self, entries: np.ndarray, labels: np.ndarray, score: np.ndarray, beta: np.ndarray,
-              r2: np.ndarray) -> dict[str, np.ndarray]:
-        tree: dict[str, np.ndarray] = {"entry": entries, "label": labels.astype(np.int32), "score": score,
-                                       "r2": r2}
-        for k, name in enumerate(self.context.features):
-            tree[f"lime_{name}"] = beta[:, k]
-        return tree
-
     def draw(self, result: ExplainerResult) -> list[Figure]:
         from hepaudit import plotting
 
@@ -244,7 +244,8 @@ class Lime(Explainer[LimeState]):
             ax.legend(frameon=False, fontsize=8)
             figures.append(Figure("lime_fidelity.png", "How well the linear surrogates fit the logit near each jet",
                                   plotting.png(fig)))
-        return figures
+        labels = plotting.ExplanationLabels("lime", "LIME", "β", "logit per σ of the feature")
+        return figures + plotting.explanation_figures(result.explanation, labels)
 
 
 @hookimpl

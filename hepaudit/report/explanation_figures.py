@@ -1,0 +1,101 @@
+"""The figures every per-jet attribution gets, drawn from an :class:`~hepaudit.explanation.Explanation`.
+
+Beeswarm: one row per feature (the largest mean |attribution| at the top), one dot per jet
+at its attribution, coloured by the feature's value in that jet (its percentile among the
+jets shown, so that pT in GeV and η share one colour scale). Dependence: the attribution of
+the leading features against their value, signal and background in their colours. SHAP,
+LRP, gradients and plugins (LIME) call these with their own names and symbols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hepaudit.explanation import Explanation
+from hepaudit.report.figures import BACKGROUND_COLOUR, OVERALL_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short
+from hepaudit.results import Figure
+
+TOP = 15
+DEPENDENCE_TOP = 4
+
+
+@dataclass(frozen=True)
+class Labels:
+    """How a method's attributions are named on a figure."""
+
+    key: str  # file name prefix: "shap" -> shap_beeswarm.png
+    method: str  # "SHAP", "LRP"
+    symbol: str  # "φ", "R"
+    meaning: str  # "change of the signal score"
+    jets: str = "explained jet"  # what one dot is
+    value_note: str = "feature's value"  # what the colour is (a group: its first feature's)
+
+
+def _percentile_ranks(values: np.ndarray) -> np.ndarray:
+    ranks = np.argsort(np.argsort(values, axis=0, kind="stable"), axis=0, kind="stable").astype(float)
+    return ranks / max(1, len(values) - 1)
+
+
+def beeswarm(explanation: Explanation, labels: Labels) -> Figure | None:
+    """One dot per jet at its attribution, per leading feature, coloured by the feature's value."""
+    phi, values, names = explanation.values, explanation.data, explanation.feature_names
+    if phi.size == 0 or values is None:
+        return None
+    plt = _pyplot()
+    order = np.argsort(-np.abs(phi).mean(axis=0), kind="stable")[:TOP]
+    colours = _percentile_ranks(values)
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.35 * len(order)))
+    for row, p in enumerate(order):
+        # vertical spread grows with the local density of the values, like a beeswarm
+        x = phi[:, p]
+        hist, edges = np.histogram(x, bins=30)
+        bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(hist) - 1)
+        density = hist[bins] / max(1, hist.max())
+        y = row + rng.uniform(-0.35, 0.35, len(x)) * density
+        points = ax.scatter(x, y, c=colours[:, p], cmap="coolwarm", vmin=0, vmax=1, s=8, linewidths=0)
+    ax.axvline(0, color="#888888", lw=0.8)
+    ax.set_yticks(np.arange(len(order)), [_short(names[p]) for p in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{labels.method} value {labels.symbol} ({labels.meaning})")
+    bar = fig.colorbar(points, ax=ax, pad=0.01)
+    bar.set_label(f"{labels.value_note} (percentile)")
+    ax.set_title(f"{labels.method} summary: one dot per {labels.jets}")
+    caption = (f"{labels.method} values per {labels.jets} for the features with the largest mean "
+               f"|{labels.symbol}|, coloured by the {labels.value_note}, as a percentile among the jets shown.")
+    return Figure(f"{labels.key}_beeswarm.png", caption, _png(fig))
+
+
+def dependence(explanation: Explanation, labels: Labels) -> Figure | None:
+    """The attribution of the leading features against their value, per class."""
+    phi, values, names = explanation.values, explanation.data, explanation.feature_names
+    if phi.size == 0 or values is None:
+        return None
+    classes = explanation.labels if explanation.labels is not None else np.full(len(phi), 2)
+    plt = _pyplot()
+    order = np.argsort(-np.abs(phi).mean(axis=0), kind="stable")[:DEPENDENCE_TOP]
+    fig, axes = plt.subplots(1, len(order), figsize=(3.3 * len(order), 3.0), squeeze=False)
+    for ax, p in zip(axes[0], order):
+        for cls, colour, label in ((1, SIGNAL_COLOUR, "signal"), (0, BACKGROUND_COLOUR, "background"),
+                                   (2, OVERALL_COLOUR, "unlabelled")):
+            sel = classes == cls
+            if sel.any():
+                ax.scatter(values[sel, p], phi[sel, p], s=7, color=colour, alpha=0.6, linewidths=0, label=label)
+        ax.axhline(0, color="#888888", lw=0.8)
+        ax.set_xlabel(_short(names[p], 28), fontsize=8)
+        ax.set_ylabel(labels.symbol, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    caption = (f"{labels.method} dependence: {labels.symbol} of the leading features against their value"
+               f" ({labels.value_note}), signal and background jets in their colours.")
+    return Figure(f"{labels.key}_dependence.png", caption, _png(fig))
+
+
+def explanation_figures(explanation: Explanation | None, labels: Labels) -> list[Figure]:
+    """The beeswarm and the dependence plots (those that can be drawn)."""
+    if explanation is None or not len(explanation):
+        return []
+    return [f for f in (beeswarm(explanation, labels), dependence(explanation, labels)) if f is not None]
