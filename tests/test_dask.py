@@ -443,3 +443,16 @@ def test_every_builtin_agrees_on_one_partition_several_and_dask(folder: Path, cl
         assert sorted(columns[name]) == sorted(columns["one"])
         for column in columns["one"]:
             np.testing.assert_allclose(columns[name][column], columns["one"][column], rtol=1e-9, err_msg=column)
+    # the per-jet attributions behind the beeswarm and dependence plots: the same jets, the same values
+    for name in ("shap", "lrp", "gradient"):
+        expected = reports["one"].explainers[name].explanation
+        assert expected is not None and len(expected) > 0, name
+        for other in ("several", "dask"):
+            got = reports[other].explainers[name].explanation
+            assert got is not None, (name, other)
+            np.testing.assert_array_equal(got.entries, expected.entries, err_msg=f"{name} {other}")
+            np.testing.assert_allclose(got.values, expected.values, rtol=1e-9, err_msg=f"{name} {other}")
+    # and their figures were drawn, on the client
+    drawn = {p.name for p in (folder / "every-dask" / "figures").iterdir()}
+    assert {"lrp_profiles.png", "lrp_beeswarm.png", "shap_beeswarm.png", "nap_diagram.png",
+            "latent_components.png"} <= drawn

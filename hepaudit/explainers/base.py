@@ -285,14 +285,15 @@ class Explainer(ABC, Generic[State]):
         """The result from the merged state of every chunk."""
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
-        """Figures drawn from a finished result, for explainers that draw their own.
+        """The explainer's figures, drawn from its finished result: the one place figures are made.
 
         Called once per audit, after every explainer has finished, in the process that makes
-        the report, and timed apart (``report.timing["figures_s"]``); a failure is a warning.
-        Draw only from ``result.fields``, so report.json holds every number a figure shows:
-        on Dask ``finish`` runs on a worker and this instance never saw a chunk. Figures made
-        in ``finish`` (``result.figures``) work too, but are drawn on the worker, inside the
-        explainer's own time."""
+        the report, and timed apart (``report.timing["figures_s"]``, never the explainer's
+        ``runtime_s``); a failure is a warning. Draw only from the result (``fields``,
+        ``trees``, ``explanation``), so the report holds every number a figure shows: on Dask
+        ``finish`` runs on a worker and this instance never saw a chunk. ``finish`` returns
+        numbers only (a ``figures`` list it sets is still shown, but drawn on the worker,
+        inside the explainer's own time)."""
         return []
 
     def result(self, **kwargs: Any) -> ExplainerResult:
