@@ -10,7 +10,6 @@ inside the function, so ``import hepaudit`` stays light.
 
 from __future__ import annotations
 
-import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,22 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.run.progress import ProgressCallback
 
 
-def prepare_output(out: Path, force: bool) -> None:
-    """Refuse a non-empty output folder unless ``force``; never delete anything else."""
-    from hepaudit.errors import OutputError
-
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise OutputError(f"{out}: the output folder is not empty (it may hold an earlier report); "
-                              "choose another --out or pass --force to overwrite")
-        for name in ("report.json", "report.html", "per_jet.root"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "figures", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudit-report",
           explainers: Sequence[str] | None = None, max_jets: int | None = None, seed: int | None = None,
           force: bool = False, disable: Sequence[str] = (), progress: bool | None = None,
@@ -47,48 +30,30 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     """Run an audit and return its report; with ``out`` set, also write it there.
 
     :param config: an audit TOML file, or an :class:`AuditConfig`.
-    :param out: output folder (report.json, report.html, figures/, per_jet.root); None
-        writes nothing and only returns the report.
+    :param out: output folder (report.json, report.html, figures/, per_jet.root); None writes nothing.
     :param explainers: run only these (default: every ``[explainers.NAME]`` table).
-    :param max_jets: cap on audited jets (overrides ``data.max_jets``).
-    :param seed: seed for stochastic explainers (overrides ``execution.seed``).
-    :param force: overwrite a non-empty output folder.
-    :param disable: plugin names to block.
-    :param progress: progress bars on stderr (default: the config's ``execution.progress``).
+    :param max_jets, seed: override ``data.max_jets`` and ``execution.seed``.
+    :param force: overwrite a non-empty output folder. :param disable: plugin names to block.
+    :param progress: bars on stderr (default: ``execution.progress``); ``on_progress`` instead gets
+        each :class:`~hepaudit.run.progress.ProgressEvent`; setting ``cancel`` stops the run.
     :param plugins: extra ``(name, plugin)`` objects to register, e.g. from a notebook.
-    :param executor: ``"local"`` or ``"dask"`` (overrides ``execution.executor``).
-    :param scheduler: a Dask scheduler address or a ``distributed.Client`` (implies ``executor="dask"``).
-    :param workers: start a local Dask cluster of this many worker processes (implies ``executor="dask"``).
-    :param on_progress: called with a :class:`~hepaudit.run.progress.ProgressEvent` as the run
-        advances (instead of the bars on stderr).
-    :param cancel: set this event to stop the run between chunks (:class:`~hepaudit.run.progress.AuditCancelled`).
+    :param executor, scheduler, workers: ``"local"`` or ``"dask"``; a Dask scheduler address or a
+        ``distributed.Client``, or a number of local worker processes (both imply ``"dask"``).
     """
     import time
 
-    from hepaudit.executors import make_executor
-    from hepaudit.plugins import PluginHost
-    from hepaudit.report.assemble import assemble
-    from hepaudit.report.per_jet import PerJetWriter
-    from hepaudit.run.execute import execute
-    from hepaudit.run.plan import AuditPlan, apply_overrides
-    from hepaudit.run.progress import Progress, terminal_bars
+    from hepaudit.run import steps
 
     t_start = time.perf_counter()
-    cfg = apply_overrides(config, max_jets=max_jets, seed=seed, executor=executor, scheduler=scheduler,
-                          workers=workers)
+    cfg = steps.apply_overrides(config, max_jets=max_jets, seed=seed, executor=executor, scheduler=scheduler,
+                                workers=workers)
     out_dir = Path(out) if out is not None else None
-    host = PluginHost(disable=disable, extra=plugins)
-    plan = AuditPlan.build(cfg, host, explainers, out_dir, debug)
+    plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir, debug)
+    per_jet = steps.open_output(out_dir, force)
+    bars = steps.terminal_bars(cfg.execution.progress if progress is None else progress)
+    run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
+    outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
+    report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
     if out_dir is not None:
-        prepare_output(out_dir, force)
-    per_jet = PerJetWriter(out_dir / "per_jet.root") if out_dir is not None else None
-    bars = terminal_bars(cfg.execution.progress if progress is None else progress)
-    client = None if isinstance(scheduler, str) else scheduler
-    outcome, timing = execute(plan, make_executor(cfg, disable, plugins, client),
-                              per_jet, Progress(on_progress or bars, cancel))
-    report = assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
-    if out_dir is not None:
-        from hepaudit.report.writer import write_report
-
-        write_report(report, out_dir)
+        steps.write_report(report, out_dir)
     return report
