@@ -11,7 +11,9 @@ plugin or a notebook pays for onnxruntime, uproot and matplotlib only when it ru
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hepaudit.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -44,17 +46,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
     from hepaudit.run.progress import AuditCancelled, ProgressEvent
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hepaudit' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

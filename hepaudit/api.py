@@ -20,7 +20,8 @@ What is here, by purpose (docs/plugins.md has a section on each):
   one (jets, features) matrix in the report's feature order) and its inverse
   :func:`with_features` (input tensors with the features set from such a matrix);
 * sampling that merges exactly: :func:`seeded_keys`, :func:`salted_uniform`, :func:`salt_for`,
-  :func:`to_unit`, :class:`Reservoir`; large per-jet state on disk: :class:`SpilledColumns`;
+  :func:`to_unit`, :class:`Reservoir` (per class: :func:`add_by_class`,
+  :func:`merge_by_class`); large per-jet state on disk: :class:`SpilledColumns`;
 * figures: :mod:`hepaudit.plotting`;
 * errors: :class:`HepauditError`, :class:`ConfigError`, :class:`DataError`, :class:`ModelError`.
 
@@ -29,7 +30,9 @@ Each name loads its module on first use: importing this module costs nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hepaudit.lazy import lazy_exports
 
 _WHERE = {
     "hookimpl": "hepaudit.hookspecs",
@@ -45,6 +48,7 @@ _WHERE = {
     "with_features": "hepaudit.data.builders",
     "seeded_keys": "hepaudit.sampling", "salted_uniform": "hepaudit.sampling", "salt_for": "hepaudit.sampling",
     "to_unit": "hepaudit.sampling", "Reservoir": "hepaudit.explainers.shap.background",
+    "add_by_class": "hepaudit.explainers.shap.background", "merge_by_class": "hepaudit.explainers.shap.background",
     "SpilledColumns": "hepaudit.explainers.columns",
     "HepauditError": "hepaudit.errors", "ConfigError": "hepaudit.errors", "DataError": "hepaudit.errors",
     "ModelError": "hepaudit.errors",
@@ -56,9 +60,9 @@ __all__ = [
     "hookimpl", "ExplainerRegistry", "RecipeRegistry", "Explainer", "Chunk", "AuditContext", "AuditFacts",
     "NoOptions", "Need", "LABELS", "INPUT_MEAN", "REFERENCE", "ARRAYS", "KNOWN_NEEDS", "ExplainerResult",
     "FeatureScore", "Figure", "ReportSection", "AuditReport", "sorted_scores", "roc_auc", "feature_matrix",
-    "with_features",
-    "seeded_keys", "salted_uniform", "salt_for", "to_unit", "Reservoir", "SpilledColumns", "HepauditError",
-    "ConfigError", "DataError", "ModelError", "ProgressEvent", "Explanation", "ExplanationSample",
+    "with_features", "seeded_keys", "salted_uniform", "salt_for", "to_unit", "Reservoir", "add_by_class",
+    "merge_by_class", "SpilledColumns", "HepauditError", "ConfigError", "DataError", "ModelError",
+    "ProgressEvent", "Explanation", "ExplanationSample",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.errors import ConfigError, DataError, HepauditError, ModelError
     from hepaudit.explainers.base import AuditContext, AuditFacts, Chunk, Explainer, NoOptions
     from hepaudit.explainers.columns import SpilledColumns
-    from hepaudit.explainers.shap.background import Reservoir
+    from hepaudit.explainers.shap.background import Reservoir, add_by_class, merge_by_class
     from hepaudit.explanation import Explanation, ExplanationSample
     from hepaudit.hookspecs import hookimpl
     from hepaudit.metrics import roc_auc
@@ -76,17 +80,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.run.progress import ProgressEvent
     from hepaudit.sampling import salt_for, salted_uniform, seeded_keys, to_unit
 
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hepaudit.api' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -14,7 +14,7 @@ import numpy as np
 
 from hepaudit.sampling import salt_for, salted_uniform
 
-__all__ = ["Reservoir", "entry_keys", "kmeans", "salt_for"]
+__all__ = ["Reservoir", "add_by_class", "entry_keys", "kmeans", "merge_by_class", "salt_for"]
 
 #: The sample keys (:mod:`hepaudit.sampling`), under the names this module has always given them.
 entry_keys = salted_uniform
@@ -62,6 +62,24 @@ class Reservoir:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+def add_by_class(reservoirs: dict[int, Reservoir], size: int, keys: np.ndarray, entries: np.ndarray,
+                 inputs: dict[str, np.ndarray], score: np.ndarray, labels: np.ndarray) -> None:
+    """Each jet into its class's reservoir (0 background, 1 signal, 2 unlabelled; made on first
+    use with ``size`` places): a sample of ``size`` jets per class. ``inputs`` are flat rows."""
+    for c in np.unique(labels):
+        sel = labels == c
+        reservoir = reservoirs.setdefault(int(c), Reservoir(size))
+        reservoir.add(keys[sel], entries[sel], {k: v[sel] for k, v in inputs.items()}, score[sel], labels[sel])
+
+
+def merge_by_class(a: dict[int, Reservoir], b: dict[int, Reservoir]) -> dict[int, Reservoir]:
+    """The per-class reservoirs of the union of two sets of jets."""
+    out = dict(a)
+    for c, reservoir in b.items():
+        out[c] = out[c].merged(reservoir) if c in out else reservoir
+    return out
 
 
 def kmeans(data: np.ndarray, k: int, seed: int, iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,14 @@ import numpy as np
 
 from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
-from hepaudit.explainers.shap.background import Reservoir, entry_keys, kmeans, salt_for
+from hepaudit.explainers.shap.background import (
+    Reservoir,
+    add_by_class,
+    entry_keys,
+    kmeans,
+    merge_by_class,
+    salt_for,
+)
 from hepaudit.explainers.shap.coalitions import all_coalitions, exact_shapley
 from hepaudit.explainers.shap.evaluate import CoalitionEvaluator, Players
 from hepaudit.explainers.shap.figures import player_values
@@ -149,12 +156,8 @@ class Shap(Explainer[ShapState]):
         inputs = {k: v.reshape(n, -1) for k, v in chunk.inputs.items()}
         labels = np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
         entries = np.asarray(chunk.entries, np.int64)
-        keys = entry_keys(entries, self.salt_jets)
-        for c in np.unique(labels):
-            sel = labels == c
-            res = state.explain.setdefault(int(c), Reservoir(self.options.jets))
-            picked = {k: v[sel] for k, v in inputs.items()}
-            res.add(keys[sel], entries[sel], picked, chunk.score[sel], labels[sel])
+        add_by_class(state.explain, self.options.jets, entry_keys(entries, self.salt_jets), entries, inputs,
+                     chunk.score, labels)
         if self.background_pool:
             if state.background is None:
                 state.background = Reservoir(self.background_pool)
@@ -163,9 +166,7 @@ class Shap(Explainer[ShapState]):
         return state
 
     def merge(self, a: ShapState, b: ShapState) -> ShapState:
-        explain = dict(a.explain)
-        for c, res in b.explain.items():
-            explain[c] = explain[c].merged(res) if c in explain else res
+        explain = merge_by_class(a.explain, b.explain)
         if a.background is None or b.background is None:
             background = a.background or b.background
         else:

@@ -30,8 +30,10 @@ from hepaudit.api import (
     FeatureScore,
     Figure,
     Reservoir,
+    add_by_class,
     feature_matrix,
     hookimpl,
+    merge_by_class,
     salt_for,
     salted_uniform,
     sorted_scores,
@@ -105,19 +107,13 @@ class Lime(Explainer[LimeState]):
         flat = {k: v.reshape(n, -1) for k, v in chunk.inputs.items()}
         labels = np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
         entries = np.asarray(chunk.entries, np.int64)
-        keys = salted_uniform(entries, self.salt)
-        for c in np.unique(labels):
-            sel = labels == c
-            reservoir = state.jets.setdefault(int(c), Reservoir(self.options.jets))
-            reservoir.add(keys[sel], entries[sel], {k: v[sel] for k, v in flat.items()}, chunk.score[sel],
-                          labels[sel])
+        add_by_class(state.jets, self.options.jets, salted_uniform(entries, self.salt), entries, flat,
+                     chunk.score, labels)
         return state
 
     def merge(self, a: LimeState, b: LimeState) -> LimeState:
-        jets = dict(a.jets)
-        for c, reservoir in b.jets.items():
-            jets[c] = jets[c].merged(reservoir) if c in jets else reservoir
-        return LimeState(jets, a.shapes or b.shapes, a.n + b.n, _add(a.sums, b.sums), _add(a.squares, b.squares))
+        return LimeState(merge_by_class(a.jets, b.jets), a.shapes or b.shapes, a.n + b.n, _add(a.sums, b.sums),
+                         _add(a.squares, b.squares))
 
     def _surrogates(self, state: LimeState, inputs: dict[str, np.ndarray], entries: np.ndarray,
                     sigma: np.ndarray) -> list[Surrogate]:
