@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import uproot
-
 from hepaudit.errors import DataError, HepauditError
 from hepaudit.model.graph import describe_model, find_head, load_model
 
@@ -51,8 +49,10 @@ def root_trees(handle: Any) -> dict[str, Any]:
 
 
 def inspect_root(path: Path) -> tuple[dict[str, Any], str]:
+    from hepaudit.data.reading import open_root
+
     try:
-        handle = uproot.open(path)
+        handle = open_root(path)
     except Exception as exc:
         detail = str(exc).splitlines()[0][:150] if str(exc) else ""
         raise DataError(f"{path}: not a readable ROOT file ({type(exc).__name__}: {detail})") from None

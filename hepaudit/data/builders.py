@@ -33,7 +33,7 @@ from hepaudit.data.constituents import (
 )
 from hepaudit.data.pid import PID_FLAGS, pid_flag
 from hepaudit.data.recipes import Recipe
-from hepaudit.errors import ConfigError, close_matches
+from hepaudit.errors import ConfigError, DataError, close_matches
 from hepaudit.model.graph import TensorInfo
 
 
@@ -120,6 +120,12 @@ class InputBuilder:
                 self.jagged_branches += [b for b in (*cfg.momentum.branches, *extra) if b not in self.jagged_branches]
         self.slots = self._make_slots()
         self.features = [s.name for s in self.slots]
+        seen: dict[str, str] = {}
+        for slot in self.slots:  # a repeated feature would be reported twice under one name
+            if slot.name in seen:
+                raise ConfigError(f"inputs: feature {slot.name!r} appears twice (input {seen[slot.name]!r} and "
+                                  f"{slot.input!r}); list each branch or feature once")
+            seen[slot.name] = slot.input
         # per chunk of branches still alive (by id, dropped with it): each constituents input's
         # jet four-momentum, the sum the builder computes anyway (see jet_momentum)
         self._jets: dict[int, dict[str, ak.Array]] = {}
@@ -253,7 +259,20 @@ class InputBuilder:
             elif len(want) > 1 and want[1] == 1:
                 value = value[:, None]
         dtype = self.model_inputs[name].dtype
-        return np.ascontiguousarray(value, dtype=np.dtype(dtype) if dtype.startswith(("float", "int")) else np.float32)
+        target = np.dtype(dtype) if dtype.startswith(("float", "int")) else np.dtype(np.float32)
+        if target.kind in "iu" and np.asarray(value).dtype.kind == "f":
+            _check_integral(name, dtype, np.asarray(value))
+        return np.ascontiguousarray(value, dtype=target)
+
+
+def _check_integral(name: str, dtype: str, value: np.ndarray) -> None:
+    """An integer model input is fed whole numbers only: a cast would truncate 2.7 to 2 and
+    turn NaN into the most negative integer, silently."""
+    bad = ~np.isfinite(value) | (value != np.round(value))
+    if bad.any():
+        example = value[bad].flat[0]
+        raise DataError(f"model input {name!r} is {dtype}, but {int(bad.sum())} of its values are not whole "
+                        f"numbers (e.g. {example:g}); feed it integer branches or check the input's config")
 
 
 def _momentum_branches(cfg: InputConfig, arrays: ak.Array) -> dict[str, ak.Array]:

@@ -61,6 +61,28 @@ class RawChunk:
     file: str
 
 
+def open_root(path: str | Path, **options: object) -> uproot.ReadOnlyDirectory:
+    """Open a ROOT file and check it is whole: its directory reads, and the file is at least as
+    long as its header says (``fEND``); a truncated file can open and even list its keys while
+    the baskets at its end are gone. Raises ``ValueError`` for a truncated file."""
+    handle = uproot.open(path, **options)
+    try:
+        handle.keys()  # a truncated file can open and still fail on its directory
+        check_length(handle, path)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def check_length(handle: uproot.ReadOnlyDirectory, path: str | Path) -> None:
+    """``ValueError`` when the file is shorter than its header's ``fEND`` (cut off in a copy)."""
+    size = Path(path).stat().st_size
+    end = int(handle.file.fEND)
+    if size < end:
+        raise ValueError(f"the file is {size} bytes but its header says {end}: truncated")
+
+
 def _damaged(handle: uproot.ReadOnlyDirectory, name: str) -> bool:
     """The directory lists ``name`` but it cannot be read: damage, not a typo."""
     return any(k.split(";")[0] == name for k in handle.keys(recursive=False))
@@ -96,8 +118,7 @@ class Sample:
             if not path.is_file():
                 raise DataError(f"{path}: file not found (from {self.where}.files)")
             try:
-                handle = uproot.open(path)
-                handle.keys()  # a truncated file can open and still fail on its directory
+                handle = open_root(path)
             except Exception as exc:
                 reason = (f"{path}: not a readable ROOT file ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:150] if str(exc) else 'truncated or corrupt'})")
@@ -176,6 +197,7 @@ class Sample:
         for part in ([partition] if partition is not None else self.partitions()):
             try:
                 with uproot.open(part.path, array_cache=None, object_cache=None) as handle:  # stream: cache nothing
+                    check_length(handle, part.path)  # cut off since it was checked (or on a worker's disk)
                     tree = handle[self.config.tree]
                     for start in range(part.start, part.stop, step):
                         end = min(start + step, part.stop)

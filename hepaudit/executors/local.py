@@ -114,6 +114,7 @@ class LocalExecutor:
         self._replay: dict[int, list[Replayed]] = {}
         self._last_dropped = 0  # jets the latest chunk lost to the non-finite policy
         self._last_first = 0  # the latest chunk's first chain entry (before any was dropped)
+        self._emptied: list[Replayed] = []  # chunks whose every jet was dropped, as the x̄ pass saw them
 
     def close(self) -> None:
         """Nothing to release in this process."""
@@ -145,7 +146,8 @@ class LocalExecutor:
             for raw, inputs, dropped, _ in replay:
                 if count:
                     self.outcome.n_dropped += dropped
-                yield raw, inputs
+                if len(raw.entries):  # a chunk whose every jet was dropped only counts
+                    yield raw, inputs
                 if counter is not None:
                     counter.update(len(raw.entries) + dropped)
             return
@@ -158,7 +160,7 @@ class LocalExecutor:
             if not checked:  # a config that builds the wrong shape fails here, not inside onnxruntime
                 job.tagger.check_inputs(inputs)
                 checked = True
-            bad = _nonfinite_rows(inputs)
+            bad = _nonfinite_rows(inputs) | self._bad_weights(sample, raw, job.nonfinite == "fail" and count)
             if bad.any():
                 if job.nonfinite == "fail" and count:
                     # count over the whole sample, so the message says how big the problem is
@@ -176,10 +178,29 @@ class LocalExecutor:
             self._last_dropped = int(bad.sum())
             self.outcome.chunks_read += 1
             self.outcome.read_s += time.perf_counter() - t0
-            yield raw, inputs
+            if len(raw.entries):
+                yield raw, inputs
+            else:  # every jet dropped: no chunk for the explainers, but the x̄ pass's cache keeps the count
+                self._emptied.append((raw, inputs, self._last_dropped, self._last_first))
             if counter is not None:
                 counter.update(len(bad))
             t0 = time.perf_counter()
+
+    @staticmethod
+    def _bad_weights(sample: Sample, raw: RawChunk, fail: bool) -> np.ndarray:
+        """Jets whose weight is NaN or inf (a wrong weight is a wrong number in every weighted
+        sum): an error naming the branch with ``fail``, else rows to drop with the others."""
+        weight = sample.config.weight
+        n = len(raw.entries)
+        if not weight or weight not in raw.arrays.fields:
+            return np.zeros(n, bool)
+        bad = ~np.isfinite(ak.to_numpy(raw.arrays[weight]).astype(np.float64))
+        if bad.any() and fail:
+            first = int(raw.entries[np.flatnonzero(bad)[0]])
+            raise DataError(f"{raw.file}: the weight branch {weight!r} ({sample.where}.weight) is NaN or inf for "
+                            f"{int(bad.sum())} of {n} jets in a chunk (first at entry {first}); fix the weights "
+                            f"or set {sample.where}.nonfinite = \"drop\"")
+        return bad
 
     def input_stats(self, sample: Sample, job: Job) -> InputStats:
         """The first pass: sums of every input (for x̄) and feature moments (for warnings).
@@ -190,7 +211,8 @@ class LocalExecutor:
         stats = InputStats()
         dropped = self.outcome.n_dropped
         audited = sample is job.sample and self.cache_bytes > 0
-        branches = self._audit_branches(job) if audited else job.builder.branches
+        # the audited data's weights are read here too, so x̄ leaves out the jets the audit drops
+        branches = self._audit_branches(job) if sample is job.sample else job.builder.branches
         kept: list[Replayed] | None = [] if audited else None
         size = 0
         counter = job.progress.phase("input means", sample.n_entries)
@@ -215,7 +237,8 @@ class LocalExecutor:
                     kept = None
         counter.close()
         if kept is not None:
-            self._replay[id(sample)] = kept
+            self._replay[id(sample)] = kept + self._emptied  # their dropped jets are counted in the audit pass
+        self._emptied = []
         self.outcome.n_dropped = dropped  # the audit pass counts the dropped jets; do not count them twice
         return stats
 
@@ -375,6 +398,7 @@ class LocalExecutor:
             counter.close()
         finally:
             self._replay.clear()
+            self._emptied = []
         self.adopt(live, tree.result())
         with_reference(live, references, job.debug)
         self.finish(live, job.debug)

@@ -36,8 +36,9 @@ def run_warnings(plan: AuditPlan, outcome: Outcome) -> list[tuple[str, str]]:
     for _path, reason in skipped:
         plan.warnings.append(f"skipped an unreadable file (execution.skip_corrupt = true): {reason}")
     if outcome.n_dropped:
-        plan.warnings.append(f"{outcome.n_dropped} jets with NaN/inf inputs or scores were left out (data.nonfinite "
-                             "= \"drop\"); per_jet.root lists the audited jets' entry numbers in `entry`")
+        plan.warnings.append(f"{outcome.n_dropped} jets with NaN/inf inputs, weights or scores were left out "
+                             "(data.nonfinite = \"drop\"); per_jet.root lists the audited jets' entry numbers in "
+                             "`entry`")
     return skipped
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from hepaudit.errors import DataError
+
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors import Executor
     from hepaudit.executors.local import Outcome
@@ -31,6 +33,10 @@ def execute(plan: AuditPlan, executor: Executor, per_jet: PerJetWriter | None, p
         stats_s = time.perf_counter() - t0
         plan.instantiate()
         outcome = executor.run(job)
+        if outcome.n_jets == 0:
+            raise DataError(f"no jet is left to audit: the {plan.sample.n_entries} selected jets were all dropped "
+                            "(NaN or inf inputs, weights or scores with data.nonfinite = \"drop\") or in files "
+                            "left out as unreadable")
     except BaseException:
         if per_jet is not None:
             per_jet.abort()

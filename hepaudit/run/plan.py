@@ -59,18 +59,19 @@ def apply_overrides(config: str | Path | AuditConfig, *, max_jets: int | None = 
     return cfg
 
 
-def label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tuple[int, int, set[int]]:
-    """Signal and background counts from the label branch alone (cheap: one branch).
+def label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tuple[int, int, set[float]]:
+    """Signal and background counts from the label branch alone (cheap: one branch), and every
+    value the branch holds (exactly: 0.5 is not 0, NaN is reported).
 
     With ``skip_corrupt`` a file whose label branch cannot be read is dropped from the sample.
     """
     while True:
         n_sig = n_bkg = 0
-        values: set[int] = set()
+        values: set[float] = set()
         try:
             for raw in sample.chunks([label]):
                 lab = np.asarray(raw.arrays[label])
-                values |= set(np.unique(lab).astype(int).tolist())
+                values |= set(np.unique(lab).astype(np.float64).tolist())
                 n_sig += int((lab == 1).sum())
                 n_bkg += int((lab == 0).sum())
         except CorruptFileError as exc:
@@ -121,9 +122,11 @@ class AuditPlan:
         n_sig = n_bkg = 0
         if cfg.data.label:
             n_sig, n_bkg, values = label_counts(sample, cfg.data.label, cfg.execution.skip_corrupt)
-            if not values <= {0, 1}:
-                raise DataError(f"data.label: branch {cfg.data.label!r} must hold 0 (background) and 1 (signal); "
-                                f"found values {sorted(values)[:6]}")
+            if not values <= {0.0, 1.0}:  # NaN is in no set of numbers: it is reported too
+                shown = sorted(values, key=lambda v: (np.isnan(v), v))
+                listed = ", ".join(f"{v:g}" for v in shown[:6]) + (", ..." if len(shown) > 6 else "")
+                raise DataError(f"data.label: branch {cfg.data.label!r} must hold exactly 0 (background) and 1 "
+                                f"(signal); found values [{listed}]")
         base_dir = Path(cfg.source).parent if cfg.source else Path.cwd()
         warnings: list[str] = list(builder.warnings)  # e.g. CMS variables set to pad
         context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
