@@ -49,11 +49,12 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
                                 workers=workers)
     out_dir = Path(out) if out is not None else None
     plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir, debug)
-    per_jet = steps.open_output(out_dir, force)
     bars = steps.terminal_bars(cfg.execution.progress if progress is None else progress)
-    run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
-    outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
-    report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
-    if out_dir is not None:
-        steps.write_report(report, out_dir)
+    with steps.open_output(out_dir, force, plan) as output:  # published whole, or not at all
+        per_jet = steps.per_jet_writer(output)
+        run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
+        outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
+        report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
+        if output.stage is not None:
+            steps.write_report(report, output.stage, shown_as=out_dir)
     return report

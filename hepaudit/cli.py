@@ -76,7 +76,7 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
         _fail(exc, debug)
         return
     except KeyboardInterrupt:
-        click.echo("hepaudit: interrupted; no report written", err=True)
+        click.echo("hepaudit: interrupted; no report written (an earlier one in --out is untouched)", err=True)
         sys.exit(130)
     if not quiet:
         click.echo(_summary(report, out), err=True)
@@ -171,8 +171,18 @@ def plugins(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         click.echo(f"disabled: {', '.join(host.disabled)}")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (a batch system's kill, ``timeout``) unwinds like Ctrl-C: temporary files and
+    the staging folder are removed, an earlier report stays."""
+    click.echo("hepaudit: terminated; no report written (an earlier one in --out is untouched)", err=True)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: adds plugin commands, then runs the click group."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     args = sys.argv[1:] if argv is None else argv
     disable = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--disable"]
     try:

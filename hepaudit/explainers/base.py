@@ -54,6 +54,7 @@ class AuditFacts:
     feature_range: np.ndarray | None = None
     output_dir: Path | None = None
     config_dir: Path | None = None
+    write_dir: Path | None = None
 
 
 @dataclass
@@ -73,6 +74,9 @@ class AuditContext:
     n_background: int = 0
     warnings: list[str] = field(default_factory=list)
     output_dir: Path | None = None  # where the report goes (None: nothing is written)
+    # where files are written while the audit runs (the report's staging folder, moved to
+    # output_dir when complete); name files by output_dir in results
+    write_dir: Path | None = None
     has_reference: bool = False  # a [reference] sample is configured (else the data is its own reference)
     config_dir: Path | None = None  # the config file's folder: explainer options' paths are relative to it
     # (features, 2): a fixed binning range per feature from the x̄ pass (mean ± 3σ within the

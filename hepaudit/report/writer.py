@@ -47,11 +47,12 @@ def _add_figure(figures: list[Figure], figure: Figure) -> None:
     figures.append(figure)
 
 
-def write_report(report: AuditReport, out_dir: Path) -> None:
+def write_report(report: AuditReport, out_dir: Path, shown_as: Path | None = None) -> None:
     """Make the figures and write ``figures/*.png``, ``report.json`` and ``report.html`` into ``out_dir``.
 
     Generated figures are added to each result's ``figures`` so report.json lists them. A figure
     that fails to render becomes a warning in ``report.warnings``; the report is still written.
+    ``shown_as``: the folder the report will be published to, when ``out_dir`` is its staging folder.
     """
     out_dir = Path(out_dir)
     fig_dir = out_dir / "figures"
@@ -96,6 +97,6 @@ def write_report(report: AuditReport, out_dir: Path) -> None:
             continue
         atomic_write(fig_dir / file_name, pngs[file_name])
 
-    report.output_dir = str(out_dir)
+    report.output_dir = str(shown_as or out_dir)  # the folder it is published to, when staged
     atomic_write(out_dir / "report.json", report_json(report))
     atomic_write(out_dir / "report.html", render_html(report, pngs))

@@ -169,6 +169,16 @@ class AuditPlan:
             return sample
         return self.reference if self.reference is not None else self.sample
 
+    def input_paths(self) -> list[Path]:
+        """The files the audit reads: config, model, data and reference files."""
+        paths = [Path(self.config.model.path), *self.sample.paths]
+        if self.config.source:
+            paths.append(Path(self.config.source))
+        for run in self.runs:
+            if run.reference is not None:
+                paths += run.reference.paths
+        return paths
+
     def needs(self, need: str) -> bool:
         """Whether any explainer that runs declares ``need``."""
         return any(need in self.classes[r.name].needs for r in self.runs)

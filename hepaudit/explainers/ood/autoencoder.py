@@ -247,11 +247,12 @@ class OodAutoencoder(Explainer[AeState]):
             data = self.fitted.model.SerializeToString()
             self.session = _session(data)
             if self.context.output_dir is not None:
-                target = Path(self.context.output_dir) / SAVED_NAME
+                folder = Path(self.context.write_dir or self.context.output_dir)
+                target = folder / SAVED_NAME
                 tmp = target.with_name(f".{SAVED_NAME}.tmp-{os.getpid()}")
                 tmp.write_bytes(data)
                 os.replace(tmp, target)
-                self.saved = str(target)
+                self.saved = str(Path(self.context.output_dir) / SAVED_NAME)  # where it is once published
         self.threshold = quantile_threshold(self._scores(calibration)[0], self.options.quantile)
         self.n_threshold = len(calibration)
         held = state.held.sorted_columns()
