@@ -8,6 +8,7 @@ bad config. Errors are one or two lines, no traceback unless ``--debug``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,11 +189,34 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from hepaudit.plugins import PluginHost
 
-        PluginHost(disable=disable).register_commands(cli)
+        host = PluginHost(disable=disable)
+        problems = host.register_commands(cli)
+        host.recipes(), host.explainers()  # a broken plugin is found (and left out) now, not mid-command
+        if "audit" not in args:  # an audit lists them among its report's warnings
+            for problem in host.problems + problems:
+                click.echo(f"hepaudit: warning: {problem}", err=True)
     except HepauditError as exc:
         click.echo(f"hepaudit: error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    cli.main(args=args, prog_name="hepaudit")
+    try:
+        cli.main(args=args, prog_name="hepaudit")
+    except KeyboardInterrupt:
+        click.echo("hepaudit: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # the last boundary: what no command turned into a message of its own
+        _unexpected(exc, "--debug" in args or bool(os.environ.get("HEPAUDIT_DEBUG")))
+
+
+def _unexpected(exc: Exception, debug: bool) -> None:
+    """One line for an exception nothing else explained (a plugin command's, or a hepaudit bug)."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    first = (str(exc).splitlines() or [""])[0][:200]
+    click.echo(f"hepaudit: error: unexpected {type(exc).__name__}: {first} (rerun with --debug or HEPAUDIT_DEBUG=1 "
+               "for the traceback; if it is not a plugin's, please report it)", err=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,6 +83,10 @@ class PluginHost:
         self._versions: dict[str, str] = {}
         self._modules: dict[str, str] = {}
         self._builtin: set[str] = set()
+        #: what went wrong in a plugin, one line each: that plugin is left out, everything else
+        #: runs, and the audit report lists these among its warnings
+        self.problems: list[str] = []
+        self.broken: dict[str, str] = {}  # plugin name -> why it was left out
         for module in DEFAULT_PLUGINS:
             name = _short(module)
             if self.pm.is_blocked(name):
@@ -130,20 +134,34 @@ class PluginHost:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:
-                raise HepauditError(f"plugin {ep.name} ({ep.value}) failed to import: {type(exc).__name__}: {exc}; "
-                                    f"disable it with --disable {ep.name} or {DISABLE_ENV}={ep.name}") from None
+            except Exception as exc:  # a broken plugin must not stop hepaudit: it is left out, and said so
+                self._left_out(ep.name, f"failed to import ({ep.value}): {type(exc).__name__}: {exc}")
+                continue
             version = ep.dist.version if ep.dist is not None else "?"
             self._register(plugin, ep.name, version, ep.value)
+
+    def _left_out(self, name: str, why: str) -> None:
+        self.broken.setdefault(name, why)
+        self.problems.append(f"plugin {name} {why}; it is left out (silence this with --disable {name} "
+                             f"or {DISABLE_ENV}={name})")
 
     def _each_plugin(self, hook: str, registry: ExplainerRegistry | RecipeRegistry) -> None:
         """Call one registration hook plugin by plugin, so the registry knows who registered what.
 
         As pluggy calls an implementation: by name, with only the arguments it declares."""
         for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            registry._current = impl.plugin_name
+            name = impl.plugin_name
+            if name in self.broken:
+                continue
+            registry._current = name
             offered = {"register": registry}
-            impl.function(**{name: offered[name] for name in impl.argnames})
+            try:
+                impl.function(**{arg: offered[arg] for arg in impl.argnames})
+            except Exception as exc:  # its registrations are withdrawn, the other plugins' stand
+                if isinstance(exc, HepauditError) and "registered by both" in str(exc):
+                    raise  # two plugins claim one name: the user must choose (--disable)
+                registry.withdraw(name)
+                self._left_out(name, f"raised in {hook}: {type(exc).__name__}: {exc}")
 
     # -- typed calls -----------------------------------------------------------------------------
     def explainers(self) -> ExplainerRegistry:
@@ -165,8 +183,9 @@ class PluginHost:
         if name not in classes:
             from hepaudit.errors import close_matches
 
+            broken = "".join(f"; plugin {p} {why}" for p, why in self.broken.items())
             raise ConfigError(f"unknown explainer {name!r}{close_matches(name, classes)} "
-                              f"(available: {', '.join(sorted(classes))})")
+                              f"(available: {', '.join(sorted(classes))}){broken}")
         return classes[name]
 
     def plugin_of(self, explainer: str) -> dict[str, str]:
@@ -174,13 +193,27 @@ class PluginHost:
         return {"name": owner, "version": self._versions.get(owner, "?")}
 
     def report_sections(self, report: Any) -> list[Any]:
+        """Every plugin's sections; a plugin that raises loses its section, with a report warning."""
         sections: list[Any] = []
-        for result in self.pm.hook.hepaudit_report_sections(report=report):
-            sections.extend(result or [])
+        for impl in reversed(self.pm.hook.hepaudit_report_sections.get_hookimpls()):  # registration order
+            try:
+                result: Any = impl.function(**{arg: report for arg in impl.argnames if arg == "report"})
+                sections.extend(result or [])
+            except Exception as exc:
+                report.warnings.append(f"plugin {impl.plugin_name}: its report section could not be made: "
+                                       f"{type(exc).__name__}: {exc}")
         return sections
 
-    def register_commands(self, cli: Any) -> None:
-        self.pm.hook.hepaudit_register_commands(cli=cli)
+    def register_commands(self, cli: Any) -> list[str]:
+        """Every plugin's commands; the problems of plugins whose hook raised (they add none)."""
+        problems = []
+        for impl in reversed(self.pm.hook.hepaudit_register_commands.get_hookimpls()):
+            try:
+                impl.function(**{arg: cli for arg in impl.argnames if arg == "cli"})
+            except Exception as exc:
+                problems.append(f"plugin {impl.plugin_name}: its commands could not be added: "
+                                f"{type(exc).__name__}: {exc}")
+        return problems
 
     def info(self) -> list[PluginInfo]:
         explainers = self.explainers()

@@ -50,6 +50,11 @@ class ExplainerRegistry:
         self.classes[name] = explainer
         self.owner[name] = self._current
 
+    def withdraw(self, plugin: str) -> None:
+        """Forget what ``plugin`` registered (it raised half-way through its hook)."""
+        for name in [n for n, owner in self.owner.items() if owner == plugin]:
+            del self.classes[name], self.owner[name]
+
 
 class RecipeRegistry:
     """Handed to ``hepaudit_register_recipes``; call it with ``(name, recipe)``."""
@@ -66,3 +71,8 @@ class RecipeRegistry:
             raise HepauditError(f"plugin {self._current}: recipe {name!r} is not callable")
         self.recipes[name] = recipe
         self.owner[name] = self._current
+
+    def withdraw(self, plugin: str) -> None:
+        """Forget what ``plugin`` registered (it raised half-way through its hook)."""
+        for name in [n for n, owner in self.owner.items() if owner == plugin]:
+            del self.recipes[name], self.owner[name]

@@ -128,7 +128,7 @@ class AuditPlan:
                 raise DataError(f"data.label: branch {cfg.data.label!r} must hold exactly 0 (background) and 1 "
                                 f"(signal); found values [{listed}]")
         base_dir = Path(cfg.source).parent if cfg.source else Path.cwd()
-        warnings: list[str] = list(builder.warnings)  # e.g. CMS variables set to pad
+        warnings: list[str] = list(host.problems) + list(builder.warnings)  # broken plugins; CMS variables set to pad
         context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
                                output_dir=out_dir, has_reference=reference is not None, config_dir=base_dir,
                                seed=cfg.execution.seed, has_labels=cfg.data.label is not None,
