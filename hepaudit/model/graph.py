@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,17 +73,77 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: not an ONNX model ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(f"{path}: not an ONNX model (no graph found)")
-    folder = path.resolve().parent
-    for tensor in external_data_helper._get_all_tensors(model):
-        if external_data_helper.uses_external_data(tensor):
-            info = external_data_helper.ExternalDataInfo(tensor)
-            target = (folder / info.location).resolve()
-            if folder not in target.parents:
-                raise ModelError(f"{path}: external data {info.location!r} of tensor {tensor.name!r} "
-                                 "lies outside the model's folder; refusing to read it")
-    if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
-        external_data_helper.load_external_data_for_model(model, str(folder))
+    _load_external_data(model, path)
     return model
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a model holds: initializers, sparse initializers' values and indices, and the
+    tensors of node attributes, in subgraphs (If, Loop, Scan) too."""
+
+    def of_sparse(sparse: onnx.SparseTensorProto) -> Iterator[onnx.TensorProto]:
+        yield sparse.values
+        yield sparse.indices
+
+    def of_graph(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from of_sparse(sparse)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield from of_sparse(attr.sparse_tensor)
+                for sparse in attr.sparse_tensors:
+                    yield from of_sparse(sparse)
+                if attr.HasField("g"):
+                    yield from of_graph(attr.g)
+                for sub in attr.graphs:
+                    yield from of_graph(sub)
+
+    yield from of_graph(model.graph)
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Read every tensor's external data into the model, from files inside the model's folder only.
+
+    Every kind of tensor counts (a sparse initializer's too: onnxruntime would otherwise resolve
+    its location against the working directory), so the session is built from bytes and never
+    opens a file itself. A location outside the folder (``..``, an absolute path, a symlink out),
+    a missing file or data shorter than the tensor is a :class:`ModelError` naming the tensor.
+    """
+    folder = path.resolve().parent
+    for tensor in _all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        where = f"{path}: external data {info.location!r} of tensor {tensor.name or '(unnamed)'!r}"
+        target = (folder / info.location).resolve()
+        if folder not in target.parents:
+            raise ModelError(f"{where} lies outside the model's folder; refusing to read it")
+        if not target.is_file():
+            raise ModelError(f"{where}: file not found")
+        try:
+            external_data_helper.load_external_data_for_tensor(tensor, str(folder))
+        except Exception as exc:
+            raise ModelError(f"{where}: cannot be read ({type(exc).__name__}: {exc})") from None
+        expected = _tensor_bytes(tensor)
+        if expected is not None and len(tensor.raw_data) < expected:
+            raise ModelError(f"{where}: holds {len(tensor.raw_data)} bytes where the tensor needs {expected}")
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int | None:
+    """The bytes a dense tensor's raw data must hold (None for types without a fixed width)."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:
+        return None
+    count = 1
+    for d in tensor.dims:
+        count *= int(d)
+    return count * itemsize if tensor.data_type != onnx.TensorProto.STRING else None
 
 
 def _dtype_name(elem_type: int) -> str:
