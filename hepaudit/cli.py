@@ -7,9 +7,12 @@ bad config. Errors are one or two lines, no traceback unless ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,29 @@ def _fail(exc: HepauditError, debug: bool) -> None:
         traceback.print_exception(exc)
     click.echo(f"hepaudit: error: {exc}", err=True)
     sys.exit(exc.exit_code)
+
+
+@contextlib.contextmanager
+def quiet_libraries(debug: bool) -> Iterator[None]:
+    """Libraries' own chatter (numpy's RuntimeWarnings, matplotlib's, Dask's log lines) stays off
+    the terminal unless ``--debug``: what a user must know is in the summary and the report."""
+    if debug:
+        yield
+        return
+    import logging
+
+    names = ("distributed", "dask", "matplotlib")
+    levels = {name: logging.getLogger(name).level for name in names}
+    os.environ.setdefault("HEPAUDIT_QUIET_WORKERS", "1")  # Dask workers started from here stay quiet too
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in names:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _host(ctx: click.Context) -> Any:
@@ -70,9 +96,10 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
     from hepaudit.audit import audit as run_audit
 
     try:
-        report = run_audit(config, out=out, explainers=explainers or None, max_jets=max_jets, seed=seed,
-                           force=force, disable=ctx.obj["disable"], progress=False if quiet else None, debug=debug,
-                           executor=executor, scheduler=scheduler, workers=workers)
+        with quiet_libraries(debug):
+            report = run_audit(config, out=out, explainers=explainers or None, max_jets=max_jets, seed=seed,
+                               force=force, disable=ctx.obj["disable"], progress=False if quiet else None,
+                               debug=debug, executor=executor, scheduler=scheduler, workers=workers)
     except HepauditError as exc:
         _fail(exc, debug)
         return

@@ -125,3 +125,57 @@ def test_a_plugin_command_that_raises_is_one_line_not_a_traceback(setup: AuditSe
     finally:
         del os.environ["HEPAUDIT_DEBUG"]
     assert "Traceback" in debug.stderr and debug.returncode == 1
+
+
+CHATTY = """
+    import warnings
+    from dataclasses import dataclass
+
+    import numpy as np
+    from hepaudit.api import Explainer, FeatureScore, hookimpl
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    class Chatty(Explainer):
+        name = "chatty"
+        Options = Options
+
+        def start(self):
+            return 0
+
+        def update(self, state, chunk):
+            np.log(np.zeros(3) - 1.0)  # numpy's RuntimeWarning: invalid value in log
+            warnings.warn("a library's stray warning")
+            return state + len(chunk)
+
+        def merge(self, a, b):
+            return a + b
+
+        def finish(self, state):
+            return self.result(feature_importance=[FeatureScore("jets", float(state))])
+
+    @hookimpl
+    def hepaudit_register_explainers(register):
+        register(Chatty)
+    """
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_library_warnings_stay_off_the_terminal_unless_debug(setup: AuditSetup, executor: str) -> None:
+    if executor == "dask":
+        pytest.importorskip("distributed")
+    PLUGINS["chatty"] = CHATTY
+    site = broken_site(setup.dir, "chatty")
+    doc = setup.doc()
+    doc["explainers"] = {"chatty": {}}
+    doc["execution"] = {"executor": executor, "workers": 1} if executor == "dask" else {}
+    config = setup.write(doc)
+    quiet = hepaudit(site, "audit", config, "--out", setup.dir / "quiet", cwd=setup.dir)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Warning" not in quiet.stderr and "stray" not in quiet.stderr, quiet.stderr
+    assert "chatty" in quiet.stderr  # the summary is still there
+    loud = hepaudit(site, "audit", config, "--out", setup.dir / "loud", "--debug", cwd=setup.dir)
+    assert loud.returncode == 0, loud.stderr
+    assert "RuntimeWarning" in loud.stderr and "a library's stray warning" in loud.stderr

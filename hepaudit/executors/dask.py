@@ -38,8 +38,11 @@ run would hold, so the same numbers.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import shutil
 import uuid
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -131,6 +134,8 @@ def worker_context(spec: WorkerSpec) -> WorkerContext:
     if found is not None:
         _CACHE.move_to_end(spec.key)
         return found
+    if not spec.debug and os.environ.get("HEPAUDIT_QUIET_WORKERS"):
+        warnings.filterwarnings("ignore")  # a worker's numpy warnings would reach the user's terminal
     from hepaudit.options import parse_table
     from hepaudit.plugins import PluginHost
 
@@ -335,8 +340,9 @@ class DaskExecutor:
 
             # ONNX sessions release the GIL but our numpy glue does not: processes, not threads
             with dask.config.set({"distributed.worker.daemon": False}):
+                quiet = {"silence_logs": logging.ERROR} if os.environ.get("HEPAUDIT_QUIET_WORKERS") else {}
                 self._cluster = distributed.LocalCluster(n_workers=workers or 1, threads_per_worker=threads_per_worker,
-                                                         processes=True, dashboard_address=None)
+                                                         processes=True, dashboard_address=None, **quiet)
             self.client = distributed.Client(self._cluster)
             self._own_client = True
         self.run_id = uuid.uuid4().hex[:12]
