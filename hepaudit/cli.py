@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from hepaudit import __version__
-from hepaudit.errors import HepauditError
+from hepaudit.errors import HepauditError, pointed_at
 
 
 def _fail(exc: HepauditError, debug: bool) -> None:
@@ -142,7 +142,7 @@ def inspect(file: Path, as_json: bool, debug: bool) -> None:
     try:
         info, text = inspect_path(file)
     except HepauditError as exc:
-        _fail(exc, debug)
+        _fail(pointed_at(exc), debug)  # everything that fails here is in the file given
         return
     click.echo(json.dumps(info, indent=2) if as_json else text)
 
@@ -160,7 +160,7 @@ def init(model: Path, data: Path, tree: str | None, debug: bool) -> None:
     try:
         text, notes = starter_config(model, data, tree)
     except HepauditError as exc:
-        _fail(exc, debug)
+        _fail(pointed_at(exc), debug)  # everything that fails here is in the files given
         return
     click.echo(text)
     for note in notes:

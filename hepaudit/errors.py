@@ -34,6 +34,13 @@ class OutputError(HepauditError):
     """The output folder cannot be written (exit code 1)."""
 
 
+def pointed_at(exc: HepauditError) -> HepauditError:
+    """``exc`` as a fault in what the user wrote or pointed at (config, paths, files, branches,
+    shapes), found before any jet is read: exit code 2, as the contract's table says."""
+    exc.exit_code = 2
+    return exc
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """A ``" (close matches: a, b)"`` suffix for error messages, or ``""`` when none."""
     found = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.6)

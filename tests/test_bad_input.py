@@ -38,7 +38,7 @@ def test_labels_must_be_exactly_0_or_1(setup: AuditSetup, value: float, shown: s
     labels = (np.arange(400) % 2).astype(np.float64)
     labels[7] = value  # once: it used to be counted as background (0.5 -> 0) or crash
     doc = with_jets(setup, "labels.root", is_signal=labels)
-    assert_clean_error(setup.audit(doc=doc), 1, "data.label", "'is_signal'", "exactly 0", shown)
+    assert_clean_error(setup.audit(doc=doc), 2, "data.label", "'is_signal'", "exactly 0", shown)
     assert not (setup.dir / "out").exists()  # refused before the output folder is touched
 
 
@@ -122,6 +122,6 @@ def test_root_file_shorter_than_its_header_says(setup: AuditSetup) -> None:
     (setup.dir / "short.root").write_bytes(data[:-300])  # opens, lists its keys, but baskets are gone
     doc = setup.doc()
     doc["data"]["files"] = ["short.root"]
-    assert_clean_error(setup.audit(doc=doc), 1, "short.root", "truncated", "header says")
+    assert_clean_error(setup.audit(doc=doc), 2, "short.root", "truncated", "header says")
     inspected = run_cli("inspect", setup.dir / "short.root")
-    assert_clean_error(inspected, 1, "short.root", "truncated")
+    assert_clean_error(inspected, 2, "short.root", "truncated")

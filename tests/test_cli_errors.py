@@ -54,7 +54,7 @@ def constituents_doc(setup: AuditSetup, max_particles: int = 10) -> dict:
 def test_missing_root_file(setup: AuditSetup) -> None:
     doc = setup.doc()
     doc["data"]["files"] = ["nowhere.root"]
-    assert_clean_error(setup.audit(doc=doc), 1, "nowhere.root", "not found")
+    assert_clean_error(setup.audit(doc=doc), 2, "nowhere.root", "not found")
 
 
 def test_truncated_root_file(setup: AuditSetup) -> None:
@@ -62,26 +62,26 @@ def test_truncated_root_file(setup: AuditSetup) -> None:
     (setup.dir / "cut.root").write_bytes(data[: len(data) // 2])
     doc = setup.doc()
     doc["data"]["files"] = ["cut.root"]
-    err = assert_clean_error(setup.audit(doc=doc), 1, "cut.root")
+    err = assert_clean_error(setup.audit(doc=doc), 2, "cut.root")
     assert "no tree" not in err  # the file is damaged; it does not merely lack the tree
 
 
 def test_missing_tree_names_close_matches(setup: AuditSetup) -> None:
     doc = setup.doc()
     doc["data"]["tree"] = "jet"
-    assert_clean_error(setup.audit(doc=doc), 1, "jets.root", "'jet'", "close matches: jets")
+    assert_clean_error(setup.audit(doc=doc), 2, "jets.root", "'jet'", "close matches: jets")
 
 
 def test_missing_branch_names_close_matches(setup: AuditSetup) -> None:
     doc = constituents_doc(setup)
     doc["inputs"][0]["momentum"]["px"] = "part_pxx"
-    assert_clean_error(setup.audit(doc=doc), 1, "jets.root", "'part_pxx'", "close matches: part_px")
+    assert_clean_error(setup.audit(doc=doc), 2, "jets.root", "'part_pxx'", "close matches: part_px")
 
 
 def test_missing_flat_branch_names_close_matches(setup: AuditSetup) -> None:
     doc = setup.doc()
     doc["inputs"][0]["branches"] = ["f0", "f1", "f2", "f33"]
-    assert_clean_error(setup.audit(doc=doc), 1, "'f33'", "close matches: f3")
+    assert_clean_error(setup.audit(doc=doc), 2, "'f33'", "close matches: f3")
 
 
 @pytest.mark.parametrize("where", ["label", "jet_input"])
@@ -91,7 +91,7 @@ def test_jagged_branch_where_flat_expected(setup: AuditSetup, where: str) -> Non
         doc["data"]["label"] = "part_px"
     else:
         doc["inputs"][0]["branches"] = ["f0", "f1", "f2", "part_px"]
-    assert_clean_error(setup.audit(doc=doc), 1, "jets.root", "'part_px'", "jagged")
+    assert_clean_error(setup.audit(doc=doc), 2, "jets.root", "'part_px'", "jagged")
 
 
 def _write_with_nonfinite(setup: AuditSetup) -> tuple[Path, int]:
@@ -132,7 +132,7 @@ def test_nonfinite_inputs_dropped_when_configured(setup: AuditSetup) -> None:
 
 
 def test_max_jets_zero_is_an_empty_selection(setup: AuditSetup) -> None:
-    assert_clean_error(setup.audit("--max-jets", "0"), 1, "no jets selected", "jets.root")
+    assert_clean_error(setup.audit("--max-jets", "0"), 2, "no jets selected", "jets.root")
     assert not (setup.dir / "out" / "report.json").exists()
 
 
@@ -142,7 +142,7 @@ def test_empty_tree_is_an_empty_selection(setup: AuditSetup) -> None:
                           "is_signal": np.int32})
     doc = setup.doc()
     doc["data"]["files"] = ["empty.root"]
-    assert_clean_error(setup.audit(doc=doc), 1, "no jets selected", "empty.root")
+    assert_clean_error(setup.audit(doc=doc), 2, "no jets selected", "empty.root")
 
 
 def test_label_with_one_class_skips_auc_explainers(setup: AuditSetup) -> None:
@@ -167,7 +167,7 @@ def test_label_with_values_other_than_0_and_1(setup: AuditSetup) -> None:
     write_jets(setup.dir / "three.root", jets)
     doc = setup.doc()
     doc["data"]["files"] = ["three.root"]
-    assert_clean_error(setup.audit(doc=doc), 1, "data.label", "is_signal", "[0, 1, 2]")
+    assert_clean_error(setup.audit(doc=doc), 2, "data.label", "is_signal", "[0, 1, 2]")
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -178,13 +178,13 @@ def test_not_an_onnx_file(setup: AuditSetup, content: bytes) -> None:
     (setup.dir / "bad.onnx").write_bytes(content)
     doc = setup.doc()
     doc["model"]["path"] = "bad.onnx"
-    assert_clean_error(setup.audit(doc=doc), 1, "bad.onnx", "ONNX")
+    assert_clean_error(setup.audit(doc=doc), 2, "bad.onnx", "ONNX")
 
 
 def test_missing_model_file(setup: AuditSetup) -> None:
     doc = setup.doc()
     doc["model"]["path"] = "gone.onnx"
-    assert_clean_error(setup.audit(doc=doc), 1, "gone.onnx", "not found")
+    assert_clean_error(setup.audit(doc=doc), 2, "gone.onnx", "not found")
 
 
 def test_onnx_input_name_does_not_match(setup: AuditSetup) -> None:
@@ -288,7 +288,7 @@ def test_explainer_that_raises_fails_alone(setup: AuditSetup, monkeypatch: pytes
 def test_output_folder_with_a_report_needs_force(setup: AuditSetup) -> None:
     assert setup.audit().returncode == 0
     first = (setup.dir / "out" / "report.json").read_bytes()
-    assert_clean_error(setup.audit(), 1, "--force", "out")
+    assert_clean_error(setup.audit(), 2, "--force", "out")
     assert (setup.dir / "out" / "report.json").read_bytes() == first  # refused: nothing touched
     again = setup.audit("--force")
     assert again.returncode == 0, again.stderr
@@ -327,7 +327,7 @@ def test_debug_shows_the_traceback(setup: AuditSetup) -> None:
     doc = setup.doc()
     doc["data"]["tree"] = "jet"
     result = setup.audit("--debug", doc=doc)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" in result.stderr and "DataError" in result.stderr
 
 

@@ -119,7 +119,7 @@ def test_inspect_model_and_root_file(setup: AuditSetup) -> None:
     for name in ("jets", "part_px", "is_signal", "f3", "400"):
         assert name in data.stdout, (name, data.stdout)
     missing = run_cli("inspect", setup.dir / "nothing.root")
-    assert missing.returncode == 1 and "Traceback" not in missing.stderr and "nothing.root" in missing.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "nothing.root" in missing.stderr
 
 
 def test_init_writes_a_config_that_audit_accepts(setup: AuditSetup) -> None:
@@ -174,5 +174,5 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path: Path, locat
     with pytest.raises(ModelError, match="outside the model's folder"):
         load_model(path)
     result = run_cli("inspect", path)
-    assert result.returncode == 1 and "outside the model's folder" in result.stderr
+    assert result.returncode == 2 and "outside the model's folder" in result.stderr
     assert "Traceback" not in result.stderr

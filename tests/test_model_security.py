@@ -67,7 +67,7 @@ def test_sparse_initializer_outside_the_folder_is_refused(tmp_path: Path, locati
     with pytest.raises(ModelError, match="outside the model's folder"):
         load_model(path)
     result = run_cli("inspect", path, cwd=tmp_path / "model")  # the working directory is no way out either
-    assert result.returncode == 1 and "outside the model's folder" in result.stderr
+    assert result.returncode == 2 and "outside the model's folder" in result.stderr
     assert "'W'" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -85,7 +85,7 @@ def test_missing_external_data_names_the_tensor(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="'ext.bin' of tensor 'W0'.*file not found"):
         load_model(path)
     result = run_cli("inspect", path)
-    assert result.returncode == 1 and "file not found" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "file not found" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_short_external_data_names_the_tensor(tmp_path: Path) -> None:
@@ -95,4 +95,4 @@ def test_short_external_data_names_the_tensor(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="external data 'ext.bin' of tensor"):
         load_model(path)
     result = run_cli("inspect", path)
-    assert result.returncode == 1 and "ext.bin" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "ext.bin" in result.stderr and "Traceback" not in result.stderr

@@ -80,7 +80,7 @@ def test_an_out_whose_parent_is_a_file(setup: AuditSetup) -> None:
     (setup.dir / "afile").write_text("x")
     result = subprocess.run([sys.executable, "-m", "hepaudit.cli", "audit", setup.write(), "--out",
                              setup.dir / "afile" / "out", "-q"], capture_output=True, text=True, cwd=setup.dir)
-    assert_clean_error(result, 1, "afile", "not a folder")
+    assert_clean_error(result, 2, "afile", "not a folder")
 
 
 def slow_audit(tmp: Path, out: Path, *extra: str) -> subprocess.Popen[str]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from hepaudit.errors import ConfigError, OutputError
+from hepaudit.errors import ConfigError, OutputError, pointed_at
 
 #: What a report consists of: the only names hepaudit ever replaces or removes in ``--out``.
 OWNED = ("report.json", "report.html", "per_jet.root", "figures", "ood_autoencoder.onnx")
@@ -31,17 +31,18 @@ class StagedOutput:
     def __init__(self, out: Path, force: bool, inputs: Iterable[Path] = ()) -> None:
         self.out = out
         if out.exists() and not out.is_dir():
-            raise OutputError(f"{out}: exists and is not a folder")
+            raise pointed_at(OutputError(f"{out}: exists and is not a folder"))
         if out.exists() and any(out.iterdir()) and not force:
-            raise OutputError(f"{out}: the output folder is not empty (it may hold an earlier report); "
-                              "choose another --out or pass --force to overwrite")
+            raise pointed_at(OutputError(f"{out}: the output folder is not empty (it may hold an earlier report); "
+                                         "choose another --out or pass --force to overwrite"))
         inside = [p for p in inputs if _within(p, out)]
         if inside:
             raise ConfigError(f"{out}: the output folder holds the audit's own input {inside[0]}; "
                               "choose an --out that holds only reports")
         parent = out.parent
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(f"{out}: its parent {parent} is not a folder")
+        blocking = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise pointed_at(OutputError(f"{out}: {blocking} on its path is a file, not a folder"))
         try:
             parent.mkdir(parents=True, exist_ok=True)
             self.stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.hepaudit-", dir=parent))

@@ -21,7 +21,7 @@ import numpy as np
 from hepaudit.config import AuditConfig, load_config, sample_config
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
-from hepaudit.errors import ConfigError, DataError
+from hepaudit.errors import ConfigError, DataError, ModelError, pointed_at
 from hepaudit.executors.local import Job
 from hepaudit.explainers.base import AuditContext, Explainer
 from hepaudit.model.session import Tagger
@@ -104,6 +104,16 @@ class AuditPlan:
     @classmethod
     def build(cls, cfg: AuditConfig, host: PluginHost, explainers: Sequence[str] | None = None,
               out_dir: Path | None = None, debug: bool = False) -> AuditPlan:
+        """The validated plan. What fails here is in what the user wrote or pointed at (a file,
+        tree, branch, model or shape), found before any jet is read: exit code 2."""
+        try:
+            return cls._build(cfg, host, explainers, out_dir, debug)
+        except (DataError, ModelError) as exc:
+            raise pointed_at(exc) from None
+
+    @classmethod
+    def _build(cls, cfg: AuditConfig, host: PluginHost, explainers: Sequence[str] | None,
+               out_dir: Path | None, debug: bool) -> AuditPlan:
         names = list(explainers) if explainers else list(cfg.explainers)
         if not names:
             raise ConfigError("no explainers to run: add [explainers.NAME] tables or pass --explainer NAME")
