@@ -252,8 +252,11 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
     gates_raw = raw.get("gates", {})
     if not isinstance(gates_raw, dict):
         raise ConfigError("gates: expected a table of \"explainer.field\" = { min = ..., max = ... }")
-    gates = {k: parse_table(GateRule, v if isinstance(v, dict) else {"_": v}, f"gates.{k}")
-             for k, v in gates_raw.items()}
+    for k, v in gates_raw.items():
+        if not isinstance(v, dict):
+            raise ConfigError(f"gates.{k}: expected a table such as {{ min = 0.9 }} or {{ max = 0.1 }}, "
+                              f"found {v!r}")
+    gates = {k: parse_table(GateRule, v, f"gates.{k}") for k, v in gates_raw.items()}
     execution = parse_table(ExecutionConfig, raw.get("execution", {}), "execution")
     return AuditConfig(model=model, data=data, inputs=inputs, explainers=dict(explainers),
                        reference=reference, gates=gates, execution=execution, source=source)

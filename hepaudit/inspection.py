@@ -73,11 +73,12 @@ def inspect_root(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def inspect_path(path: Path) -> tuple[dict[str, Any], str]:
-    """Dispatch on the file's content: ROOT files start with b"root", anything else is tried as ONNX."""
+    """Dispatch on the file's content: ROOT files start with b"root"; a ``.root`` file that does not
+    is reported as a damaged ROOT file; anything else is tried as ONNX."""
     if not path.is_file():
         raise HepauditError(f"{path}: file not found")
     with open(path, "rb") as handle:
         magic = handle.read(4)
-    if magic == b"root":
+    if magic == b"root" or path.suffix.lower() == ".root":
         return inspect_root(path)
     return inspect_model(path)

@@ -116,6 +116,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
 
 def parse_table(cls: type[T], table: dict[str, Any], where: str) -> T:
     """Build dataclass ``cls`` from a TOML table; ``where`` names the table in errors."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table, found {_describe(table)}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: dict[str, Any] = {}

@@ -54,7 +54,7 @@ from hepaudit.config import AuditConfig
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Partition, Sample
 from hepaudit.data.stats import InputStats
-from hepaudit.errors import ConfigError
+from hepaudit.errors import ConfigError, DataError
 from hepaudit.executors.local import Job, LocalExecutor, Outcome, prepare_run, with_reference
 from hepaudit.executors.partitions import SPLIT_EVERY, PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, AuditFacts, Explainer
@@ -62,6 +62,8 @@ from hepaudit.model.session import Tagger
 from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
 from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, describe_error
 
+#: How long to wait for a scheduler named by address.
+CONNECT_TIMEOUT = "15s"
 #: Default partition: this many chunks of ``data.step_size`` (or the whole file if smaller).
 CHUNKS_PER_PARTITION = 4
 
@@ -333,7 +335,11 @@ class DaskExecutor:
         if isinstance(scheduler, distributed.Client):
             self.client = scheduler
         elif scheduler is not None:
-            self.client = distributed.Client(scheduler)
+            try:
+                self.client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                raise DataError(f"execution.scheduler: cannot reach the Dask scheduler at {scheduler} "
+                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
             self._own_client = True
         else:
             import dask
