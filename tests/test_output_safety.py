@@ -114,3 +114,48 @@ def test_a_signal_during_force_keeps_the_earlier_report(tmp_path: Path, sig: sig
     assert "Traceback" not in err and "no report written" in err
     assert snapshot(out) == before
     assert staging_left(tmp_path) == []
+
+
+def test_a_full_disk_keeps_the_earlier_report(setup: AuditSetup, tmp_path: Path) -> None:
+    """A real 400 kB tmpfs: the first report fits, the larger second one does not."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        out = mnt / "out"
+        first = subprocess.run([sys.executable, "-m", "hepaudit.cli", "audit", setup.write(), "--out", out, "-q",
+                                "--explainer", "dauc"], capture_output=True, text=True, cwd=setup.dir)
+        assert first.returncode == 0, first.stderr
+        before = snapshot(out)
+        doc = setup.doc()
+        doc["explainers"] = {"dauc": {}, "mad": {}, "lrp": {}, "gradient": {"per_jet": True}, "nap": {}}
+        full = subprocess.run([sys.executable, "-m", "hepaudit.cli", "audit", setup.write(doc, "big.toml"), "--out",
+                               out, "-q", "--force"], capture_output=True, text=True, cwd=setup.dir)
+        assert_clean_error(full, 1, str(out), "No space left on device", "earlier report there is untouched")
+        assert snapshot(out) == before
+        assert staging_left(mnt) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_read_only_output_folder_keeps_the_earlier_report(setup: AuditSetup, tmp_path: Path) -> None:
+    """A real tmpfs remounted read-only after the first report."""
+    mnt = tmp_path / "ro-disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        out = mnt / "out"
+        first = subprocess.run([sys.executable, "-m", "hepaudit.cli", "audit", setup.write(), "--out", out, "-q"],
+                               capture_output=True, text=True, cwd=setup.dir)
+        assert first.returncode == 0, first.stderr
+        before = snapshot(out)
+        assert subprocess.run(["mount", "-o", "remount,ro", str(mnt)]).returncode == 0
+        again = subprocess.run([sys.executable, "-m", "hepaudit.cli", "audit", setup.write(), "--out", out, "-q",
+                                "--force"], capture_output=True, text=True, cwd=setup.dir)
+        assert_clean_error(again, 1, str(out), "cannot write there", "Read-only file system")
+        assert snapshot(out) == before
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)

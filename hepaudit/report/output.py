@@ -56,8 +56,11 @@ class StagedOutput:
                  tb: TracebackType | None) -> None:
         if kind is None:
             self.publish()
-        else:
-            self.discard()
+            return
+        self.discard()
+        if isinstance(exc, OSError):  # a full or read-only disk, a quota: say where, and that nothing was lost
+            raise OutputError(f"{self.out}: the report could not be written ({exc.strerror or exc}); "
+                              "an earlier report there is untouched") from None
 
     def publish(self) -> None:
         """Move the finished report into ``out``, replacing only a report's own files."""
