@@ -125,3 +125,32 @@ def test_root_file_shorter_than_its_header_says(setup: AuditSetup) -> None:
     assert_clean_error(setup.audit(doc=doc), 2, "short.root", "truncated", "header says")
     inspected = run_cli("inspect", setup.dir / "short.root")
     assert_clean_error(inspected, 2, "short.root", "truncated")
+
+
+def test_constituent_branches_of_unequal_lengths(setup: AuditSetup) -> None:
+    import awkward as ak
+
+    jets = dict(setup.jets)
+    py = ak.to_list(jets["part_py"])
+    py[5] = py[5][:-1]  # one constituent short in jet 5
+    jets["part_py"] = ak.Array(py)
+    write_jets(setup.dir / "uneven.root", jets)
+    from test_cli_errors import constituents_doc
+
+    doc = constituents_doc(setup)
+    doc["data"]["files"] = ["uneven.root"]
+    assert_clean_error(setup.audit(doc=doc), 1, "px and py branches", "different numbers of constituents")
+
+
+def test_onnxruntime_failing_inside_the_model_names_the_model(setup: AuditSetup) -> None:
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["z"]), helper.make_node("Sigmoid", ["z"], ["score"])], "bad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [7, 1])])  # fits 7 jets only
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), setup.dir / "reshape.onnx")
+    doc = setup.doc()
+    doc["model"]["path"] = "reshape.onnx"
+    err = assert_clean_error(setup.audit(doc=doc), 1, "reshape.onnx", "onnxruntime failed to run the model",
+                             "Reshape")
+    assert "[E:onnxruntime" not in err  # onnxruntime's own log line is not repeated

@@ -13,6 +13,8 @@ import awkward as ak
 import numpy as np
 import vector
 
+from hepaudit.errors import DataError
+
 vector.register_awkward()
 
 #: Features every constituents input can ask for by name.
@@ -25,12 +27,31 @@ DERIVED_FEATURES: tuple[str, ...] = (
 
 def momenta_from_cartesian(px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.Array) -> ak.Array:
     """Zip jagged px, py, pz, E into vector ``Momentum4D`` records."""
-    return ak.zip({"px": px, "py": py, "pz": pz, "E": energy}, with_name="Momentum4D")
+    components = {"px": px, "py": py, "pz": pz, "E": energy}
+    _same_counts(components)
+    return ak.zip(components, with_name="Momentum4D")
 
 
 def momenta_from_ptetaphi(pt: ak.Array, eta: ak.Array, phi: ak.Array, mass: ak.Array) -> ak.Array:
     """Zip jagged pt, eta, phi, mass into vector ``Momentum4D`` records."""
-    return ak.zip({"pt": pt, "eta": eta, "phi": phi, "mass": mass}, with_name="Momentum4D")
+    components = {"pt": pt, "eta": eta, "phi": phi, "mass": mass}
+    _same_counts(components)
+    return ak.zip(components, with_name="Momentum4D")
+
+
+def _same_counts(components: dict[str, ak.Array]) -> None:
+    """The four components must list the same constituents in every jet (a DataError otherwise:
+    zipping them would fail deep in awkward with a broadcasting message)."""
+    counts = {k: ak.to_numpy(ak.num(v, axis=1)) for k, v in components.items() if v.ndim > 1}
+    if len(counts) < 2:
+        return
+    (first, ref), *others = counts.items()
+    for name, n in others:
+        if len(n) == len(ref) and not np.array_equal(n, ref):
+            bad = np.flatnonzero(n != ref)
+            raise DataError(f"the constituents' {first} and {name} branches list different numbers of "
+                            f"constituents in {len(bad)} jets (jet {int(bad[0])} of the chunk: {int(ref[bad[0]])} "
+                            f"and {int(n[bad[0]])}); each jet needs one value per constituent in every branch")
 
 
 def sort_by_pt(parts: ak.Array) -> ak.Array:
@@ -51,6 +72,7 @@ def pt_ordered_momenta(branches: dict[str, ak.Array]) -> tuple[ak.Array, np.ndar
     the flat content (None when nothing moved) and the counts per jet; apply the permutation to
     any other per-constituent branch with :func:`reorder`.
     """
+    _same_counts(branches)
     first = next(iter(branches.values()))
     counts = ak.to_numpy(ak.num(first, axis=1)).astype(np.int64)
     flat = {key: _flat(value) for key, value in branches.items()}

@@ -155,7 +155,7 @@ class Tagger:
         if self.config.threads:
             opts.intra_op_num_threads = self.config.threads
             opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # onnxruntime's own error log would repeat what the ModelError says
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         proto: onnx.ModelProto = with_extra_outputs(self.proto, outputs)
@@ -260,7 +260,12 @@ class Tagger:
                     raise ModelError(f"{self.path}: an output's shape per jet changed between batches "
                                      f"({str(exc).splitlines()[0][:200]})") from None
             else:
-                values = self._session.run(names, feed)
+                try:
+                    values = self._session.run(names, feed)
+                except Exception as exc:  # onnxruntime's Fail, InvalidArgument, ...: name the model and the node
+                    first = (str(exc).splitlines() or [""])[0]
+                    raise ModelError(f"{self.path}: onnxruntime failed to run the model on {m} jets: "
+                                     f"{first[:300]}") from None
             with self._counting:
                 self.inference_s += time.perf_counter() - t0
                 self.n_runs += 1
