@@ -285,25 +285,42 @@ def digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (folder / "jets.root", folder / "m.onnx")}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_case(folder: Path, case: Case) -> None:
+def command_of(folder: Path, case: Case) -> list[str]:
+    """Write the case's files and config; the hepaudit command line it runs."""
     for name, content in case.files.items():
         if callable(content):
             content(folder / name)
         else:
             (folder / name).write_bytes(content)
-    before = digests(folder)
     if case.command:
-        command = list(case.command)
-    else:
-        doc = json.loads(json.dumps(BASE))
-        text = case.doc(doc) if case.doc else None
-        config = folder / f"{case.id}.toml"
-        config.write_text(text if isinstance(text, str) else toml_dumps(doc))
-        out = folder / f"out-{case.id}"
-        command = ["audit", str(config), *(["--out", str(out)] if "--out" not in case.args else []), "-q", *case.args]
-    result = subprocess.run([sys.executable, "-m", "hepaudit.cli", *command], capture_output=True, text=True,
-                            cwd=folder, timeout=120)
+        return list(case.command)
+    doc = json.loads(json.dumps(BASE))
+    text = case.doc(doc) if case.doc else None
+    config = folder / f"{case.id}.toml"
+    config.write_text(text if isinstance(text, str) else toml_dumps(doc))
+    out = folder / f"out-{case.id}"
+    return ["audit", str(config), *(["--out", str(out)] if "--out" not in case.args else []), "-q", *case.args]
+
+
+@pytest.fixture(scope="module")
+def results(folder: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every case's run: two at a time (each is a separate interpreter; the machine has two cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = digests(folder)
+    commands = {case.id: command_of(folder, case) for case in CASES}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = dict(zip(commands, pool.map(
+            lambda c: subprocess.run([sys.executable, "-m", "hepaudit.cli", *c], capture_output=True, text=True,
+                                     cwd=folder, timeout=300), commands.values())))
+    assert digests(folder) == before  # no case touched the inputs
+    assert not [p for p in folder.iterdir() if ".hepaudit-" in p.name]  # no staging folder left behind
+    return runs
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_case(folder: Path, results: dict[str, subprocess.CompletedProcess[str]], case: Case) -> None:
+    result = results[case.id]
     err = result.stderr
     assert result.returncode == case.code, (result.returncode, err)
     assert "Traceback" not in err, err
@@ -311,7 +328,5 @@ def test_case(folder: Path, case: Case) -> None:
     assert 1 <= len(lines) <= 4, err
     for needle in case.needles:
         assert needle in err, (needle, err)
-    assert digests(folder) == before  # inputs untouched
-    assert not [p for p in folder.iterdir() if ".hepaudit-" in p.name]  # no staging folder left
     if not case.command:
         assert not (folder / f"out-{case.id}" / "report.json").exists()
