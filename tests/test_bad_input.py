@@ -111,10 +111,13 @@ def test_integer_model_input_takes_whole_numbers(setup: AuditSetup) -> None:
     doc = with_jets(setup, "counts.root", **counts)
     doc["model"]["path"] = "int.onnx"
     doc["inputs"][0]["name"] = "x_int"
-    doc["explainers"] = {"mad": {}}  # mad's mean baseline is not whole: occlusion is a later fix
+    doc["explainers"] = {"mad": {}, "dauc": {"baseline": 0}}  # x̄ is not whole; 0 is
     out = setup.audit(doc=doc)
-    assert out.returncode in (0, 1), out.stderr
-    assert "Traceback" not in out.stderr
+    assert out.returncode == 0, out.stderr
+    report = json.loads((setup.dir / "out" / "report.json").read_text())
+    mad, dauc = report["explainers"]["mad"], report["explainers"]["dauc"]
+    assert mad["status"] == "failed" and "input 'x_int' is int64" in mad["error"] and "whole number" in mad["error"]
+    assert dauc["status"] == "ok" and len(dauc["feature_importance"]) == 4
 
 
 def test_root_file_shorter_than_its_header_says(setup: AuditSetup) -> None:

@@ -94,6 +94,15 @@ def jets_with(**changes: object) -> Callable[[Path], None]:
     return write
 
 
+def no_outputs_model(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "no_outputs",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])], [])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 CASES: list[Case] = []
 
 # -- config-shape: a table of the wrong shape ---------------------------------------------------
@@ -171,6 +180,8 @@ CASES += [
     Case("path-model-text", 2, ("text.onnx", "ONNX"), doc=put("model.path", "text.onnx"),
          files={"text.onnx": b"not a model\n" * 40}),
     Case("path-model-is-root", 2, ("jets.root",), doc=put("model.path", "jets.root")),
+    Case("path-model-no-outputs", 2, ("noout.onnx", "declares no outputs"), doc=put("model.path", "noout.onnx"),
+         files={"noout.onnx": no_outputs_model}),
     Case("path-config-missing", 2, ("absent.toml", "not found"), command=("audit", "absent.toml")),
     Case("path-config-directory", 2, ("adir2",), command=("audit", "adir2"),
          files={"adir2": lambda p: p.mkdir(exist_ok=True)}),
@@ -252,6 +263,8 @@ CASES += [
     Case("usage-scheduler-and-workers", 2, ("scheduler", "workers"),
          args=("--scheduler", "tcp://127.0.0.1:1", "--workers", "2")),
     Case("usage-unknown-command", 2, ("frob",), command=("frob",)),
+    Case("usage-scheduler-unreachable", 1, ("cannot reach the Dask scheduler", "tcp://127.0.0.1:9"),
+         args=("--scheduler", "tcp://127.0.0.1:9")),
 ]
 
 # -- inspect and init on bad files -----------------------------------------------------------------

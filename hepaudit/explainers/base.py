@@ -201,6 +201,14 @@ class Chunk:
                 by_input.setdefault(slots[k].input, []).append(slots[k].index)
             plans.append({name: (positions, values[name].reshape(-1)[positions])
                           for name, positions in by_input.items()})
+        for plan in plans:  # an integer input takes whole numbers only: a cast would truncate x̄ silently
+            for name, (_, value) in plan.items():
+                kind = self.inputs[name].dtype.kind
+                fractional = value[value != np.round(value)]
+                if kind in "iu" and len(fractional):
+                    raise ValueError(f"input {name!r} is {self.inputs[name].dtype}: occluding it with {tag} "
+                                     f"would feed non-whole values (e.g. {float(fractional[0]):g}); set the "
+                                     "explainer's baseline to a whole number")
         n = len(self)
         tagger = self.context.tagger
         rows = tagger.cached_rows

@@ -101,6 +101,8 @@ class Tagger:
         self.proto = load_model(self.path)
         self.info: ModelInfo = describe_model(self.proto, self.path)
         output_names = [o.name for o in self.info.outputs]
+        if not output_names:
+            raise ModelError(f"{self.path}: the model declares no outputs: there is no score to audit")
         output = config.output or output_names[0]
         if output not in output_names:
             raise ConfigError(f"model.output: the model has no output {output!r} (outputs: {', '.join(output_names)})")
