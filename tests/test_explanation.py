@@ -72,3 +72,40 @@ def test_sample_is_the_same_however_the_jets_are_split(cuts: list[int]) -> None:
         np.testing.assert_array_equal(sample.rows.entries, whole.rows.entries)
         np.testing.assert_array_equal(sample.rows.values, whole.rows.values)
     assert len(whole.rows.entries) == 10 and np.all(np.diff(whole.rows.entries) > 0)
+
+
+def test_numbers_behind_the_lrp_figures_and_shap_inputs_match_a_recomputation(tmp_path: Path) -> None:
+    """LRP's profiles and signed class means in report.json, recomputed with numpy from the per-jet
+    relevance in per_jet.root and the inputs in the ROOT file; SHAP's input columns are the jets' inputs."""
+    import hepaudit
+    from hepaudit.testing import tiny_audit
+
+    config = tiny_audit(tmp_path, {"lrp": {}, "shap": {"jets": 10, "method": "permutation", "samples": 32}}, n=300)
+    report = hepaudit.audit(config, out=tmp_path / "out")
+    with uproot.open(tmp_path / "jets.root") as f:
+        data = f["jets"].arrays(library="np")
+    with uproot.open(tmp_path / "out" / "per_jet.root") as f:
+        per_jet = f["hepaudit"].arrays(library="np")
+        shap_tree = f["shap"].arrays(library="np")
+    labels, weights = data["is_signal"], data["weight"]
+    fields = report.explainers["lrp"].fields
+    for name, means in fields["mean_signed_relevance"].items():
+        r = per_jet[f"lrp_{name}"].astype(np.float64)
+        for cls, key in ((1, "signal"), (0, "background")):
+            sel = labels == cls
+            assert means[key] == pytest.approx(np.average(r[sel], weights=weights[sel]), rel=1e-5, abs=1e-7)
+    for name, profile in fields["profiles"].items():
+        edges = np.array(profile["bin_edges"])
+        x = np.clip(data[name].astype(np.float64), edges[0], edges[-1])  # outliers in the end bins
+        r = per_jet[f"lrp_{name}"].astype(np.float64)
+        for cls, key in ((1, "signal"), (0, "background")):
+            sel = labels == cls
+            counts = np.histogram(x[sel], edges)[0]
+            sums = np.histogram(x[sel], edges, weights=r[sel])[0]
+            assert profile[key]["jets"] == counts.tolist()
+            got = np.array([np.nan if v is None else v for v in profile[key]["mean_relevance"]], float)
+            want = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    rows = shap_tree["entry"]
+    for k in range(4):
+        np.testing.assert_array_equal(shap_tree[f"shap_input_f{k}"], data[f"f{k}"][rows].astype(np.float64))
