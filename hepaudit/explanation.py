@@ -154,7 +154,4 @@ class ExplanationSample:
             out.add(other.rows)
         return out
 
-    def explanation(self) -> Explanation | None:
-        return self.rows
-
 

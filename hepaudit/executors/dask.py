@@ -55,12 +55,12 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Partition, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import ConfigError, DataError
-from hepaudit.executors.local import Job, LocalExecutor, Outcome, prepare_run, with_reference
+from hepaudit.executors.local import Job, LocalExecutor, Outcome, with_reference
 from hepaudit.executors.partitions import SPLIT_EVERY, PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, AuditFacts, Explainer
 from hepaudit.model.session import Tagger
 from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
-from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, describe_error
+from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, call_phase, describe_error
 
 #: How long to wait for a scheduler named by address.
 CONNECT_TIMEOUT = "15s"
@@ -238,7 +238,8 @@ def _prepare_from(ctx: WorkerContext, runs: list[ExplainerRun], key: str, refere
         if run.name in errors:
             run.error = run.error or errors[run.name]
         elif run.name in states and ctx.prepared.get(run.name) != key:
-            prepare_run(run, states[run.name], debug)
+            if run.explainer is not None:
+                call_phase(run, run.explainer.prepare, states[run.name], debug=debug)
             if run.error is None:
                 ctx.prepared[run.name] = key
     return states

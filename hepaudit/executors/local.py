@@ -416,12 +416,6 @@ def with_reference(runs: list[ExplainerRun], references: dict[str, Any], debug: 
                 run.state = merged
 
 
-def prepare_run(run: ExplainerRun, reference: Any, debug: bool) -> None:
-    """``run.explainer.prepare(reference)``, timed; an exception fails that explainer only."""
-    if run.explainer is not None:
-        call_phase(run, run.explainer.prepare, reference, debug=debug)
-
-
 def _scored_chunk(job: Job, raw: RawChunk, inputs: dict[str, np.ndarray], out: ModelOutputs,
                   label: str | None, weight: str | None, keep: np.ndarray) -> Chunk:
     """The chunk explainers see: scored jets, less those ``keep`` leaves out."""

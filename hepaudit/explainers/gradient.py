@@ -178,7 +178,7 @@ class Gradient(Explainer[GradientState]):
             else ""
         )
         return self.result(feature_importance=scores, fields=fields, summary=summary,
-                           explanation=state.sample.explanation() if state.sample is not None else None)
+                           explanation=state.sample.rows if state.sample is not None else None)
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
         method = self.options.method

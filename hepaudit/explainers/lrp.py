@@ -431,7 +431,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             feature_importance=scores,
             fields=fields,
             summary=summary,
-            explanation=state.sample.explanation() if state.sample is not None else None,
+            explanation=state.sample.rows if state.sample is not None else None,
             warnings=list(self.warnings),
         )
 
