@@ -41,6 +41,8 @@ from hepaudit.explainers.base import Chunk, Explainer  # noqa: E402
 from hepaudit.plugins import hookimpl  # noqa: E402
 from hepaudit.results import ExplainerResult  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real Dask cluster: `pytest -m "not slow"` leaves it out
+
 distributed = pytest.importorskip("distributed")
 
 FEATURES = ["f0", "f1", "f2", "f3"]

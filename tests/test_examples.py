@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the bundled examples end to end: `pytest -m "not slow"` leaves it out
+
 uproot = pytest.importorskip("uproot")
 ak = pytest.importorskip("awkward")
 

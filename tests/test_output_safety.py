@@ -23,6 +23,8 @@ from builders import make_flat_jets, write_jets  # noqa: E402
 from conftest import AuditSetup  # noqa: E402
 from test_cli_errors import assert_clean_error  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real signals and small disks: `pytest -m "not slow"` leaves it out
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import AuditSetup  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a subprocess per broken plugin: `pytest -m "not slow"` leaves it out
+
 PLUGINS = {
     "import": "raise ImportError('a dependency of this plugin is missing')\n",
     "register": """
