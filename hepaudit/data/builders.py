@@ -154,9 +154,10 @@ class InputBuilder:
             pre = f"{cfg.name}." if prefix else ""
             if cfg.kind == "jet":
                 slots += [FeatureSlot(pre + b, cfg.name, i) for i, b in enumerate(cfg.branches or ())]
-            elif cfg.kind == "cms":  # channels-first (N, C, P): variable-major memory order
+            elif cfg.kind == "cms":  # (N, C, P): variable-major memory order; (N, P, C): object-major
                 cms = self.cms[cfg.name]
-                for feat, p, index in _feature_order(cms.var_names, cms.length, "channels"):
+                order = "particles" if cms.particles_first else "channels"
+                for feat, p, index in _feature_order(cms.var_names, cms.length, order):
                     slots.append(FeatureSlot(f"{pre}{feat}_{p}", cfg.name, index, p, pre + feat))
             else:
                 names = self._per_particle_names(cfg)

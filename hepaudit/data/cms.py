@@ -12,7 +12,8 @@ with x first replaced by ``replace_inf_value`` when it is not finite or beyond Â
 beyond the jet's own count, up to ``var_length``, get ``pad`` (already in normalised units,
 not normalised again); objects beyond ``var_length`` are dropped (CMSSW's
 ``center_norm_pad``). Inputs are channels-first, (N, C, P), with a trailing axis of one when
-the model declares (N, C, P, 1) (DeepAK8).
+the model declares (N, C, P, 1) (DeepAK8); ``layout = "particles"`` builds (N, P, C) for
+channels-last models (DeepJet, DeepDoubleX, the Particle Transformer).
 
 The user maps each variable to what the ROOT file provides (the ``variables`` table of an
 ``[[inputs]]`` table with ``kind = "cms"``): a derived constituent feature (``log_pt``,
@@ -84,6 +85,7 @@ class CmsInput:
     cartesian: bool
     pid: str | None
     warnings: list[str] = field(default_factory=list)
+    particles_first: bool = False  # layout = "particles": (N, P, C) instead of (N, C, P)
 
     @property
     def is_mask(self) -> bool:
@@ -101,7 +103,7 @@ class CmsInput:
         return out
 
     def build(self, arrays: ak.Array) -> np.ndarray:
-        """(N, C, P) float32 for a chunk, C in ``var_names`` order, P = ``length``."""
+        """(N, C, P) float32 for a chunk (or (N, P, C)), C in ``var_names`` order, P = ``length``."""
         n = len(arrays)
         order = parts = jet = None
         counts: np.ndarray | None = None
@@ -138,7 +140,9 @@ class CmsInput:
                 counts = ak.to_numpy(ak.num(raw, axis=1))
             values = np.full((n, self.length), float(source)) if raw is None else _dense(raw, self.length)
             channels.append(center_norm_pad(values, counts, info, self.length))
-        return np.stack(channels, axis=1) if channels else np.zeros((n, 0, self.length), np.float32)
+        if not channels:
+            return np.zeros((n, self.length, 0) if self.particles_first else (n, 0, self.length), np.float32)
+        return np.stack(channels, axis=2 if self.particles_first else 1)
 
 
 def _is_branch(source: str) -> bool:
@@ -169,12 +173,16 @@ def cms_input(cfg: InputConfig, tensor: TensorInfo) -> CmsInput:
         if not var_names:
             raise ConfigError(f"{where}: kind = \"cms\" needs preprocess_json or a variables table")
     shape = tensor.shape
-    channels = shape[1] if len(shape) >= 3 else None
+    first = cfg.layout == "particles"
+    c_axis, p_axis = (2, 1) if first else (1, 2)
+    channels = shape[c_axis] if len(shape) >= 3 else None
     if isinstance(channels, int) and channels != len(var_names):
+        hint = "" if first or not isinstance(shape[2] if len(shape) >= 3 else None, int) or shape[2] != len(
+            var_names) else "; for a channels-last input (N, P, C) set layout = \"particles\""
         raise ConfigError(f"{where}: the model input {cfg.name!r} has {channels} channels, shape "
                           f"{tuple('N' if not isinstance(s, int) else s for s in shape)}, but "
-                          f"{len(var_names)} variables are configured")
-    model_length = shape[2] if len(shape) >= 3 and isinstance(shape[2], int) else None
+                          f"{len(var_names)} variables are configured{hint}")
+    model_length = shape[p_axis] if len(shape) >= 3 and isinstance(shape[p_axis], int) else None
     length = spec.var_length if spec else (cfg.max_particles or model_length)
     if length is None:
         raise ConfigError(f"{where}: set max_particles (the padded length): the model's input does not fix it")
@@ -214,4 +222,4 @@ def cms_input(cfg: InputConfig, tensor: TensorInfo) -> CmsInput:
             f"set to their pad value for every object: {', '.join(missing)}. The tagger sees jets unlike "
             "those it was trained on; read its scores and explanations with that in mind.")
     return CmsInput(cfg.name, tuple(var_names), sources, infos, int(length),
-                    mom.branches if mom else None, bool(mom and mom.px), cfg.pid, warnings)
+                    mom.branches if mom else None, bool(mom and mom.px), cfg.pid, warnings, first)

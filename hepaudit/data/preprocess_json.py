@@ -1,5 +1,13 @@
 """CMSSW's ``preprocess.json``, read and checked: a light module (json and dataclasses only).
 
+Two formats are read. CMSSW's own gives each input a ``var_length`` and names the output
+columns in ``flav_names``; weaver's (most files in cms-data/RecoBTag-Combined) gives
+``min_length``/``max_length`` and ``output_names``. A weaver input is padded to its
+``max_length``: CMSSW clamps each jet's object count into [min_length, max_length] and runs
+jets one by one, hepaudit runs jets in batches of one length, and the model's mask input keeps
+the extra padding out of the result. ``output_names`` name the output columns when the file
+has no ``flav_names`` and lists more than one name (a single name is an output tensor's).
+
 The config reads it to expand ``name = "*"`` and to take the class names, and the ``cms``
 input kind (:mod:`hepaudit.data.cms`) to normalise each variable; neither imports the other
 for it. Errors name the file and the key.
@@ -52,9 +60,10 @@ class InputSpec:
 
     name: str
     var_names: tuple[str, ...]
-    var_length: int
+    var_length: int  # the padded length: var_length, or weaver's max_length
     infos: dict[str, VariableInfo]
     input_shape: tuple[int, ...] | None = None
+    min_length: int | None = None  # weaver's format only
 
 
 @dataclass(frozen=True)
@@ -94,9 +103,7 @@ def read_preprocess_json(path: str | Path) -> Preprocess:
         var_names = table.get("var_names")
         if not isinstance(var_names, list) or not var_names:
             raise ConfigError(f"{where}.var_names: expected a non-empty list of variable names")
-        length = table.get("var_length")
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ConfigError(f"{where}.var_length: expected a positive integer, found {length!r}")
+        length, min_length = _lengths(table, where)
         var_infos = table.get("var_infos", {})
         if not isinstance(var_infos, dict):
             raise ConfigError(f"{where}.var_infos: expected a table")
@@ -114,7 +121,34 @@ def read_preprocess_json(path: str | Path) -> Preprocess:
             )
         shape = table.get("input_shape")
         inputs[name] = InputSpec(name, tuple(str(v) for v in var_names), length, infos,
-                                 tuple(int(s) for s in shape) if isinstance(shape, list) else None)
+                                 tuple(int(s) for s in shape) if isinstance(shape, list) else None, min_length)
+    return Preprocess(str(path), names, inputs, _class_names(raw))
+
+
+def _positive(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: expected a positive integer, found {value!r}")
+    return value
+
+
+def _lengths(table: dict[str, object], where: str) -> tuple[int, int | None]:
+    """(padded length, weaver's min_length or None) from either format."""
+    if "var_length" in table:
+        return _positive(table["var_length"], f"{where}.var_length"), None
+    if "max_length" in table:
+        top = _positive(table["max_length"], f"{where}.max_length")
+        low = _positive(table.get("min_length", 1), f"{where}.min_length")
+        if low > top:
+            raise ConfigError(f"{where}: min_length {low} is above max_length {top}")
+        return top, low
+    raise ConfigError(f"{where}: expected var_length (CMSSW's format) or min_length/max_length (weaver's)")
+
+
+def _class_names(raw: dict[str, object]) -> tuple[str, ...] | None:
     flav = raw.get("flav_names")
-    flav_names = tuple(str(f) for f in flav) if isinstance(flav, list) and flav else None
-    return Preprocess(str(path), names, inputs, flav_names)
+    if isinstance(flav, list) and flav:
+        return tuple(str(f) for f in flav)
+    names = raw.get("output_names")
+    if isinstance(names, list) and len(names) > 1:
+        return tuple(str(f) for f in names)
+    return None

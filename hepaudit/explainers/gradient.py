@@ -25,9 +25,8 @@ import numpy as np
 
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
-from hepaudit.explainers.lrp import AttributionSums, draw_relevance, engine_for, forward_values, mean_row
+from hepaudit.explainers.lrp import AttributionSums, backward_for, draw_relevance, mean_row
 from hepaudit.explanation import Explanation, ExplanationSample
-from hepaudit.model.backward import gradient_seed, logit_and_gradient
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, Figure
 from hepaudit.sampling import salt_for
@@ -67,33 +66,30 @@ class Gradient(Explainer[GradientState]):
             from hepaudit.errors import ConfigError
 
             raise ConfigError("explainers.gradient: samples and steps must be at least 1")
-        self.engine = engine_for(context)
+        self.backward = backward_for(context)
+        self.engine = self.backward.engine
         self.per_jet = options.per_jet and len(context.features) <= options.max_per_jet_features
 
     def start(self) -> GradientState:
         return GradientState(sample=ExplanationSample(self.options.sample_jets,
                                                       salt_for(self.context.seed, "gradient-sample")))
 
-    def _target(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        z, _ = logit_and_gradient(self.engine.target, values[self.engine.target.tensor])
-        if self.options.target == "probability" and self.engine.target.head is not None:
+    def _target(self, z: np.ndarray) -> np.ndarray:
+        """t from the logit z: z itself, or the probability σ(z) (the score when there is no head)."""
+        if self.options.target == "probability":
             return 1.0 / (1.0 + np.exp(-z))
         return z
 
-    def _grad(
-        self, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        if extra is None:
-            extra = self.context.tagger.run(inputs).extra
-        values = forward_values(self.engine, inputs, extra)
-        seed = gradient_seed(self.engine.target, values[self.engine.target.tensor], self.options.target)
-        return self.engine.gradient(values, seed), self._target(values)
+    def _grad(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The gradient of the target per input, and the target t(x), per jet."""
+        grads, z = self.backward.gradient(inputs, self.options.target)
+        return grads, self._target(z)
 
     def attributions(self, chunk: Chunk) -> tuple[dict[str, np.ndarray], float]:
         """Attribution per input tensor for the chunk, and the summed IG completeness error."""
         o = self.options
         if o.method in ("gradient", "gradient_x_input"):
-            grads, _ = self._grad(chunk.inputs, chunk.extra)
+            grads, _ = self._grad(chunk.inputs)
             if o.method == "gradient":
                 return grads, 0.0
             return {k: g * chunk.inputs[k] for k, g in grads.items()}, 0.0
@@ -125,7 +121,7 @@ class Gradient(Explainer[GradientState]):
                 total[k] = total[k] + g if k in total else g
         ig = {k: (chunk.inputs[k] - base[k]) * g / o.steps for k, g in total.items()}
         _, t_base = self._grad({k: np.repeat(v, 1, axis=0) for k, v in base.items()})
-        t_x = self._target(forward_values(self.engine, chunk.inputs, chunk.extra))
+        t_x = self._target(chunk.logit)
         n = len(chunk)
         summed = sum(v.reshape(n, -1).sum(axis=1) for v in ig.values())
         return ig, float(np.abs(summed - (t_x - t_base[0])).sum())

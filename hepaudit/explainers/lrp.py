@@ -30,6 +30,7 @@ from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explanation import Explanation, ExplanationSample
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget
+from hepaudit.model.backward.blocked import BlockedBackward
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
 from hepaudit.sampling import salt_for
@@ -79,8 +80,9 @@ def rule_set(options: LrpOptions) -> RuleSet:
     )
 
 
-def engine_for(context: AuditContext) -> BackwardEngine:
-    """The backward engine for the audited tagger, its hidden tensors exposed from onnxruntime."""
+def backward_for(context: AuditContext) -> BlockedBackward:
+    """The backward engine for the audited tagger, run on blocks of jets whose hidden tensors
+    onnxruntime computes block by block (memory bounded whatever the chunk size)."""
     tagger = context.tagger
     engine = BackwardEngine(
         tagger.proto,
@@ -90,16 +92,8 @@ def engine_for(context: AuditContext) -> BackwardEngine:
         dtype=np.float32,
     )
     # no busy-waiting onnxruntime threads while numpy runs the backward between forwards
-    tagger.expose(engine.needed, spinning=False)
-    return engine
-
-
-def forward_values(
-    engine: BackwardEngine, inputs: dict[str, np.ndarray], extra: dict[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    values = dict(inputs)
-    values.update({k: extra[k] for k in engine.needed})
-    return values
+    tagger.expose([], spinning=False)
+    return BlockedBackward(tagger, engine)
 
 
 def mean_row(context: AuditContext) -> dict[str, np.ndarray]:
@@ -284,7 +278,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
     def __init__(self, options: LrpOptions, context: AuditContext) -> None:
         super().__init__(options, context)
         self.rules = rule_set(options)
-        self.engine = engine_for(context)
+        self.backward = backward_for(context)
+        self.engine = self.backward.engine
         self.warnings: list[str] = []
         n_feat = len(context.features)
         self.per_jet = options.per_jet and n_feat <= options.max_per_jet_features
@@ -295,11 +290,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             )
         self.image = EtaPhiImage(context)
         # the mean-behaviour relevance r(x̄): LRP on the mean input
-        mean = mean_row(context)
-        out = context.tagger.run(mean)
-        self.mean_relevance = self._features(
-            self.engine.relevance(forward_values(self.engine, mean, out.extra), self.rules).relevance
-        )[0]
+        self.mean_relevance = self._features(self.backward.relevance(mean_row(context), self.rules).relevance)[0]
 
     def _features(self, relevance: dict[str, np.ndarray]) -> np.ndarray:
         r = feature_matrix(self.context.builder, relevance)
@@ -316,7 +307,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
                         sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "lrp-sample")))
 
     def update(self, state: LrpState, chunk: Chunk) -> LrpState:
-        out = self.engine.relevance(forward_values(self.engine, chunk.inputs, chunk.extra), self.rules)
+        out = self.backward.relevance(chunk.inputs, self.rules)
         r = self._features(out.relevance)
         total = out.total()
         raw_features = feature_matrix(self.context.builder, out.relevance).sum(axis=1)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hepaudit.errors import ConfigError
+from hepaudit.errors import ConfigError, ModelError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.model.layers import (
     HiddenLayer,
@@ -90,10 +90,10 @@ class NeuralActivationPatterns(Explainer[NapState]):
             layers = named_layers(proto, options.layers)
         else:
             layers = find_hidden_layers(proto, tagger.score_spec.output, tagger.score_spec.head)
-            if not layers:
-                raise ConfigError(
-                    "explainers.nap: found no activation nodes (Relu, Tanh, ...) on the path to the "
-                    "score; name the hidden tensors with layers = [...]"
+            if not layers:  # this explainer fails, the audit goes on
+                raise ModelError(
+                    "found no activation nodes (Relu, Gelu, Tanh, ...) on the path to the score; "
+                    "name the hidden tensors with explainers.nap.layers = [...]"
                 )
         axis = options.channel_axis
         if axis is not None:
@@ -122,7 +122,9 @@ class NeuralActivationPatterns(Explainer[NapState]):
         assert chunk.labels is not None
         counted = False
         for layer in self.layers:
-            values = chunk.extra[layer.name]
+            values = chunk.extra.get(layer.name)
+            if values is None:  # the tagger found no per-jet view of it
+                raise ModelError(self.context.tagger.no_jet_axis.get(layer.name, f"no values for {layer.name!r}"))
             if self.options.values == "absolute":
                 values = np.abs(values)
             per_jet = per_jet_channels(values, layer.channel_axis, masks_for(layer, self.masks, chunk.inputs))

@@ -37,12 +37,18 @@ class OcclusionOptions:
             raise ValueError("features = false needs groups: there would be nothing to occlude")
 
 
-#: Built-in group kinds and the group names they select.
+#: Built-in group kinds and the group names they select, tried in this order: a group has one
+#: kind (``input_4.particle_0`` is a particle group of input ``input_4``, not an input group).
 GROUP_KINDS: dict[str, re.Pattern[str]] = {
     "particle": re.compile(r"(^|\.)particle_\d+$"),
     "feature": re.compile(r"^feature_"),
     "input": re.compile(r"^input_"),
 }
+
+
+def group_kind(name: str) -> str | None:
+    """The built-in kind of a group name, or None for a name that is none of them."""
+    return next((kind for kind, pattern in GROUP_KINDS.items() if pattern.search(name)), None)
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ def occlusion_units(context: AuditContext, groups: bool | str | list[str] | dict
         named = dict(context.groups)
     elif isinstance(groups, (str, list)):
         kinds = [groups] if isinstance(groups, str) else groups
-        named = {g: ks for g, ks in context.groups.items() if any(GROUP_KINDS[k].search(g) for k in kinds)}
+        named = {g: ks for g, ks in context.groups.items() if group_kind(g) in kinds}
         if not named:
             raise ConfigError(f"explainers.{where}.groups = {groups!r}: the model has no such groups "
                               f"(known: {', '.join(list(context.groups)[:6]) or 'none'})")

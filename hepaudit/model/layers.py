@@ -129,22 +129,40 @@ def channel_axis_of(model: onnx.ModelProto, tensor: str) -> tuple[int, str]:
     return -1, "default"
 
 
+def _gelu_output(erf: onnx.NodeProto, consumers: Mapping[str, list[onnx.NodeProto]]) -> str:
+    """The output of a GELU exported as x · 0.5 · (1 + erf(x / √2)) (PyTorch before opset 20):
+    follow the Erf's single consumers through the Add and Mul nodes of the formula."""
+    name = erf.output[0]
+    for _ in range(3):
+        users = consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type not in ("Add", "Mul"):
+            break
+        name = users[0].output[0]
+    return name
+
+
 def find_hidden_layers(model: onnx.ModelProto, output: str, head: Head | None) -> list[HiddenLayer]:
     """The activation outputs on the path to ``output``, in graph (topological) order,
-    without the score head's own Sigmoid/Softmax."""
+    without the score head's own Sigmoid/Softmax. A GELU written out with Erf counts as one
+    activation (op ``"Gelu"``), its output the end of the formula."""
     on_path = score_ancestors(model, output)
+    consumers = _consumers(model)
     layers = []
     for node in model.graph.node:
-        if node.op_type not in ACTIVATION_OPS or not node.output or node.output[0] not in on_path:
+        if not node.output or node.output[0] not in on_path:
+            continue
+        if node.op_type == "Erf":
+            name, op = _gelu_output(node, consumers), "Gelu"
+        elif node.op_type in ACTIVATION_OPS:
+            name, op = node.output[0], node.op_type
+        else:
             continue
         if head is not None and node.op_type == head.op and node.input and node.input[0] == head.logit:
             continue
-        if node.output[0] == output:  # an activation that *is* the score is a head, not a layer
+        if name == output:  # an activation that *is* the score is a head, not a layer
             continue
-        axis, how = channel_axis_of(model, node.output[0])
-        layers.append(
-            HiddenLayer(node.output[0], node.op_type, axis, graph_inputs_of(model, node.output[0]), how)
-        )
+        axis, how = channel_axis_of(model, name)
+        layers.append(HiddenLayer(name, op, axis, graph_inputs_of(model, name), how))
     return layers
 
 

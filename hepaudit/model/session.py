@@ -5,7 +5,11 @@ model. It checks the configured inputs against the graph, forms the signal score
 output column, or the class-sum discriminant S / (S + B)), exposes the logit tensor
 feeding the score's Sigmoid/Softmax when it can, runs in batches (padding the last batch
 for models whose batch dimension is fixed), and can return hidden tensors as extra
-outputs. It keeps the time spent inside onnxruntime so reports and benchmarks can quote it.
+outputs, per jet: each exposed tensor's jet axis is learnt from the model on its first run
+(:mod:`hepaudit.model.jet_axis`), so a tensor of jets times edges comes back as
+(N, edges, ...) and one that has no per-jet view is left out and named in ``no_jet_axis``.
+``raw_values`` gives the tensors as the graph holds them, for the backward pass. It keeps the
+time spent inside onnxruntime so reports and benchmarks can quote it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import onnxruntime as ort
 from hepaudit.config import ClassSumScore, ModelConfig
 from hepaudit.errors import ConfigError, ModelError
 from hepaudit.model.graph import Head, ModelInfo, describe_model, find_head, load_model, with_extra_outputs
+from hepaudit.model.jet_axis import ROWS, JetAxis, learn_jet_axis
 
 #: Rows per onnxruntime call for passes that go over the same jets many times: the occluded
 #: units of ΔAUC and MAD, SHAP's coalitions, the OOD ensemble's members and autoencoder. A
@@ -122,6 +127,11 @@ class Tagger:
         # idle onnxruntime threads sleep rather than busy-wait between runs: hepaudit interleaves
         # runs with numpy work, which spinning threads slow down on machines with few cores
         self.spinning = False
+        #: exposed tensor -> its jet axis (learnt on the first run that returns it)
+        self.jet_axes: dict[str, JetAxis | None] = {}
+        #: exposed tensors that have no per-jet view, and why (they are left out of ``extra``)
+        self.no_jet_axis: dict[str, str] = {}
+        self._raw_sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
         self._session = self._make_session(self._base_outputs + self._extra)
         first = self.info.inputs[0].shape if self.info.inputs else ()
         self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
@@ -152,7 +162,7 @@ class Tagger:
             head = None
         return ScoreSpec(output, column, head=head, classes=classes)
 
-    def _make_session(self, outputs: list[str]) -> ort.InferenceSession:
+    def _make_session(self, outputs: list[str], keep: bool = True) -> ort.InferenceSession:
         opts = ort.SessionOptions()
         if self.config.threads:
             opts.intra_op_num_threads = self.config.threads
@@ -167,7 +177,8 @@ class Tagger:
         except Exception as exc:
             first_line = str(exc).splitlines()[0][:200]
             raise ModelError(f"{self.path}: onnxruntime cannot load the model ({first_line})") from None
-        self._output_names = outputs
+        if keep:
+            self._output_names = outputs
         return session
 
     def expose(self, names: Sequence[str], spinning: bool | None = None) -> None:
@@ -186,6 +197,7 @@ class Tagger:
             self._extra.extend(new)
             # a name may already be a base output (the head's logit): the session returns it once
             self._session = self._make_session(list(dict.fromkeys(self._base_outputs + self._extra)))
+            self._raw_sessions.clear()
 
     @property
     def cached_rows(self) -> int:
@@ -229,6 +241,10 @@ class Tagger:
         if n == 0:
             empty = np.zeros(0)
             return ModelOutputs(empty, empty, {k: np.zeros((0,)) for k in self._extra})
+        if extra and self._extra:
+            self._learn_axes(inputs)
+            names = [k for k in names if k in self._base_outputs or self.jet_axes.get(k) is not None]
+        rows_only = all(k in self._base_outputs or self._axis(k).is_rows for k in names)
         key = (tuple(names), tuple((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
         scratch = scratch and extra and bool(self._extra)
         layout = self._layouts.get(key) if n > batch or scratch else None
@@ -239,12 +255,10 @@ class Tagger:
             feed = {k: v[start:start + batch] for k, v in inputs.items()}
             m = len(next(iter(feed.values())))
             padded = bool(self.fixed_batch and m < self.fixed_batch)
-            if padded:  # pad the last batch of a fixed-batch model
-                pad = int(self.fixed_batch or 0) - m
-                feed = {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feed.items()}
+            feed = self.padded_feed(feed)  # the last batch of a fixed-batch model is padded
             values: list[np.ndarray] | None = None
             t0 = time.perf_counter()
-            if joined and not padded:
+            if joined and not padded and rows_only:
                 # later batches of a chunk: onnxruntime writes straight into their rows of the
                 # chunk's output arrays, with no per-batch arrays to concatenate afterwards (NAP's
                 # hidden layers are 420 floats a jet in TopoDNN: the copy cost half a forward pass)
@@ -273,9 +287,9 @@ class Tagger:
                 self.n_runs += 1
             if values is None:
                 continue
-            rows = self.fixed_batch or m
+            values = [self._per_jet(k, val, m) for k, val in zip(names, values)]
             if not joined and not pieces:
-                per_jet = all(val.ndim > 0 and val.shape[0] == rows for val in values)
+                per_jet = all(val.ndim > 0 and val.shape[0] == m for val in values)
                 if per_jet:
                     self._layouts[key] = {k: (val.shape[1:], val.dtype) for k, val in zip(names, values)}
                 if m == n:  # a single batch: onnxruntime's own arrays are the result, no copy
@@ -291,8 +305,75 @@ class Tagger:
         if pieces:
             joined = {k: np.concatenate([p[k] for p in pieces]) for k in names}
         score, logit = self._score_and_logit(joined)
-        extras = {k: joined[k] for k in self._extra} if extra else {}
+        extras = {k: joined[k] for k in self._extra if k in joined} if extra else {}
         return ModelOutputs(score, logit, extras)
+
+    # -- jet axes -----------------------------------------------------------------------------
+    def _axis(self, name: str) -> JetAxis:
+        axis = self.jet_axes.get(name)
+        return ROWS if axis is None else axis
+
+    def _per_jet(self, name: str, value: np.ndarray, m: int) -> np.ndarray:
+        """One batch's output as (m, ...) per jet: rows of a padded fixed batch cut to the jets,
+        other layouts viewed along their jet axis."""
+        if name in self._base_outputs or self._axis(name).is_rows:
+            return value[:m] if self.fixed_batch else value
+        return self._axis(name).view(value, m)
+
+    def padded_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The feed padded to a fixed batch (repeating the last jet), else as it is."""
+        m = len(next(iter(feed.values())))
+        if not self.fixed_batch or m >= self.fixed_batch:
+            return dict(feed)
+        pad = self.fixed_batch - m
+        return {k: np.concatenate([v, np.repeat(v[-1:], pad, axis=0)]) for k, v in feed.items()}
+
+    def _learn_axes(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Learn the jet axis of every exposed tensor not yet known, from one jet and two."""
+        todo = [k for k in self._extra if k not in self.jet_axes and k not in self._base_outputs]
+        if not todo:
+            return
+        n = len(next(iter(inputs.values())))
+        session = self._make_session(todo, keep=False)
+        t0 = time.perf_counter()
+        try:
+            one = session.run(todo, self.padded_feed({k: v[:1] for k, v in inputs.items()}))
+            if self.fixed_batch:  # the batch never changes: rows of the fixed batch are the jets
+                axes = [ROWS if v.ndim and v.shape[0] == self.fixed_batch else None for v in one]
+            else:
+                pair = session.run(todo, {k: v[[0, min(1, n - 1)]] for k, v in inputs.items()})
+                axes = [learn_jet_axis(a, b) for a, b in zip(one, pair)]
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise ModelError(f"{self.path}: onnxruntime failed to run the model on one jet: {first[:300]}") from None
+        finally:
+            with self._counting:
+                self.inference_s += time.perf_counter() - t0
+        for name, value, axis in zip(todo, one, axes):
+            self.jet_axes[name] = axis
+            if axis is None:
+                self.no_jet_axis[name] = (f"tensor {name!r} (shape {tuple(value.shape)} for one jet) has no axis "
+                                          "that holds each jet's entries one jet after the other")
+
+    def raw_values(self, inputs: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``names`` for these jets in one onnxruntime call, as the graph holds them (no per-jet
+        view, a fixed batch padded and not cut): what the backward pass reads. Keep the block
+        of jets small: nothing here bounds the memory."""
+        key = tuple(names)
+        session = self._raw_sessions.get(key)
+        if session is None:
+            session = self._raw_sessions[key] = self._make_session(list(key), keep=False)
+        t0 = time.perf_counter()
+        try:
+            values = session.run(list(key), self.padded_feed(inputs))
+        except Exception as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise ModelError(f"{self.path}: onnxruntime failed to run the model: {first[:300]}") from None
+        finally:
+            with self._counting:
+                self.inference_s += time.perf_counter() - t0
+                self.n_runs += 1
+        return dict(zip(key, values))
 
     def _output_arrays(self, key: tuple[object, ...], layout: dict[str, tuple[tuple[int, ...], np.dtype]],
                        n: int, scratch: bool) -> dict[str, np.ndarray]:
