@@ -43,7 +43,7 @@ class ClassSumScore:
 class ModelConfig:
     path: str
     output: str | None = None
-    score: int | ClassSumScore | None = None
+    score: int | str | ClassSumScore | None = None  # a column, a class name, or a class sum
     classes: tuple[str, ...] | None = None
     batch_size: int = 65536  # rows per onnxruntime call; see README "Memory and speed"
     providers: tuple[str, ...] = ("CPUExecutionProvider",)

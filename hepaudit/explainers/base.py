@@ -113,8 +113,14 @@ class AuditContext:
         return self._baselines[key]
 
     def tagger_input_row(self, name: str) -> tuple[int, ...]:
+        """One jet's shape of a model input as the audit builds it: x̄'s when known (a symbolic
+        dimension such as n_pf is the padded length the config chose), else the model's."""
+        if self.input_mean is not None and name in self.input_mean:
+            return tuple(self.input_mean[name].shape)
         shape = self.builder.model_inputs[name].shape[1:]
-        return tuple(int(d) if isinstance(d, int) else 1 for d in shape)
+        if not all(isinstance(d, int) for d in shape):
+            raise ValueError(f"input {name!r} has a symbolic dimension {tuple(shape)} and no x̄ is known to fix it")
+        return tuple(int(d) for d in shape)
 
 
 _FACT_FIELDS = tuple(AuditFacts.__dataclass_fields__)

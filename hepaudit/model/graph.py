@@ -201,30 +201,50 @@ _PASS_THROUGH = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsquee
 
 @dataclass(frozen=True)
 class Head:
-    """The score head: ``op`` is "Sigmoid" or "Softmax"; ``logit`` is the tensor it reads."""
+    """The score head: ``op`` is "Sigmoid" or "Softmax"; ``logit`` is the tensor it reads.
+
+    ``columns``: when the output is the head's result followed by other columns (HLT
+    ParticleNet's Concat of six class probabilities and a pT regression), how many of the
+    output's first columns the head makes; None when it makes them all."""
 
     op: str
     logit: str
     axis: int = -1
+    columns: int | None = None
 
 
 def find_head(model: onnx.ModelProto, output: str) -> Head | None:
     """The Sigmoid or Softmax whose result is ``output`` (through shape-only ops), if any."""
     made_by = producers(model)
     name = output
+    columns: int | None = None
     for _ in range(8):
         node = made_by.get(name)
         if node is None:
             return None
         if node.op_type == "Sigmoid":
-            return Head("Sigmoid", node.input[0])
+            return Head("Sigmoid", node.input[0], columns=columns)
         if node.op_type == "Softmax":
             axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
-            return Head("Softmax", node.input[0], axis)
-        if node.op_type not in _PASS_THROUGH:
+            return Head("Softmax", node.input[0], axis, columns)
+        if node.op_type == "Concat" and columns is None and len(node.input) > 1:
+            # the head's columns first, then others (a regression): the head covers the first ones
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            width = _last_dim(model, node.input[0])
+            if axis not in (-1, 1) or width is None:
+                return None
+            columns = width
+        elif node.op_type not in _PASS_THROUGH:
             return None
         name = node.input[0]
     return None
+
+
+def _last_dim(model: onnx.ModelProto, tensor: str) -> int | None:
+    """The fixed length of a 2-D tensor's last axis, from shape inference (None if unknown)."""
+    info = value_types(model).get(tensor)
+    dims = info.type.tensor_type.shape.dim if info is not None else []
+    return int(dims[-1].dim_value) if len(dims) == 2 and dims[-1].HasField("dim_value") else None
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:

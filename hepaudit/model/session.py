@@ -91,6 +91,15 @@ def _class_index(ref: str | int, classes: tuple[str, ...] | None, n_columns: int
     return index
 
 
+def _within(score: object, classes: tuple[str, ...] | None, n_columns: int | None, width: int) -> bool:
+    """Whether every column the score reads is among the first ``width``."""
+    if isinstance(score, ClassSumScore):
+        refs: list[str | int] = [*score.signal, *score.background]
+    else:
+        refs = [score if isinstance(score, (str, int)) else 0]
+    return all(_class_index(r, classes, n_columns) < width for r in refs)
+
+
 def _logsumexp(z: np.ndarray, cols: Sequence[int]) -> np.ndarray:
     sub = z[:, list(cols)].astype(np.float64)
     top = sub.max(axis=1, keepdims=True)
@@ -144,6 +153,8 @@ class Tagger:
             raise ConfigError(f"model.classes: {len(classes)} names given but output {output!r} "
                               f"has {n_columns} columns")
         head = find_head(self.proto, output)
+        if head is not None and head.columns is not None and not _within(cfg.score, classes, n_columns, head.columns):
+            head = None  # the score reads columns the head does not make
         if isinstance(cfg.score, ClassSumScore):
             sig = tuple(_class_index(c, classes, n_columns) for c in cfg.score.signal)
             bkg = tuple(_class_index(c, classes, n_columns) for c in cfg.score.background)

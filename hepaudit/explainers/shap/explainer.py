@@ -214,8 +214,7 @@ class Shap(Explainer[ShapState]):
                 weights: np.ndarray) -> dict[str, Any]:
         """Shapley values for the given jets (flat rows per input): φ, φ_0, errors, bookkeeping."""
         tagger = self.context.tagger
-        shapes = {t.name: tuple(int(d) if isinstance(d, int) else 1 for d in t.shape[1:])
-                  for t in tagger.info.inputs}
+        shapes = {t.name: self.context.tagger_input_row(t.name) for t in tagger.info.inputs}
         jets_shaped = {k: v.reshape((len(v), *shapes[k])) for k, v in jets.items()}
         # inputs without a background row (none expected) are never replaced: zeros are placeholders
         bg = {k: background.get(k, np.zeros((len(weights), int(np.prod(s))), np.float32))

@@ -80,7 +80,20 @@ NON_CARRYING: dict[str, tuple[int, ...]] = {
     "TopK": (1,),
     "Split": (1,),
     "Clip": (1, 2),
+    "GatherND": (1,),
+    "ScatterND": (1,),
+    "ScatterElements": (1,),
+    "Trilu": (1,),
+    "If": (0,),
+    "LSTM": (4,),
+    "GRU": (4,),
 }
+#: ops whose output gates another tensor (a Mul or MatMul by it) rather than carrying a signal:
+#: GELU's erf, the sigmoid gates of GLUs, attention's softmax (LRP gives a gate no relevance)
+GATING_OPS = frozenset({"Erf", "Sigmoid", "HardSigmoid", "Tanh", "Softmax"})
+#: ops walked through when looking for a gate's origin (the GELU formula, attention masks, reshapes)
+_GATE_PASS = frozenset({"Add", "Sub", "Mul", "Div", "Cast", "Identity", "Dropout", "Reshape", "Transpose",
+                        "Squeeze", "Unsqueeze", "Expand", "Where", "Flatten", "Slice", "Tile"})
 #: inputs whose values the backward does not read (it uses the input activation's shape instead)
 VALUE_NOT_NEEDED: dict[str, tuple[int, ...]] = {
     "Relu": (0,),  # its backward reads its output
@@ -101,6 +114,8 @@ LINEAR_KIND = {
     "Add": "dense",
     "Sub": "dense",
     "Sum": "dense",
+    "LSTM": "recurrent",  # the ε rule of the layer's rule, always (ops_recurrent)
+    "GRU": "recurrent",
 }
 WEIGHTED_OPS = frozenset({"Gemm", "MatMul", "Conv"})
 #: ops whose backward treats each row of a 2-D (jets, units) tensor on its own (see _row_wise)
@@ -302,13 +317,43 @@ class GraphAnalysis:
         return True
 
     def gate(self, node: Node) -> int | None:
-        """For a Mul of two computed tensors: the operand that is a raw input (a mask), if exactly one is."""
-        if node.op != "Mul" or len(node.inputs) != 2:
+        """For a Mul or MatMul of two computed tensors, the operand that gates the other, if one does:
+        the one made by a gating op (:data:`GATING_OPS`: GELU's erf, attention's softmax) when the
+        other is not; else, for a Mul, the one that is a raw input (a mask) when the other went
+        through the network's layers."""
+        if node.op not in ("Mul", "MatMul") or len(node.inputs) != 2:
+            return None
+        gated = [self._gated(name) for name in node.inputs]
+        if gated[0] != gated[1]:
+            return 0 if gated[0] else 1
+        if node.op != "Mul":
             return None
         a, b = (name in self.after_linear for name in node.inputs)
         if a == b:
             return None
         return 1 if a else 0
+
+    def _gated(self, name: str, depth: int = 6) -> bool:
+        """Whether ``name`` is made by a gating op, through at most ``depth`` pass-through ops."""
+        made_by = self._made_by()
+        frontier = [name]
+        for _ in range(depth):
+            nxt = []
+            for tensor in frontier:
+                node = made_by.get(tensor)
+                if node is None:
+                    continue
+                if node.op in GATING_OPS:
+                    return True
+                if node.op in _GATE_PASS:
+                    nxt += [i for i in node.inputs if i in self.diff]
+            frontier = nxt
+        return False
+
+    def _made_by(self) -> dict[str, Node]:
+        if not hasattr(self, "_producers"):
+            self._producers = {o: n for n in self.nodes for o in n.outputs if o}
+        return self._producers
 
     def path_ops(self) -> dict[str, int]:
         """How many nodes of each op type lie on the path."""

@@ -48,10 +48,33 @@ class Node:
                 value = onnx.numpy_helper.to_array(value)
             attrs[a.name] = value
         name = proto.name or f"{proto.op_type}_{index}"
-        return cls(name, proto.op_type, tuple(proto.input), tuple(proto.output), attrs)
+        inputs = tuple(proto.input)
+        if proto.op_type in ("If", "Loop", "Scan"):
+            # a subgraph reads tensors of the outer graph without naming them as inputs: they
+            # follow the node's own inputs, so the analysis sees what the node depends on
+            inputs += tuple(n for n in _outer_names(proto) if n not in inputs)
+        return cls(name, proto.op_type, inputs, tuple(proto.output), attrs)
 
     def describe(self) -> str:
         return f"node {self.name!r} ({self.op})"
+
+
+def _outer_names(proto: onnx.NodeProto) -> list[str]:
+    """Tensors the node's subgraphs read from the enclosing graph, in first-use order."""
+    names: list[str] = []
+    for attr in proto.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            local = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+            for node in graph.node:
+                for name in node.input:
+                    if name and name not in local and name not in names:
+                        names.append(name)
+                for sub in _outer_names(node):
+                    if sub not in local and sub not in names:
+                        names.append(sub)
+                local.update(node.output)
+    return names
 
 
 class Values:
@@ -120,8 +143,25 @@ class Step:
         return UnsupportedOpError(f"{self.node.describe()}: {why}; {mode} cannot be propagated through it")
 
     def add_absorbed(self, share: np.ndarray) -> None:
+        """Add a bias's share (any shape, rows first) to the per-jet total."""
         if self.absorbed is not None:
-            self.absorbed += share.reshape(len(share), -1).sum(axis=1)
+            self.add_absorbed_rows(share.reshape(len(share), -1).sum(axis=1))
+
+    def add_absorbed_rows(self, rows: np.ndarray) -> None:
+        """Add per-row bias shares: one per jet, or several per jet when the tensor's first axis
+        holds jets times objects, one jet after the other (an interaction network's edges). A
+        tensor whose first axis is not a multiple of the jets cannot be split per jet: its share
+        is spread evenly, so the sum over jets stays right."""
+        if self.absorbed is None:
+            return
+        n = len(self.absorbed)
+        rows = np.asarray(rows, np.float64).reshape(-1)
+        if len(rows) == n:
+            self.absorbed += rows
+        elif n and len(rows) % n == 0:
+            self.absorbed += rows.reshape(n, -1).sum(axis=1)
+        else:
+            self.absorbed += rows.sum() / max(n, 1)
 
 
 Backward = Callable[[Step, list[np.ndarray | None]], list[np.ndarray | None]]

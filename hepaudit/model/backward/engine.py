@@ -25,7 +25,14 @@ import numpy as np
 import onnx
 
 from hepaudit.errors import ModelError
-from hepaudit.model.backward import ops_conv, ops_elementwise, ops_linear, ops_pool, ops_shape  # noqa: F401
+from hepaudit.model.backward import (  # noqa: F401  (each registers its ops)
+    ops_conv,
+    ops_elementwise,
+    ops_linear,
+    ops_pool,
+    ops_recurrent,
+    ops_shape,
+)
 from hepaudit.model.backward.analysis import LINEAR_KIND, GraphAnalysis
 from hepaudit.model.backward.base import HANDLERS, Step, Values
 from hepaudit.model.backward.blas import blas_threads

@@ -136,6 +136,5 @@ def conv(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
         bias = extra if bias is None else bias + extra
     rel, absorbed = lrp_linear(x, g, fwd, bwd, w, bias, step.rule, step.linear_output(),
                                z_is_relu=bool(step.extra.get("rectified")))
-    if step.absorbed is not None:
-        step.absorbed += absorbed
+    step.add_absorbed_rows(absorbed)
     return [rel] + rest

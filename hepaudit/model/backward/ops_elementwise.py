@@ -9,12 +9,20 @@ Gradients are the analytic derivatives. For LRP:
 * Add/Sub/Sum split relevance in proportion to the terms, R_i = t_i / (z + ε·sign z) R; a
   constant term is a bias and absorbs its share (``ignore_bias`` passes it all through);
   an Add whose constant the engine folded into the preceding MatMul/Conv passes through;
-* Mul of two computed tensors (features × mask in a deep set): one operand is the gate
-  and gets no relevance, the other gets all of it. The gate is the operand that reaches
-  the model inputs without passing a Gemm/MatMul/Conv (the mask) while the other went
-  through the network's layers; if both or neither did, the operand whose values are all
-  0 or 1 in this batch. Otherwise LRP stops with :class:`UnsupportedOpError` (the
-  gradient always uses the product rule).
+* Mul of two computed tensors (features × mask in a deep set, x · Φ(x) in a GELU): one
+  operand is the gate and gets no relevance, the other gets all of it ("signal-take-all",
+  Arras et al. 2017; for GELU as in AttnLRP, Achtibat et al. 2024). The gate is the operand
+  made by a gating op (erf, sigmoid, tanh, softmax) when the other is not; else the operand
+  that reaches the model inputs without passing a Gemm/MatMul/Conv (the mask) while the
+  other went through the network's layers; else the operand whose values are all 0 or 1 in
+  this batch. Otherwise LRP stops with :class:`UnsupportedOpError` (the gradient always
+  uses the product rule);
+* Div by a computed tensor (LayerNorm's standard deviation): the denominator is a
+  normaliser held fixed, as the conservative propagation of Ali et al. 2022 does for
+  LayerNorm: the numerator gets all the relevance;
+* Max and Min (clamps, element-wise maxima) give the gradient and the relevance to the
+  operand that was selected (the first on ties); where a constant was selected, its
+  relevance is absorbed like a bias's.
 """
 
 from __future__ import annotations
@@ -91,19 +99,29 @@ def activation(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | 
     return [out] + [None] * (len(step.node.inputs) - 1)
 
 
-@register("Exp", "Log", "Sqrt", "Pow")
+#: derivatives of the smooth one-input ops, from x (float64)
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Exp": np.exp,
+    "Log": lambda x: 1.0 / x,
+    "Sqrt": lambda x: 0.5 / np.sqrt(x),
+    "Erf": lambda x: 2.0 / np.sqrt(np.pi) * np.exp(-x * x),
+    "Atan": lambda x: 1.0 / (1.0 + x * x),
+    "Abs": np.sign,
+    "Reciprocal": lambda x: -1.0 / (x * x),
+    "Sin": np.cos,
+    "Cos": lambda x: -np.sin(x),
+}
+
+
+@register("Pow", *_UNARY)
 def smooth_unary(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     g = grads[0]
     assert g is not None
     if step.lrp:
-        raise step.unsupported("a non-linear op with no LRP rule")
+        raise step.unsupported("a non-linear op with no LRP rule (relevance reached it: it is not used as a gate)")
     x = step.x(0).astype(np.float64)
-    if step.node.op == "Exp":
-        d = np.exp(x)
-    elif step.node.op == "Log":
-        d = 1.0 / x
-    elif step.node.op == "Sqrt":
-        d = 0.5 / np.sqrt(x)
+    if step.node.op in _UNARY:
+        d = _UNARY[step.node.op](x)
     else:
         if step.is_diff(1):
             raise step.unsupported("a Pow with a computed exponent")
@@ -202,10 +220,8 @@ def div(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     assert g is not None
     a, b = step.x(0), step.x(1)
     da, db = step.is_diff(0), step.is_diff(1)
-    if step.lrp:
-        if db:
-            raise step.unsupported("a division by a computed tensor")
-        return [unbroadcast(g, np.shape(a)), None]
+    if step.lrp:  # a computed denominator is a normaliser held fixed (module docstring)
+        return [unbroadcast(g, np.shape(a)) if da else None, None]
     b64 = np.asarray(b, np.float64)
     return [
         unbroadcast(g / b64, np.shape(a)) if da else None,
@@ -223,3 +239,25 @@ def where(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]
         unbroadcast(np.where(cond, g, 0.0), _shape(step, 1)) if step.is_diff(1) else None,
         unbroadcast(np.where(cond, 0.0, g), _shape(step, 2)) if step.is_diff(2) else None,
     ]
+
+
+@register("Max", "Min")
+def extremum(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    """The operand selected at each position takes the gradient or the relevance (first on ties)."""
+    g = grads[0]
+    assert g is not None
+    y = step.y()
+    taken = np.zeros(y.shape, bool)
+    out: list[np.ndarray | None] = []
+    for i in range(len(step.node.inputs)):
+        x = step.x(i)
+        chosen = (np.broadcast_to(x, y.shape) == y) & ~taken
+        taken |= chosen
+        part = np.where(chosen, g, 0.0).astype(g.dtype, copy=False)
+        if step.is_diff(i):
+            out.append(unbroadcast(part, np.shape(x)))
+        else:
+            if step.lrp:
+                step.add_absorbed(part)
+            out.append(None)
+    return out

@@ -1,6 +1,8 @@
 """Backward of the dense linear ops: Gemm, MatMul and (inference) BatchNormalization.
 
-A MatMul (or Gemm) followed by an Add of a constant is one dense layer for LRP: the
+A MatMul of two computed tensors is attention's A·V for LRP: the operand made by the softmax
+gates and the other takes the relevance (see :mod:`.ops_elementwise`). A MatMul (or Gemm)
+followed by an Add of a constant is one dense layer for LRP: the
 engine fuses the Add's constant into the layer's bias, so a tf2onnx-style MatMul + Add
 graph gets exactly the relevance of the PyTorch-style Gemm graph with the same weights.
 BatchNormalization is the diagonal affine map y = s·x + t with s = scale/√(var + ε_bn)
@@ -57,8 +59,7 @@ def _dense(
         a, grad, fwd, lambda s, ww: unbroadcast(bwd(s, ww), a.shape), w, bias, step.rule, z_known,
         z_is_relu=bool(step.extra.get("rectified")),
     )
-    if step.absorbed is not None:
-        step.absorbed += absorbed
+    step.add_absorbed_rows(absorbed)
     return rel
 
 
@@ -112,9 +113,16 @@ def matmul(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None
         raise step.unsupported("a MatMul with a 1-D operand")
     da, db = step.is_diff(0), step.is_diff(1)
     if da and db:
-        if step.lrp:
-            raise step.unsupported("a MatMul of two computed tensors (no constant weight to redistribute by)")
-        return [unbroadcast(g @ _swap(b), a.shape), unbroadcast(_swap(a) @ g, b.shape)]
+        if not step.lrp:
+            return [unbroadcast(g @ _swap(b), a.shape), unbroadcast(_swap(a) @ g, b.shape)]
+        # attention's A·V: the softmax A gates, the values V take the relevance with A as the
+        # weights (the conservative propagation of Ali et al. 2022; AttnLRP's CP-LRP variant)
+        gate = step.extra.get("gate")
+        if gate == 0:
+            return [None, _dense(step, b, a, None, g, right=False)]
+        if gate == 1:
+            return [_dense(step, a, b, None, g, right=True), None]
+        raise step.unsupported("a MatMul of two computed tensors, neither made by a softmax or another gate")
     if da:
         return [_dense(step, a, b, None, g, right=True), None]
     return [None, _dense(step, b, a, None, g, right=False)]
@@ -135,6 +143,5 @@ def batch_norm(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | 
         return [g * s] + [None] * (len(step.node.inputs) - 1)
     assert step.rule is not None
     rel, absorbed = lrp_linear(x, g, lambda a, w: a * w, lambda r, w: r * w, s, t, step.rule, step.y())
-    if step.absorbed is not None:
-        step.absorbed += absorbed
+    step.add_absorbed_rows(absorbed)
     return [rel] + [None] * (len(step.node.inputs) - 1)

@@ -2,8 +2,10 @@
 
 These ops move values without combining them, so relevance is moved back exactly as the
 gradient is: Reshape/Flatten/Squeeze/Unsqueeze reshape back, Transpose applies the inverse
-permutation, Concat and Split cut and join, Slice, Gather and Pad scatter into zeros,
-Expand and Tile sum over the copies.
+permutation, Concat and Split cut and join, Slice, Gather, GatherND and Pad scatter into
+zeros, Expand and Tile sum over the copies, ScatterND sends the overwritten positions to its
+updates, Trilu keeps the kept triangle. An If whose branches only reshape one tensor of the
+outer graph (a traced squeeze) reshapes back; any other If is refused, naming it.
 """
 
 from __future__ import annotations
@@ -156,3 +158,65 @@ def pad(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
     if any(p < 0 for p in pads):
         raise step.unsupported("a Pad with negative pads")
     return _rest(step, g[tuple(index)])
+
+
+def _nd_keys(data_shape: tuple[int, ...], indices: np.ndarray, batch_dims: int) -> tuple[np.ndarray, ...]:
+    """GatherND/ScatterND's index tuple for numpy: batch grids, then the index columns."""
+    idx = np.asarray(indices).astype(np.int64)
+    k = idx.shape[-1]
+    lead = idx.shape[:-1]
+    grids = [np.arange(lead[d]).reshape((-1,) + (1,) * (len(lead) - d - 1)) for d in range(batch_dims)]
+    columns = [idx[..., j] % data_shape[batch_dims + j] for j in range(k)]
+    return tuple(grids) + tuple(columns)
+
+
+@register("GatherND")
+def gather_nd(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    shape = np.shape(step.x(0))
+    keys = _nd_keys(shape, step.x(1), int(step.attr("batch_dims", 0)))
+    out = np.zeros(shape, dtype=g.dtype)
+    np.add.at(out, keys, g)
+    return [out, None]
+
+
+@register("ScatterND")
+def scatter_nd(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    if step.attr("reduction", "none") != "none":
+        raise step.unsupported(f"a ScatterND with reduction {step.attr('reduction')!r}")
+    shape = np.shape(step.x(0))
+    keys = _nd_keys(shape, step.x(1), 0)
+    g_data = np.array(g, copy=True)
+    g_data[keys] = 0  # overwritten positions: their value came from the updates
+    return [g_data if step.is_diff(0) else None, None, np.asarray(g)[keys] if step.is_diff(2) else None]
+
+
+@register("Trilu")
+def trilu(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    k = int(np.asarray(step.x(1)).reshape(-1)[0]) if step.has_input(1) else 0
+    keep = np.triu if step.attr("upper", 1) else np.tril
+    return _rest(step, keep(g, k))
+
+
+#: ops a branch of an If may hold and still be a reshape of one outer tensor
+_RESHAPING = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Flatten", "Identity", "Constant"})
+
+
+@register("If")
+def if_node(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | None]:
+    g = grads[0]
+    assert g is not None
+    read = [i for i in range(1, len(step.node.inputs)) if step.is_diff(i)]
+    branches = [step.attr("then_branch"), step.attr("else_branch")]
+    simple = all(b is not None and all(n.op_type in _RESHAPING for n in b.node) for b in branches)
+    if len(read) != 1 or not simple or len(step.node.outputs) != 1:
+        raise step.unsupported("an If whose branches do more than reshape one tensor (the backward engine "
+                               "cannot see inside a subgraph)")
+    out: list[np.ndarray | None] = [None] * len(step.node.inputs)
+    out[read[0]] = g.reshape(np.shape(step.x(read[0])))
+    return out

@@ -295,7 +295,7 @@ class RuleSet:
 
     def rule(self, kind: str, first: bool = False) -> Rule:
         name = (self.by_kind or {}).get(kind, self.default)
-        if kind == "pool":
+        if kind in ("pool", "recurrent"):  # recurrent cells: Arras et al.'s ε rule (ops_recurrent)
             name = "zero" if name == "zero" else "epsilon"
         elif first and self.first_layer != "same":
             name = self.first_layer
