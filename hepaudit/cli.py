@@ -107,7 +107,7 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
         click.echo("hepaudit: interrupted; no report written (an earlier one in --out is untouched)", err=True)
         sys.exit(130)
     if not quiet:
-        click.echo(_summary(report, out), err=True)
+        click.echo(_summary(report, out, debug), err=True)
     if not report.gates_passed:
         for gate in report.gates:
             if not gate.passed:
@@ -115,11 +115,13 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
         sys.exit(1)
 
 
-def _summary(report: Any, out: Path) -> str:
+def _summary(report: Any, out: Path, debug: bool = False) -> str:
     lines = [f"audited {report.data['n_jets']} jets with {Path(report.model['path']).name}"]
     for name, result in report.explainers.items():
         line = f"  {name:<14} {result.status:<8} {result.runtime_s:7.1f} s"
-        if result.status != "ok":
+        if result.status != "ok" and debug:  # the whole message, with its traceback
+            line += "\n" + "\n".join("      " + row for row in str(result.error).splitlines())
+        elif result.status != "ok":
             line += f"  {str(result.error).splitlines()[0][:100]}"
         elif result.feature_importance:
             top = ", ".join(s.feature for s in result.feature_importance[:3])

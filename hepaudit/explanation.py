@@ -102,6 +102,13 @@ class Explanation:
                 out[f"{prefix}_input_{name}"] = self.data[:, k]
         return out
 
+    @staticmethod
+    def input_branches(prefix: str, tensors: dict[str, np.ndarray], inputs: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{prefix}_{input}``: one array branch per model input with features, each jet's
+        values in the input's own shape (float32), for models whose thousands of features would
+        make thousands of branches."""
+        return {f"{prefix}_{name}": np.asarray(tensors[name], np.float32) for name in inputs if name in tensors}
+
     @classmethod
     def from_branches(cls, columns: dict[str, np.ndarray], prefix: str, feature_names: Sequence[str],
                       output: str = "logit") -> Explanation:

@@ -55,7 +55,12 @@ _CMS_DERIVED = {
     "pt_log": "log_pt", "pt_log_nopuppi": "log_pt", "logpt": "log_pt", "e_log": "log_energy",
     "e_log_nopuppi": "log_energy", "loge": "log_energy", "ptrel_log": "log_pt_rel", "erel_log": "log_energy_rel",
     "etarel": "etarel", "phirel": "phirel", "deltar": "dr", "abseta": "abs_eta", "mask": "mask",
+    # weaver's names (JetClass, HLT ParticleNet): part_deta, jet_pfcand_energy_log, part_logptrel, ...
+    "deta": "deta", "dphi": "dphi", "energy_log": "log_energy", "logptrel": "log_pt_rel",
+    "logerel": "log_energy_rel", "ptrel": "pt_rel", "erel": "energy_rel", "eta": "eta", "phi": "phi",
 }
+#: the symbolic particle axis of a model input gets this padded length, marked CHECK
+DEFAULT_LENGTH = 50
 _CMS_PID = {"ismu": "is_muon", "isel": "is_electron", "ischargedhad": "is_charged_hadron", "isgamma": "is_photon",
             "isneutralhad": "is_neutral_hadron"}
 _PID_BRANCHES = ("pid", "pdgid", "pdg_id", "pdg", "id")
@@ -63,6 +68,13 @@ _PID_BRANCHES = ("pid", "pdgid", "pdg_id", "pdg", "id")
 
 def _stem(name: str) -> str:
     return name.split("_", 1)[1].lower() if "_" in name else name.lower()
+
+
+def _stems(name: str) -> list[str]:
+    """Every tail of a variable name after an underscore, longest first
+    (``jet_pfcand_pt_log`` -> ``pfcand_pt_log``, ``pt_log``, ``log``)."""
+    parts = name.lower().split("_")
+    return ["_".join(parts[i:]) for i in range(1, len(parts))] or [name.lower()]
 
 
 def cms_variable_table(pre: Preprocess, jagged: list[str], pid: str | None) -> tuple[dict[str, str], list[str]]:
@@ -77,15 +89,17 @@ def cms_variable_table(pre: Preprocess, jagged: list[str], pid: str | None) -> t
         for var in pre.inputs[name].var_names:
             if var in table or var in missing:
                 continue
-            stem = _stem(var)
-            if var.lower().startswith("sv_"):
+            tails = _stems(var)
+            derived = next((_CMS_DERIVED[t] for t in tails if t in _CMS_DERIVED), None)
+            flag = next((_CMS_PID[t] for t in tails if t in _CMS_PID), None)
+            if var.lower().startswith(("sv_", "jet_sv_")):
                 source = var if var in jagged else None
-            elif stem in _CMS_DERIVED:
-                source = _CMS_DERIVED[stem]
-            elif stem in _CMS_PID and pid:
-                source = _CMS_PID[stem]
+            elif derived is not None:
+                source = derived
+            elif flag is not None and pid:
+                source = flag
             else:
-                source = stems.get(stem)
+                source = next((stems[t] for t in tails if t in stems), None)
             if source is None:
                 missing.append(var)
             else:
@@ -156,14 +170,16 @@ def _cms_lines(pre: Preprocess, json_path: Path, out_dir: Path, jagged: list[str
 
 
 def _input_lines(tensor: Any, flat: list[str], label: str | None, momentum: dict[str, str] | None,
-                 notes: list[str]) -> list[str]:
-    """A guessed ``[[inputs]]`` table for one ONNX input."""
+                 notes: list[str], alone: bool = True) -> list[str]:
+    """A guessed ``[[inputs]]`` table for one ONNX input. A 2-D input is a flat list of
+    constituents only when it is the model's only input (TopoDNN); beside other inputs it is
+    the jet-level globals (DeepJet's input_1)."""
     lines = ["", "[[inputs]]", f"name = {_toml_value(tensor.name)}"]
     rank = len(tensor.shape)
     width = tensor.shape[-1] if isinstance(tensor.shape[-1], int) else None
     if "mask" in tensor.name.lower():
         return lines + ['kind = "mask"']
-    if rank == 2 and momentum and width and width % 3 == 0 and width >= 6:
+    if rank == 2 and momentum and width and width % 3 == 0 and width >= 6 and alone:
         lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
                   'features = ["pt", "eta", "phi"]   # CHECK: the order the model was trained with',
                   f"max_particles = {width // 3}", 'layout = "flat"',
@@ -172,9 +188,11 @@ def _input_lines(tensor: Any, flat: list[str], label: str | None, momentum: dict
                      "check the features and the preprocessing recipe")
     elif rank == 3 and momentum:
         p, f = tensor.shape[1], tensor.shape[2]
+        length = p if isinstance(p, int) else DEFAULT_LENGTH
+        why = "" if isinstance(p, int) else f"  # CHECK: the model's axis is symbolic ({p}): choose the padded length"
         lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
                   f"features = []   # CHECK: the {f} per-particle features, in model order",
-                  f"max_particles = {p}", 'layout = "particles"   # CHECK: or "channels" for (N, F, P)']
+                  f"max_particles = {length}{why}", 'layout = "particles"   # CHECK: or "channels" for (N, F, P)']
         notes.append(f"input {tensor.name!r}: shape {tensor.shape}; name its per-particle features")
     elif rank == 2 and width is not None:
         chosen = [b for b in flat if b != label][:width]
@@ -220,7 +238,7 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
         lines += _cms_lines(pre, json_path, out_dir, jagged, momentum, notes)
     for tensor in info.inputs:
         if tensor.name not in covered:
-            lines += _input_lines(tensor, flat, label, momentum, notes)
+            lines += _input_lines(tensor, flat, label, momentum, notes, alone=len(info.inputs) == 1)
     if momentum is None and jagged:
         notes.append(f"no constituent four-momentum branches recognised among {', '.join(jagged[:6])}")
     if pre is not None:  # thousands of features: occlude groups (per variable, per input), not each one

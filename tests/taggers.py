@@ -222,3 +222,135 @@ def write_sample(path: Path, per_class: int = 4, seed: int = 5) -> Path:
     for i in range(16):
         out[f"g{i}"] = rng.normal(size=n).astype(np.float32)
     return write_jets(path, out)
+
+
+def float64_copy(model: "onnx.ModelProto") -> "onnx.ModelProto":
+    """A float64 copy of a float32 graph for finite differences: initializers, Constant and
+    ConstantOfShape values, Casts to float, graph inputs and outputs, subgraphs too. Casts to
+    integers stay. onnxruntime refuses some ops in float64 (Conv on CPU): callers fall back."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    def tensor64(t: "onnx.TensorProto") -> "onnx.TensorProto":
+        if t.data_type != TensorProto.FLOAT:
+            return t
+        return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
+
+    def convert(graph: "onnx.GraphProto") -> None:
+        for i, t in enumerate(graph.initializer):
+            graph.initializer[i].CopyFrom(tensor64(t))
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    a.t.CopyFrom(tensor64(a.t))
+                elif a.type == onnx.AttributeProto.GRAPH:
+                    convert(a.g)
+                elif node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+                    a.i = TensorProto.DOUBLE
+        del graph.value_info[:]
+        for v in list(graph.input) + list(graph.output):
+            if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+                v.type.tensor_type.elem_type = TensorProto.DOUBLE
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    _pointwise_convs_as_matmul(copy)
+    convert(copy.graph)
+    _float32_islands(copy, FLOAT32_ONLY)
+    return copy
+
+
+#: ops onnxruntime's CPU provider has in float32 only: the float64 copy runs them in float32
+#: (their rounding, ~1e-7 relative, then limits the finite-difference step)
+FLOAT32_ONLY = {"Erf": (0,), "Atan": (0,), "LSTM": (0, 1, 2, 3, 5, 6, 7), "GRU": (0, 1, 2, 3, 5), "NonZero": (0,)}
+_INTEGER_OUTPUT = frozenset({"NonZero"})
+
+
+def _float32_islands(model: "onnx.ModelProto", ops: dict[str, tuple[int, ...]]) -> None:
+    """Run ``ops`` in float32 inside the float64 graph: their float inputs (positions given) cast
+    down, every output cast back up."""
+    from onnx import TensorProto, helper
+
+    nodes = []
+    for i, node in enumerate(model.graph.node):
+        if node.op_type not in ops:
+            nodes.append(node)
+            continue
+        ins = list(node.input)
+        for j in ops[node.op_type]:
+            if j < len(ins) and ins[j]:
+                nodes.append(helper.make_node("Cast", [ins[j]], [f"__f32in{i}_{j}"], to=TensorProto.FLOAT))
+                ins[j] = f"__f32in{i}_{j}"
+        if node.op_type in _INTEGER_OUTPUT:
+            outs = list(node.output)
+        else:
+            outs = [f"__f32out{i}_{j}" if o else "" for j, o in enumerate(node.output)]
+        inner = helper.make_node(node.op_type, ins, outs)
+        inner.attribute.extend(node.attribute)
+        nodes.append(inner)
+        nodes += [helper.make_node("Cast", [o32], [o], to=TensorProto.DOUBLE)
+                  for o32, o in zip(outs, node.output) if o and o32 != o]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def _pointwise_convs_as_matmul(model: "onnx.ModelProto") -> None:
+    """Rewrite each 1x1 Conv (stride 1, no padding, one group) as Transpose, MatMul, Add,
+    Transpose: the same function, and one onnxruntime runs in float64 (its CPU Conv is float32)."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = []
+    for i, node in enumerate(model.graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        w = inits.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        pointwise = (w is not None and all(d == 1 for d in w.dims[2:]) and attrs.get("group", 1) == 1
+                     and all(s == 1 for s in attrs.get("strides", [1])) and not any(attrs.get("pads", [0]))
+                     and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
+        if not pointwise:
+            nodes.append(node)
+            continue
+        rank = len(w.dims)
+        weight = numpy_helper.to_array(w).reshape(w.dims[0], w.dims[1]).T.copy()
+        tag = f"__pw{i}"
+        model.graph.initializer.append(numpy_helper.from_array(weight, tag + "_w"))
+        last = [0] + list(range(2, rank)) + [1]
+        back = [0, rank - 1] + list(range(1, rank - 1))
+        nodes.append(helper.make_node("Transpose", [node.input[0]], [tag + "_t"], perm=last))
+        out = tag + "_mm"
+        nodes.append(helper.make_node("MatMul", [tag + "_t", tag + "_w"], [out]))
+        if len(node.input) > 2 and node.input[2]:
+            nodes.append(helper.make_node("Add", [out, node.input[2]], [tag + "_b"]))
+            out = tag + "_b"
+        nodes.append(helper.make_node("Transpose", [out], [node.output[0]], perm=back))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def frozen_neighbours(model: "onnx.ModelProto", feed: dict[str, np.ndarray]
+                      ) -> tuple["onnx.ModelProto", dict[str, np.ndarray]]:
+    """The graph with every TopK's indices turned into a graph input, and their values for ``feed``:
+    a k-nearest-neighbour graph with its neighbour selection held fixed, which is the function
+    the backward engine differentiates (a perturbation that switches neighbours is a jump)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from hepaudit.model.graph import with_extra_outputs
+
+    names = [n.output[1] for n in model.graph.node if n.op_type == "TopK" and len(n.output) > 1 and n.output[1]]
+    if not names:
+        return model, {}
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(with_extra_outputs(model, names).SerializeToString(), sess_options=opts,
+                                   providers=["CPUExecutionProvider"])
+    values = dict(zip(names, session.run(names, feed)))
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        if node.op_type == "TopK" and len(node.output) > 1 and node.output[1] in values:
+            node.output[1] = node.output[1] + "__unused"
+    for name in names:
+        copy.graph.input.append(helper.make_tensor_value_info(name, TensorProto.INT64, list(values[name].shape)))
+    return copy, values

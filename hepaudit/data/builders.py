@@ -190,6 +190,11 @@ class InputBuilder:
     def branches(self) -> list[str]:
         return self.flat_branches + self.jagged_branches
 
+    @property
+    def feature_inputs(self) -> list[str]:
+        """The model inputs that hold features (not masks), in model order."""
+        return list(dict.fromkeys(slot.input for slot in self.slots))
+
     # -- building --------------------------------------------------------------------------------
     def build(self, arrays: ak.Array) -> dict[str, np.ndarray]:
         """Every model input for this chunk, float32 (or the model's dtype), in model shape."""

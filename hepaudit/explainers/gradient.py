@@ -136,6 +136,8 @@ class Gradient(Explainer[GradientState]):
                                   data=feature_matrix(self.context.builder, chunk.inputs), output=self.options.target)
         if self.per_jet:
             chunk.per_jet.update({k: v.astype(np.float32) for k, v in explanation.branches("grad").items()})
+        elif self.options.per_jet:  # thousands of features: one array branch per input
+            chunk.per_jet.update(Explanation.input_branches("grad", attr, self.context.builder.feature_inputs))
         if state.sample is not None:
             state.sample.add(explanation)
         return state

@@ -285,8 +285,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
         self.per_jet = options.per_jet and n_feat <= options.max_per_jet_features
         if options.per_jet and not self.per_jet:
             self.warnings.append(
-                f"{n_feat} features > max_per_jet_features = {options.max_per_jet_features}: "
-                "lrp_{feature} columns are not written to per_jet.root"
+                f"{n_feat} features > max_per_jet_features = {options.max_per_jet_features}: per_jet.root "
+                "holds one array branch lrp_{input} per model input (the input's shape) instead of lrp_{feature}"
             )
         self.image = EtaPhiImage(context)
         # the mean-behaviour relevance r(x̄): LRP on the mean input
@@ -330,6 +330,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
                                   scores=chunk.score)
         if self.per_jet:
             chunk.per_jet.update({k: v.astype(np.float32) for k, v in explanation.branches("lrp").items()})
+        elif self.options.per_jet:
+            chunk.per_jet.update(Explanation.input_branches("lrp", out.relevance, self.context.builder.feature_inputs))
         if state.sample is not None:
             state.sample.add(explanation)
         return state

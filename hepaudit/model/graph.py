@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import external_data_helper
 
@@ -241,10 +242,49 @@ def find_head(model: onnx.ModelProto, output: str) -> Head | None:
 
 
 def _last_dim(model: onnx.ModelProto, tensor: str) -> int | None:
-    """The fixed length of a 2-D tensor's last axis, from shape inference (None if unknown)."""
+    """The fixed length of a 2-D tensor's last axis: from shape inference, else from the dense
+    layer that makes it (through element-wise ops); None if unknown."""
     info = value_types(model).get(tensor)
     dims = info.type.tensor_type.shape.dim if info is not None else []
-    return int(dims[-1].dim_value) if len(dims) == 2 and dims[-1].HasField("dim_value") else None
+    if len(dims) == 2 and dims[-1].HasField("dim_value"):
+        return int(dims[-1].dim_value)
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    made_by = producers(model)
+    name = tensor
+    for _ in range(8):
+        node = made_by.get(name)
+        if node is None:
+            return None
+        if node.op_type == "Slice" and len(node.input) >= 3:  # the head's columns cut from a wider layer
+            start, end = (_constant(model, node.input[i]) for i in (1, 2))
+            if start is not None and end is not None and start.size == 1 and 0 <= start[0] < end[0] < 2**31:
+                return int(end[0] - start[0])
+            return None
+        if node.op_type == "Gemm" and node.input[1] in weights:
+            shape = weights[node.input[1]]
+            trans = any(a.name == "transB" and a.i for a in node.attribute)
+            return int(shape[0] if trans else shape[-1])
+        if node.op_type == "MatMul" and node.input[1] in weights:
+            return int(weights[node.input[1]][-1])
+        computed = [i for i in node.input if i and i not in weights]
+        if node.op_type not in ("Softmax", "Sigmoid", "Add", "Sub", "Mul", "Div", "Identity", "Cast", "Relu"
+                                ) or len(computed) != 1:
+            return None
+        name = computed[0]
+    return None
+
+
+def _constant(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """An initializer's or a Constant node's value, else None."""
+    for t in model.graph.initializer:
+        if t.name == name:
+            return onnx.numpy_helper.to_array(t).reshape(-1)
+    node = producers(model).get(name)
+    if node is not None and node.op_type == "Constant":
+        for a in node.attribute:
+            if a.name == "value":
+                return onnx.numpy_helper.to_array(a.t).reshape(-1)
+    return None
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:

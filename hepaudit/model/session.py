@@ -141,6 +141,9 @@ class Tagger:
         #: exposed tensors that have no per-jet view, and why (they are left out of ``extra``)
         self.no_jet_axis: dict[str, str] = {}
         self._raw_sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        #: rows per onnxruntime call that keep its intermediate tensors within the memory budget
+        #: (model/footprint.py), learnt on the first run; None until then
+        self.memory_rows: int | None = None
         self._session = self._make_session(self._base_outputs + self._extra)
         first = self.info.inputs[0].shape if self.info.inputs else ()
         self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
@@ -214,7 +217,20 @@ class Tagger:
     def cached_rows(self) -> int:
         """Rows per call for repeated passes: the model's fixed batch, else CACHED_ROWS
         (at most ``model.batch_size``)."""
-        return self.fixed_batch or min(CACHED_ROWS, self.config.batch_size)
+        return self.fixed_batch or min(CACHED_ROWS, self.config.batch_size, self.memory_rows or CACHED_ROWS)
+
+    def _learn_footprint(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Measure the model's memory per jet once (a fixed batch is what it is)."""
+        if self.memory_rows is not None or self.fixed_batch:
+            return
+        from hepaudit.model.footprint import bytes_per_jet, rows_within
+
+        try:
+            per_jet = bytes_per_jet(self.proto, {k: v[:1] for k, v in inputs.items()}, list(self.config.providers))
+        except Exception:  # a graph that cannot expose every tensor: no cap, as before
+            self.memory_rows = self.config.batch_size
+            return
+        self.memory_rows = rows_within(per_jet)
 
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
@@ -244,7 +260,9 @@ class Tagger:
         are always fresh arrays.
         """
         n = len(next(iter(inputs.values())))
-        batch = self.fixed_batch or self.config.batch_size
+        if n:
+            self._learn_footprint(inputs)
+        batch = self.fixed_batch or min(self.config.batch_size, self.memory_rows or self.config.batch_size)
         # without extras, ask onnxruntime for the score (and logit) only: exposed hidden tensors
         # (NAP's (N, 64, 100, 16) EdgeConv activations in ParticleNet) are then neither computed
         # for their own sake nor kept, which matters for the many occluded and SHAP passes

@@ -3,8 +3,11 @@
 :class:`PerJetWriter` writes a classic TTree ``hepaudit`` chunk by chunk (so memory does
 not grow with the number of jets). The tree's branches are fixed by the first chunk;
 a column missing from a later chunk (an explainer that failed half-way) is filled with
-NaN. The file is written under a temporary name and renamed into place on close, so a
-crash never leaves a half-written per_jet.root.
+NaN. A column may hold a fixed-shape array per jet (an attribution in a model input's own
+shape, for models with thousands of features): it is written as one array branch, which
+ROOT and uproot read back as (jets, ...) without a branch per entry. The file is written
+under a temporary name and renamed into place on close, so a crash never leaves a
+half-written per_jet.root.
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ class PerJetWriter:
         out = {}
         for name, dtype in self._columns.items():
             value = columns.get(name)
-            out[name] = np.full(n, np.nan, dtype) if value is None else np.asarray(value, dtype=dtype)
+            if value is None:
+                out[name] = np.full((n, *dtype.shape), np.nan, dtype.base)
+            else:
+                out[name] = np.asarray(value, dtype=dtype.base)
         self.dropped |= set(columns) - set(self._columns)
         assert self._tree is not None
         self._tree.extend(out)
@@ -78,9 +84,13 @@ class PerJetWriter:
 
 
 def _branch_dtype(values: np.ndarray) -> np.dtype:
-    dtype = np.asarray(values).dtype
+    """The branch type: a scalar type, or (type, per-jet shape) for an array branch."""
+    array = np.asarray(values)
+    dtype = array.dtype
     if dtype.kind == "b":
-        return np.dtype(np.bool_)
-    if dtype.kind in "iu":
-        return np.dtype(np.int64) if dtype.itemsize > 4 else np.dtype(np.int32)
-    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+        base = np.dtype(np.bool_)
+    elif dtype.kind in "iu":
+        base = np.dtype(np.int64) if dtype.itemsize > 4 else np.dtype(np.int32)
+    else:
+        base = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+    return np.dtype((base, array.shape[1:])) if array.ndim > 1 else base

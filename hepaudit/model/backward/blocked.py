@@ -50,7 +50,8 @@ class BlockedBackward:
             else:
                 per_jet = sum(v.nbytes for v in values.values()) + sum(v[:1].nbytes for v in inputs.values())
                 rows = int(self.budget // max(OVERHEAD * per_jet, 1))
-                self._rows = max(1, min(rows, self.tagger.config.batch_size))
+                cap = self.tagger.memory_rows or self.tagger.config.batch_size
+                self._rows = max(1, min(rows, self.tagger.config.batch_size, cap))
         return self._rows
 
     def blocks(self, inputs: Mapping[str, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:

@@ -99,11 +99,11 @@ def activation(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray | 
     return [out] + [None] * (len(step.node.inputs) - 1)
 
 
-#: derivatives of the smooth one-input ops, from x (float64)
+#: derivatives of the smooth one-input ops, from x (float64; √x and log x are infinite at 0)
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Exp": np.exp,
-    "Log": lambda x: 1.0 / x,
-    "Sqrt": lambda x: 0.5 / np.sqrt(x),
+    "Log": lambda x: np.divide(1.0, x, out=np.full_like(x, np.inf), where=x != 0),
+    "Sqrt": lambda x: np.divide(0.5, np.sqrt(x), out=np.full_like(x, np.inf), where=x > 0),
     "Erf": lambda x: 2.0 / np.sqrt(np.pi) * np.exp(-x * x),
     "Atan": lambda x: 1.0 / (1.0 + x * x),
     "Abs": np.sign,
@@ -127,7 +127,10 @@ def smooth_unary(step: Step, grads: list[np.ndarray | None]) -> list[np.ndarray 
             raise step.unsupported("a Pow with a computed exponent")
         p = np.asarray(step.x(1), np.float64)
         d = p * np.power(x, p - 1)
-    out = unbroadcast(g * d, x.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # an infinite slope where nothing flows back (√0 for a padded pair's distance) is no slope
+        local = np.where(g == 0, 0.0, g * d)
+    out = unbroadcast(local, x.shape)
     return [out] + [None] * (len(step.node.inputs) - 1)
 
 
