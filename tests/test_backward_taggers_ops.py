@@ -21,11 +21,12 @@ from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget, Unsupp
 RNG = np.random.default_rng(18)
 
 
-def recurrent(op: str, hidden: int = 3, features: int = 4, steps: int = 5, **attrs: object) -> onnx.ModelProto:
+def recurrent(op: str, hidden: int = 3, features: int = 4, steps: int = 5, scale: float = 0.6,
+              **attrs: object) -> onnx.ModelProto:
     """x (N, T, F) -> Transpose -> LSTM/GRU (T, dirs, N, H) -> Y and Y_h summed into y (N, H·k)."""
     dirs = 2 if attrs.get("direction") == "bidirectional" else 1
     gates = 4 if op == "LSTM" else 3
-    inits = {"W": f32(dirs, gates * hidden, features, scale=0.6), "R": f32(dirs, gates * hidden, hidden, scale=0.6),
+    inits = {"W": f32(dirs, gates * hidden, features, scale=scale), "R": f32(dirs, gates * hidden, hidden, scale=scale),
              "B": f32(dirs, 2 * gates * hidden, scale=0.3)}
     ins = ["xt", "W", "R", "B", "", "h0"]
     if op == "LSTM":
@@ -59,8 +60,9 @@ RECURRENT = {
     "lstm_reverse_peepholes": ("LSTM", {"direction": "reverse", "peepholes": True}),
     "lstm_bidirectional": ("LSTM", {"direction": "bidirectional"}),
     "gru_forward": ("GRU", {}),
+    # small weights: the hard sigmoid's kinks (at |x| = 2.5) stay out of the finite differences
     "gru_reverse_hardsigmoid": ("GRU", {"direction": "reverse", "activations": ["HardSigmoid", "Tanh"],
-                                        "activation_alpha": [0.2], "activation_beta": [0.5]}),
+                                        "activation_alpha": [0.2], "activation_beta": [0.5], "scale": 0.25}),
     "gru_linear_before_reset": ("GRU", {"linear_before_reset": 1, "direction": "bidirectional"}),
 }
 
@@ -160,7 +162,7 @@ def test_scatter_nd_case_scatters() -> None:
 def test_gradient_matches_finite_differences(case: str) -> None:
     model, feed = CASES[case]
     # h = 1e-3: onnx's reference evaluator computes some ops (Erf) to float32 precision only
-    check_gradient(model, feed, h=1e-3, use_ort=case == "if_traced_squeeze")
+    check_gradient(model, feed, h=1e-3, use_ort=case in ("if_traced_squeeze", "erf_atan_abs_reciprocal"))
 
 
 def test_if_that_computes_is_refused_by_name() -> None:
@@ -203,7 +205,7 @@ def _transformer_block() -> onnx.ModelProto:
 
 
 def test_transformer_block_gradient_matches_finite_differences() -> None:
-    check_gradient(_transformer_block(), {"x": f32(2, 5, 4)}, h=1e-3)
+    check_gradient(_transformer_block(), {"x": f32(2, 5, 4)}, use_ort=True)  # the reference Erf is float32
 
 
 def test_transformer_block_lrp_conserves_relevance() -> None:

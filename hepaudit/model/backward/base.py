@@ -154,14 +154,16 @@ class Step:
         is spread evenly, so the sum over jets stays right."""
         if self.absorbed is None:
             return
-        n = len(self.absorbed)
-        rows = np.asarray(rows, np.float64).reshape(-1)
-        if len(rows) == n:
-            self.absorbed += rows
-        elif n and len(rows) % n == 0:
-            self.absorbed += rows.reshape(n, -1).sum(axis=1)
-        else:
-            self.absorbed += rows.sum() / max(n, 1)
+        self.absorbed += jet_sums(np.asarray(rows, np.float64).reshape(-1), len(self.absorbed))
+
+
+def jet_sums(tensor: np.ndarray, n: int) -> np.ndarray:
+    """Per jet, the sum of a tensor whose first axis holds the jets, or jets times objects one jet
+    after the other; a tensor of another layout is spread evenly (its sum over jets stays right)."""
+    t = np.asarray(tensor, np.float64)
+    if t.ndim and n and len(t) % n == 0:
+        return t.reshape(n, -1).sum(axis=1)
+    return np.full(n, t.sum() / max(n, 1))
 
 
 Backward = Callable[[Step, list[np.ndarray | None]], list[np.ndarray | None]]

@@ -34,7 +34,10 @@ from hepaudit.model.backward import (  # noqa: F401  (each registers its ops)
     ops_shape,
 )
 from hepaudit.model.backward.analysis import LINEAR_KIND, GraphAnalysis
-from hepaudit.model.backward.base import HANDLERS, Step, Values
+from hepaudit.model.backward.base import HANDLERS, Step, Values, jet_sums
+
+#: ops that only move values: relevance they send to a constant operand is absorbed
+ROUTING_OPS = frozenset({"Where", "Concat", "ScatterND"})
 from hepaudit.model.backward.blas import blas_threads
 from hepaudit.model.backward.canonizers import CANONIZERS, Canonizer, canonize
 from hepaudit.model.backward.rules import RuleSet
@@ -250,7 +253,16 @@ class BackwardEngine:
             outs = [grads.pop(o, None) for o in node.outputs]
             if all(g is None for g in outs):
                 continue
-            results = HANDLERS[node.op](self._step(node, vals, rules, absorbed), outs)
+            step = self._step(node, vals, rules, absorbed)
+            results = HANDLERS[node.op](step, outs)
+            if rules is not None and node.op in ROUTING_OPS:
+                # relevance routed to a constant operand (a mask's 0, a CLS token, a padded slot) is
+                # absorbed like a bias's share, so Σ R + absorbed still adds up to the seed
+                n = len(seed)
+                came = sum(jet_sums(g, n) for g in outs if g is not None)
+                kept = sum(jet_sums(g, n) for name, g in zip(node.inputs, results)
+                           if g is not None and name in graph.carrying)
+                step.add_absorbed_rows(came - kept)
             for name, g in zip(node.inputs, results):
                 if g is None or name not in graph.carrying:
                     continue
