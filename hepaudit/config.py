@@ -52,6 +52,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if isinstance(self.score, str) and self.classes is not None and self.score not in self.classes:
+            raise ValueError(f"score: {self.score!r} is not one of the classes {list(self.classes)}")
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,8 @@ def _transformer_block() -> onnx.ModelProto:
 
 
 def test_transformer_block_gradient_matches_finite_differences() -> None:
-    check_gradient(_transformer_block(), {"x": f32(2, 5, 4)}, use_ort=True)  # the reference Erf is float32
+    # onnx's reference Erf is float32-precise: a step of 1e-3 and a tolerance to match
+    check_gradient(_transformer_block(), {"x": f32(2, 5, 4)}, h=1e-3, rtol=3e-3)
 
 
 def test_transformer_block_lrp_conserves_relevance() -> None:

@@ -161,8 +161,10 @@ def test_score_forms(tmp_path: Path) -> None:
     doc["model"]["score"] = {"signal": ["Tbqq"], "bkg": ["QCD"]}
     with pytest.raises(ConfigError, match="model.score"):
         load_config(write(tmp_path, doc))
-    doc["model"]["score"] = "Tbqq"
-    with pytest.raises(ConfigError, match="model.score"):
+    doc["model"]["score"] = "Tbqq"  # a column by its class name
+    assert load_config(write(tmp_path, doc)).model.score == "Tbqq"
+    doc["model"]["score"] = "Hbb"
+    with pytest.raises(ConfigError, match="model: score: 'Hbb' is not one of the classes"):
         load_config(write(tmp_path, doc))
 
 
