@@ -3,7 +3,8 @@ onnxruntime forward pass of the same jets (issue 18).
 
 Each (model, explainer) pair runs in a fresh process: the audit of ``--jets`` jets of the
 tests' sample (tests/taggers.py: real generator-level jets, synthetic detector variables)
-with that explainer alone, at the default chunk size, timed by the explainer's own
+with that explainer alone (SHAP: 2 jets per class, 256 coalitions each), at the default chunk
+size, timed by the explainer's own
 ``runtime_s``; its peak resident memory is the process's. The baseline, also in a fresh
 process: one onnxruntime forward pass of the same jets through the tagger (best of 3), and
 that process's peak memory. Needs ../shared/external-models.
@@ -39,7 +40,7 @@ case = BY_NAME[{model!r}]
 mode, explainer, data, folder = {mode!r}, {explainer!r}, Path({data!r}), Path({folder!r})
 grouped = case.name != "hls4ml_mlp"
 occlusion = {{"features": False, "groups": ["feature"]}} if grouped else {{}}
-tables = {{"dauc": occlusion, "mad": occlusion, "shap": ({{"groups": "feature"}} if grouped else {{}}) | {{"jets": 4}},
+tables = {{"dauc": occlusion, "mad": occlusion, "shap": ({{"groups": "feature"}} if grouped else {{}}) | {{"jets": 2, "samples": 256}},
           "nap": {{}}, "lrp": {{}}, "gradient": {{}}}}
 config = folder / f"{{case.name}}-{{explainer}}.toml"
 config.write_text(toml_dumps(case.config(data, {{explainer: tables[explainer]}} if explainer else {{"dauc": occlusion}})))

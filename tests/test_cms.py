@@ -29,6 +29,7 @@ from conftest import run_cli  # noqa: E402
 from hepaudit.config import load_config  # noqa: E402
 from hepaudit.data.builders import InputBuilder  # noqa: E402
 from hepaudit.data.pid import pf_type  # noqa: E402
+from hepaudit.errors import ConfigError  # noqa: E402
 from hepaudit.model.session import Tagger  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,3 +325,108 @@ def test_cms_examples_run(example: str, jets: int, tmp_path: Path) -> None:
     sv = "input_sv_features" if "input_sv_features" in groups else "input_sv"
     assert groups[sv] == pytest.approx(0.0, abs=1e-9)  # no secondary vertices at generator level: constant
     assert any("pad value" in w for w in report.warnings)
+
+
+def test_weaver_preprocess_json_is_read(tmp_path: Path) -> None:
+    """weaver's format (most of cms-data/RecoBTag-Combined): min_length/max_length, output_names."""
+    weaver = preprocess_json()
+    del weaver["flav_names"]
+    weaver["output_names"] = CLASSES
+    for name in SHAPES:
+        length = weaver[name].pop("var_length")
+        weaver[name].update(min_length=1, max_length=length)
+    (tmp_path / "weaver.json").write_text(json.dumps(weaver))
+    from hepaudit.data.preprocess_json import read_preprocess_json
+
+    pre = read_preprocess_json(tmp_path / "weaver.json")
+    assert pre.flav_names == tuple(CLASSES)
+    assert pre.inputs["pf_features"].var_length == P and pre.inputs["pf_features"].min_length == 1
+    # a single output name is a tensor's, not the classes
+    weaver["output_names"] = ["softmax"]
+    (tmp_path / "weaver.json").write_text(json.dumps(weaver))
+    assert read_preprocess_json(tmp_path / "weaver.json").flav_names is None
+    weaver["pf_features"]["min_length"] = P + 1
+    (tmp_path / "weaver.json").write_text(json.dumps(weaver))
+    with pytest.raises(ConfigError, match="min_length 7 is above max_length 6"):
+        read_preprocess_json(tmp_path / "weaver.json")
+    del weaver["pf_features"]["max_length"], weaver["pf_features"]["min_length"]
+    (tmp_path / "weaver.json").write_text(json.dumps(weaver))
+    with pytest.raises(ConfigError, match="var_length .* or min_length/max_length"):
+        read_preprocess_json(tmp_path / "weaver.json")
+
+
+def test_particles_layout_is_the_transpose(setup: dict[str, object]) -> None:
+    """layout = "particles" builds (N, P, C) for channels-last models: the same numbers, with
+    features named the same way in the model's (object-major) memory order."""
+    from hepaudit.config import InputConfig, MomentumBranches
+    from hepaudit.model.graph import TensorInfo
+
+    momentum = MomentumBranches(px="part_px", py="part_py", pz="part_pz", energy="part_energy")
+    variables = {"v_logpt": "log_pt", "v_etarel": "etarel", "v_charge": "part_charge"}
+    built = {}
+    for layout, shape in (("flat", ("N", 3, P)), ("particles", ("N", P, 3))):
+        cfg = InputConfig(name="pf", kind="cms", momentum=momentum, max_particles=P, layout=layout,  # type: ignore[arg-type]
+                          variables=dict(variables))
+        builder = InputBuilder((cfg,), {}, [TensorInfo("pf", shape, "float32")])
+        arrays = uproot.open(setup["dir"] / "jets.root")["jets"].arrays(builder.branches)
+        built[layout] = (builder.build(arrays)["pf"], builder)
+    channels, particles = built["flat"][0], built["particles"][0]
+    np.testing.assert_array_equal(particles, channels.transpose(0, 2, 1))
+    names = built["particles"][1].features
+    assert names[:4] == ["v_logpt_0", "v_etarel_0", "v_charge_0", "v_logpt_1"]
+    # each named feature reads the value it names
+    from hepaudit.data.builders import feature_matrix
+
+    a = feature_matrix(built["flat"][1], {"pf": channels})
+    b = feature_matrix(built["particles"][1], {"pf": particles})
+    order = [built["flat"][1].features.index(n) for n in names]
+    np.testing.assert_array_equal(a[:, order], b)
+
+
+def test_group_kinds_do_not_overlap(setup: dict[str, object]) -> None:
+    """groups = ["input"] takes the whole-input groups only, also when inputs are named input_*."""
+    from hepaudit.explainers.occlusion import group_kind
+
+    assert group_kind("input_4.particle_0") == "particle"
+    assert group_kind("input_input_4") == "input"
+    assert group_kind("feature_input_4.cpf_0") == "feature"
+    assert group_kind("my_group") is None
+
+
+def test_init_on_a_deepjet_like_model_writes_valid_toml(setup: dict[str, object], tmp_path: Path) -> None:
+    """Jet-level globals beside particle inputs are jet branches (not 5 particles × pt, eta, phi);
+    a symbolic particle axis gets a number marked CHECK, so the TOML parses; weaver's variable
+    names (part_deta, jet_pfcand_pt_log, part_logptrel) map to their derived features."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    from hepaudit.data.preprocess_json import read_preprocess_json
+    from hepaudit.starter import cms_variable_table, starter_config
+
+    nodes = [helper.make_node("Flatten", ["glob"], ["g"]), helper.make_node("ReduceSum", ["pf", "ax"], ["p"],
+                                                                          keepdims=0),
+             helper.make_node("Concat", ["g", "p"], ["c"], axis=1), helper.make_node("ReduceSum", ["c", "one"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["score"])]
+    graph = helper.make_graph(nodes, "deepjetish",
+                              [helper.make_tensor_value_info("glob", TensorProto.FLOAT, ["N", 15]),
+                               helper.make_tensor_value_info("pf", TensorProto.FLOAT, ["N", "n_pf", 16])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])],
+                              [numpy_helper.from_array(np.array([1], np.int64), "ax"),
+                               numpy_helper.from_array(np.array([1], np.int64), "one")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(model, tmp_path / "model.onnx")
+    text, notes = starter_config(tmp_path / "model.onnx", setup["dir"] / "jets.root")
+    doc = tomllib.loads(text)
+    tables = {t["name"]: t for t in doc["inputs"]}
+    assert tables["glob"]["kind"] == "jet"
+    assert tables["pf"]["max_particles"] == 50 and "symbolic (n_pf)" in text
+    weaver = {"input_names": ["pf_features"], "pf_features": {
+        "var_names": ["part_deta", "part_dphi", "jet_pfcand_pt_log", "part_logptrel", "part_e_log", "part_deltaR",
+                      "part_mask"], "min_length": 1, "max_length": 128}}
+    (tmp_path / "preprocess.json").write_text(json.dumps(weaver))
+    table, missing = cms_variable_table(read_preprocess_json(tmp_path / "preprocess.json"), [], None)
+    assert table == {"part_deta": "deta", "part_dphi": "dphi", "jet_pfcand_pt_log": "log_pt",
+                     "part_logptrel": "log_pt_rel", "part_e_log": "log_energy", "part_deltaR": "dr",
+                     "part_mask": "mask"} and not missing

@@ -438,3 +438,57 @@ def test_deepak8_layer_discovery_and_accumulation() -> None:
     np.testing.assert_allclose(layer["rna_background"], bkg, rtol=1e-5)
     assert layer["nodes"] == act.shape[1]
     np.testing.assert_allclose(per_jet_channels(act, 1), per_jet, rtol=1e-6)
+
+
+def _gelu_mlp(path: Path, activation: str = "gelu") -> Path:
+    """x (N, 4) -> Gemm -> GELU written as x·0.5·(1 + erf(x/√2)) (or nothing) -> Gemm -> Sigmoid."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Gemm", ["x", "W0", "b0"], ["h"], transB=1)]
+    hidden = "h"
+    if activation == "gelu":
+        nodes += [helper.make_node("Div", ["h", "rt2"], ["hs"]), helper.make_node("Erf", ["hs"], ["e"]),
+                  helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["h", "e1"], ["g"]),
+                  helper.make_node("Mul", ["g", "half"], ["gelu"])]
+        hidden = "gelu"
+    nodes += [helper.make_node("Gemm", [hidden, "W1", "b1"], ["z"], transB=1),
+              helper.make_node("Sigmoid", ["z"], ["score"])]
+    inits = [numpy_helper.from_array(a, n) for n, a in {
+        "W0": rng.normal(size=(6, 4)).astype(np.float32), "b0": rng.normal(size=6).astype(np.float32),
+        "W1": rng.normal(size=(1, 6)).astype(np.float32), "b1": np.zeros(1, np.float32),
+        "rt2": np.float32(np.sqrt(2)), "one": np.float32(1), "half": np.float32(0.5)}.items()]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return save(model, path)
+
+
+def test_nap_takes_gelu_layers_and_fails_alone_without_activations(tmp_path: Path) -> None:
+    """A model without ReLU: NAP reads its GELU (written with Erf); a model without any activation
+    fails NAP with a message while the other explainers and the audit go on."""
+    from hepaudit.testing import tiny_audit
+
+    config = tiny_audit(tmp_path, {"nap": {}, "dauc": {}})
+    _gelu_mlp(tmp_path / "model.onnx")
+    report = hepaudit.audit(config, out=None)
+    layers = report.explainers["nap"].fields["layers"]
+    assert [(row["name"], row["op"], row["nodes"]) for row in layers] == [("gelu", "Gelu", 6)]
+    _gelu_mlp(tmp_path / "model.onnx", activation="none")
+    report = hepaudit.audit(config, out=None)
+    assert report.explainers["nap"].status == "failed"
+    assert "found no activation nodes" in str(report.explainers["nap"].error)
+    assert report.explainers["dauc"].status == "ok"
+
+
+def test_debug_shows_the_traceback_of_an_explainer_that_fails_in_its_constructor(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    from hepaudit.testing import tiny_audit
+
+    config = tiny_audit(tmp_path, {"nap": {}, "dauc": {}})
+    _gelu_mlp(tmp_path / "model.onnx", activation="none")
+    plain = run_cli("audit", config, "--out", tmp_path / "a")
+    debug = run_cli("audit", config, "--out", tmp_path / "b", "--debug")
+    assert plain.returncode == 0 and debug.returncode == 0, debug.stderr
+    assert "found no activation nodes" in plain.stderr and "Traceback" not in plain.stderr
+    assert "Traceback" in debug.stderr and "nap.py" in debug.stderr

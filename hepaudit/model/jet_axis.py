@@ -30,14 +30,16 @@ class JetAxis:
         return self.axis == 0 and self.per_jet == 1
 
     def view(self, value: np.ndarray, n: int) -> np.ndarray:
-        """``value`` as (n, ...) per jet: the jet axis first, split into (n, per_jet) when a jet
-        has several entries along it (a view when the memory order allows, else a copy)."""
+        """``value`` as (n, ...) per jet, each jet's part laid out as the tensor of that jet alone:
+        the jet axis is split into (n, per_jet) in place and the n moved first, so (N·E, C) becomes
+        (N, E, C) and (C, N·P) becomes (N, C, P) (a view when the memory order allows)."""
         if self.is_rows:
             return value
-        moved = np.moveaxis(value, self.axis, 0)
-        if self.per_jet == 1:
-            return moved
-        return moved.reshape((n, self.per_jet) + moved.shape[1:])
+        shape = value.shape[:self.axis] + (n, self.per_jet) + value.shape[self.axis + 1:]
+        split = value.reshape(shape)
+        moved = np.moveaxis(split, self.axis, 0)
+        return moved if self.per_jet > 1 else moved.reshape((n,) + moved.shape[1:self.axis + 1]
+                                                             + moved.shape[self.axis + 2:])
 
     def describe(self) -> str:
         if self.is_rows:
