@@ -11,6 +11,7 @@ that process's peak memory. Needs ../shared/external-models.
 
     python benchmarks/bench_taggers.py                       # every model, every explainer
     python benchmarks/bench_taggers.py --models deepjet_run3 --explainers lrp,gradient --jets 32
+    python benchmarks/bench_taggers.py --models particlenet_ak8 --jets 400 --step-size 400   # one chunk
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ occlusion = {{"features": False, "groups": ["feature"]}} if grouped else {{}}
 tables = {{"dauc": occlusion, "mad": occlusion, "shap": ({{"groups": "feature"}} if grouped else {{}}) | {{"jets": 2, "samples": 256}},
           "nap": {{}}, "lrp": {{}}, "gradient": {{}}}}
 config = folder / f"{{case.name}}-{{explainer}}.toml"
-config.write_text(toml_dumps(case.config(data, {{explainer: tables[explainer]}} if explainer else {{"dauc": occlusion}})))
+doc = case.config(data, {{explainer: tables[explainer]}} if explainer else {{"dauc": occlusion}})
+if {step!r}:
+    doc["data"]["step_size"] = {step!r}
+config.write_text(toml_dumps(doc))
 out = {{}}
 if mode == "forward":
     from hepaudit.config import load_config
@@ -73,9 +77,9 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def child(model: str, mode: str, explainer: str, data: Path, folder: Path) -> dict[str, object]:
+def child(model: str, mode: str, explainer: str, data: Path, folder: Path, step: int = 0) -> dict[str, object]:
     code = CHILD.format(tests=str(Path(__file__).resolve().parents[1] / "tests"), model=model, mode=mode,
-                        explainer=explainer, data=str(data), folder=str(folder))
+                        explainer=explainer, data=str(data), folder=str(folder), step=step)
     env = dict(os.environ, HEPAUDIT_QUIET_WORKERS="1")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
     line = next((row for row in proc.stdout.splitlines() if row.startswith("RESULT ")), None)
@@ -91,6 +95,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(c.name for c in CASES))
     parser.add_argument("--explainers", default=",".join(EXPLAINERS))
     parser.add_argument("--jets", type=int, default=16, help="jets per model (half signal, half background)")
+    parser.add_argument("--step-size", type=int, default=0, help="data.step_size (default: the tests' 64)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not EXTERNAL.exists():
@@ -105,10 +110,10 @@ def main() -> None:
               f"peak / forward peak | status |")
         print("|---|---|---|---|---|---|---|---|")
         for model in args.models.split(","):
-            base = child(model, "forward", "", data, folder)
+            base = child(model, "forward", "", data, folder, args.step_size)
             results[model] = {"forward": base}
             for name in args.explainers.split(","):
-                r = child(model, "audit", name, data, folder)
+                r = child(model, "audit", name, data, folder, args.step_size)
                 results[model][name] = r
                 ratio = (float(r["seconds"]) / float(base["seconds"])) if "seconds" in r and "seconds" in base else None
                 mem = (float(r["peak_mb"]) / float(base["peak_mb"])) if "peak_mb" in r and "peak_mb" in base else None

@@ -174,13 +174,15 @@ def test_gradient_matches_finite_differences(name: str, sample: Path, tmp_path: 
     # synthetic inputs), large enough for the rounding (float64: 1e-16; an op run in float32: 1e-7)
     if not float64:
         h, rtol, atol = 1e-3, 3e-2, 3e-2
+    elif islands and case.fd_step:  # float32 rounding over a small step: a wider absolute margin
+        h, rtol, atol = case.fd_step, 2e-2, 5e-2
     elif islands:
         h, rtol, atol = 3e-4, 1e-2, 5e-3
     else:
         h, rtol, atol = 1e-8, 1e-5, 1e-6
     rng = np.random.default_rng(11)
     for name_in, x_in in inputs.items():
-        if name_in in masks or name_in in case.gradient_gaps:
+        if name_in in masks:
             continue
         real = np.flatnonzero(x_in)  # padding left alone
         agree = 0

@@ -118,9 +118,10 @@ class AuditContext:
         if self.input_mean is not None and name in self.input_mean:
             return tuple(self.input_mean[name].shape)
         shape = self.builder.model_inputs[name].shape[1:]
-        if not all(isinstance(d, int) for d in shape):
+        dims = [d for d in shape if isinstance(d, int)]
+        if len(dims) != len(shape):
             raise ValueError(f"input {name!r} has a symbolic dimension {tuple(shape)} and no x̄ is known to fix it")
-        return tuple(int(d) for d in shape)
+        return tuple(dims)
 
 
 _FACT_FIELDS = tuple(AuditFacts.__dataclass_fields__)

@@ -24,6 +24,7 @@ largest sum is not positive (a layer that never activates) gets RNA 0 for every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -113,7 +114,19 @@ class NeuralActivationPatterns(Explainer[NapState]):
             ]
         self.layers: list[HiddenLayer] = layers
         self.masks = mask_sources(context.builder.inputs)
-        tagger.expose([la.name for la in layers])
+        self._by_name = {la.name: la for la in layers}
+        # each onnxruntime call's activations are summed per jet and channel at once: a chunk
+        # never holds ParticleNet's (N, 64, 100, 16) EdgeConv tensors, only (N, 64)
+        tagger.expose([la.name for la in layers], reduce=self._per_jet_channels)
+
+    def _per_jet_channels(self, name: str, values: np.ndarray, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(m, C): each jet's activation per channel (|a| with values = "absolute")."""
+        if values.ndim <= 2:
+            return values  # already one value per channel: kept as it is (abs in update)
+        layer = self._by_name[name]
+        if self.options.values == "absolute":
+            values = np.abs(values)
+        return per_jet_channels(values, layer.channel_axis, masks_for(layer, self.masks, inputs))
 
     def start(self) -> NapState:
         return NapState()
@@ -125,9 +138,12 @@ class NeuralActivationPatterns(Explainer[NapState]):
             values = chunk.extra.get(layer.name)
             if values is None:  # the tagger found no per-jet view of it
                 raise ModelError(self.context.tagger.no_jet_axis.get(layer.name, f"no values for {layer.name!r}"))
-            if self.options.values == "absolute":
-                values = np.abs(values)
-            per_jet = per_jet_channels(values, layer.channel_axis, masks_for(layer, self.masks, chunk.inputs))
+            if values.ndim <= 2:  # (N, C): a dense layer, or summed per jet by _per_jet_channels
+                per_jet = np.abs(values) if self.options.values == "absolute" else values
+                per_jet = per_jet.reshape(len(values), -1)
+            else:
+                per_jet = per_jet_channels(np.abs(values) if self.options.values == "absolute" else values,
+                                           layer.channel_axis, masks_for(layer, self.masks, chunk.inputs))
             sums, jets = class_sums(per_jet, chunk.labels)
             previous = state.sums.get(layer.name)
             state.sums[layer.name] = sums if previous is None else previous + sums

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,10 @@ from hepaudit.model.jet_axis import ROWS, JetAxis, learn_jet_axis
 #: the caches between calls; with onnxruntime's threads not spinning, 4096-row calls beat
 #: 16384 and 65536 (bench_blocks.py, docs/dask.md). ``Tagger.cached_rows`` applies it.
 CACHED_ROWS = 4096
+
+
+#: reduce(name, per-jet value (m, ...), the batch's inputs) -> a smaller per-jet array (m, ...)
+Reducer = Callable[[str, np.ndarray, Mapping[str, np.ndarray]], np.ndarray]
 
 
 @dataclass
@@ -141,6 +145,8 @@ class Tagger:
         #: exposed tensors that have no per-jet view, and why (they are left out of ``extra``)
         self.no_jet_axis: dict[str, str] = {}
         self._raw_sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        self._reducers: dict[str, Reducer] = {}
+        self._raw: set[str] = set()
         #: rows per onnxruntime call that keep its intermediate tensors within the memory budget
         #: (model/footprint.py), learnt on the first run; None until then
         self.memory_rows: int | None = None
@@ -195,13 +201,24 @@ class Tagger:
             self._output_names = outputs
         return session
 
-    def expose(self, names: Sequence[str], spinning: bool | None = None) -> None:
+    def expose(self, names: Sequence[str], spinning: bool | None = None, reduce: Reducer | None = None) -> None:
         """Also return these intermediate tensors from every run (e.g. hidden layers for NAP).
 
         ``spinning=False``: onnxruntime's idle threads sleep instead of busy-waiting after a
         run (for every later run), for callers that do heavy numpy work between runs (the LRP
         and gradient backward), which spinning threads slow down on a machine with few cores.
+
+        ``reduce(name, per_jet_value, batch_inputs)``: applied to each onnxruntime call's per-jet
+        tensor before it is joined into the chunk's, so a large hidden tensor (ParticleNet's
+        EdgeConv activations, megabytes a jet) is never held for a whole chunk. A tensor that
+        another caller exposes as it is comes back unreduced to everyone.
         """
+        for name in names:
+            if reduce is None:
+                self._raw.add(name)
+                self._reducers.pop(name, None)
+            elif name not in self._raw:
+                self._reducers[name] = reduce
         new = [n for n in names if n not in self._extra]
         rebuild = bool(new)
         if spinning is False and self.spinning:
@@ -273,7 +290,7 @@ class Tagger:
         if extra and self._extra:
             self._learn_axes(inputs)
             names = [k for k in names if k in self._base_outputs or self.jet_axes.get(k) is not None]
-        rows_only = all(k in self._base_outputs or self._axis(k).is_rows for k in names)
+        rows_only = all(k in self._base_outputs or (self._axis(k).is_rows and k not in self._reducers) for k in names)
         key = (tuple(names), tuple((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
         scratch = scratch and extra and bool(self._extra)
         layout = self._layouts.get(key) if n > batch or scratch else None
@@ -317,6 +334,10 @@ class Tagger:
             if values is None:
                 continue
             values = [self._per_jet(k, val, m) for k, val in zip(names, values)]
+            if self._reducers:
+                batch_inputs = {k: v[start:start + m] for k, v in inputs.items()}
+                values = [self._reducers[k](k, val, batch_inputs) if k in self._reducers else val
+                          for k, val in zip(names, values)]
             if not joined and not pieces:
                 per_jet = all(val.ndim > 0 and val.shape[0] == m for val in values)
                 if per_jet:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 import uproot
 
@@ -87,6 +89,7 @@ def _branch_dtype(values: np.ndarray) -> np.dtype:
     """The branch type: a scalar type, or (type, per-jet shape) for an array branch."""
     array = np.asarray(values)
     dtype = array.dtype
+    base: np.dtype[Any]
     if dtype.kind == "b":
         base = np.dtype(np.bool_)
     elif dtype.kind in "iu":

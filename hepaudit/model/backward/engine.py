@@ -259,10 +259,14 @@ class BackwardEngine:
                 # relevance routed to a constant operand (a mask's 0, a CLS token, a padded slot) is
                 # absorbed like a bias's share, so Σ R + absorbed still adds up to the seed
                 n = len(seed)
-                came = sum(jet_sums(g, n) for g in outs if g is not None)
-                kept = sum(jet_sums(g, n) for name, g in zip(node.inputs, results)
-                           if g is not None and name in graph.carrying)
-                step.add_absorbed_rows(came - kept)
+                came = np.zeros(n)
+                for g in outs:
+                    if g is not None:
+                        came += jet_sums(g, n)
+                for name, g in zip(node.inputs, results):
+                    if g is not None and name in graph.carrying:
+                        came -= jet_sums(g, n)
+                step.add_absorbed_rows(came)
             for name, g in zip(node.inputs, results):
                 if g is None or name not in graph.carrying:
                     continue
