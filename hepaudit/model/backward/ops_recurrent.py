@@ -36,7 +36,7 @@ def _activation(name: str, alpha: float | None, beta: float | None) -> Activatio
     """(f, f' from f's value) for an ONNX recurrent activation name."""
     name = name.lower()
     if name == "sigmoid":
-        return (lambda x: 1.0 / (1.0 + np.exp(-x)), lambda y: y * (1.0 - y))
+        return (lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)), lambda y: y * (1.0 - y))  # no overflow
     if name == "tanh":
         return (np.tanh, lambda y: 1.0 - y * y)
     if name == "relu":
