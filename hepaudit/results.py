@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.explanation import Explanation
 
 Status = Literal["ok", "failed", "skipped"]
+#: the label values' names: 0 background, 1 signal, 2 a jet without a label
+CLASS_NAMES = {0: "background", 1: "signal", 2: "unlabelled"}
 
 
 @dataclass

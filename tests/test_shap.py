@@ -486,3 +486,43 @@ def test_particles_layout_with_mask_input(tmp_path: Path) -> None:
     score = session.run(["score"], {k: v[tree["entry"]] for k, v in built.items()})[0][:, 0]
     np.testing.assert_allclose(tree["base_value"] + phi.sum(axis=1), score, atol=2e-5)
     assert result.fields["exact"] is True and np.abs(want).max() > 1e-2
+
+
+def test_kernel_shap_with_fewer_coalitions_than_players_stays_bounded() -> None:
+    """90 players, 10 / 50 / 200 coalitions: the fit is under-determined below 90, yet φ stays
+    finite and bounded, adds up to f(x) − v(∅), and approaches a converged permutation
+    reference as the budget grows (the old solver gave |φ| ≈ 1e15 at 50 coalitions)."""
+    from hepaudit.explainers.shap.kernel import kernel_design, kernel_shap, permutation_shap
+
+    m, rng = 90, np.random.default_rng(3)
+    a = rng.normal(size=m) * np.linspace(2.0, 0.1, m)
+    x = rng.normal(size=(3, m))
+
+    def game(coalitions: np.ndarray) -> np.ndarray:  # v(S) = tanh(Σ_{i∈S} a_i x_i) per jet
+        return np.tanh(x @ (coalitions.T * a[:, None]) / 4.0)
+
+    v_empty = np.zeros(3)
+    f_x = game(np.ones((1, m), bool))[:, 0]
+    reference, _ = permutation_shap(game, m, 4000, v_empty, f_x, np.random.default_rng(0))
+    errors = []
+    for budget in (10, 50, 200):
+        design = kernel_design(m, budget, np.random.default_rng(budget))
+        phi, err = kernel_shap(design, game(design.coalitions), v_empty, f_x)
+        assert np.isfinite(phi).all()
+        np.testing.assert_allclose(phi.sum(axis=1), f_x - v_empty, atol=1e-9)
+        assert np.abs(phi).max() < 10 * np.abs(reference).max()
+        assert np.isnan(err).all() == (len(design.coalitions) < m)  # no error estimate when under-determined
+        errors.append(float(np.sqrt(((phi - reference) ** 2).mean())))
+    assert errors[2] < errors[0]
+
+
+def test_under_determined_shap_says_so(tmp_path: Path) -> None:
+    """The audit reports an under-determined fit in its warnings, with no error estimate."""
+    m = 20
+    write_data(tmp_path, 140, m)
+    weights = dense_weights([m, 8, 1], seed=2)
+    save(mlp_model(weights), tmp_path / "m.onnx")
+    _, result = run(tmp_path, m, {"samples": 12, "jets": 3})
+    assert result.status == "ok"
+    assert any("under-determined" in w for w in result.warnings)
+    assert result.fields["error_estimate"] is None

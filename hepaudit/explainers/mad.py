@@ -3,10 +3,14 @@
 Δ_k(x) = t(x) − t(x\\k), with t the score f (``target = "probability"``) or its logit z
 (``target = "logit"``), and x\\k feature k (or a group) set to the baseline (x̄ by
 default). MAD_k = the (weighted) mean of |Δ_k| over jets, overall and per class. The
-paper-faithful variant (Khot, Neubauer & Roy, arXiv:2210.04371) is ``target = "logit"``,
-``relative = true`` (Δ_k / z(x)) and ``iqr_clip = true``: per feature and class, values
-beyond 1.5 × IQR from the quartiles are set to 0 before averaging. Shares its forward
-passes with ΔAUC.
+paper's variant (Khot, Neubauer & Roy, arXiv:2210.04371) is ``target = "logit"``,
+``relative = true`` (Δ_k / z(x)) and ``iqr_clip = "signed"``: per feature and class, the
+quartiles of the *signed* Δ are taken (NaN ignored), values beyond 1.5 × IQR from them are
+set to 0, then |Δ| is averaged. ``iqr_clip = "abs"`` clips |Δ| instead (a different
+estimator: the quartiles of |Δ| fence a one-sided distribution); ``true`` means
+``"signed"``. A class whose IQR is 0 for a unit (most of its Δ identical, often 0) has every
+other Δ clipped: the result names those units instead of reporting a silent 0. Shares its
+forward passes with ΔAUC.
 """
 
 from __future__ import annotations
@@ -20,21 +24,28 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
 from hepaudit.plugins import ExplainerRegistry, hookimpl
-from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
+from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, sorted_scores
 
 
 @dataclass(frozen=True)
 class MadOptions(OcclusionOptions):
     target: Literal["probability", "logit"] = "probability"
     relative: bool = False
-    iqr_clip: bool = False
+    iqr_clip: bool | Literal["signed", "abs"] = False
+
+    @property
+    def clip(self) -> str | None:
+        """The IQR clipping variant: "signed" (the paper's; also ``true``), "abs", or None."""
+        if self.iqr_clip is True:
+            return "signed"
+        return self.iqr_clip or None
 
 
 @dataclass
 class MadState:
     """Running sums of w·|Δ| per class (index 0 = background, 1 = signal, 2 = unlabelled).
 
-    With ``iqr_clip`` the per-jet |Δ| are kept instead (clipping needs quartiles): (units, n)
+    With ``iqr_clip`` the per-jet signed Δ are kept instead (clipping needs quartiles): (units, n)
     float32, spilled to a temporary file like ΔAUC's scores (0.75 GB for 94 units at 2M jets)
     and read back one unit at a time; the class and weight per jet stay in memory.
     """
@@ -58,7 +69,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> MadState:
-        return MadState(deltas=SpilledColumns(len(self.units.all)) if self.options.iqr_clip else None)
+        return MadState(deltas=SpilledColumns(len(self.units.all)) if self.options.clip else None)
 
     def update(self, state: MadState, chunk: Chunk) -> MadState:
         scores, logits = chunk.occluded(self.units.all, self.options.baseline)
@@ -75,7 +86,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         cls = np.full(len(chunk), 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
         w = np.ones(len(chunk)) if chunk.weights is None else chunk.weights
         if state.deltas is not None:
-            state.deltas.append(absdelta)
+            state.deltas.append(delta)
             state.classes.append(cls)
             state.weights.append(w)
             return state
@@ -93,31 +104,38 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         deltas = b.deltas if a.deltas is None else (a.deltas if b.deltas is None else a.deltas.merged(b.deltas))
         return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights)
 
-    def _clipped_sums(self, state: MadState) -> tuple[np.ndarray, np.ndarray]:
+    def _clipped_sums(self, state: MadState) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """Weighted sums of |Δ| after IQR clipping, the class weights, and per class the units
+        whose IQR is 0."""
         n_units = len(self.units.all)
         sums = np.zeros((3, n_units))
         weight = np.zeros(3)
+        flat: dict[int, list[int]] = {}
         if state.deltas is None or not state.classes:
-            return sums, weight
+            return sums, weight, flat
         cls = np.concatenate(state.classes)
         w = np.concatenate(state.weights)
         selections = [(c, cls == c) for c in range(3)]
         selections = [(c, sel) for c, sel in selections if sel.any()]
         for c, sel in selections:
             weight[c] = w[sel].sum()
-        for k in range(n_units):  # one unit's |Δ| over all jets in memory at a time
+        signed = self.options.clip == "signed"
+        for k in range(n_units):  # one unit's Δ over all jets in memory at a time
             row = state.deltas.row(k).astype(np.float64)
             for c, sel in selections:
-                d = row[sel]
-                q1, q3 = np.percentile(d, [25, 75])
+                d = row[sel] if signed else np.abs(row[sel])
+                q1, q3 = np.nanpercentile(d, [25, 75])
                 iqr = q3 - q1
+                if iqr == 0 and np.any(d != q1):
+                    flat.setdefault(c, []).append(k)
                 d[(d < q1 - 1.5 * iqr) | (d > q3 + 1.5 * iqr)] = 0.0
-                sums[c, k] = d @ w[sel]
-        return sums, weight
+                sums[c, k] = np.nan_to_num(np.abs(d)) @ w[sel]
+        return sums, weight, flat
 
     def finish(self, state: MadState) -> ExplainerResult:
-        if self.options.iqr_clip:
-            sums, weight = self._clipped_sums(state)
+        flat: dict[int, list[int]] = {}
+        if self.options.clip:
+            sums, weight, flat = self._clipped_sums(state)
         else:
             sums = state.sums if state.sums is not None else np.zeros((3, len(self.units.all)))
             weight = state.weight
@@ -138,12 +156,19 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         what = "logit" if self.options.target == "logit" else "score"
         summary = (f"Mean |Δ{what}| when a feature is set to its baseline; largest for "
                    f"{features[0].feature} ({features[0].score:.3g})." if features else "")
+        names = list(self.context.features[:n_feat]) + list(self.units.group_names)
+        iqr_zero = {CLASS_NAMES[c]: [names[k] for k in ks] for c, ks in flat.items()}
+        warnings = [f"{cls}: the IQR of Δ is 0 for {len(units)} of {len(names)} units (most Δ equal), so "
+                    f"every other Δ is clipped and their MAD is ~0: {', '.join(units[:8])}"
+                    f"{' ...' if len(units) > 8 else ''}" for cls, units in iqr_zero.items()]
         return self.result(
             feature_importance=features, group_importance=groups or None,
             fields={"target": self.options.target, "relative": self.options.relative,
-                    "iqr_clip": self.options.iqr_clip,
-                    "definition": "mean over jets of |t(x) - t(x\\k)|, t = " + what},
-            summary=summary,
+                    "iqr_clip": self.options.clip or False, "iqr_zero": iqr_zero or None,
+                    "definition": "mean over jets of |t(x) - t(x\\k)|, t = " + what
+                    + ({"signed": "; signed Delta clipped beyond 1.5 IQR per class (the paper's)",
+                        "abs": "; |Delta| clipped beyond 1.5 IQR per class"}.get(self.options.clip or "", ""))},
+            summary=summary, warnings=warnings,
         )
 
 

@@ -34,9 +34,8 @@ from hepaudit.explainers.shap.figures import player_values
 from hepaudit.explainers.shap.kernel import default_budget, kernel_design, kernel_shap, permutation_shap
 from hepaudit.explanation import Explanation
 from hepaudit.plugins import ExplainerRegistry, hookimpl
-from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
+from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
 
-CLASS_NAMES = {0: "background", 1: "signal", 2: "unlabelled"}
 
 
 @dataclass(frozen=True)
@@ -255,6 +254,7 @@ class Shap(Explainer[ShapState]):
         out = self.compute(jets, f_x, background, weights)
         phi, v_empty, error = out["phi"], out["v_empty"], out["error"]
         additivity = float(np.max(np.abs(v_empty + phi.sum(axis=1) - f_x)))
+        warnings = self._check_estimate(phi, error, additivity, f_x, int(out["samples"]))
         names = self.players.names
         absphi = np.abs(phi)
         labelled = bool((labels != 2).any())
@@ -272,6 +272,7 @@ class Shap(Explainer[ShapState]):
         explanation = Explanation(phi, list(names), entries, v_empty, player_values(
             self.players, self.context.builder.slots, jets), error, labels if labelled else None, f_x,
             output="probability")
+        estimated = bool(np.isfinite(error).all())
         mean_error = error.mean(axis=0)
         fields = {
             "base_value": float(v_empty.mean()),
@@ -289,8 +290,8 @@ class Shap(Explainer[ShapState]):
             "model_rows_evaluated": int(out["rows"]),
             "background_description": described,
             "background_rows": int(len(weights)),
-            "error_estimate": {n: float(mean_error[i]) for i, n in enumerate(names)},
-            "max_error_estimate": float(error.max()) if error.size else 0.0,
+            "error_estimate": ({n: float(mean_error[i]) for i, n in enumerate(names)} if estimated else None),
+            "max_error_estimate": (float(error.max()) if error.size else 0.0) if estimated else None,
             "definition": ("Shapley values of v(S) = sum_b w_b f(x_S, b_~S); feature_importance = mean |phi| "
                            "over the explained jets"
                            + (" (players are groups of features)" if self.grouped else "")),
@@ -300,8 +301,30 @@ class Shap(Explainer[ShapState]):
         summary = (f"SHAP values of {len(entries)} jets computed {how} over {len(names)} "
                    f"{'groups' if self.grouped else 'features'}; largest mean |φ|: "
                    f"{top.feature} ({top.score:.3g}).") if top else ""
-        return self.result(feature_importance=scores, fields=fields, summary=summary,
+        return self.result(feature_importance=scores, fields=fields, summary=summary, warnings=warnings,
                            trees={"shap": explanation.branches("shap", own_tree=True)}, explanation=explanation)
+
+    @staticmethod
+    def _check_estimate(phi: np.ndarray, error: np.ndarray, additivity: float, f_x: np.ndarray,
+                        samples: int) -> list[str]:
+        """Refuse an estimate that is not a result (status failed), warn about a weak one."""
+        m = phi.shape[1]
+        if not np.isfinite(phi).all():
+            raise RuntimeError("the Shapley value estimates are not finite; raise samples")
+        if additivity > 1e-6 * (1.0 + float(np.abs(f_x).max())):
+            raise RuntimeError(f"the Shapley values do not add up to f(x) - E[f] (largest error {additivity:.3g})")
+        if not np.isfinite(error).all():
+            return [f"{samples} coalitions for {m} players: the fit is under-determined, so φ is the "
+                    "minimum-norm least-squares solution with Σφ = f(x) − E[f] and has no error estimate; "
+                    f"set samples to at least {2 * m} for a determined fit"]
+        noise, size = float(error.mean()), float(np.abs(phi).mean())
+        if noise > size:
+            raise RuntimeError(f"the Shapley values are dominated by their sampling error (mean error estimate "
+                               f"{noise:.3g} > mean |φ| {size:.3g}); raise samples")
+        if noise > 0.25 * size:
+            return [f"the sampling error is large (mean error estimate {noise:.3g}, mean |φ| {size:.3g}): "
+                    "read the ranking with care or raise samples"]
+        return []
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
         """The shared beeswarm and dependence plots of the explained jets."""

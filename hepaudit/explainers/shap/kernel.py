@@ -125,6 +125,34 @@ def _subsets(m: int, t: int) -> list[tuple[int, ...]]:
     return list(combinations(range(m), t))
 
 
+#: singular values below this fraction of the largest are treated as zero: the design then has
+#: fewer independent coalitions than players and the minimum-norm solution is taken
+RCOND = 1e-10
+
+
+def _pseudo_inverse(a: np.ndarray) -> np.ndarray:
+    """A⁻¹ for a well-conditioned normal matrix, else its pseudo-inverse (never an explosion:
+    ``np.linalg.solve`` on a numerically singular matrix returns 1e15-sized garbage silently)."""
+    u, sv, vt = np.linalg.svd(a, hermitian=True)
+    keep = sv > RCOND * sv[0] if len(sv) and sv[0] > 0 else np.zeros(len(sv), bool)
+    inv = np.zeros_like(sv)
+    inv[keep] = 1.0 / sv[keep]
+    return (vt.T * inv) @ u.T
+
+
+def full_rank(a: np.ndarray) -> bool:
+    sv = np.linalg.svd(a, compute_uv=False, hermitian=True)
+    return bool(len(sv) == 0 or (sv[0] > 0 and sv[-1] > RCOND * sv[0]))
+
+
+def _solve(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    if full_rank(a):
+        return np.linalg.solve(a, rhs)
+    # fewer independent coalitions than players: among the fits, the one with the smallest φ
+    # (the rest of φ then follows from the efficiency constraint)
+    return _pseudo_inverse(a) @ rhs
+
+
 def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarray) -> np.ndarray:
     """φ (n, M) minimising Σ_c w_c (y_jc − z_c·φ_j)² subject to Σ_i φ_ji = total_j.
 
@@ -139,10 +167,7 @@ def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarr
     xw = x * w[:, None]
     a = x.T @ xw
     rhs = xw.T @ target.T  # (M−1, n)
-    try:
-        head = np.linalg.solve(a, rhs)
-    except np.linalg.LinAlgError:  # too few coalitions for a full-rank design
-        head = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    head = _solve(a, rhs)
     phi = np.empty((len(y), m))
     phi[:, :-1] = head.T
     phi[:, -1] = total - head.sum(axis=0)
@@ -171,10 +196,9 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     target = y - zf[None, :, -1] * total[:, None]
     residual = target - phi[:, :-1] @ x.T  # (n, C)
     a = x.T @ (x * design.weights[:, None])
-    try:
-        a_inv = np.linalg.inv(a)
-    except np.linalg.LinAlgError:  # a rank-deficient design (tiny budget)
-        a_inv = np.linalg.pinv(a)
+    if not full_rank(a):  # the sampling error of an under-determined fit is not estimable
+        return phi, np.full_like(phi, np.nan)
+    a_inv = np.linalg.inv(a)
     u = (x[sampled] * design.weights[sampled][:, None]) @ a_inv  # (2P, M−1): rows come pair by pair
     ua, ub = u[0::2], u[1::2]
     rs = residual[:, sampled]
