@@ -495,3 +495,39 @@ def test_example_pfn() -> None:
     out = engine.relevance(values, RuleSet("epsilon"))
     np.testing.assert_allclose(out.relevance["features"][mask == 0], 0.0, atol=1e-12)
     np.testing.assert_allclose(out.total() + out.absorbed_bias, out.seed_total, rtol=1e-3, atol=1e-4)
+
+
+def test_paper_post_processing_signed_sum_and_iqr_clip(tmp_path: Path) -> None:
+    """The paper's LRP table, written out in numpy from LRP's definition: each jet's relevance
+    divided by its signed sum, per feature and class values beyond 1.5 IQR from the quartiles
+    set to 0, then the mean |R| per feature (overall and per class)."""
+    weights = dense_weights([4, 5, 3, 1], seed=12)
+    cfg = audit_folder(tmp_path, mlp_model(weights, "matmul"),
+                       {"lrp": {"rule": "epsilon", "epsilon": 1e-6, "normalize": "signed_sum", "iqr_clip": True}})
+    report = hepaudit.audit(cfg, out=tmp_path / "out")
+    result = report.explainers["lrp"]
+    assert result.status == "ok", result.error
+    with uproot.open(tmp_path / "jets.root") as f:
+        raw = f["jets"].arrays(["f0", "f1", "f2", "f3", "is_signal"], library="np")
+    x = np.stack([raw[f"f{k}"] for k in range(4)], axis=1).astype(np.float32)
+    y = raw["is_signal"]
+    r = loops_lrp(weights, x, "epsilon", eps=1e-6)
+    total = r.sum(axis=1, keepdims=True)  # a jet whose relevance sums to 0 (all of it in biases) keeps 0
+    r = np.divide(r, total, out=np.zeros_like(r), where=total != 0)
+
+    def clipped_mean_abs(v: np.ndarray) -> float:
+        q1, q3 = np.percentile(v, [25, 75])
+        fence = 1.5 * (q3 - q1)
+        return float(np.abs(np.where((v < q1 - fence) | (v > q3 + fence), 0.0, v)).mean())
+
+    got = {s.feature: s for s in result.feature_importance}
+    clipped_any = False
+    for k in range(4):
+        sig, bkg = clipped_mean_abs(r[y == 1, k]), clipped_mean_abs(r[y == 0, k])
+        n_sig, n_bkg = int((y == 1).sum()), int((y == 0).sum())
+        assert got[f"f{k}"].score_signal == pytest.approx(sig, rel=1e-6, abs=1e-9)
+        assert got[f"f{k}"].score_background == pytest.approx(bkg, rel=1e-6, abs=1e-9)
+        assert got[f"f{k}"].score == pytest.approx((sig * n_sig + bkg * n_bkg) / (n_sig + n_bkg), rel=1e-6)
+        clipped_any |= not np.isclose(sig, np.abs(r[y == 1, k]).mean())
+    assert clipped_any  # the clipping changed something on this sample
+    assert result.fields["normalize"] == "signed_sum" and result.fields["iqr_clip"] is True

@@ -28,11 +28,13 @@ import numpy as np
 
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.explainers.columns import SpilledColumns
+from hepaudit.explainers.iqr import clipped_class_sums
 from hepaudit.explanation import Explanation, ExplanationSample
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget
 from hepaudit.model.backward.blocked import BlockedBackward
 from hepaudit.plugins import ExplainerRegistry, hookimpl
-from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
+from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
 from hepaudit.sampling import salt_for
 
 ETA_NAMES = ("eta", "deta", "eta_rel", "etarel", "delta_eta")
@@ -49,7 +51,9 @@ class LrpOptions:
     # a {layer kind: rule} table, or the name of a composite in hepaudit.model.backward.rules.COMPOSITES
     composite: dict[str, str] | str = field(default_factory=lambda: {"dense": "epsilon", "conv": "gamma"})
     ignore_bias: bool = False
-    normalize: Literal["none", "sum_abs"] = "none"
+    # "signed_sum": each jet's relevance divided by its signed sum (the paper's); "sum_abs": by Σ|R|
+    normalize: Literal["none", "sum_abs", "signed_sum"] = "none"
+    iqr_clip: bool = False  # the paper's outlier removal per feature and class before mean |R|
     per_jet: bool = True
     max_per_jet_features: int = 512
     profile_features: int = 4
@@ -266,6 +270,10 @@ class LrpState:
     profiles: Profiles | None = None
     image: np.ndarray | None = None
     sample: ExplanationSample | None = None  # per-jet relevance of a seeded sample of jets
+    # iqr_clip: every jet's relevance per feature (spilled to a temporary file), class and weight
+    kept: SpilledColumns | None = None
+    classes: list[np.ndarray] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)
 
 
 class LayerwiseRelevance(Explainer[LrpState]):
@@ -297,6 +305,9 @@ class LayerwiseRelevance(Explainer[LrpState]):
         if self.options.normalize == "sum_abs":
             total = np.abs(r).sum(axis=1, keepdims=True)
             r = np.divide(r, total, out=np.zeros_like(r), where=total > 0)
+        elif self.options.normalize == "signed_sum":
+            total = r.sum(axis=1, keepdims=True)
+            r = np.divide(r, total, out=np.zeros_like(r), where=total != 0)
         return r
 
     def start(self) -> LrpState:
@@ -304,7 +315,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
         if bounds is None:  # no x̄ pass (a context built by hand): unit bins
             bounds = np.tile([0.0, 1.0], (len(self.context.features), 1))
         return LrpState(profiles=Profiles.empty(bounds) if self.options.profile_features > 0 else None,
-                        sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "lrp-sample")))
+                        sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "lrp-sample")),
+                        kept=SpilledColumns(len(self.context.features)) if self.options.iqr_clip else None)
 
     def update(self, state: LrpState, chunk: Chunk) -> LrpState:
         out = self.backward.relevance(chunk.inputs, self.rules)
@@ -319,6 +331,11 @@ class LayerwiseRelevance(Explainer[LrpState]):
         state.residual += float(np.abs(total + out.absorbed_bias - chunk.logit).sum())
         state.outside += float(np.abs(total - raw_features).sum())
         state.sums.add(r, chunk.labels, chunk.weights)
+        if state.kept is not None:
+            state.kept.append(r.T)
+            state.classes.append(np.full(len(chunk), 2, np.int8) if chunk.labels is None
+                                 else chunk.labels.astype(np.int8))
+            state.weights.append(np.ones(len(chunk)) if chunk.weights is None else chunk.weights)
         state.differential.add(r - self.mean_relevance[None, :], chunk.labels, chunk.weights)
         x = feature_matrix(self.context.builder, chunk.inputs).astype(np.float64)
         if state.profiles is not None:
@@ -351,6 +368,9 @@ class LayerwiseRelevance(Explainer[LrpState]):
             a.profiles if b.profiles is None else b.profiles if a.profiles is None else a.profiles.merge(b.profiles),
             image,
             a.sample if b.sample is None else b.sample if a.sample is None else a.sample.merged(b.sample),
+            b.kept if a.kept is None else a.kept if b.kept is None else a.kept.merged(b.kept),
+            a.classes + b.classes,
+            a.weights + b.weights,
         )
 
     def rule_fields(self) -> dict[str, Any]:
@@ -373,10 +393,28 @@ class LayerwiseRelevance(Explainer[LrpState]):
         fields["ignore_bias"] = o.ignore_bias
         return fields
 
+    def _clipped_scores(self, state: LrpState) -> tuple[list[FeatureScore], dict[str, list[str]]]:
+        """mean |R| per feature after the paper's IQR clipping per feature and class."""
+        names = self.context.features
+        kept = state.kept
+        assert kept is not None
+        sums, weight, flat = clipped_class_sums(lambda k: kept.row(k), len(names), np.concatenate(state.classes),
+                                                np.concatenate(state.weights))
+        overall = sums.sum(axis=0) / max(weight.sum(), 1e-300)
+        sig = sums[1] / weight[1] if weight[1] > 0 else None
+        bkg = sums[0] / weight[0] if weight[0] > 0 else None
+        scores = sorted_scores([FeatureScore(n, float(overall[i]), None if sig is None else float(sig[i]),
+                                             None if bkg is None else float(bkg[i])) for i, n in enumerate(names)])
+        return scores, {CLASS_NAMES[c]: [names[k] for k in ks] for c, ks in flat.items()}
+
     def finish(self, state: LrpState) -> ExplainerResult:
         names = self.context.features
         n = max(state.n, 1)
-        scores = state.sums.scores(names) if state.n else []
+        iqr_zero: dict[str, list[str]] = {}
+        if state.kept is not None and state.n:
+            scores, iqr_zero = self._clipped_scores(state)
+        else:
+            scores = state.sums.scores(names) if state.n else []
         diff_overall = state.differential.means("abs")[0] if state.n else np.zeros(len(names))
         order = [names.index(s.feature) for s in scores]
         mean_behaviour = [
@@ -394,6 +432,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
                 "seed_tensor": self.engine.target.tensor,
                 "seed": self.engine.target.describe(),
                 "normalize": self.options.normalize,
+                "iqr_clip": self.options.iqr_clip,
+                "iqr_zero": iqr_zero or None,
                 "conservation_mean_abs_error": state.abs_error / n,
                 "conservation_relative_error": state.abs_error / state.abs_logit if state.abs_logit else None,
                 "bias_absorbed_mean": state.bias / n,

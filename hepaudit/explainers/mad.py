@@ -22,6 +22,7 @@ import numpy as np
 
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
+from hepaudit.explainers.iqr import clipped_class_sums
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, sorted_scores
@@ -105,32 +106,15 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights)
 
     def _clipped_sums(self, state: MadState) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
-        """Weighted sums of |Δ| after IQR clipping, the class weights, and per class the units
-        whose IQR is 0."""
+        """Weighted sums of |Δ| after IQR clipping (explainers/iqr.py), the class weights, and per
+        class the units whose IQR is 0."""
         n_units = len(self.units.all)
-        sums = np.zeros((3, n_units))
-        weight = np.zeros(3)
-        flat: dict[int, list[int]] = {}
         if state.deltas is None or not state.classes:
-            return sums, weight, flat
-        cls = np.concatenate(state.classes)
-        w = np.concatenate(state.weights)
-        selections = [(c, cls == c) for c in range(3)]
-        selections = [(c, sel) for c, sel in selections if sel.any()]
-        for c, sel in selections:
-            weight[c] = w[sel].sum()
-        signed = self.options.clip == "signed"
-        for k in range(n_units):  # one unit's Δ over all jets in memory at a time
-            row = state.deltas.row(k).astype(np.float64)
-            for c, sel in selections:
-                d = row[sel] if signed else np.abs(row[sel])
-                q1, q3 = np.nanpercentile(d, [25, 75])
-                iqr = q3 - q1
-                if iqr == 0 and np.any(d != q1):
-                    flat.setdefault(c, []).append(k)
-                d[(d < q1 - 1.5 * iqr) | (d > q3 + 1.5 * iqr)] = 0.0
-                sums[c, k] = np.nan_to_num(np.abs(d)) @ w[sel]
-        return sums, weight, flat
+            return np.zeros((3, n_units)), np.zeros(3), {}
+        deltas = state.deltas
+        return clipped_class_sums(lambda k: deltas.row(k), n_units, np.concatenate(state.classes),
+                                  np.concatenate(state.weights),
+                                  None if self.options.clip == "signed" else np.abs)
 
     def finish(self, state: MadState) -> ExplainerResult:
         flat: dict[int, list[int]] = {}
