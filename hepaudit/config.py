@@ -67,10 +67,18 @@ class SampleConfig:
     max_jets: int | None = None
     step_size: int = 100_000
     nonfinite: Literal["fail", "drop"] = "fail"  # NaN/inf in inputs or scores
+    cut: str | None = None  # a selection over flat branches (hepaudit/data/selection.py)
 
     def __post_init__(self) -> None:
         if not self.files:
             raise ValueError("files: give at least one file or glob")
+        if self.cut is not None:
+            from hepaudit.data.selection import Cut
+
+            try:
+                Cut(self.cut, "cut")  # a syntax error is a config error, before any file is opened
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if self.step_size < 1:
             raise ValueError("step_size must be at least 1")
         if self.max_jets is not None and self.max_jets < 0:

@@ -4,6 +4,13 @@
 in a second with the close matches named, not after an hour), then :meth:`Sample.chunks`
 streams ``step_size`` jets at a time with uproot. Entry numbers count along the chain
 of files, so per-jet outputs line up with the input as a friend tree.
+
+A selection (``cut``, and ``max_jets`` when the sample has labels) is decided up front by
+:meth:`Sample.select`, which reads only the branches it needs: each partition then carries
+the mask of its entries, and chunks hold the selected jets only, with their chain entry
+numbers. ``max_jets`` takes jets in entry order per class, each class in proportion to its
+share of the selection (at least one jet of each class present), so a capped sample of a
+file sorted by class still holds both classes.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import numpy as np
 import uproot
 
 from hepaudit.config import SampleConfig, resolve_files
-from hepaudit.errors import DataError, close_matches
+from hepaudit.errors import DataError, HepauditError, close_matches
 
 
 @dataclass(frozen=True)
@@ -35,10 +42,11 @@ class Partition:
     start: int
     stop: int
     offset: int
+    mask: np.ndarray | None = None  # the selected entries of [start, stop) (None: all)
 
     @property
     def n_entries(self) -> int:
-        return self.stop - self.start
+        return self.stop - self.start if self.mask is None else int(self.mask.sum())
 
 
 class CorruptFileError(DataError):
@@ -104,6 +112,14 @@ class Sample:
         self.paths = resolve_files(config.files, f"{where}.files")
         self.files: list[FileInfo] = []
         self.skipped: list[tuple[str, str]] = []  # (path, reason): unreadable files left out (skip_corrupt)
+        self.masks: list[np.ndarray] | None = None  # per file, the selected entries (select())
+        self._selected = 0
+
+    def __getstate__(self) -> dict[str, object]:
+        # a Dask task needs its partition's mask only (the partition carries it), not every file's
+        state = dict(self.__dict__)
+        state["masks"] = None
+        return state
 
     def check(self, flat: Sequence[str], jagged: Sequence[str], skip_corrupt: bool = False) -> None:
         """Open each file: the tree exists, every branch exists with the expected shape.
@@ -156,15 +172,61 @@ class Sample:
 
     def drop(self, path: str, reason: str) -> None:
         """Leave a file found unreadable out of the sample (``skip_corrupt``), noting why."""
+        if self.masks is not None:
+            self.masks = [m for f, m in zip(self.files, self.masks) if f.path != path]
+            self._selected = int(sum(int(m.sum()) for m in self.masks))
         self.files = [f for f in self.files if f.path != path]
         self.skipped.append((path, reason))
 
+    def prepare(self, flat: Sequence[str], jagged: Sequence[str], skip_corrupt: bool = False) -> None:
+        """:meth:`check` (with the branches the selection reads) then :meth:`select`."""
+        from hepaudit.data.selection import Cut
+
+        extra = Cut(self.config.cut, f"{self.where}.cut").branches if self.config.cut else []
+        if self.config.max_jets is not None and self.config.label:
+            extra.append(self.config.label)
+        self.check(list(dict.fromkeys([*flat, *extra])), jagged, skip_corrupt)
+        try:
+            self.select()
+        except (DataError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            if isinstance(exc, HepauditError):
+                raise
+            raise DataError(f"{self.where}: the selection could not be read ({type(exc).__name__}: "
+                            f"{(str(exc).splitlines() or [''])[0][:150]})") from None
+
     @property
     def n_entries(self) -> int:
-        """Jets that will be read: all entries, capped by ``max_jets``."""
+        """Jets that will be read: all entries, or the selection, capped by ``max_jets``."""
+        if self.masks is not None or self._selected:
+            return self._selected
         total = sum(f.entries for f in self.files)
         cap = self.config.max_jets
         return total if cap is None else min(total, cap)
+
+    def select(self) -> None:
+        """Apply ``cut`` and (with labels) ``max_jets``: per file, the entries the audit reads."""
+        from hepaudit.data.selection import Cut
+
+        config = self.config
+        cut = Cut(config.cut, f"{self.where}.cut") if config.cut else None
+        balance = config.max_jets is not None and config.label is not None
+        if cut is None and not balance:
+            return
+        masks: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        names = sorted(set(cut.branches if cut else []) | ({config.label} if balance and config.label else set()))
+        for info in self.files:
+            with open_root(info.path) as handle:
+                arrays = handle[config.tree].arrays(names, library="np")
+            masks.append(cut.mask(arrays) if cut else np.ones(info.entries, bool))
+            if balance and config.label:
+                labels.append(np.asarray(arrays[config.label]))
+        if balance and config.max_jets is not None:
+            masks = _capped(masks, labels, config.max_jets)
+        self.masks = masks
+        self._selected = int(sum(int(m.sum()) for m in masks))
 
     def partitions(self, entries_per_partition: int | None = None) -> list[Partition]:
         """Entry ranges covering the jets :meth:`chunks` would read, in chain order.
@@ -175,6 +237,8 @@ class Sample:
         """
         step = self.config.step_size
         size = None if entries_per_partition is None else max(1, -(-entries_per_partition // step)) * step
+        if self.masks is not None:
+            return self._selected_partitions(size)
         remaining = self.n_entries
         offset = 0
         parts: list[Partition] = []
@@ -189,6 +253,23 @@ class Sample:
             remaining -= stop
         return parts
 
+    def _selected_partitions(self, size: int | None) -> list[Partition]:
+        """Partitions over each file's entries up to its last selected one, with their masks."""
+        assert self.masks is not None
+        parts: list[Partition] = []
+        offset = 0
+        for index, (info, mask) in enumerate(zip(self.files, self.masks)):
+            chosen = np.flatnonzero(mask)
+            if len(chosen):
+                stop = int(chosen[-1]) + 1
+                width = stop if size is None else size
+                for start in range(0, stop, max(width, 1)):
+                    end = min(start + width, stop)
+                    if mask[start:end].any():
+                        parts.append(Partition(index, info.path, start, end, offset, mask[start:end].copy()))
+            offset += info.entries
+        return parts
+
     def chunks(self, branches: Sequence[str], step_size: int | None = None,
                partition: Partition | None = None) -> Iterator[RawChunk]:
         """Stream the branches in chunks of at most ``step_size`` jets, in chain order
@@ -201,9 +282,16 @@ class Sample:
                     tree = handle[self.config.tree]
                     for start in range(part.start, part.stop, step):
                         end = min(start + step, part.stop)
+                        entries = np.arange(part.offset + start, part.offset + end, dtype=np.int64)
+                        if part.mask is not None:
+                            keep = part.mask[start - part.start:end - part.start]
+                            if not keep.any():
+                                continue
+                            arrays = tree.arrays(list(branches), entry_start=start, entry_stop=end, library="ak")
+                            yield RawChunk(arrays[keep], entries[keep], part.path)
+                            continue
                         arrays = tree.arrays(list(branches), entry_start=start, entry_stop=end, library="ak")
-                        yield RawChunk(arrays, np.arange(part.offset + start, part.offset + end, dtype=np.int64),
-                                       part.path)
+                        yield RawChunk(arrays, entries, part.path)
             except DataError:
                 raise
             except Exception as exc:  # uproot/awkward/zlib raise many types on a damaged basket
@@ -214,6 +302,29 @@ class Sample:
 
     def summary(self) -> list[dict[str, object]]:
         return [{"path": f.path, "entries": f.entries} for f in self.files]
+
+
+def _capped(masks: list[np.ndarray], labels: list[np.ndarray], cap: int) -> list[np.ndarray]:
+    """At most ``cap`` selected jets, in entry order per class: each label value present in the
+    selection gets its share of ``cap`` (at least one jet), the rest of its jets are dropped."""
+    label = np.concatenate(labels) if labels else np.zeros(0)
+    chosen = np.concatenate(masks) if masks else np.zeros(0, bool)
+    selected = np.flatnonzero(chosen)
+    if len(selected) <= cap:
+        return masks
+    classes, counts = np.unique(label[selected], return_counts=True)
+    quota = np.maximum(1, np.floor(cap * counts / counts.sum()).astype(np.int64))
+    while quota.sum() > cap:  # more classes than jets allowed: the largest shares give way
+        quota[np.argmax(quota)] -= 1
+    for i in np.argsort(-(cap * counts / counts.sum() - quota)):  # largest remainders first
+        if quota.sum() >= cap:
+            break
+        quota[i] += 1
+    keep = np.zeros_like(chosen)
+    for c, q in zip(classes, quota):
+        keep[selected[label[selected] == c][:q]] = True
+    bounds = np.cumsum([0] + [len(m) for m in masks])
+    return [keep[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def as_path_list(paths: Sequence[Path]) -> list[str]:

@@ -128,7 +128,7 @@ class AuditPlan:
         reference = None
         if cfg.reference is not None:
             reference = Sample(cfg.reference, "reference")
-            reference.check(list(builder.flat_branches), builder.jagged_branches)
+            reference.prepare(list(builder.flat_branches), builder.jagged_branches)
         n_sig = n_bkg = 0
         if cfg.data.label:
             n_sig, n_bkg, values = label_counts(sample, cfg.data.label, cfg.execution.skip_corrupt)
@@ -175,7 +175,7 @@ class AuditPlan:
             base_dir = self.context.config_dir or Path.cwd()
             where = f"explainers.{name}.{option}"
             sample = Sample(sample_config(own, where, base_dir), where)
-            sample.check(list(self.builder.flat_branches), self.builder.jagged_branches)
+            sample.prepare(list(self.builder.flat_branches), self.builder.jagged_branches)
             return sample
         return self.reference if self.reference is not None else self.sample
 
@@ -214,8 +214,9 @@ class AuditPlan:
 def _audited_sample(cfg: AuditConfig, builder: InputBuilder) -> Sample:
     sample = Sample(cfg.data, "data")
     needed_flat = list(builder.flat_branches) + [b for b in (cfg.data.label, cfg.data.weight) if b]
-    sample.check(needed_flat, builder.jagged_branches, skip_corrupt=cfg.execution.skip_corrupt)
+    sample.prepare(needed_flat, builder.jagged_branches, skip_corrupt=cfg.execution.skip_corrupt)
     if sample.n_entries == 0:
+        cut = f", cut = {cfg.data.cut!r}" if cfg.data.cut else ""
         raise DataError(f"{', '.join(cfg.data.files)}: no jets selected (tree {cfg.data.tree!r} has "
-                        f"{sum(f.entries for f in sample.files)} entries, max_jets = {cfg.data.max_jets})")
+                        f"{sum(f.entries for f in sample.files)} entries, max_jets = {cfg.data.max_jets}{cut})")
     return sample
