@@ -25,16 +25,22 @@ DERIVED_FEATURES: tuple[str, ...] = (
 )
 
 
+def _float64(values: ak.Array) -> ak.Array:
+    """Preprocessing arithmetic runs in float64 whatever the branch type; the built input is
+    cast to the model's dtype once, at the end (builders ``_fit_rank``)."""
+    return ak.values_astype(values, np.float64)
+
+
 def momenta_from_cartesian(px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.Array) -> ak.Array:
-    """Zip jagged px, py, pz, E into vector ``Momentum4D`` records."""
-    components = {"px": px, "py": py, "pz": pz, "E": energy}
+    """Zip jagged px, py, pz, E into vector ``Momentum4D`` records (float64)."""
+    components = {"px": _float64(px), "py": _float64(py), "pz": _float64(pz), "E": _float64(energy)}
     _same_counts(components)
     return ak.zip(components, with_name="Momentum4D")
 
 
 def momenta_from_ptetaphi(pt: ak.Array, eta: ak.Array, phi: ak.Array, mass: ak.Array) -> ak.Array:
-    """Zip jagged pt, eta, phi, mass into vector ``Momentum4D`` records."""
-    components = {"pt": pt, "eta": eta, "phi": phi, "mass": mass}
+    """Zip jagged pt, eta, phi, mass into vector ``Momentum4D`` records (float64)."""
+    components = {"pt": _float64(pt), "eta": _float64(eta), "phi": _float64(phi), "mass": _float64(mass)}
     _same_counts(components)
     return ak.zip(components, with_name="Momentum4D")
 
@@ -162,9 +168,9 @@ def derive_feature(name: str, parts: ak.Array, jet: ak.Array) -> ak.Array:
 
 
 def pad_jagged(values: ak.Array, max_particles: int, fill: float = 0.0) -> np.ndarray:
-    """Pad or truncate a jagged (N, var) array to a dense float32 (N, max_particles)."""
+    """Pad or truncate a jagged (N, var) array to a dense float64 (N, max_particles)."""
     padded = ak.pad_none(values, max_particles, axis=1, clip=True)
-    return ak.to_numpy(ak.fill_none(padded, fill)).astype(np.float32, copy=False)
+    return ak.to_numpy(ak.fill_none(padded, fill)).astype(np.float64, copy=False)
 
 
 def padding_mask(parts: ak.Array, max_particles: int) -> np.ndarray:
