@@ -33,7 +33,7 @@ from hepaudit.data.builders import InputBuilder, feature_matrix
 from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
-from hepaudit.executors.partitions import SCORE_BINS, SPLIT_EVERY, MergeTree, PartResult, merge_many
+from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS, SPLIT_EVERY, MergeTree, PartResult, merge_many
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.model.session import ModelOutputs, Tagger
 from hepaudit.report.per_jet import PerJetWriter
@@ -71,11 +71,21 @@ class Outcome:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): unreadable, left out
     # score histograms on [0, 1]: rows background, signal, unlabelled (scores outside are clipped)
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
+    # weighted logit histograms, background and signal: the performance section's ROC
+    logit_hist: np.ndarray = field(default_factory=lambda: np.zeros((2, len(LOGIT_BINS) - 1)))
 
-    def fill_scores(self, score: np.ndarray, labels: np.ndarray | None) -> None:
+    def fill_scores(self, score: np.ndarray, labels: np.ndarray | None, logit: np.ndarray | None = None,
+                    weights: np.ndarray | None = None) -> None:
         cls = np.full(len(score), 2) if labels is None else labels.astype(int)
         for c in range(3):
             self.score_hist[c] += np.histogram(np.clip(score[cls == c], 0.0, 1.0), SCORE_BINS)[0]
+        if logit is None or labels is None:
+            return
+        z = np.clip(logit, LOGIT_BINS[0], LOGIT_BINS[-1])
+        w = np.ones(len(z)) if weights is None else weights
+        for c in (0, 1):
+            sel = cls == c
+            self.logit_hist[c] += np.histogram(z[sel], LOGIT_BINS, weights=w[sel])[0]
 
 
 def _nonfinite_rows(inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -312,7 +322,7 @@ class LocalExecutor:
                 labels = chunk.labels
                 self._update_all(live, chunk, job.debug, reference=False)
                 self.outcome.n_jets += len(chunk)
-                self.outcome.fill_scores(chunk.score, labels)
+                self.outcome.fill_scores(chunk.score, labels, chunk.logit, chunk.weights)
                 if job.per_jet is not None:
                     columns: dict[str, np.ndarray] = {"entry": chunk.entries, "score": chunk.score.astype(np.float32)}
                     if labels is not None:

@@ -24,6 +24,9 @@ from hepaudit.data.stats import InputStats
 
 #: Bin edges of the score histograms every executor fills (scores outside [0, 1] are clipped).
 SCORE_BINS = np.linspace(0.0, 1.0, 101)
+#: Bin edges of the weighted logit histograms behind the performance section (ROC, rejection):
+#: width 0.005 in z, an edge at z = 0 (score 0.5); logits beyond ±20 go to the end bins.
+LOGIT_BINS = np.linspace(-20.0, 20.0, 8001)
 #: Partitions merged per node of the tree reduction (local and Dask alike).
 SPLIT_EVERY = 4
 
@@ -44,6 +47,7 @@ class PartResult:
     read_s: float = 0.0
     inference_s: float = 0.0
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
+    logit_hist: np.ndarray = field(default_factory=lambda: np.zeros((2, len(LOGIT_BINS) - 1)))
     per_jet: list[str] = field(default_factory=list)  # part files, in entry order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out (skip_corrupt)
     results: dict[str, Any] = field(default_factory=dict)  # explainer -> ExplainerResult, once finished
@@ -87,7 +91,8 @@ def merge_parts(a: PartResult, b: PartResult, merge: Callable[[str, Any, Any], A
     return PartResult(first=min(a.first, b.first), last=max(a.last, b.last), states=states, errors=errors,
                       seconds=seconds, n_jets=a.n_jets + b.n_jets, n_dropped=a.n_dropped + b.n_dropped,
                       read_s=a.read_s + b.read_s, inference_s=a.inference_s + b.inference_s,
-                      score_hist=a.score_hist + b.score_hist, per_jet=a.per_jet + b.per_jet,
+                      score_hist=a.score_hist + b.score_hist, logit_hist=a.logit_hist + b.logit_hist,
+                      per_jet=a.per_jet + b.per_jet,
                       skipped=a.skipped + b.skipped)
 
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hepaudit import __version__
-from hepaudit.executors.partitions import SCORE_BINS
+from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS
+from hepaudit.report.performance import performance_section
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.options import as_table
@@ -153,7 +154,9 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, ti
         groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
         output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
     )
-    report.sections = [score_section(outcome.score_hist, SCORE_BINS)] + plan.host.report_sections(report)
+    performance = performance_section(outcome.logit_hist, LOGIT_BINS)
+    report.sections = ([score_section(outcome.score_hist, SCORE_BINS)] + ([performance] if performance else [])
+                       + plan.host.report_sections(report))
     report.gates = evaluate_gates(cfg.gates, report)
     report.timing = {"total_s": time.perf_counter() - timing["total_s"], "read_s": outcome.read_s,
                      "chunks_read": outcome.chunks_read, "input_stats_s": timing.get("input_stats_s", 0.0),

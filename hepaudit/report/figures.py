@@ -224,3 +224,18 @@ def score_histograms(edges: np.ndarray, signal: np.ndarray | None, background: n
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Tagger score per class", fontsize=11)
     return _png(fig)
+
+
+def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float) -> bytes:
+    """Background rejection 1/ε_B against signal efficiency ε_S, the HEP way (log scale)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    ok = fpr > 0
+    ax.plot(tpr[ok], 1.0 / fpr[ok], color=SIGNAL_COLOUR, linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("signal efficiency ε_S")
+    ax.set_ylabel("background rejection 1/ε_B")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(f"ROC (AUC = {auc:.4f})", fontsize=11)
+    return _png(fig)
