@@ -93,15 +93,19 @@ class ExplainerResult:
 
 @dataclass
 class Agreement:
-    """Rank agreement of two attribution methods over the common features."""
+    """Rank agreement of two attribution methods over the units both rank: single features,
+    or groups of features (``units``); a ranking of groups is never compared with one of features."""
 
     a: str
     b: str
     kendall_tau: float | None
     top10_overlap: float | None
+    units: str = "features"  # "features" or "groups"
+    n_common: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "kendall_tau": self.kendall_tau, "top10_overlap": self.top10_overlap}
+        return {"a": self.a, "b": self.b, "kendall_tau": self.kendall_tau, "top10_overlap": self.top10_overlap,
+                "units": self.units, "n_common": self.n_common}
 
 
 @dataclass

@@ -283,3 +283,23 @@ def test_minimal_report_renders(tmp_path: Path) -> None:
     html = (tmp_path / "report.html").read_text()
     assert "<h2>Summary</h2>" in html and "<img" not in html
     assert list((tmp_path / "figures").iterdir()) == []
+
+
+def test_agreement_compares_groups_with_groups(tmp_path: Path) -> None:
+    """SHAP over variable groups is compared with ΔAUC's variable groups (same order: τ = 1),
+    never with per-feature rankings (which used to give top-10 overlap 0)."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    text = (examples / "audit_topodnn.toml").read_text()
+    text = text.replace('path = "models/', f'path = "{examples}/models/').replace(
+        'files = ["data/', f'files = ["{examples}/data/')
+    head = text[:text.index("[explainers.")]
+    config = tmp_path / "agree.toml"
+    config.write_text(head + '[explainers.dauc]\ngroups = ["feature"]\n[explainers.mad]\n'
+                      '[explainers.shap]\ngroups = "feature"\njets = 10\n')
+    from hepaudit import audit
+
+    report = audit(config, out=None, max_jets=400)
+    pairs = {(a.a, a.b, a.units): a for a in report.agreement}
+    assert ("dauc", "shap", "groups") in pairs and pairs[("dauc", "shap", "groups")].n_common == 3
+    assert not any(a.units == "features" and "shap" in (a.a, a.b) for a in report.agreement)
+    assert ("dauc", "mad", "features") in pairs and pairs[("dauc", "mad", "features")].n_common == 90

@@ -21,7 +21,7 @@ from hepaudit.report.performance import performance_section
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.options import as_table
-from hepaudit.results import Agreement, AuditReport, ExplainerResult, Figure, ReportSection
+from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors.local import Outcome
@@ -85,21 +85,42 @@ def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult]) -> float:
     return time.perf_counter() - t0
 
 
+def rankings(result: ExplainerResult) -> dict[str, list[FeatureScore]]:
+    """A result's rankings by unit: ``features`` and ``groups`` (SHAP whose players are groups
+    ranks groups in its feature_importance)."""
+    out: dict[str, list[FeatureScore]] = {}
+    grouped = result.fields.get("players") == "groups"
+    if result.feature_importance:
+        out["groups" if grouped else "features"] = result.feature_importance
+    if result.group_importance and not grouped:
+        out["groups"] = result.group_importance
+    return out
+
+
 def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] | None = None) -> list[Agreement]:
-    """Kendall τ and top-10 overlap of every pair of rankings (of the explainers in
+    """Kendall τ and top-10 overlap of every pair of rankings of the same units (features with
+    features, groups with groups), over the units both rank (of the explainers in
     ``attribution``, those whose class declares ``attribution = True``; None: every ranking)."""
-    ranked = {n: r.feature_importance for n, r in results.items()
-              if r.status == "ok" and r.feature_importance and (attribution is None or n in attribution)}
-    names = list(ranked)
+    ranked = {n: rankings(r) for n, r in results.items()
+              if r.status == "ok" and (attribution is None or n in attribution)}
+    names = [n for n in ranked if ranked[n]]
     out = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            sa = {s.feature: s.score for s in ranked[a]}
-            sb = {s.feature: s.score for s in ranked[b]}
-            common = [f for f in sa if f in sb]
-            tau = kendall_tau(np.array([sa[f] for f in common]), np.array([sb[f] for f in common]))
-            overlap = top_k_overlap([s.feature for s in ranked[a]], [s.feature for s in ranked[b]])
-            out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap))
+    for units in ("features", "groups"):
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if units not in ranked[a] or units not in ranked[b]:
+                    continue
+                sa = {s.feature: s.score for s in ranked[a][units]}
+                sb = {s.feature: s.score for s in ranked[b][units]}
+                common = [f for f in sa if f in sb]
+                if len(common) < 2:
+                    continue
+                tau = kendall_tau(np.array([sa[f] for f in common]), np.array([sb[f] for f in common]))
+                shared = set(common)
+                overlap = top_k_overlap([s.feature for s in ranked[a][units] if s.feature in shared],
+                                        [s.feature for s in ranked[b][units] if s.feature in shared])
+                out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap,
+                                     units, len(common)))
     return out
 
 

@@ -30,7 +30,7 @@ class Labels:
     symbol: str  # "φ", "R"
     meaning: str  # "change of the signal score"
     jets: str = "explained jet"  # what one dot is
-    value_note: str = "feature's value"  # what the colour is (a group: its first feature's)
+    value_note: str = "feature's value"  # what the colour is
 
 
 def _percentile_ranks(values: np.ndarray) -> np.ndarray:
@@ -39,13 +39,14 @@ def _percentile_ranks(values: np.ndarray) -> np.ndarray:
 
 
 def beeswarm(explanation: Explanation, labels: Labels) -> Figure | None:
-    """One dot per jet at its attribution, per leading feature, coloured by the feature's value."""
+    """One dot per jet at its attribution, per leading feature, coloured by the feature's value
+    (grey when the units have no single value: groups of features)."""
     phi, values, names = explanation.values, explanation.data, explanation.feature_names
-    if phi.size == 0 or values is None:
+    if phi.size == 0:
         return None
     plt = _pyplot()
     order = np.argsort(-np.abs(phi).mean(axis=0), kind="stable")[:TOP]
-    colours = _percentile_ranks(values)
+    colours = _percentile_ranks(values) if values is not None else None
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.35 * len(order)))
     for row, p in enumerate(order):
@@ -55,21 +56,27 @@ def beeswarm(explanation: Explanation, labels: Labels) -> Figure | None:
         bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(hist) - 1)
         density = hist[bins] / max(1, hist.max())
         y = row + rng.uniform(-0.35, 0.35, len(x)) * density
-        points = ax.scatter(x, y, c=colours[:, p], cmap="coolwarm", vmin=0, vmax=1, s=8, linewidths=0)
+        if colours is None:
+            points = ax.scatter(x, y, color=OVERALL_COLOUR, s=8, linewidths=0)
+        else:
+            points = ax.scatter(x, y, c=colours[:, p], cmap="coolwarm", vmin=0, vmax=1, s=8, linewidths=0)
     ax.axvline(0, color="#888888", lw=0.8)
     ax.set_yticks(np.arange(len(order)), [_short(names[p]) for p in order], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{labels.method} value {labels.symbol} ({labels.meaning})")
-    bar = fig.colorbar(points, ax=ax, pad=0.01)
-    bar.set_label(f"{labels.value_note} (percentile)")
+    if colours is not None:
+        bar = fig.colorbar(points, ax=ax, pad=0.01)
+        bar.set_label(f"{labels.value_note} (percentile)")
     ax.set_title(f"{labels.method} summary: one dot per {labels.jets}")
+    coloured = (f", coloured by the {labels.value_note}, as a percentile among the jets shown" if colours is not None
+                else " (groups of features have no single value to colour by)")
     caption = (f"{labels.method} values per {labels.jets} for the features with the largest mean "
-               f"|{labels.symbol}|, coloured by the {labels.value_note}, as a percentile among the jets shown.")
+               f"|{labels.symbol}|{coloured}.")
     return Figure(f"{labels.key}_beeswarm.png", caption, _png(fig))
 
 
 def dependence(explanation: Explanation, labels: Labels) -> Figure | None:
-    """The attribution of the leading features against their value, per class."""
+    """The attribution of the leading features against their value, per class (none for groups)."""
     phi, values, names = explanation.values, explanation.data, explanation.feature_names
     if phi.size == 0 or values is None:
         return None

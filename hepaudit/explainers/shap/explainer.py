@@ -268,10 +268,10 @@ class Shap(Explainer[ShapState]):
                                              None if sig is None else float(sig[i]),
                                              None if bkg is None else float(bkg[i]))
                                 for i, name in enumerate(names)])
-        # a group's input value is its first feature's
-        explanation = Explanation(phi, list(names), entries, v_empty, player_values(
-            self.players, self.context.builder.slots, jets), error, labels if labelled else None, f_x,
-            output="probability")
+        # a group of features has no single value: no colour in the beeswarm, no dependence plot
+        values = None if self.grouped else player_values(self.players, self.context.builder.slots, jets)
+        explanation = Explanation(phi, list(names), entries, v_empty, values, error, labels if labelled else None,
+                                  f_x, output="probability")
         estimated = bool(np.isfinite(error).all())
         mean_error = error.mean(axis=0)
         fields = {
@@ -330,10 +330,7 @@ class Shap(Explainer[ShapState]):
         """The shared beeswarm and dependence plots of the explained jets."""
         from hepaudit.report.explanation_figures import Labels, explanation_figures
 
-        grouped = result.fields.get("players") == "groups"
-        note = "first feature's value" if grouped else "feature's value"
-        return explanation_figures(result.explanation, Labels("shap", "SHAP", "φ", "change of the signal score",
-                                                              value_note=note))
+        return explanation_figures(result.explanation, Labels("shap", "SHAP", "φ", "change of the signal score"))
 
 
 @hookimpl

@@ -16,7 +16,7 @@ from hepaudit.explainers.shap.evaluate import Players
 
 
 def player_values(players: Players, slots: Sequence[FeatureSlot], jets: dict[str, np.ndarray]) -> np.ndarray:
-    """(n, M): each player's value per jet (a group: its first feature's value)."""
+    """(n, M): each player's value per jet, for players that are single features."""
     n = len(next(iter(jets.values())))
     out = np.empty((n, len(players)))
     for p, members in enumerate(players.members):
