@@ -178,10 +178,13 @@ class ExecutionConfig:
     partition_size: int | None = None
     skip_corrupt: bool = False
     cache_mb: int = 512
+    bootstrap: int = 32  # Poisson bootstrap replicates behind every error bar; 0 turns them off
 
     def __post_init__(self) -> None:
         if self.cache_mb < 0:
             raise ValueError("cache_mb must not be negative")
+        if self.bootstrap < 0 or self.bootstrap == 1:
+            raise ValueError("bootstrap: 0 (off) or at least 2 replicates")
         if self.workers is not None and self.workers < 1:
             raise ValueError("workers must be at least 1")
         if self.threads_per_worker < 1:

@@ -26,6 +26,8 @@ class FeatureScore:
     score: float
     score_signal: float | None = None
     score_background: float | None = None
+    score_std: float | None = None  # bootstrap standard error over jets (hepaudit/bootstrap.py)
+    score_ci95: list[float] | None = None  # bootstrap 95 % interval [low, high]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +35,8 @@ class FeatureScore:
             "score": self.score,
             "score_signal": self.score_signal,
             "score_background": self.score_background,
+            "score_std": self.score_std,
+            "score_ci95": self.score_ci95,
         }
 
 
@@ -72,6 +76,9 @@ class ExplainerResult:
     # per-jet attributions (all jets or a sample), as one container: what draw() and the
     # shared plots read; not part of report.json (per_jet.root holds the per-jet numbers)
     explanation: Explanation | None = field(default=None, repr=False)
+    # bootstrap replicates of the rankings (hepaudit/bootstrap.py), for the agreement's intervals;
+    # not part of report.json (the intervals are)
+    replicates: list[Any] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -102,10 +109,11 @@ class Agreement:
     top10_overlap: float | None
     units: str = "features"  # "features" or "groups"
     n_common: int | None = None
+    kendall_tau_ci95: list[float] | None = None  # over the bootstrap replicates of both rankings
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "kendall_tau": self.kendall_tau, "top10_overlap": self.top10_overlap,
-                "units": self.units, "n_common": self.n_common}
+                "units": self.units, "n_common": self.n_common, "kendall_tau_ci95": self.kendall_tau_ci95}
 
 
 @dataclass

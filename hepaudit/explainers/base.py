@@ -25,6 +25,7 @@ from hepaudit.results import ExplainerResult, Figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.data.builders import InputBuilder
+    from hepaudit.bootstrap import BootstrapMeans
     from hepaudit.model.session import Tagger
 
 State = TypeVar("State")
@@ -44,6 +45,7 @@ class AuditFacts:
     """
 
     seed: int = 0
+    bootstrap: int = 0  # Poisson bootstrap replicates for error bars (hepaudit/bootstrap.py); 0: none
     has_labels: bool = False
     has_weights: bool = False
     has_reference: bool = False
@@ -67,6 +69,7 @@ class AuditContext:
     groups: dict[str, list[int]]
     input_mean: dict[str, np.ndarray] | None = None  # x̄ per input, one jet's row each
     seed: int = 0
+    bootstrap: int = 0  # replicates of the Poisson bootstrap (execution.bootstrap)
     has_labels: bool = False
     has_weights: bool = False
     n_jets: int = 0
@@ -94,6 +97,14 @@ class AuditContext:
     def facts(self) -> AuditFacts:
         """This context's facts, to rebuild it elsewhere."""
         return AuditFacts(**{f: getattr(self, f) for f in _FACT_FIELDS})
+
+    def bootstrap_means(self, purpose: str) -> BootstrapMeans | None:
+        """Empty bootstrap sums for an explainer's per-jet values (None when off)."""
+        if not self.bootstrap:
+            return None
+        from hepaudit.bootstrap import BootstrapMeans
+
+        return BootstrapMeans(self.bootstrap, self.seed)
 
     def baseline(self, spec: str | float) -> dict[str, np.ndarray]:
         """Replacement values per input (one jet's row): ``"mean"`` = x̄, or a constant."""

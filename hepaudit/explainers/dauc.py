@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hepaudit.bootstrap import Replicates, poisson_weights, with_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
@@ -29,6 +30,7 @@ class DaucState:
     scores: SpilledColumns  # row 0 the tagger's score, row 1 + k with unit k occluded
     labels: SpilledColumns  # (1, jets) bool
     weights: SpilledColumns | None = None  # (1, jets) float64, for weighted data
+    entries: SpilledColumns | None = None  # (1, jets) int64: the bootstrap's weights are keyed by them
 
 
 class DeltaAUC(Explainer[DaucState]):
@@ -43,13 +45,16 @@ class DeltaAUC(Explainer[DaucState]):
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> DaucState:
-        return DaucState(SpilledColumns(1 + len(self.units.all)), SpilledColumns(1, bool))
+        return DaucState(SpilledColumns(1 + len(self.units.all)), SpilledColumns(1, bool),
+                         entries=SpilledColumns(1, np.int64) if self.context.bootstrap else None)
 
     def update(self, state: DaucState, chunk: Chunk) -> DaucState:
         assert chunk.labels is not None
         scores, _ = chunk.occluded(self.units.all, self.options.baseline)
         state.scores.append(chunk.score[None, :], scores)
         state.labels.append(chunk.labels[None, :].astype(bool, copy=False))
+        if state.entries is not None:
+            state.entries.append(chunk.entries[None, :])
         if chunk.weights is not None:
             if state.weights is None:
                 state.weights = SpilledColumns(1, np.float64)
@@ -58,7 +63,21 @@ class DeltaAUC(Explainer[DaucState]):
 
     def merge(self, a: DaucState, b: DaucState) -> DaucState:
         weights = b.weights if a.weights is None else (a.weights if b.weights is None else a.weights.merged(b.weights))
-        return DaucState(a.scores.merged(b.scores), a.labels.merged(b.labels), weights)
+        entries = b.entries if a.entries is None else (a.entries if b.entries is None else a.entries.merged(b.entries))
+        return DaucState(a.scores.merged(b.scores), a.labels.merged(b.labels), weights, entries)
+
+    def _replicates(self, state: DaucState, labels: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
+        """(R, units) ΔAUC of each bootstrap replicate: the same AUCs with Poisson weights per jet."""
+        if state.entries is None or not self.context.bootstrap:
+            return None
+        boot = poisson_weights(state.entries.row(0), self.context.seed, self.context.bootstrap)
+        n_units = len(self.units.all)
+        out = np.empty((len(boot), n_units))
+        for r, w in enumerate(boot):
+            w = w if weights is None else w * weights
+            base = roc_auc(state.scores.row(0), labels, w)
+            out[r] = base - roc_auc_each(lambda k: state.scores.row(1 + k), n_units, labels, w)
+        return out
 
     def finish(self, state: DaucState) -> ExplainerResult:
         labels = state.labels.row(0)
@@ -68,14 +87,22 @@ class DeltaAUC(Explainer[DaucState]):
         # matrix would double the explainer's memory at the end of a large audit
         deltas = base_auc - roc_auc_each(lambda k: state.scores.row(1 + k), len(self.units.all), labels, weights)
         n_feat = len(self.units.features)
-        features = [FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas[:n_feat])]
-        groups = [FeatureScore(name, float(d)) for name, d in zip(self.units.group_names, deltas[n_feat:])]
-        top = sorted_scores(features)[0] if features else None
+        features = sorted_scores([FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas[:n_feat])])
+        groups = sorted_scores([FeatureScore(name, float(d)) for name, d in zip(self.units.group_names, deltas[n_feat:])])
+        reps = self._replicates(state, labels, weights)
+        replicates = []
+        if reps is not None:
+            replicates = [Replicates("features", list(self.context.features[:n_feat]), reps[:, :n_feat]),
+                          Replicates("groups", list(self.units.group_names), reps[:, n_feat:])]
+            features = with_intervals(features, replicates[0])
+            groups = with_intervals(groups, replicates[1])
+        top = features[0] if features else None
         summary = f"Baseline AUC {base_auc:.4f}." + (
             f" Occluding {top.feature} costs the most: ΔAUC = {top.score:.4f}." if top else "")
         return self.result(
-            feature_importance=sorted_scores(features),
-            group_importance=sorted_scores(groups) if groups else None,
+            feature_importance=features,
+            group_importance=groups or None,
+            replicates=replicates,
             fields={"baseline_auc": base_auc,
                     "definition": "AUC(f(x)) - AUC(f(x\\k)), x\\k: feature k set to the baseline",
                     "forward_passes_per_jet": 1 + len(self.units.all)},

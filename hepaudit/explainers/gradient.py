@@ -23,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 
+from hepaudit.bootstrap import BootstrapMeans, merged, ranked_with_intervals
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.lrp import AttributionSums, backward_for, draw_relevance, mean_row
@@ -51,6 +52,7 @@ class GradientState:
     n: int = 0
     completeness: float = 0.0
     sample: ExplanationSample | None = None  # per-jet attributions of a seeded sample of jets
+    boot: BootstrapMeans | None = None  # bootstrap replicates of the mean |attribution|
 
 
 class Gradient(Explainer[GradientState]):
@@ -71,7 +73,8 @@ class Gradient(Explainer[GradientState]):
         self.per_jet = options.per_jet and len(context.features) <= options.max_per_jet_features
 
     def start(self) -> GradientState:
-        return GradientState(sample=ExplanationSample(self.options.sample_jets,
+        return GradientState(boot=self.context.bootstrap_means("gradient"),
+                             sample=ExplanationSample(self.options.sample_jets,
                                                       salt_for(self.context.seed, "gradient-sample")))
 
     def _target(self, z: np.ndarray) -> np.ndarray:
@@ -130,6 +133,8 @@ class Gradient(Explainer[GradientState]):
         attr, completeness = self.attributions(chunk)
         a = feature_matrix(self.context.builder, attr)
         state.sums.add(a, chunk.labels, chunk.weights)
+        if state.boot is not None:
+            state.boot.add(np.abs(a), chunk.labels, chunk.weights, chunk.entries)
         state.n += len(chunk)
         state.completeness += completeness
         explanation = Explanation(a, self.context.features, chunk.entries, labels=chunk.labels, scores=chunk.score,
@@ -144,11 +149,12 @@ class Gradient(Explainer[GradientState]):
 
     def merge(self, a: GradientState, b: GradientState) -> GradientState:
         sample = a.sample if b.sample is None else b.sample if a.sample is None else a.sample.merged(b.sample)
-        return GradientState(a.sums.merge(b.sums), a.n + b.n, a.completeness + b.completeness, sample)
+        return GradientState(a.sums.merge(b.sums), a.n + b.n, a.completeness + b.completeness, sample,
+                             merged(a.boot, b.boot))
 
     def finish(self, state: GradientState) -> ExplainerResult:
         names = self.context.features
-        scores = state.sums.scores(names) if state.n else []
+        scores, replicates = ranked_with_intervals(state.sums.scores(names) if state.n else [], state.boot, names)
         o = self.options
         fields: dict[str, object] = {
             "method": o.method,
@@ -175,7 +181,7 @@ class Gradient(Explainer[GradientState]):
             if scores
             else ""
         )
-        return self.result(feature_importance=scores, fields=fields, summary=summary,
+        return self.result(feature_importance=scores, fields=fields, summary=summary, replicates=replicates,
                            explanation=state.sample.rows if state.sample is not None else None)
 
     def draw(self, result: ExplainerResult) -> list[Figure]:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from hepaudit.data.builders import feature_matrix
+from hepaudit.bootstrap import BootstrapMeans, merged, ranked_with_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums
@@ -274,6 +275,7 @@ class LrpState:
     kept: SpilledColumns | None = None
     classes: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
+    boot: BootstrapMeans | None = None  # bootstrap replicates of the mean |R|
 
 
 class LayerwiseRelevance(Explainer[LrpState]):
@@ -316,7 +318,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
             bounds = np.tile([0.0, 1.0], (len(self.context.features), 1))
         return LrpState(profiles=Profiles.empty(bounds) if self.options.profile_features > 0 else None,
                         sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "lrp-sample")),
-                        kept=SpilledColumns(len(self.context.features)) if self.options.iqr_clip else None)
+                        kept=SpilledColumns(len(self.context.features)) if self.options.iqr_clip else None,
+                        boot=None if self.options.iqr_clip else self.context.bootstrap_means("lrp"))
 
     def update(self, state: LrpState, chunk: Chunk) -> LrpState:
         out = self.backward.relevance(chunk.inputs, self.rules)
@@ -331,6 +334,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
         state.residual += float(np.abs(total + out.absorbed_bias - chunk.logit).sum())
         state.outside += float(np.abs(total - raw_features).sum())
         state.sums.add(r, chunk.labels, chunk.weights)
+        if state.boot is not None:
+            state.boot.add(np.abs(r), chunk.labels, chunk.weights, chunk.entries)
         if state.kept is not None:
             state.kept.append(r.T)
             state.classes.append(np.full(len(chunk), 2, np.int8) if chunk.labels is None
@@ -371,6 +376,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             b.kept if a.kept is None else a.kept if b.kept is None else a.kept.merged(b.kept),
             a.classes + b.classes,
             a.weights + b.weights,
+            merged(a.boot, b.boot),
         )
 
     def rule_fields(self) -> dict[str, Any]:
@@ -415,6 +421,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             scores, iqr_zero = self._clipped_scores(state)
         else:
             scores = state.sums.scores(names) if state.n else []
+        scores, replicates = ranked_with_intervals(scores, state.boot, names)
         diff_overall = state.differential.means("abs")[0] if state.n else np.zeros(len(names))
         order = [names.index(s.feature) for s in scores]
         mean_behaviour = [
@@ -464,6 +471,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             feature_importance=scores,
             fields=fields,
             summary=summary,
+            replicates=replicates,
             explanation=state.sample.rows if state.sample is not None else None,
             warnings=list(self.warnings),
         )

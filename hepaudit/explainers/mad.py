@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 
+from hepaudit.bootstrap import BootstrapMeans, Replicates, merged, with_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums
@@ -56,6 +57,7 @@ class MadState:
     deltas: SpilledColumns | None = None  # (units, n) float32, iqr_clip only
     classes: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
+    boot: BootstrapMeans | None = None  # bootstrap replicates of mean |Δ| (unclipped variants)
 
 
 class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
@@ -70,7 +72,9 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
 
     def start(self) -> MadState:
-        return MadState(deltas=SpilledColumns(len(self.units.all)) if self.options.clip else None)
+        clip = self.options.clip
+        return MadState(deltas=SpilledColumns(len(self.units.all)) if clip else None,
+                        boot=None if clip else self.context.bootstrap_means("mad"))
 
     def update(self, state: MadState, chunk: Chunk) -> MadState:
         scores, logits = chunk.occluded(self.units.all, self.options.baseline)
@@ -91,6 +95,8 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
             state.classes.append(cls)
             state.weights.append(w)
             return state
+        if state.boot is not None:
+            state.boot.add(absdelta.T, chunk.labels, chunk.weights, chunk.entries)
         sums = np.zeros((3, absdelta.shape[0]))
         for c in range(3):
             sel = cls == c
@@ -103,7 +109,8 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
     def merge(self, a: MadState, b: MadState) -> MadState:
         sums = b.sums if a.sums is None else (a.sums if b.sums is None else a.sums + b.sums)
         deltas = b.deltas if a.deltas is None else (a.deltas if b.deltas is None else a.deltas.merged(b.deltas))
-        return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights)
+        return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights,
+                        merged(a.boot, b.boot))
 
     def _clipped_sums(self, state: MadState) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
         """Weighted sums of |Δ| after IQR clipping (explainers/iqr.py), the class weights, and per
@@ -137,6 +144,13 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         n_feat = len(self.units.features)
         features = sorted_scores(scores(self.context.features[:n_feat], 0))
         groups = sorted_scores(scores(self.units.group_names, n_feat))
+        reps = state.boot.overall() if state.boot is not None else None
+        replicates = []
+        if reps is not None:
+            replicates = [Replicates("features", list(self.context.features[:n_feat]), reps[:, :n_feat]),
+                          Replicates("groups", list(self.units.group_names), reps[:, n_feat:])]
+            features = with_intervals(features, replicates[0])
+            groups = with_intervals(groups, replicates[1])
         what = "logit" if self.options.target == "logit" else "score"
         summary = (f"Mean |Δ{what}| when a feature is set to its baseline; largest for "
                    f"{features[0].feature} ({features[0].score:.3g})." if features else "")
@@ -152,7 +166,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
                     "definition": "mean over jets of |t(x) - t(x\\k)|, t = " + what
                     + ({"signed": "; signed Delta clipped beyond 1.5 IQR per class (the paper's)",
                         "abs": "; |Delta| clipped beyond 1.5 IQR per class"}.get(self.options.clip or "", ""))},
-            summary=summary, warnings=warnings,
+            summary=summary, warnings=warnings, replicates=replicates,
         )
 
 

@@ -141,7 +141,8 @@ class AuditPlan:
         warnings: list[str] = list(host.problems) + list(builder.warnings)  # broken plugins; CMS variables set to pad
         context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
                                output_dir=out_dir, has_reference=reference is not None, config_dir=base_dir,
-                               seed=cfg.execution.seed, has_labels=cfg.data.label is not None,
+                               seed=cfg.execution.seed, bootstrap=cfg.execution.bootstrap,
+                               has_labels=cfg.data.label is not None,
                                has_weights=cfg.data.weight is not None, n_jets=sample.n_entries,
                                n_signal=n_sig, n_background=n_bkg, warnings=warnings)
         plan = cls(cfg, host, names, classes, options, tagger, builder, sample, reference, context, [], {},

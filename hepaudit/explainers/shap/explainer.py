@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hepaudit.errors import ConfigError
+from hepaudit.bootstrap import ranked_with_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.shap.background import (
     Reservoir,
@@ -268,6 +269,11 @@ class Shap(Explainer[ShapState]):
                                              None if sig is None else float(sig[i]),
                                              None if bkg is None else float(bkg[i]))
                                 for i, name in enumerate(names)])
+        boot = self.context.bootstrap_means("shap")
+        if boot is not None:  # over the explained jets: their sampling, not the estimator's own error
+            boot.add(absphi, labels if labelled else None, None, entries)
+        scores, replicates = ranked_with_intervals(scores, boot, list(names),
+                                                   "groups" if self.grouped else "features")
         # a group of features has no single value: no colour in the beeswarm, no dependence plot
         values = None if self.grouped else player_values(self.players, self.context.builder.slots, jets)
         explanation = Explanation(phi, list(names), entries, v_empty, values, error, labels if labelled else None,
@@ -302,6 +308,7 @@ class Shap(Explainer[ShapState]):
                    f"{'groups' if self.grouped else 'features'}; largest mean |φ|: "
                    f"{top.feature} ({top.score:.3g}).") if top else ""
         return self.result(feature_importance=scores, fields=fields, summary=summary, warnings=warnings,
+                           replicates=replicates,
                            trees={"shap": explanation.branches("shap", own_tree=True)}, explanation=explanation)
 
     @staticmethod

@@ -1,0 +1,120 @@
+"""An error bar on every importance: a Poisson bootstrap over jets that merges like a sum.
+
+Each jet gets R weights w_r ~ Poisson(1), drawn from a hash of its chain entry number, the
+audit's seed and r — not from a random stream — so a jet has the same weights whichever
+chunk, partition or Dask worker reads it, and the replicates of a sum are sums themselves
+(they merge across chunks and workers). A replicate of a mean over jets is
+Σ w_r,i x_i / Σ w_r,i; its spread over the R replicates is the standard error
+(``score_std``) and its 2.5 and 97.5 percentiles the 95 % interval (``score_ci95``).
+``execution.bootstrap`` sets R (0 turns it off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import exp, factorial
+
+import numpy as np
+
+from hepaudit.results import FeatureScore
+from hepaudit.sampling import salt_for, salted_uniform
+
+#: the default number of replicates (``execution.bootstrap``)
+REPLICATES = 32
+# the Poisson(1) cumulative distribution, up to where it is 1 in double precision
+_CDF = np.cumsum([exp(-1.0) / factorial(k) for k in range(20)])
+
+
+def poisson_weights(entries: np.ndarray, seed: int, replicates: int) -> np.ndarray:
+    """(R, n) float64 Poisson(1) weights of the jets with these chain entry numbers."""
+    out = np.empty((replicates, len(entries)))
+    for r in range(replicates):
+        out[r] = np.searchsorted(_CDF, salted_uniform(entries, salt_for(seed, f"bootstrap-{r}")), side="right")
+    return out
+
+
+@dataclass
+class BootstrapMeans:
+    """Per class (0 background, 1 signal, 2 unlabelled) and replicate: Σ w·x per unit and Σ w."""
+
+    replicates: int
+    seed: int
+    sums: np.ndarray | None = None  # (3, R, F)
+    weight: np.ndarray = field(default_factory=lambda: np.zeros((3, 0)))  # (3, R)
+
+    def add(self, values: np.ndarray, labels: np.ndarray | None, weights: np.ndarray | None,
+            entries: np.ndarray) -> None:
+        """``values`` (n, F) per jet (e.g. |attribution|); ``weights`` the jets' own weights."""
+        n, f = values.shape
+        if self.sums is None:
+            self.sums = np.zeros((3, self.replicates, f))
+            self.weight = np.zeros((3, self.replicates))
+        w = poisson_weights(entries, self.seed, self.replicates)
+        if weights is not None:
+            w = w * weights[None, :]
+        cls = np.full(n, 2, np.int8) if labels is None else np.asarray(labels).astype(np.int8)
+        for c in range(3):
+            sel = cls == c
+            if sel.any():
+                self.sums[c] += w[:, sel] @ values[sel].astype(np.float64)
+                self.weight[c] += w[:, sel].sum(axis=1)
+
+    def merge(self, other: BootstrapMeans) -> BootstrapMeans:
+        if self.sums is None:
+            return other
+        if other.sums is None:
+            return self
+        return BootstrapMeans(self.replicates, self.seed, self.sums + other.sums, self.weight + other.weight)
+
+    def overall(self) -> np.ndarray | None:
+        """(R, F): each replicate's mean over every jet."""
+        if self.sums is None:
+            return None
+        return self.sums.sum(axis=0) / np.maximum(self.weight.sum(axis=0), 1e-300)[:, None]
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """An explainer's bootstrap replicates of its ranking: unit names and (R, units) scores."""
+
+    units: str  # "features" or "groups"
+    names: list[str]
+    values: np.ndarray
+
+
+def with_intervals(scores: list[FeatureScore], reps: Replicates | None) -> list[FeatureScore]:
+    """The scores with ``score_std`` and ``score_ci95`` from the replicates (same names)."""
+    if reps is None or not len(reps.values):
+        return scores
+    index = {n: i for i, n in enumerate(reps.names)}
+    std = reps.values.std(axis=0, ddof=1) if len(reps.values) > 1 else np.zeros(reps.values.shape[1])
+    low, high = np.percentile(reps.values, [2.5, 97.5], axis=0)
+    out = []
+    for s in scores:
+        i = index.get(s.feature)
+        if i is None:
+            out.append(s)
+            continue
+        out.append(FeatureScore(s.feature, s.score, s.score_signal, s.score_background,
+                                float(std[i]), [float(low[i]), float(high[i])]))
+    return out
+
+
+def merged(a: BootstrapMeans | None, b: BootstrapMeans | None) -> BootstrapMeans | None:
+    """Two partial bootstrap states as one (either may be absent)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a.merge(b)
+
+
+def ranked_with_intervals(scores: list[FeatureScore], boot: BootstrapMeans | None, names: list[str],
+                          units: str = "features") -> tuple[list[FeatureScore], list[Replicates]]:
+    """``scores`` with their intervals from ``boot`` (the replicates of the means of ``names``),
+    and the replicates for the agreement's intervals."""
+    reps = boot.overall() if boot is not None else None
+    if reps is None:
+        return scores, []
+    r = Replicates(units, list(names), reps)
+    return with_intervals(scores, r), [r]

@@ -1,0 +1,77 @@
+"""Error bars (contract §5): the Poisson bootstrap against the spread of the same estimate over
+disjoint subsamples, its independence of chunking, and the agreement's τ interval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import uproot
+from builders import write_jets
+
+import hepaudit
+from hepaudit.bootstrap import poisson_weights
+from hepaudit.testing import tiny_audit
+
+
+def _config(folder: Path, explainers: str, data: str, execution: str = "") -> Path:
+    config = folder / "audit.toml"
+    if not config.exists():  # the data once: a test may add branches to it
+        config = tiny_audit(folder, {"mad": {}}, n=8000, step_size=1000)
+    text = config.read_text().replace('weight = "weight"\n', "")
+    if "step_size" in data:
+        text = text.replace("step_size = 1000\n", "")
+    text = text[:text.index("[execution]")] + "[execution]\nprogress = false\n" + execution + "\n" + explainers
+    text = text.replace('files = ["jets.root"]', f'files = ["jets.root"]\n{data}')
+    path = folder / f"boot_{abs(hash((data, execution))) % 10**6}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_bootstrap_error_matches_the_spread_over_disjoint_subsamples(tmp_path: Path) -> None:
+    """K = 16 disjoint blocks of 500 jets: Var(MAD over 8000) ≈ Var(MAD over a block) / 16."""
+    _config(tmp_path, "", "")
+    with uproot.open(tmp_path / "jets.root") as f:
+        arrays = f["jets"].arrays(library="np")
+    arrays["idx"] = np.arange(len(arrays["is_signal"]), dtype=np.float64)
+    write_jets(tmp_path / "jets.root", arrays)
+    mad = "[explainers.mad]\n"
+    full = hepaudit.audit(_config(tmp_path, mad, "", "bootstrap = 200"), out=None).explainers["mad"]
+    std = {s.feature: s.score_std for s in full.feature_importance}
+    blocks = []
+    for k in range(16):
+        cut = f'cut = "idx >= {500 * k} & idx < {500 * (k + 1)}"'
+        part = hepaudit.audit(_config(tmp_path, mad, cut, "bootstrap = 0"), out=None).explainers["mad"]
+        assert part.feature_importance[0].score_std is None  # bootstrap = 0: no error bars
+        blocks.append({s.feature: s.score for s in part.feature_importance})
+    ratios = []
+    for name in std:
+        spread = np.std([b[name] for b in blocks], ddof=1) / np.sqrt(16)
+        ratios.append(std[name] / spread)
+    assert 0.7 < float(np.median(ratios)) < 1.3, ratios
+    ci = full.feature_importance[0].score_ci95
+    assert ci[0] < full.feature_importance[0].score < ci[1]
+
+
+def test_bootstrap_does_not_depend_on_chunking(tmp_path: Path) -> None:
+    a = _config(tmp_path, "[explainers.mad]\n[explainers.dauc]\n", "step_size = 333")
+    b = _config(tmp_path, "[explainers.mad]\n[explainers.dauc]\n", "step_size = 2000")
+    ra, rb = hepaudit.audit(a, out=tmp_path / "a"), hepaudit.audit(b, out=None)
+    for name in ("mad", "dauc"):
+        sa = {s.feature: s.score_std for s in ra.explainers[name].feature_importance}
+        sb = {s.feature: s.score_std for s in rb.explainers[name].feature_importance}
+        for f in sa:
+            assert abs(sa[f] - sb[f]) <= 1e-9 * (1 + abs(sa[f])), (name, f)
+    agreement = json.loads((tmp_path / "a" / "report.json").read_text())["agreement"]
+    pair = next(p for p in agreement if {p["a"], p["b"]} == {"mad", "dauc"})
+    low, high = pair["kendall_tau_ci95"]
+    assert low <= high and -1 <= low and high <= 1
+
+
+def test_poisson_weights_are_keyed_by_entry() -> None:
+    entries = np.arange(1000, 3000)
+    w = poisson_weights(entries, 7, 5)
+    np.testing.assert_array_equal(poisson_weights(entries[500:], 7, 5), w[:, 500:])
+    assert abs(w.mean() - 1) < 0.05 and abs(w.var() - 1) < 0.08
+    assert not np.array_equal(poisson_weights(entries, 8, 5), w)
