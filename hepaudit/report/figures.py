@@ -96,17 +96,26 @@ def _bar_chart(scores: list[FeatureScore], title: str, xlabel: str, top: int) ->
     fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.3 * n * (1.6 if per_class else 1.0)))
     y = np.arange(n)
     overall = [_finite(s.score) for s in ranked]
+    # the bootstrap's 95 % interval on the overall bar, where the result has one
+    xerr = None
+    if any(s.score_ci95 for s in ranked):
+        lo = [max(_finite(s.score) - s.score_ci95[0], 0.0) if s.score_ci95 else 0.0 for s in ranked]
+        hi = [max(s.score_ci95[1] - _finite(s.score), 0.0) if s.score_ci95 else 0.0 for s in ranked]
+        xerr = np.array([lo, hi])
     if per_class:
         # Three thin bars per feature: overall, then each class, so a feature that only
         # matters for one class stands out.
         h = 0.27
-        ax.barh(y - h, overall, height=h, color=OVERALL_COLOUR, label="all jets")
+        ax.barh(y - h, overall, height=h, color=OVERALL_COLOUR, label="all jets", xerr=xerr,
+                error_kw={"elinewidth": 0.8, "capsize": 2})
         ax.barh(y, [_finite(s.score_signal) for s in ranked], height=h, color=SIGNAL_COLOUR, label="signal")
         ax.barh(y + h, [_finite(s.score_background) for s in ranked], height=h,
                 color=BACKGROUND_COLOUR, label="background")
         ax.legend(loc="lower right", fontsize=8, frameon=False)
     else:
-        ax.barh(y, overall, height=0.7, color=OVERALL_COLOUR)
+        ax.barh(y, overall, height=0.7, color=OVERALL_COLOUR, xerr=xerr, error_kw={"elinewidth": 0.8, "capsize": 2})
+    if xerr is not None:
+        title += " (bars: 95 % bootstrap intervals)"
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()  # rank 1 at the top
     ax.axvline(0.0, color="black", linewidth=0.6)

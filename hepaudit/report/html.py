@@ -89,7 +89,10 @@ def _explainer_view(result: ExplainerResult, pngs: dict[str, bytes]) -> dict[str
         "figures": _figure_views(result.figures, pngs),
         "per_class": per_class,
         "top": [{"rank": i + 1, "feature": s.feature, "score": fmt(s.score), "signal": fmt(s.score_signal),
-                 "background": fmt(s.score_background)} for i, s in enumerate(top)],
+                 "background": fmt(s.score_background),
+                 "ci": f"[{fmt(s.score_ci95[0])}, {fmt(s.score_ci95[1])}]" if s.score_ci95 else ""}
+                for i, s in enumerate(top)],
+        "intervals": any(s.score_ci95 for s in top),
         "n_features": len(result.feature_importance or []),
         "warnings": result.warnings,
     }
