@@ -492,3 +492,14 @@ def test_debug_shows_the_traceback_of_an_explainer_that_fails_in_its_constructor
     assert plain.returncode == 0 and debug.returncode == 0, debug.stderr
     assert "found no activation nodes" in plain.stderr and "Traceback" not in plain.stderr
     assert "Traceback" in debug.stderr and "nap.py" in debug.stderr
+
+
+def test_dnap_values_and_figure(tmp_path: Path) -> None:
+    """The dNAP diagram's values are |RNA_sig − RNA_bkg| node by node, and it is drawn."""
+    from hepaudit.testing import tiny_audit
+
+    config = tiny_audit(tmp_path, {"nap": {}})
+    result = hepaudit.audit(config, out=tmp_path / "out").explainers["nap"]
+    for row in result.fields["layers"]:
+        np.testing.assert_allclose(row["drna"], np.abs(np.subtract(row["rna_signal"], row["rna_background"])))
+    assert (tmp_path / "out" / "figures" / "nap_difference.png").stat().st_size > 1000

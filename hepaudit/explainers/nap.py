@@ -189,6 +189,7 @@ class NeuralActivationPatterns(Explainer[NapState]):
                     "nodes": int(sums.shape[1]),
                     "rna_signal": rna_sig.tolist(),
                     "rna_background": rna_bkg.tolist(),
+                    "drna": np.abs(rna_sig - rna_bkg).tolist(),  # the dNAP diagram's values
                     "sparsity_signal": float(np.mean(rna_sig < t)),
                     "sparsity_background": float(np.mean(rna_bkg < t)),
                     "sparsity": float(np.mean(both < t)),
@@ -233,14 +234,19 @@ class NeuralActivationPatterns(Explainer[NapState]):
         rows = result.fields.get("layers") or []
         if not (self.options.figure and rows):
             return []
-        from hepaudit.explainers.nap_figures import nap_diagram
+        from hepaudit.explainers.nap_figures import dnap_diagram, nap_diagram
 
         png = nap_diagram(rows, result.fields["threshold"])
         if not png:
             return []
-        return [Figure("nap_diagram.png", "NAP diagram: relative neural activity of every hidden node, signal "
-                       "(red, right half) and background (blue, left half); one column per layer, input side "
-                       "on the left", png)]
+        figures = [Figure("nap_diagram.png", "NAP diagram: relative neural activity of every hidden node, signal "
+                          "(red, right half) and background (blue, left half); one column per layer, input side "
+                          "on the left", png)]
+        difference = dnap_diagram(rows)
+        if difference:
+            figures.append(Figure("nap_difference.png", "dNAP diagram: |RNA signal − RNA background| of every "
+                                  "hidden node, the nodes whose activity tells the classes apart", difference))
+        return figures
 
     def _findings(self, rows: list[dict[str, Any]], t: float) -> list[str]:
         out = []

@@ -65,6 +65,33 @@ def nap_diagram(layers: Sequence[dict[str, Any]], threshold: float) -> bytes | N
     return _png(fig)
 
 
+def dnap_diagram(layers: Sequence[dict[str, Any]]) -> bytes | None:
+    """PNG of the dNAP diagram: |RNA_sig − RNA_bkg| of every node, one column per layer — the
+    nodes that tell the classes apart (the paper's difference diagram)."""
+    if not layers:
+        return None
+    plt = _pyplot()
+    n = len(layers)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 + 0.5 * n), 6.2))
+    image = None
+    for k, layer in enumerate(layers):
+        diff = np.abs(np.asarray(layer["rna_signal"], float) - np.asarray(layer["rna_background"], float))
+        image = ax.imshow(diff[:, None], extent=(k - 0.35, k + 0.35, 0.0, 1.0), aspect="auto", cmap="viridis",
+                          vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest")
+        ax.text(k, -0.02, f"{layer['nodes']}\nmax {diff.max():.2f}", ha="center", va="top", fontsize=7)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylim(-0.1, 1.0)
+    ax.set_xticks(range(n), [_short(str(layer["name"]), 22) for layer in layers], rotation=60, ha="right",
+                  fontsize=7)
+    ax.tick_params(axis="x", pad=22, length=0)
+    ax.set_yticks([0, 1], ["first node", "last node"], fontsize=7)
+    ax.set_title("dNAP diagram: |RNA signal − RNA background| per node (nodes / largest, below)", fontsize=10)
+    if image is not None:
+        bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+        bar.set_label("|RNA_sig − RNA_bkg|", fontsize=8)
+    return _png(fig)
+
+
 def latent_figures(
     histograms: Sequence[dict[str, Any]],
     ratio: np.ndarray,
