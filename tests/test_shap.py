@@ -526,3 +526,33 @@ def test_under_determined_shap_says_so(tmp_path: Path) -> None:
     assert result.status == "ok"
     assert any("under-determined" in w for w in result.warnings)
     assert result.fields["error_estimate"] is None
+
+
+def test_background_drawn_from_the_reference_sample(tmp_path: Path) -> None:
+    """background = "reference:N" with N ≥ the reference's jets: the background is every jet of
+    [reference] (the training sample, as the paper uses), not of the audited data."""
+    m = 4
+    jets = write_data(tmp_path, 60, m, seed=9)
+    ref = make_flat_jets(25, m, seed=31)
+    write_jets(tmp_path / "ref.root", ref)
+    weights = dense_weights([m, 12, 1], seed=12)
+    save(mlp_model(weights, "gemm"), tmp_path / "m.onnx")
+    doc = {
+        "model": {"path": "m.onnx"},
+        "data": {"files": ["jets.root"], "tree": "jets", "label": "is_signal", "step_size": 70},
+        "reference": {"files": ["ref.root"], "tree": "jets"},
+        "inputs": [{"name": "x", "kind": "jet", "branches": features(m)}],
+        "execution": {"progress": False},
+        "explainers": {"shap": {"jets": 3, "background": "reference:1000"}},
+    }
+    path = tmp_path / "ref.toml"
+    path.write_text(toml_dumps(doc))
+    result = hepaudit.audit(path, out=None).explainers["shap"]
+    assert result.status == "ok", result.error
+    assert result.fields["background_rows"] == 25 and "reference" in result.fields["background_description"]
+    tree = result.trees["shap"]
+    x_all, x_ref = feature_matrix(jets, m), feature_matrix(ref, m)
+    phi = shap_matrix(tree, features(m))
+    for j, entry in enumerate(tree["entry"]):
+        want = brute_force_subsets(sigmoid_score(weights), x_all[entry], x_ref, [[k] for k in range(m)])
+        np.testing.assert_allclose(phi[j], want, atol=1e-6, rtol=0)

@@ -295,6 +295,12 @@ class Explainer(ABC, Generic[State]):
     def update(self, state: State, chunk: Chunk) -> State:
         """Fold one chunk into the state (and optionally fill ``chunk.per_jet``)."""
 
+    @classmethod
+    def needs_for(cls, options: Any) -> frozenset[str]:
+        """What this explainer needs with these options (default: ``needs``); e.g. SHAP needs a
+        reference pass only when its background is drawn from the reference sample."""
+        return cls.needs
+
     def update_reference(self, state: State, chunk: Chunk) -> State:
         """Fold one chunk of the reference sample into the state (``needs = {"reference"}``)."""
         return state

@@ -155,15 +155,16 @@ class AuditPlan:
         label = self.config.data.label
         n_sig, n_bkg = self.context.n_signal, self.context.n_background
         for name, c in self.classes.items():
-            if "labels" in c.needs and not label:
+            needs = c.needs_for(self.options[name])
+            if "labels" in needs and not label:
                 self.skipped[name] = "needs labels: set data.label to the branch with 1 = signal, 0 = background"
                 continue
-            if "labels" in c.needs and (n_sig == 0 or n_bkg == 0):
+            if "labels" in needs and (n_sig == 0 or n_bkg == 0):
                 self.skipped[name] = (f"needs both classes, but data.label {label!r} has "
                                       f"{n_sig} signal and {n_bkg} background jets")
                 continue
             run = ExplainerRun(name=name, plugin=self.host.plugin_of(name))
-            if "reference" in c.needs:
+            if "reference" in needs:
                 run.reference = self._reference_for(name)
             self.runs.append(run)
 
@@ -192,7 +193,7 @@ class AuditPlan:
 
     def needs(self, need: str) -> bool:
         """Whether any explainer that runs declares ``need``."""
-        return any(need in self.classes[r.name].needs for r in self.runs)
+        return any(need in self.classes[r.name].needs_for(self.options[r.name]) for r in self.runs)
 
     def job(self, per_jet: PerJetWriter | None, progress: Progress) -> Job:
         cfg = self.config

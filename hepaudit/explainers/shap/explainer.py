@@ -39,9 +39,14 @@ from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure,
 
 
 
+#: background jets drawn from the reference sample for ``background = "reference"``
+REFERENCE_BACKGROUND = 100
+
+
 @dataclass(frozen=True)
 class ShapOptions:
-    # "mean" (x̄), a number N of audited jets drawn at random, or "kmeans:K"
+    # "mean" (x̄), a number N of audited jets drawn at random, "kmeans:K", or "reference" /
+    # "reference:N": N jets (default 100) drawn from [reference] (the training sample, as the paper)
     background: str | int = "mean"
     jets: int = 100  # jets explained per class (per label value; all jets when unlabelled)
     # false: every feature is a player; "particle" / "feature": the built-in groups;
@@ -54,8 +59,9 @@ class ShapOptions:
 
     def __post_init__(self) -> None:
         b = self.background
-        if isinstance(b, str) and b != "mean" and not re.fullmatch(r"kmeans:[1-9][0-9]*", b):
-            raise ValueError(f"background: expected \"mean\", a number of jets or \"kmeans:K\", found {b!r}")
+        if isinstance(b, str) and b != "mean" and not re.fullmatch(r"(kmeans|reference):[1-9][0-9]*|reference", b):
+            raise ValueError(f"background: expected \"mean\", a number of jets, \"kmeans:K\", \"reference\" or "
+                             f"\"reference:N\", found {b!r}")
         if isinstance(b, int) and b < 1:
             raise ValueError(f"background: the number of background jets must be at least 1, found {b}")
         if self.jets < 1:
@@ -142,8 +148,17 @@ class Shap(Explainer[ShapState]):
         elif b.startswith("kmeans:"):
             k = int(b.split(":")[1])
             self.background_pool = max(1000, 50 * k)
+        elif b.startswith("reference"):
+            self.background_pool = int(b.split(":")[1]) if ":" in b else REFERENCE_BACKGROUND
         else:
             self.background_pool = 0
+        self.from_reference = isinstance(b, str) and b.startswith("reference")
+
+    @classmethod
+    def needs_for(cls, options: ShapOptions) -> frozenset[str]:
+        if isinstance(options.background, str) and options.background.startswith("reference"):
+            return cls.needs | {"reference"}
+        return cls.needs
 
     # -- the chunk loop -------------------------------------------------------------------------
     def start(self) -> ShapState:
@@ -158,12 +173,24 @@ class Shap(Explainer[ShapState]):
         entries = np.asarray(chunk.entries, np.int64)
         add_by_class(state.explain, self.options.jets, entry_keys(entries, self.salt_jets), entries, inputs,
                      chunk.score, labels)
-        if self.background_pool:
-            if state.background is None:
-                state.background = Reservoir(self.background_pool)
-            keys = entry_keys(entries, self.salt_background)
-            state.background.add(keys, entries, inputs, chunk.score, labels)
+        if self.background_pool and not self.from_reference:
+            self._add_background(state, inputs, entries, chunk.score, labels)
         return state
+
+    def update_reference(self, state: ShapState, chunk: Chunk) -> ShapState:
+        """The background drawn from the reference sample (``background = "reference[:N]"``)."""
+        n = len(chunk)
+        if n and self.from_reference:
+            labels = np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
+            self._add_background(state, {k: v.reshape(n, -1) for k, v in chunk.inputs.items()},
+                                 np.asarray(chunk.entries, np.int64), chunk.score, labels)
+        return state
+
+    def _add_background(self, state: ShapState, inputs: dict[str, np.ndarray], entries: np.ndarray,
+                        score: np.ndarray, labels: np.ndarray) -> None:
+        if state.background is None:
+            state.background = Reservoir(self.background_pool)
+        state.background.add(entry_keys(entries, self.salt_background), entries, inputs, score, labels)
 
     def merge(self, a: ShapState, b: ShapState) -> ShapState:
         explain = merge_by_class(a.explain, b.explain)
@@ -183,9 +210,10 @@ class Shap(Explainer[ShapState]):
         pool = state.background
         if pool is None or len(pool) == 0:
             raise RuntimeError("no jets were collected for the SHAP background")
-        if isinstance(b, int):
+        if isinstance(b, int) or self.from_reference:
             uniform = np.full(len(pool), 1.0 / len(pool))
-            return dict(pool.inputs), uniform, f"{len(pool)} audited jets drawn at random"
+            where = "reference" if self.from_reference else "audited"
+            return dict(pool.inputs), uniform, f"{len(pool)} {where} jets drawn at random"
         k = int(b.split(":")[1])
         names = list(pool.inputs)
         widths = [pool.inputs[n].shape[1] for n in names]
