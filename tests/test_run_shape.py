@@ -242,6 +242,10 @@ def test_agreement_compares_only_explainers_that_declare_attribution(config: Pat
         name = "ranked"
         attribution = True
 
+        def finish(self, state: object) -> object:  # ranks the model's features (agreement needs ≥ 2 in common)
+            return self.result(feature_importance=[FeatureScore(f, float(i)) for i, f in
+                                                   enumerate(self.context.features)])
+
     class Plugin:
         @hookimpl
         def hepaudit_register_explainers(self, register: object) -> None:
