@@ -75,3 +75,15 @@ def test_poisson_weights_are_keyed_by_entry() -> None:
     np.testing.assert_array_equal(poisson_weights(entries[500:], 7, 5), w[:, 500:])
     assert abs(w.mean() - 1) < 0.05 and abs(w.var() - 1) < 0.08
     assert not np.array_equal(poisson_weights(entries, 8, 5), w)
+
+
+def test_auc_replicates_equal_weighted_aucs() -> None:
+    """One sort for every replicate gives each replicate's weighted AUC exactly, ties ½."""
+    from hepaudit.metrics import roc_auc, roc_auc_replicates
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.normal(size=3000), 2)  # many ties
+    labels = rng.integers(0, 2, 3000)
+    weights = poisson_weights(np.arange(3000), 1, 6) * rng.uniform(0.5, 2.0, 3000)
+    np.testing.assert_allclose(roc_auc_replicates(scores, labels, weights),
+                               [roc_auc(scores, labels, w) for w in weights], rtol=1e-12)

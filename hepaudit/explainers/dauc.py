@@ -17,7 +17,7 @@ from hepaudit.bootstrap import Replicates, poisson_weights, with_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
-from hepaudit.metrics import roc_auc, roc_auc_each
+from hepaudit.metrics import roc_auc, roc_auc_each, roc_auc_replicates
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
 
@@ -71,12 +71,14 @@ class DeltaAUC(Explainer[DaucState]):
         if state.entries is None or not self.context.bootstrap:
             return None
         boot = poisson_weights(state.entries.row(0), self.context.seed, self.context.bootstrap)
+        if weights is not None:
+            boot = boot * weights[None, :]
+        # one sort per unit serves every replicate (metrics.roc_auc_replicates)
+        base = roc_auc_replicates(state.scores.row(0), labels, boot)
         n_units = len(self.units.all)
         out = np.empty((len(boot), n_units))
-        for r, w in enumerate(boot):
-            w = w if weights is None else w * weights
-            base = roc_auc(state.scores.row(0), labels, w)
-            out[r] = base - roc_auc_each(lambda k: state.scores.row(1 + k), n_units, labels, w)
+        for k in range(n_units):
+            out[:, k] = base - roc_auc_replicates(state.scores.row(1 + k), labels, boot)
         return out
 
     def finish(self, state: DaucState) -> ExplainerResult:
