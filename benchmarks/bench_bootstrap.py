@@ -35,7 +35,8 @@ def config(folder: Path, replicates: int) -> Path:
     text = (examples / "audit_topodnn.toml").read_text()
     text = text.replace('path = "models/', f'path = "{examples}/models/').replace(
         'files = ["data/', f'files = ["{examples}/data/')
-    text = text[:text.index("[explainers.")] + f"\n[execution]\nprogress = false\nbootstrap = {replicates}\n" + EXPLAINERS
+    execution = f"\n[execution]\nprogress = false\nbootstrap = {replicates}\n"
+    text = text[:text.index("[explainers.")] + execution + EXPLAINERS
     path = folder / f"boot{replicates}.toml"
     path.write_text(text)
     return path

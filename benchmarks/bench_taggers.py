@@ -41,7 +41,8 @@ case = BY_NAME[{model!r}]
 mode, explainer, data, folder = {mode!r}, {explainer!r}, Path({data!r}), Path({folder!r})
 grouped = case.name != "hls4ml_mlp"
 occlusion = {{"features": False, "groups": ["feature"]}} if grouped else {{}}
-tables = {{"dauc": occlusion, "mad": occlusion, "shap": ({{"groups": "feature"}} if grouped else {{}}) | {{"jets": 2, "samples": 256}},
+shap = ({{"groups": "feature"}} if grouped else {{}}) | {{"jets": 2, "samples": 256}}
+tables = {{"dauc": occlusion, "mad": occlusion, "shap": shap,
           "nap": {{}}, "lrp": {{}}, "gradient": {{}}}}
 config = folder / f"{{case.name}}-{{explainer}}.toml"
 doc = case.config(data, {{explainer: tables[explainer]}} if explainer else {{"dauc": occlusion}})
@@ -106,8 +107,8 @@ def main() -> None:
         folder = Path(tmp)
         data = write_sample(folder / "jets.root", per_class=args.jets // 2)
         print(f"{args.jets} jets per model; ratios to one onnxruntime forward pass of the same jets\n")
-        print(f"| model | forward (s) | forward peak (MB) | explainer | time / forward | peak MB | "
-              f"peak / forward peak | status |")
+        print("| model | forward (s) | forward peak (MB) | explainer | time / forward | peak MB | "
+              "peak / forward peak | status |")
         print("|---|---|---|---|---|---|---|---|")
         for model in args.models.split(","):
             base = child(model, "forward", "", data, folder, args.step_size)
@@ -117,7 +118,8 @@ def main() -> None:
                 results[model][name] = r
                 ratio = (float(r["seconds"]) / float(base["seconds"])) if "seconds" in r and "seconds" in base else None
                 mem = (float(r["peak_mb"]) / float(base["peak_mb"])) if "peak_mb" in r and "peak_mb" in base else None
-                print(f"| {model} | {float(base.get('seconds', 0)):.3f} | {float(base.get('peak_mb', 0)):.0f} | {name} | "
+                fwd, fwd_mb = float(base.get("seconds", 0)), float(base.get("peak_mb", 0))
+                print(f"| {model} | {fwd:.3f} | {fwd_mb:.0f} | {name} | "
                       f"{'' if ratio is None else f'{ratio:.1f}'} | {float(r.get('peak_mb', 0)):.0f} | "
                       f"{'' if mem is None else f'{mem:.2f}'} | {r.get('status')} {r.get('error') or ''} |",
                       flush=True)

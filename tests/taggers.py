@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import awkward as ak
 import numpy as np
 import uproot
-
 from builders import write_jets
+
+if TYPE_CHECKING:
+    import onnx
 
 REPO = Path(__file__).resolve().parents[1]
 EXTERNAL = REPO.parent / "shared" / "external-models"
@@ -233,19 +235,19 @@ def write_sample(path: Path, per_class: int = 4, seed: int = 5) -> Path:
     return write_jets(path, out)
 
 
-def float64_copy(model: "onnx.ModelProto") -> "onnx.ModelProto":
+def float64_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """A float64 copy of a float32 graph for finite differences: initializers, Constant and
     ConstantOfShape values, Casts to float, graph inputs and outputs, subgraphs too. Casts to
     integers stay. onnxruntime refuses some ops in float64 (Conv on CPU): callers fall back."""
     import onnx
     from onnx import TensorProto, numpy_helper
 
-    def tensor64(t: "onnx.TensorProto") -> "onnx.TensorProto":
+    def tensor64(t: onnx.TensorProto) -> onnx.TensorProto:
         if t.data_type != TensorProto.FLOAT:
             return t
         return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
 
-    def convert(graph: "onnx.GraphProto") -> None:
+    def convert(graph: onnx.GraphProto) -> None:
         for i, t in enumerate(graph.initializer):
             graph.initializer[i].CopyFrom(tensor64(t))
         for node in graph.node:
@@ -275,7 +277,7 @@ FLOAT32_ONLY = {"Erf": (0,), "Atan": (0,), "LSTM": (0, 1, 2, 3, 5, 6, 7), "GRU":
 _INTEGER_OUTPUT = frozenset({"NonZero"})
 
 
-def _float32_islands(model: "onnx.ModelProto", ops: dict[str, tuple[int, ...]]) -> None:
+def _float32_islands(model: onnx.ModelProto, ops: dict[str, tuple[int, ...]]) -> None:
     """Run ``ops`` in float32 inside the float64 graph: their float inputs (positions given) cast
     down, every output cast back up."""
     from onnx import TensorProto, helper
@@ -303,7 +305,7 @@ def _float32_islands(model: "onnx.ModelProto", ops: dict[str, tuple[int, ...]]) 
     model.graph.node.extend(nodes)
 
 
-def _pointwise_convs_as_matmul(model: "onnx.ModelProto") -> None:
+def _pointwise_convs_as_matmul(model: onnx.ModelProto) -> None:
     """Rewrite each 1x1 Conv (stride 1, no padding, one group) as Transpose, MatMul, Add,
     Transpose: the same function, and one onnxruntime runs in float64 (its CPU Conv is float32)."""
     from onnx import helper, numpy_helper
@@ -336,8 +338,8 @@ def _pointwise_convs_as_matmul(model: "onnx.ModelProto") -> None:
     model.graph.node.extend(nodes)
 
 
-def frozen_neighbours(model: "onnx.ModelProto", feed: dict[str, np.ndarray]
-                      ) -> tuple["onnx.ModelProto", dict[str, np.ndarray]]:
+def frozen_neighbours(model: onnx.ModelProto, feed: dict[str, np.ndarray]
+                      ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """The graph with every TopK's indices turned into a graph input, and their values for ``feed``:
     a k-nearest-neighbour graph with its neighbour selection held fixed, which is the function
     the backward engine differentiates (a perturbation that switches neighbours is a jump)."""

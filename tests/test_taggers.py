@@ -188,7 +188,8 @@ def test_gradient_matches_finite_differences(name: str, sample: Path, tmp_path: 
         agree = 0
         for _ in range(3):  # a direction along 8 entries of this input: few ReLU kinks in [x - hv, x + hv]
             v = {k: np.zeros(x.shape) for k, x in inputs.items()}
-            v[name_in].reshape(-1)[rng.choice(real, min(8, len(real)), replace=False)] = rng.normal(size=min(8, len(real)))
+            picked = rng.choice(real, min(8, len(real)), replace=False)
+            v[name_in].reshape(-1)[picked] = rng.normal(size=len(picked))
             fd = (logit({k: x + h * v[k] for k, x in inputs.items()})
                   - logit({k: x - h * v[k] for k, x in inputs.items()})) / (2 * h)
             analytic = (grads[name_in] * v[name_in]).reshape(len(z), -1).sum(axis=1)

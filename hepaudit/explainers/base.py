@@ -24,8 +24,8 @@ import numpy as np
 from hepaudit.results import ExplainerResult, Figure
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hepaudit.data.builders import InputBuilder
     from hepaudit.bootstrap import BootstrapMeans
+    from hepaudit.data.builders import InputBuilder
     from hepaudit.model.session import Tagger
 
 State = TypeVar("State")

@@ -89,8 +89,10 @@ class DeltaAUC(Explainer[DaucState]):
         # matrix would double the explainer's memory at the end of a large audit
         deltas = base_auc - roc_auc_each(lambda k: state.scores.row(1 + k), len(self.units.all), labels, weights)
         n_feat = len(self.units.features)
-        features = sorted_scores([FeatureScore(name, float(d)) for name, d in zip(self.context.features, deltas[:n_feat])])
-        groups = sorted_scores([FeatureScore(name, float(d)) for name, d in zip(self.units.group_names, deltas[n_feat:])])
+        features = sorted_scores([FeatureScore(name, float(d))
+                                  for name, d in zip(self.context.features, deltas[:n_feat])])
+        groups = sorted_scores([FeatureScore(name, float(d))
+                                for name, d in zip(self.units.group_names, deltas[n_feat:])])
         reps = self._replicates(state, labels, weights)
         replicates = []
         if reps is not None:

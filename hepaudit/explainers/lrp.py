@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from hepaudit.data.builders import feature_matrix
 from hepaudit.bootstrap import BootstrapMeans, merged, ranked_with_intervals
+from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums

@@ -23,8 +23,8 @@ largest sum is not positive (a layer that never activates) gets RNA 0 for every 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np

@@ -17,10 +17,10 @@ import numpy as np
 
 from hepaudit import __version__
 from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS
-from hepaudit.report.performance import performance_section
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.options import as_table
+from hepaudit.report.performance import performance_section
 from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
 
 if TYPE_CHECKING:  # pragma: no cover

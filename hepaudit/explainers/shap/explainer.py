@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from hepaudit.errors import ConfigError
 from hepaudit.bootstrap import ranked_with_intervals
+from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.shap.background import (
     Reservoir,
@@ -36,8 +36,6 @@ from hepaudit.explainers.shap.kernel import default_budget, kernel_design, kerne
 from hepaudit.explanation import Explanation
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
-
-
 
 #: background jets drawn from the reference sample for ``background = "reference"``
 REFERENCE_BACKGROUND = 100

@@ -35,12 +35,12 @@ from hepaudit.model.backward import (  # noqa: F401  (each registers its ops)
 )
 from hepaudit.model.backward.analysis import LINEAR_KIND, GraphAnalysis
 from hepaudit.model.backward.base import HANDLERS, Step, Values, jet_sums
-
-#: ops that only move values: relevance they send to a constant operand is absorbed
-ROUTING_OPS = frozenset({"Where", "Concat", "ScatterND"})
 from hepaudit.model.backward.blas import blas_threads
 from hepaudit.model.backward.canonizers import CANONIZERS, Canonizer, canonize
 from hepaudit.model.backward.rules import RuleSet
+
+#: ops that only move values: relevance they send to a constant operand is absorbed
+ROUTING_OPS = frozenset({"Where", "Concat", "ScatterND"})
 
 
 @dataclass(frozen=True)
