@@ -51,3 +51,23 @@ def test_performance_is_weighted(tmp_path: Path) -> None:
     right = ((score >= 0.5) == (label == 1)).astype(np.float64)
     assert abs(perf["accuracy_at_0.5"] - np.average(right, weights=weight)) < 1e-12
     assert abs(perf["weighted_jets"]["signal"] - np.sum(weight[label == 1])) < 1e-9
+
+
+def test_inputs_section_histograms_the_leading_features(tmp_path: Path) -> None:
+    """Per-class histograms of the top-ranked features, against numpy on the same jets."""
+    config = tiny_audit(tmp_path, {"dauc": {}, "mad": {}}, n=1500, step_size=400)
+    config.write_text(config.read_text().replace('weight = "weight"\n', ""))
+    report = hepaudit.audit(config, out=tmp_path / "out")
+    inputs = json.loads((tmp_path / "out" / "report.json").read_text())["sections"]["inputs"]
+    hists = inputs["features"]
+    assert set(hists) == {"f0", "f1", "f2", "f3"}
+    with uproot.open(tmp_path / "jets.root") as f:
+        cols = f["jets"].arrays(library="np")
+    for name, h in hists.items():
+        edges = np.asarray(h["bin_edges"])
+        x = np.clip(cols[name].astype(np.float32).astype(np.float64), edges[0], np.nextafter(edges[-1], -np.inf))
+        for cls, key in ((1, "signal"), (0, "background")):
+            want = np.histogram(x[cols["is_signal"] == cls], edges)[0]
+            np.testing.assert_array_equal(h[key], want, err_msg=name)
+    assert (tmp_path / "out" / "figures" / "input_features.png").exists()
+    assert report.sections[2].key == "inputs"

@@ -271,7 +271,7 @@ def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: in
                       errors={r.name: r.error for r in runs if r.error is not None},
                       seconds={r.name: r.seconds for r in runs}, n_jets=out.n_jets, n_dropped=out.n_dropped,
                       read_s=out.read_s, inference_s=ctx.tagger.inference_s - inference0,
-                      score_hist=out.score_hist, logit_hist=out.logit_hist,
+                      score_hist=out.score_hist, logit_hist=out.logit_hist, input_hist=out.input_hist,
                       per_jet=[str(per_jet.path)] if written and per_jet else [])
 
 
@@ -485,6 +485,7 @@ class DaskExecutor:
             self.outcome.read_s = merged.read_s
             self.outcome.score_hist = merged.score_hist
             self.outcome.logit_hist = merged.logit_hist
+            self.outcome.input_hist = merged.input_hist
             job.tagger.inference_s += merged.inference_s
         # finished on a worker, or failed; what is left (no partition audited) finishes here
         executor.finish([r for r in live if r.result is None], job.debug)

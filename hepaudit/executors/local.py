@@ -33,7 +33,15 @@ from hepaudit.data.builders import InputBuilder, feature_matrix
 from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
-from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS, SPLIT_EVERY, MergeTree, PartResult, merge_many
+from hepaudit.executors.partitions import (
+    LOGIT_BINS,
+    SCORE_BINS,
+    SPLIT_EVERY,
+    MergeTree,
+    PartResult,
+    fill_input_histograms,
+    merge_many,
+)
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.model.session import ModelOutputs, Tagger
 from hepaudit.report.per_jet import PerJetWriter
@@ -73,6 +81,7 @@ class Outcome:
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
     # weighted logit histograms, background and signal: the performance section's ROC
     logit_hist: np.ndarray = field(default_factory=lambda: np.zeros((2, len(LOGIT_BINS) - 1)))
+    input_hist: np.ndarray | None = None  # per class, each feature's values (the inputs section)
 
     def fill_scores(self, score: np.ndarray, labels: np.ndarray | None, logit: np.ndarray | None = None,
                     weights: np.ndarray | None = None) -> None:
@@ -323,6 +332,10 @@ class LocalExecutor:
                 self._update_all(live, chunk, job.debug, reference=False)
                 self.outcome.n_jets += len(chunk)
                 self.outcome.fill_scores(chunk.score, labels, chunk.logit, chunk.weights)
+                if job.context.feature_range is not None and len(chunk):
+                    self.outcome.input_hist = fill_input_histograms(
+                        self.outcome.input_hist, feature_matrix(job.builder, chunk.inputs), labels, chunk.weights,
+                        job.context.feature_range)
                 if job.per_jet is not None:
                     columns: dict[str, np.ndarray] = {"entry": chunk.entries, "score": chunk.score.astype(np.float32)}
                     if labels is not None:

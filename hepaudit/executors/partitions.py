@@ -27,6 +27,8 @@ SCORE_BINS = np.linspace(0.0, 1.0, 101)
 #: Bin edges of the weighted logit histograms behind the performance section (ROC, rejection):
 #: width 0.005 in z, an edge at z = 0 (score 0.5); logits beyond ±20 go to the end bins.
 LOGIT_BINS = np.linspace(-20.0, 20.0, 8001)
+#: bins per feature of the input histograms (over the x̄ pass's fixed range of each feature)
+INPUT_BINS = 40
 #: Partitions merged per node of the tree reduction (local and Dask alike).
 SPLIT_EVERY = 4
 
@@ -48,6 +50,7 @@ class PartResult:
     inference_s: float = 0.0
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
     logit_hist: np.ndarray = field(default_factory=lambda: np.zeros((2, len(LOGIT_BINS) - 1)))
+    input_hist: np.ndarray | None = None  # (3, features, INPUT_BINS), see InputHistograms
     per_jet: list[str] = field(default_factory=list)  # part files, in entry order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out (skip_corrupt)
     results: dict[str, Any] = field(default_factory=dict)  # explainer -> ExplainerResult, once finished
@@ -92,6 +95,8 @@ def merge_parts(a: PartResult, b: PartResult, merge: Callable[[str, Any, Any], A
                       seconds=seconds, n_jets=a.n_jets + b.n_jets, n_dropped=a.n_dropped + b.n_dropped,
                       read_s=a.read_s + b.read_s, inference_s=a.inference_s + b.inference_s,
                       score_hist=a.score_hist + b.score_hist, logit_hist=a.logit_hist + b.logit_hist,
+                      input_hist=b.input_hist if a.input_hist is None else
+                      (a.input_hist if b.input_hist is None else a.input_hist + b.input_hist),
                       per_jet=a.per_jet + b.per_jet,
                       skipped=a.skipped + b.skipped)
 
@@ -174,3 +179,25 @@ class MergeTree(Generic[Node]):
                 self.push(self.merge(nodes) if len(nodes) > 1 else nodes[0], level + 1)
             level += 1
         return None
+
+
+def fill_input_histograms(hist: np.ndarray | None, values: np.ndarray, labels: np.ndarray | None,
+                          weights: np.ndarray | None, feature_range: np.ndarray) -> np.ndarray:
+    """Add one chunk's (n, features) input values to the per-class histograms (3, F, INPUT_BINS)
+    over each feature's fixed range (values outside go to the end bins)."""
+    n, f = values.shape
+    if hist is None:
+        hist = np.zeros((3, f, INPUT_BINS))
+    lo, width = feature_range[:, 0], feature_range[:, 1] - feature_range[:, 0]
+    width = np.where(width > 0, width, 1.0)
+    cls = np.full(n, 2, np.int64) if labels is None else np.asarray(labels).astype(np.int64)
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    base = (np.arange(f, dtype=np.int64) * INPUT_BINS)[None, :]
+    size = 3 * f * INPUT_BINS
+    rows = max(1, (1 << 20) // max(f, 1))  # about a million values at a time
+    for start in range(0, n, rows):
+        x = values[start:start + rows].astype(np.float64)
+        b = np.clip(np.floor((x - lo) / width * INPUT_BINS), 0, INPUT_BINS - 1).astype(np.int64)
+        flat = (cls[start:start + rows, None] * (f * INPUT_BINS) + base + b).ravel()
+        hist += np.bincount(flat, weights=np.repeat(w[start:start + rows], f), minlength=size).reshape(hist.shape)
+    return hist

@@ -20,7 +20,7 @@ from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.options import as_table
-from hepaudit.report.performance import performance_section
+from hepaudit.report.performance import inputs_section, performance_section
 from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -197,7 +197,10 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, ti
         output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
     )
     performance = performance_section(outcome.logit_hist, LOGIT_BINS)
-    report.sections = ([score_section(outcome.score_hist, SCORE_BINS)] + ([performance] if performance else [])
+    rankings = [[s.feature for s in r.feature_importance] for r in results.values()
+                if r.status == "ok" and r.feature_importance and r.fields.get("players") != "groups"]
+    inputs = inputs_section(outcome.input_hist, plan.context.feature_range, list(plan.context.features), rankings)
+    report.sections = ([score_section(outcome.score_hist, SCORE_BINS)] + [s for s in (performance, inputs) if s]
                        + plan.host.report_sections(report))
     report.gates = evaluate_gates(cfg.gates, report)
     report.timing = {"total_s": time.perf_counter() - timing["total_s"], "read_s": outcome.read_s,

@@ -248,3 +248,27 @@ def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float) -> bytes:
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"ROC (AUC = {auc:.4f})", fontsize=11)
     return _png(fig)
+
+
+def input_histograms(names: Sequence[str], edges: np.ndarray, signal: np.ndarray, background: np.ndarray) -> bytes:
+    """A grid of per-class, unit-area histograms of the given input features."""
+    plt = _pyplot()
+    n = len(names)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        if k >= n:
+            ax.set_visible(False)
+            continue
+        widths = np.diff(edges[k])
+        for counts, colour, label in ((signal[k], SIGNAL_COLOUR, "signal"), (background[k], BACKGROUND_COLOUR,
+                                                                            "background")):
+            if counts.sum() > 0:
+                ax.stairs(counts / (counts.sum() * widths), edges[k], color=colour, linewidth=1.2, label=label)
+        ax.set_xlabel(_short(names[k], 30), fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    fig.suptitle("The leading features' inputs per class (unit area; the end bins hold the tails)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

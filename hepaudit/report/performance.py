@@ -79,3 +79,41 @@ def performance_section(logit_hist: np.ndarray, edges: np.ndarray) -> ReportSect
         figures = []
     return ReportSection("performance", "Performance", "; ".join(parts) + ".", data, figures)
 
+
+
+#: how many of the leading features the inputs section shows
+INPUT_FEATURES = 12
+
+
+def inputs_section(hist: np.ndarray | None, feature_range: np.ndarray | None, features: list[str],
+                   rankings: list[list[str]]) -> ReportSection | None:
+    """Per-class histograms of the features the attribution methods rank highest (round-robin
+    over the methods' rankings, so each method's leaders appear), from the executor's histograms."""
+    if hist is None or feature_range is None or not features:
+        return None
+    order: list[str] = []
+    for depth in range(len(features)):
+        for ranking in rankings:
+            if depth < len(ranking) and ranking[depth] in features and ranking[depth] not in order:
+                order.append(ranking[depth])
+        if len(order) >= INPUT_FEATURES:
+            break
+    order = order[:INPUT_FEATURES] or features[:INPUT_FEATURES]
+    index = [features.index(name) for name in order]
+    from hepaudit.executors.partitions import INPUT_BINS
+
+    edges = np.array([np.linspace(feature_range[k, 0], feature_range[k, 1], INPUT_BINS + 1) for k in index])
+    bkg, sig = hist[0][index], hist[1][index]
+    data = {name: {"bin_edges": edges[i].tolist(), "signal": sig[i].tolist(), "background": bkg[i].tolist()}
+            for i, name in enumerate(order)}
+    figures = []
+    try:
+        from hepaudit.report.figures import input_histograms
+
+        figures = [Figure("input_features.png", "Input features per class: the features the methods rank "
+                          "highest", input_histograms(order, edges, sig, bkg))]
+    except Exception:  # a figure must never cost the report
+        figures = []
+    return ReportSection("inputs", "Input features per class",
+                         f"The {len(order)} features the attribution methods rank highest, per class.",
+                         {"features": data}, figures)
