@@ -531,3 +531,10 @@ def test_paper_post_processing_signed_sum_and_iqr_clip(tmp_path: Path) -> None:
         clipped_any |= not np.isclose(sig, np.abs(r[y == 1, k]).mean())
     assert clipped_any  # the clipping changed something on this sample
     assert result.fields["normalize"] == "signed_sum" and result.fields["iqr_clip"] is True
+
+
+def test_box_plot_of_per_jet_relevance_is_drawn(tmp_path: Path) -> None:
+    weights = dense_weights([4, 5, 3, 1], seed=12)
+    cfg = audit_folder(tmp_path, mlp_model(weights, "matmul"), {"lrp": {}})
+    hepaudit.audit(cfg, out=tmp_path / "out")
+    assert (tmp_path / "out" / "figures" / "lrp_boxes.png").stat().st_size > 1000

@@ -101,8 +101,46 @@ def dependence(explanation: Explanation, labels: Labels) -> Figure | None:
     return Figure(f"{labels.key}_dependence.png", caption, _png(fig))
 
 
+def box_plot(explanation: Explanation, labels: Labels) -> Figure | None:
+    """Per leading feature, the distribution of its per-jet attribution, signal and background side
+    by side (box: quartiles, whiskers: 5 % and 95 %): the spread a mean |value| hides."""
+    phi = explanation.values
+    if phi.size == 0:
+        return None
+    classes = explanation.labels if explanation.labels is not None else np.full(len(phi), 2)
+    plt = _pyplot()
+    order = np.argsort(-np.abs(phi).mean(axis=0), kind="stable")[:TOP]
+    fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.4 * len(order)))
+    groups = [(1, SIGNAL_COLOUR, "signal", -0.18), (0, BACKGROUND_COLOUR, "background", 0.18)]
+    if not (classes != 2).any():
+        groups = [(2, OVERALL_COLOUR, "jets", 0.0)]
+    for cls, colour, name, shift in groups:
+        sel = classes == cls
+        if not sel.any():
+            continue
+        data = [phi[sel, p] for p in order]
+        parts = ax.boxplot(data, positions=np.arange(len(order)) + shift, orientation="horizontal", widths=0.3,
+                           whis=(5, 95), showfliers=False, patch_artist=True)
+        for box in parts["boxes"]:
+            box.set(facecolor=colour, alpha=0.5, edgecolor=colour)
+        for key in ("whiskers", "caps", "medians"):
+            for line in parts[key]:
+                line.set(color=colour)
+        ax.plot([], [], color=colour, linewidth=6, alpha=0.5, label=name)
+    ax.axvline(0, color="#888888", lw=0.8)
+    ax.set_yticks(np.arange(len(order)), [_short(explanation.feature_names[p]) for p in order], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{labels.method} value {labels.symbol} ({labels.meaning})")
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    ax.set_title(f"{labels.method} per {labels.jets}: quartiles (box) and 5–95 % (whiskers)")
+    caption = (f"{labels.method} values per {labels.jets} for the features with the largest mean "
+               f"|{labels.symbol}|, per class: boxes span the quartiles, whiskers 5 % to 95 %.")
+    return Figure(f"{labels.key}_boxes.png", caption, _png(fig))
+
+
 def explanation_figures(explanation: Explanation | None, labels: Labels) -> list[Figure]:
-    """The beeswarm and the dependence plots (those that can be drawn)."""
+    """The beeswarm, the box plot and the dependence plots (those that can be drawn)."""
     if explanation is None or not len(explanation):
         return []
-    return [f for f in (beeswarm(explanation, labels), dependence(explanation, labels)) if f is not None]
+    figures = (beeswarm(explanation, labels), box_plot(explanation, labels), dependence(explanation, labels))
+    return [f for f in figures if f is not None]
