@@ -119,7 +119,7 @@ def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] 
                 shared = set(common)
                 overlap = top_k_overlap([s.feature for s in ranked[a][units] if s.feature in shared],
                                         [s.feature for s in ranked[b][units] if s.feature in shared])
-                ci = _tau_interval(results[a], results[b], units, common)
+                ci = _tau_interval(results[a], results[b], units, common, tau)
                 out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap,
                                      units, len(common), ci))
     return out
@@ -129,8 +129,10 @@ def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] 
 TAU_INTERVAL_UNITS = 1000
 
 
-def _tau_interval(a: ExplainerResult, b: ExplainerResult, units: str, common: list[str]) -> list[float] | None:
-    """The 95 % interval of Kendall τ over the replicates both rankings have (same jets' weights)."""
+def _tau_interval(a: ExplainerResult, b: ExplainerResult, units: str, common: list[str],
+                  tau: float) -> list[float] | None:
+    """The 95 % interval of Kendall τ (``tau``, the sample's) from the replicates both rankings
+    have (the same jets' weights)."""
     ra = next((r for r in a.replicates if r.units == units), None)
     rb = next((r for r in b.replicates if r.units == units), None)
     if ra is None or rb is None or len(ra.values) != len(rb.values) or len(common) > TAU_INTERVAL_UNITS:
@@ -139,10 +141,13 @@ def _tau_interval(a: ExplainerResult, b: ExplainerResult, units: str, common: li
     ib = [rb.names.index(n) for n in common]
     taus = np.array([kendall_tau(x[ia], y[ib]) for x, y in zip(ra.values, rb.values)])
     taus = taus[np.isfinite(taus)]
-    if len(taus) < 2:
+    if len(taus) < 2 or not np.isfinite(tau):
         return None
-    low, high = np.percentile(taus, [2.5, 97.5])
-    return [float(low), float(high)]
+    # the replicates' τ sit below the sample's (resampling adds noise to both rankings), so their
+    # spread around their median is carried to the estimate: an interval that contains it
+    low, mid, high = np.percentile(taus, [2.5, 50.0, 97.5])
+    return [float(max(-1.0, tau - (mid - low))), float(min(1.0, tau + (high - mid)))]
+
 
 
 def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
