@@ -87,3 +87,21 @@ def test_auc_replicates_equal_weighted_aucs() -> None:
     weights = poisson_weights(np.arange(3000), 1, 6) * rng.uniform(0.5, 2.0, 3000)
     np.testing.assert_allclose(roc_auc_replicates(scores, labels, weights),
                                [roc_auc(scores, labels, w) for w in weights], rtol=1e-12)
+
+
+def test_clipped_variants_have_intervals(tmp_path: Path) -> None:
+    """MAD and LRP with the paper's IQR clipping carry error bars too (the sample's fences, the
+    replicates' weights), of the size of the unclipped ones' on these well-behaved jets."""
+    explainers = ('[explainers.mad]\niqr_clip = "signed"\n[explainers.lrp]\niqr_clip = true\n'
+                  'normalize = "signed_sum"\n')
+    report = hepaudit.audit(_config(tmp_path, explainers, "", "bootstrap = 16"), out=None)
+    plain = hepaudit.audit(_config(tmp_path, "[explainers.mad]\n[explainers.lrp]\n", "step_size = 999",
+                                   "bootstrap = 16"), out=None)
+    for name in ("mad", "lrp"):
+        clipped = report.explainers[name].feature_importance
+        for s in clipped:
+            assert s.score_std is not None and s.score_std > 0
+            assert s.score_ci95[0] <= s.score <= s.score_ci95[1] or abs(s.score - s.score_ci95[0]) < 3 * s.score_std
+        ratio = np.median([s.score_std / s.score for s in clipped]) / np.median(
+            [s.score_std / s.score for s in plain.explainers[name].feature_importance])
+        assert 0.2 < ratio < 5, (name, ratio)

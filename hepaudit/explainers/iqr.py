@@ -27,11 +27,17 @@ def clip_outliers(values: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def clipped_class_sums(row: Callable[[int], np.ndarray], n_units: int, classes: np.ndarray, weights: np.ndarray,
-                       transform: Callable[[np.ndarray], np.ndarray] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+                       transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                       boot: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]], np.ndarray | None]:
     """Per class (0 background, 1 signal, 2 unlabelled) and unit: Σ w·|clipped value|, the class
     weights, and per class the units whose IQR was 0. ``row(k)`` gives unit k's values over all
-    jets; ``transform`` is applied before clipping (``np.abs`` clips |value|)."""
+    jets; ``transform`` is applied before clipping (``np.abs`` clips |value|). With ``boot``
+    (R, jets) bootstrap weights (times the jets' own), also each replicate's mean |clipped value|
+    per unit, (R, units): the fences stay the sample's (re-deriving them per replicate would need
+    every replicate's quartiles)."""
+    reps = None if boot is None else np.zeros((len(boot), n_units))
+    boot_total = None if boot is None else np.maximum(boot.sum(axis=1), 1e-300)
     sums = np.zeros((3, n_units))
     weight = np.zeros(3)
     flat: dict[int, list[int]] = {}
@@ -41,10 +47,14 @@ def clipped_class_sums(row: Callable[[int], np.ndarray], n_units: int, classes: 
         weight[c] = weights[sel].sum()
     for k in range(n_units):
         values = np.asarray(row(k), np.float64)
+        kept = np.zeros(len(values))
         for c, sel in selections:
             d = values[sel] if transform is None else transform(values[sel])
             clipped, is_flat = clip_outliers(d)
             if is_flat:
                 flat.setdefault(c, []).append(k)
-            sums[c, k] = np.nan_to_num(np.abs(clipped)) @ weights[sel]
-    return sums, weight, flat
+            kept[sel] = np.nan_to_num(np.abs(clipped))
+            sums[c, k] = kept[sel] @ weights[sel]
+        if reps is not None and boot is not None and boot_total is not None:
+            reps[:, k] = (boot @ kept) / boot_total
+    return sums, weight, flat, reps

@@ -26,7 +26,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from hepaudit.bootstrap import BootstrapMeans, merged, ranked_with_intervals
+from hepaudit.bootstrap import (
+    BootstrapMeans,
+    Replicates,
+    merged,
+    poisson_weights,
+    ranked_with_intervals,
+    with_intervals,
+)
 from hepaudit.data.builders import feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
@@ -276,6 +283,7 @@ class LrpState:
     classes: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
     boot: BootstrapMeans | None = None  # bootstrap replicates of the mean |R|
+    entries: list[np.ndarray] = field(default_factory=list)  # iqr_clip: the bootstrap's keys
 
 
 class LayerwiseRelevance(Explainer[LrpState]):
@@ -341,6 +349,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             state.classes.append(np.full(len(chunk), 2, np.int8) if chunk.labels is None
                                  else chunk.labels.astype(np.int8))
             state.weights.append(np.ones(len(chunk)) if chunk.weights is None else chunk.weights)
+            state.entries.append(np.asarray(chunk.entries, np.int64))
         state.differential.add(r - self.mean_relevance[None, :], chunk.labels, chunk.weights)
         x = feature_matrix(self.context.builder, chunk.inputs).astype(np.float64)
         if state.profiles is not None:
@@ -377,6 +386,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
             a.classes + b.classes,
             a.weights + b.weights,
             merged(a.boot, b.boot),
+            a.entries + b.entries,
         )
 
     def rule_fields(self) -> dict[str, Any]:
@@ -399,29 +409,37 @@ class LayerwiseRelevance(Explainer[LrpState]):
         fields["ignore_bias"] = o.ignore_bias
         return fields
 
-    def _clipped_scores(self, state: LrpState) -> tuple[list[FeatureScore], dict[str, list[str]]]:
-        """mean |R| per feature after the paper's IQR clipping per feature and class."""
+    def _clipped_scores(self, state: LrpState
+                        ) -> tuple[list[FeatureScore], dict[str, list[str]], np.ndarray | None]:
+        """mean |R| per feature after the paper's IQR clipping per feature and class, the features
+        whose IQR is 0, and the bootstrap replicates of the means."""
         names = self.context.features
         kept = state.kept
         assert kept is not None
-        sums, weight, flat = clipped_class_sums(lambda k: kept.row(k), len(names), np.concatenate(state.classes),
-                                                np.concatenate(state.weights))
+        weights = np.concatenate(state.weights)
+        boot = None
+        if self.context.bootstrap and state.entries:
+            boot = poisson_weights(np.concatenate(state.entries), self.context.seed, self.context.bootstrap) * weights
+        sums, weight, flat, reps = clipped_class_sums(lambda k: kept.row(k), len(names),
+                                                      np.concatenate(state.classes), weights, None, boot)
         overall = sums.sum(axis=0) / max(weight.sum(), 1e-300)
         sig = sums[1] / weight[1] if weight[1] > 0 else None
         bkg = sums[0] / weight[0] if weight[0] > 0 else None
         scores = sorted_scores([FeatureScore(n, float(overall[i]), None if sig is None else float(sig[i]),
                                              None if bkg is None else float(bkg[i])) for i, n in enumerate(names)])
-        return scores, {CLASS_NAMES[c]: [names[k] for k in ks] for c, ks in flat.items()}
+        return scores, {CLASS_NAMES[c]: [names[k] for k in ks] for c, ks in flat.items()}, reps
 
     def finish(self, state: LrpState) -> ExplainerResult:
         names = self.context.features
         n = max(state.n, 1)
         iqr_zero: dict[str, list[str]] = {}
         if state.kept is not None and state.n:
-            scores, iqr_zero = self._clipped_scores(state)
+            scores, iqr_zero, reps = self._clipped_scores(state)
+            replicates = [] if reps is None else [Replicates("features", list(names), reps)]
+            scores = with_intervals(scores, replicates[0] if replicates else None)
         else:
-            scores = state.sums.scores(names) if state.n else []
-        scores, replicates = ranked_with_intervals(scores, state.boot, names)
+            scores, replicates = ranked_with_intervals(state.sums.scores(names) if state.n else [], state.boot,
+                                                       names)
         diff_overall = state.differential.means("abs")[0] if state.n else np.zeros(len(names))
         order = [names.index(s.feature) for s in scores]
         mean_behaviour = [

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from hepaudit.bootstrap import BootstrapMeans, Replicates, merged, with_intervals
+from hepaudit.bootstrap import BootstrapMeans, Replicates, merged, poisson_weights, with_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums
@@ -58,6 +58,7 @@ class MadState:
     classes: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
     boot: BootstrapMeans | None = None  # bootstrap replicates of mean |Δ| (unclipped variants)
+    entries: list[np.ndarray] = field(default_factory=list)  # iqr_clip: the bootstrap's keys
 
 
 class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
@@ -94,6 +95,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
             state.deltas.append(delta)
             state.classes.append(cls)
             state.weights.append(w)
+            state.entries.append(np.asarray(chunk.entries, np.int64))
             return state
         if state.boot is not None:
             state.boot.add(absdelta.T, chunk.labels, chunk.weights, chunk.entries)
@@ -110,23 +112,28 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         sums = b.sums if a.sums is None else (a.sums if b.sums is None else a.sums + b.sums)
         deltas = b.deltas if a.deltas is None else (a.deltas if b.deltas is None else a.deltas.merged(b.deltas))
         return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights,
-                        merged(a.boot, b.boot))
+                        merged(a.boot, b.boot), a.entries + b.entries)
 
-    def _clipped_sums(self, state: MadState) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
-        """Weighted sums of |Δ| after IQR clipping (explainers/iqr.py), the class weights, and per
-        class the units whose IQR is 0."""
+    def _clipped_sums(self, state: MadState
+                      ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]], np.ndarray | None]:
+        """Weighted sums of |Δ| after IQR clipping (explainers/iqr.py), the class weights, per
+        class the units whose IQR is 0, and the bootstrap replicates of the means."""
         n_units = len(self.units.all)
         if state.deltas is None or not state.classes:
-            return np.zeros((3, n_units)), np.zeros(3), {}
+            return np.zeros((3, n_units)), np.zeros(3), {}, None
         deltas = state.deltas
-        return clipped_class_sums(lambda k: deltas.row(k), n_units, np.concatenate(state.classes),
-                                  np.concatenate(state.weights),
-                                  None if self.options.clip == "signed" else np.abs)
+        weights = np.concatenate(state.weights)
+        boot = None
+        if self.context.bootstrap and state.entries:
+            boot = poisson_weights(np.concatenate(state.entries), self.context.seed, self.context.bootstrap) * weights
+        return clipped_class_sums(lambda k: deltas.row(k), n_units, np.concatenate(state.classes), weights,
+                                  None if self.options.clip == "signed" else np.abs, boot)
 
     def finish(self, state: MadState) -> ExplainerResult:
         flat: dict[int, list[int]] = {}
+        reps = state.boot.overall() if state.boot is not None else None
         if self.options.clip:
-            sums, weight, flat = self._clipped_sums(state)
+            sums, weight, flat, reps = self._clipped_sums(state)
         else:
             sums = state.sums if state.sums is not None else np.zeros((3, len(self.units.all)))
             weight = state.weight
@@ -144,7 +151,6 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         n_feat = len(self.units.features)
         features = sorted_scores(scores(self.context.features[:n_feat], 0))
         groups = sorted_scores(scores(self.units.group_names, n_feat))
-        reps = state.boot.overall() if state.boot is not None else None
         replicates = []
         if reps is not None:
             replicates = [Replicates("features", list(self.context.features[:n_feat]), reps[:, :n_feat]),
