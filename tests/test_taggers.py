@@ -186,16 +186,19 @@ def test_gradient_matches_finite_differences(name: str, sample: Path, tmp_path: 
             continue
         real = np.flatnonzero(x_in)  # padding left alone
         agree = 0
-        for _ in range(3):  # a direction along 8 entries of this input: few ReLU kinks in [x - hv, x + hv]
+        for _ in range(5):  # a direction along 8 entries of this input: few ReLU kinks in [x - hv, x + hv]
             v = {k: np.zeros(x.shape) for k, x in inputs.items()}
             picked = rng.choice(real, min(8, len(real)), replace=False)
             v[name_in].reshape(-1)[picked] = rng.normal(size=len(picked))
-            fd = (logit({k: x + h * v[k] for k, x in inputs.items()})
-                  - logit({k: x - h * v[k] for k, x in inputs.items()})) / (2 * h)
             analytic = (grads[name_in] * v[name_in]).reshape(len(z), -1).sum(axis=1)
-            agree += int(np.all(np.abs(fd - analytic) <= rtol * (np.abs(fd) + np.abs(analytic)) + atol))
-        # a kink (ReLU, Max) between x - hv and x + hv can spoil a direction
-        assert agree >= 2, (name, name_in, fd, analytic)
+            for step in (h, h / 4):  # a kink inside ±h is rarely inside ±h/4 as well
+                fd = (logit({k: x + step * v[k] for k, x in inputs.items()})
+                      - logit({k: x - step * v[k] for k, x in inputs.items()})) / (2 * step)
+                if np.all(np.abs(fd - analytic) <= rtol * (np.abs(fd) + np.abs(analytic)) + atol):
+                    agree += 1
+                    break
+        # a kink (ReLU, Max, a clamp) on the segment can still spoil a direction: most must agree
+        assert agree >= 3, (name, name_in, fd, analytic)
 
 
 @pytest.mark.parametrize("name", NAMES)
