@@ -118,3 +118,23 @@ def ranked_with_intervals(scores: list[FeatureScore], boot: BootstrapMeans | Non
         return scores, []
     r = Replicates(units, list(names), reps)
     return with_intervals(scores, r), [r]
+
+
+def unit_intervals(features: list[FeatureScore], groups: list[FeatureScore], reps: np.ndarray | None,
+                   feature_names: list[str], group_names: list[str]
+                   ) -> tuple[list[FeatureScore], list[FeatureScore], list[Replicates]]:
+    """Intervals for an occlusion explainer's units: ``reps`` (R, features + groups) replicates,
+    the features' columns first."""
+    if reps is None:
+        return features, groups, []
+    n = len(feature_names)
+    replicates = [Replicates("features", list(feature_names), reps[:, :n]),
+                  Replicates("groups", list(group_names), reps[:, n:])]
+    return with_intervals(features, replicates[0]), with_intervals(groups, replicates[1]), replicates
+
+
+def jet_weights(entries: list[np.ndarray], weights: np.ndarray, seed: int, replicates: int) -> np.ndarray | None:
+    """(R, n) bootstrap weights times the jets' own for the jets kept chunk by chunk (None when off)."""
+    if not replicates or not entries:
+        return None
+    return poisson_weights(np.concatenate(entries), seed, replicates) * weights

@@ -91,6 +91,19 @@ def _raw_four_vector(prefix: str) -> dict[str, Any]:
             for c in ("px", "py", "pz", "energy")}
 
 
+def _jetclass(name: str, onnx_file: str) -> TaggerCase:
+    """The JetClass ParticleNet in one of its two exports: the same inputs, all 8 variables mapped."""
+    return TaggerCase(
+        name, f"jetclass-ParticleNet-kin/{onnx_file}",
+        {"score": {"signal": ["label_Tbqq"], "background": ["label_QCD"]}},
+        [{"name": "*", "kind": "cms", "preprocess_json": "jetclass-ParticleNet-kin/preprocess.json",
+          "momentum": MOMENTUM,
+          "variables": {"part_deta": "deta", "part_dphi": "dphi", "part_pt_log": "log_pt",
+                        "part_e_log": "log_energy", "part_logptrel": "log_pt_rel", "part_logerel": "log_energy_rel",
+                        "part_deltaR": "dr", "part_mask": "mask"}}],
+    )
+
+
 PF_KINEMATICS = ["log_pt", "log_energy", "etarel", "phirel", "dr", "part_charge"]
 SV_SOURCES = ["sv_a", "sv_b", "sv_c"]
 
@@ -177,24 +190,8 @@ CASES = [
         [{"name": "0", "kind": "jet", "branches": [f"g{i}" for i in range(16)]}],
         note="fixed batch of 789444: every onnxruntime call runs that many rows",
     ),
-    TaggerCase(
-        "jetclass_particlenet", "jetclass-ParticleNet-kin/ParticleNet_kin.onnx",
-        {"score": {"signal": ["label_Tbqq"], "background": ["label_QCD"]}},
-        [{"name": "*", "kind": "cms", "preprocess_json": "jetclass-ParticleNet-kin/preprocess.json",
-          "momentum": MOMENTUM,
-          "variables": {"part_deta": "deta", "part_dphi": "dphi", "part_pt_log": "log_pt",
-                        "part_e_log": "log_energy", "part_logptrel": "log_pt_rel", "part_logerel": "log_energy_rel",
-                        "part_deltaR": "dr", "part_mask": "mask"}}],
-    ),
-    TaggerCase(
-        "jetclass_particlenet_dynamo", "jetclass-ParticleNet-kin/ParticleNet_kin_dynamo.onnx",
-        {"score": {"signal": ["label_Tbqq"], "background": ["label_QCD"]}},
-        [{"name": "*", "kind": "cms", "preprocess_json": "jetclass-ParticleNet-kin/preprocess.json",
-          "momentum": MOMENTUM,
-          "variables": {"part_deta": "deta", "part_dphi": "dphi", "part_pt_log": "log_pt",
-                        "part_e_log": "log_energy", "part_logptrel": "log_pt_rel", "part_logerel": "log_energy_rel",
-                        "part_deltaR": "dr", "part_mask": "mask"}}],
-    ),
+    _jetclass("jetclass_particlenet", "ParticleNet_kin.onnx"),
+    _jetclass("jetclass_particlenet_dynamo", "ParticleNet_kin_dynamo.onnx"),
 ]
 BY_NAME = {c.name: c for c in CASES}
 

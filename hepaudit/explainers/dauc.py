@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hepaudit.bootstrap import Replicates, poisson_weights, with_intervals
+from hepaudit.bootstrap import poisson_weights, unit_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
@@ -94,12 +94,8 @@ class DeltaAUC(Explainer[DaucState]):
         groups = sorted_scores([FeatureScore(name, float(d))
                                 for name, d in zip(self.units.group_names, deltas[n_feat:])])
         reps = self._replicates(state, labels, weights)
-        replicates = []
-        if reps is not None:
-            replicates = [Replicates("features", list(self.context.features[:n_feat]), reps[:, :n_feat]),
-                          Replicates("groups", list(self.units.group_names), reps[:, n_feat:])]
-            features = with_intervals(features, replicates[0])
-            groups = with_intervals(groups, replicates[1])
+        features, groups, replicates = unit_intervals(features, groups, reps, list(self.context.features[:n_feat]),
+                                                      list(self.units.group_names))
         top = features[0] if features else None
         summary = f"Baseline AUC {base_auc:.4f}." + (
             f" Occluding {top.feature} costs the most: ΔAUC = {top.score:.4f}." if top else "")

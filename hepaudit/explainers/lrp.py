@@ -29,8 +29,8 @@ import numpy as np
 from hepaudit.bootstrap import (
     BootstrapMeans,
     Replicates,
+    jet_weights,
     merged,
-    poisson_weights,
     ranked_with_intervals,
     with_intervals,
 )
@@ -417,9 +417,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
         kept = state.kept
         assert kept is not None
         weights = np.concatenate(state.weights)
-        boot = None
-        if self.context.bootstrap and state.entries:
-            boot = poisson_weights(np.concatenate(state.entries), self.context.seed, self.context.bootstrap) * weights
+        boot = jet_weights(state.entries, weights, self.context.seed, self.context.bootstrap)
         sums, weight, flat, reps = clipped_class_sums(lambda k: kept.row(k), len(names),
                                                       np.concatenate(state.classes), weights, None, boot)
         overall = sums.sum(axis=0) / max(weight.sum(), 1e-300)

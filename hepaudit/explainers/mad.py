@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from hepaudit.bootstrap import BootstrapMeans, Replicates, merged, poisson_weights, with_intervals
+from hepaudit.bootstrap import BootstrapMeans, jet_weights, merged, unit_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums
@@ -123,9 +123,7 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
             return np.zeros((3, n_units)), np.zeros(3), {}, None
         deltas = state.deltas
         weights = np.concatenate(state.weights)
-        boot = None
-        if self.context.bootstrap and state.entries:
-            boot = poisson_weights(np.concatenate(state.entries), self.context.seed, self.context.bootstrap) * weights
+        boot = jet_weights(state.entries, weights, self.context.seed, self.context.bootstrap)
         return clipped_class_sums(lambda k: deltas.row(k), n_units, np.concatenate(state.classes), weights,
                                   None if self.options.clip == "signed" else np.abs, boot)
 
@@ -151,12 +149,8 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         n_feat = len(self.units.features)
         features = sorted_scores(scores(self.context.features[:n_feat], 0))
         groups = sorted_scores(scores(self.units.group_names, n_feat))
-        replicates = []
-        if reps is not None:
-            replicates = [Replicates("features", list(self.context.features[:n_feat]), reps[:, :n_feat]),
-                          Replicates("groups", list(self.units.group_names), reps[:, n_feat:])]
-            features = with_intervals(features, replicates[0])
-            groups = with_intervals(groups, replicates[1])
+        features, groups, replicates = unit_intervals(features, groups, reps, list(self.context.features[:n_feat]),
+                                                      list(self.units.group_names))
         what = "logit" if self.options.target == "logit" else "score"
         summary = (f"Mean |Δ{what}| when a feature is set to its baseline; largest for "
                    f"{features[0].feature} ({features[0].score:.3g})." if features else "")

@@ -384,21 +384,12 @@ class Tagger:
         if not todo:
             return
         n = len(next(iter(inputs.values())))
-        session = self._make_session(todo, keep=False)
-        t0 = time.perf_counter()
-        try:
-            one = session.run(todo, self.padded_feed({k: v[:1] for k, v in inputs.items()}))
-            if self.fixed_batch:  # the batch never changes: rows of the fixed batch are the jets
-                axes = [ROWS if v.ndim and v.shape[0] == self.fixed_batch else None for v in one]
-            else:
-                pair = session.run(todo, {k: v[[0, min(1, n - 1)]] for k, v in inputs.items()})
-                axes = [learn_jet_axis(a, b) for a, b in zip(one, pair)]
-        except Exception as exc:
-            first = (str(exc).splitlines() or [""])[0]
-            raise ModelError(f"{self.path}: onnxruntime failed to run the model on one jet: {first[:300]}") from None
-        finally:
-            with self._counting:
-                self.inference_s += time.perf_counter() - t0
+        one = list(self.raw_values({k: v[:1] for k, v in inputs.items()}, todo).values())
+        if self.fixed_batch:  # the batch never changes: rows of the fixed batch are the jets
+            axes = [ROWS if v.ndim and v.shape[0] == self.fixed_batch else None for v in one]
+        else:
+            pair = list(self.raw_values({k: v[[0, min(1, n - 1)]] for k, v in inputs.items()}, todo).values())
+            axes = [learn_jet_axis(a, b) for a, b in zip(one, pair)]
         for name, value, axis in zip(todo, one, axes):
             self.jet_axes[name] = axis
             if axis is None:
