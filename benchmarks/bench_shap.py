@@ -15,7 +15,13 @@ inputs. The script says which it used. Needs ``pip install shap`` (benchmark onl
 Timing: --rounds (3) interleaved rounds of both; the medians are compared. shap's error is the
 mean over the rounds' seeds.
 
+Error vs budget (issue 19): ``--budget-table 10,50,200,...`` prints, per budget of model
+evaluations per jet, the RMS error against the reference of hepaudit's Kernel SHAP and of
+``shap.KernelExplainer``, each with the Lasso off and with ``l1_reg="aic"``, as the mean over
+``--seeds`` seeds (shap's AIC needs more augmented rows than players: "n/a" below that).
+
     python benchmarks/bench_shap.py [--jets 100] [--rounds 3] [--reference-permutations 2000] [--budgets 1716,2228]
+    python benchmarks/bench_shap.py --budget-table 10,50,200,500,1000,2000 [--seeds 3] [--jets 40]
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ def main() -> None:
     parser.add_argument("--budgets", default="", help="extra hepaudit budgets to compare (comma separated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (medians are compared)")
+    parser.add_argument("--budget-table", default="", help="budgets for the error-vs-budget table (comma separated)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per budget in the error-vs-budget table")
     args = parser.parse_args()
     import shap
 
@@ -109,6 +117,10 @@ def main() -> None:
     m = x.shape[1]
     print(f"jets explained: {len(x)} ({int(y_all[idx].sum())} signal), players: {m} features, "
           "background: mean")
+
+    if args.budget_table:
+        budget_table(args, explainer, x, f_x, mean, [int(b) for b in args.budget_table.split(",")])
+        return
 
     # warm the session up (thread pools, memory arenas) once, as the audit's chunk loop does
     # before finish(); the peer below uses the same warm session
@@ -182,6 +194,66 @@ def main() -> None:
             seconds = time.perf_counter() - t0
             print(f"  budget {budget:6d} {method:11s}: {out['rows'] / len(x):8.0f} model rows/jet  "
                   f"{seconds:6.2f} s  RMS error {rms(out['phi'], reference):.3e}")
+
+
+def budget_table(args: argparse.Namespace, explainer, x: np.ndarray, f_x: np.ndarray, mean: np.ndarray,
+                 budgets: list[int]) -> None:
+    """RMS error against the converged reference, per budget: hepaudit and shap, Lasso off and AIC."""
+    import warnings
+
+    import shap
+
+    m = x.shape[1]
+    tagger = explainer.context.tagger
+    session, output = tagger._session, tagger.score_spec.output
+
+    def model_fn(batch: np.ndarray) -> np.ndarray:
+        return session.run([output], {"x": batch.astype(np.float32)})[0][:, 0].astype(np.float64)
+
+    Options = type(explainer.options)
+    ref = type(explainer)(Options(method="permutation", max_exact=0, samples=args.reference_permutations * (m - 1),
+                                  seed=args.seed + 1000), explainer.context)
+    t0 = time.perf_counter()
+    out = ref.compute({"x": x}, f_x, {"x": mean}, np.ones(1))
+    reference = out["phi"]
+    print(f"reference: {args.reference_permutations} antithetic permutations ({time.perf_counter() - t0:.0f} s), "
+          f"RMS standard error {np.sqrt(np.mean(out['error'] ** 2)):.2e}, "
+          f"RMS |phi| {np.sqrt(np.mean(reference ** 2)):.2e}")
+    print(f"RMS error against it, mean over {args.seeds} seeds; {len(x)} jets, {m} players")
+    print(f"{'budget':>7} {'hepaudit':>10} {'hep. aic':>10} {'shap':>10} {'shap aic':>10} "
+          f"{'ratio':>6} {'ratio aic':>9}")
+    for budget in budgets:
+        cells: dict[str, list[float]] = {"ours": [], "ours_aic": [], "shap": [], "shap_aic": []}
+        for seed in range(args.seeds):
+            for key, l1 in (("ours", False), ("ours_aic", "aic")):
+                e = type(explainer)(Options(max_exact=0, samples=budget, seed=args.seed + seed, l1_reg=l1),
+                                    explainer.context)
+                try:
+                    phi = e.compute({"x": x}, f_x, {"x": mean}, np.ones(1))["phi"]
+                    cells[key].append(rms(phi, reference))
+                except RuntimeError:
+                    cells[key].append(float("nan"))
+            for key, l1 in (("shap", False), ("shap_aic", "aic")):
+                np.random.seed(args.seed + seed)
+                peer = shap.KernelExplainer(model_fn, mean.astype(np.float64))
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        phi = np.asarray(peer.shap_values(x.astype(np.float64), nsamples=budget, l1_reg=l1,
+                                                          silent=True)).reshape(len(x), m)
+                    cells[key].append(rms(phi, reference))
+                except ValueError:  # sklearn: too few rows to estimate the noise variance
+                    cells[key].append(float("nan"))
+        mean_of = {k: float(np.mean(v)) for k, v in cells.items()}
+
+        def show(v: float) -> str:
+            return f"{v:10.3e}" if np.isfinite(v) else f"{'n/a':>10}"
+
+        ratio = mean_of["ours"] / mean_of["shap"]
+        ratio_aic = mean_of["ours_aic"] / mean_of["shap_aic"]
+        print(f"{budget:7d} {show(mean_of['ours'])} {show(mean_of['ours_aic'])} {show(mean_of['shap'])} "
+              f"{show(mean_of['shap_aic'])} {ratio:6.2f} {ratio_aic if np.isfinite(ratio_aic) else float('nan'):9.2f}")
+    print("ratio = hepaudit / shap at the same budget and Lasso setting (target <= 1)")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,13 @@ from hepaudit.explainers.shap.background import (
 from hepaudit.explainers.shap.coalitions import all_coalitions, exact_shapley
 from hepaudit.explainers.shap.evaluate import CoalitionEvaluator, Players
 from hepaudit.explainers.shap.figures import player_values
-from hepaudit.explainers.shap.kernel import default_budget, kernel_design, kernel_shap, permutation_shap
+from hepaudit.explainers.shap.kernel import (
+    default_budget,
+    kernel_design,
+    kernel_shap,
+    kernel_shap_selected,
+    permutation_shap,
+)
 from hepaudit.explanation import Explanation
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
@@ -53,6 +59,10 @@ class ShapOptions:
     max_exact: int = 14  # exact enumeration of all 2^M coalitions up to this many players
     method: str = "kernel"  # "kernel" (Kernel SHAP) or "permutation" (antithetic permutations)
     samples: int | str = "auto"  # model evaluations (coalitions) per jet; "auto" = 2M + 1536
+    # Kernel SHAP restricted to the players a Lasso selects, as shap's l1_reg: false, "aic",
+    # "bic", N (the first N players on the LAR path) or "auto" (AIC when < 20 % of the
+    # coalitions are evaluated and the noise variance can be estimated)
+    l1_reg: bool | str | int = False
     seed: int | None = None  # default: the audit's seed
 
     def __post_init__(self) -> None:
@@ -75,6 +85,13 @@ class ShapOptions:
             raise ValueError(f"samples: expected \"auto\" or a number, found {self.samples!r}")
         if isinstance(self.samples, int) and self.samples < 2:
             raise ValueError(f"samples: expected at least 2, found {self.samples}")
+        r = self.l1_reg
+        if r is True or (isinstance(r, str) and r not in ("auto", "aic", "bic")) or (
+                isinstance(r, int) and not isinstance(r, bool) and r < 1):
+            raise ValueError(f"l1_reg: expected false, \"auto\", \"aic\", \"bic\" or a number of players, "
+                             f"found {r!r}")
+        if r is not False and self.method != "kernel":
+            raise ValueError("l1_reg: feature selection applies to method = \"kernel\" only")
         if not 0 <= self.max_exact <= 20:
             raise ValueError(f"max_exact: expected 0..20 (2^M coalitions per jet), found {self.max_exact}")
 
@@ -263,9 +280,28 @@ class Shap(Explainer[ShapState]):
                     "samples": n_perm * (m - 1), "rows": evaluator.forward_rows}
         design = kernel_design(m, budget, rng)
         v = evaluator.values(design.coalitions)
-        phi, err = kernel_shap(design, v, v_empty, f_x)
+        rule = self._l1_rule(m, len(design.coalitions))
+        if rule is None:
+            phi, err = kernel_shap(design, v, v_empty, f_x)
+        else:
+            phi, err = kernel_shap_selected(design, v, v_empty, f_x, rule)
         return {"phi": phi, "v_empty": v_empty, "error": err, "exact": False, "method": "kernel",
-                "samples": len(design.coalitions), "rows": evaluator.forward_rows}
+                "samples": len(design.coalitions), "rows": evaluator.forward_rows, "l1_reg": rule}
+
+    def _l1_rule(self, m: int, coalitions: int) -> str | int | None:
+        """The feature selection to apply: shap's rule for "auto" (AIC when under 20 % of the
+        2^M − 2 coalitions are evaluated), which also needs more augmented rows than players."""
+        r = self.options.l1_reg
+        if r is False:
+            return None
+        if r == "auto":
+            sampled_fraction = coalitions / (2.0 ** m - 2)
+            return "aic" if sampled_fraction < 0.2 and 2 * coalitions > m + 1 else None
+        if isinstance(r, str) and 2 * coalitions <= m + 1:
+            raise RuntimeError(f"l1_reg = {r!r} estimates the noise variance from a full fit, which needs more "
+                               f"than {(m + 1) // 2} coalitions for {m} players (found {coalitions}); raise samples "
+                               "or give l1_reg a number of players")
+        return r
 
     def finish(self, state: ShapState) -> ExplainerResult:
         reservoirs = [state.explain[c] for c in sorted(state.explain)]
@@ -313,6 +349,7 @@ class Shap(Explainer[ShapState]):
                                          for c in np.unique(labels)},
             "exact": bool(out["exact"]),
             "method": out["method"],
+            "l1_reg": out.get("l1_reg"),  # the feature selection applied (None: every player fitted)
             "additivity_max_abs_error": additivity,
             "players": "groups" if self.grouped else "features",
             "groups": ({n: [self.context.features[k] for k in ks] for n, ks in

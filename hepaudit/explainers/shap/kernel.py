@@ -37,6 +37,7 @@ from math import comb
 import numpy as np
 
 from hepaudit.explainers.shap.coalitions import kernel_weight
+from hepaudit.explainers.shap.lasso import select_players
 
 
 @dataclass
@@ -125,19 +126,11 @@ def _subsets(m: int, t: int) -> list[tuple[int, ...]]:
     return list(combinations(range(m), t))
 
 
-#: singular values below this fraction of the largest are treated as zero: the design then has
-#: fewer independent coalitions than players and the minimum-norm solution is taken
+#: singular values below this fraction of the largest are treated as zero (rank decisions)
 RCOND = 1e-10
-
-
-def _pseudo_inverse(a: np.ndarray) -> np.ndarray:
-    """A⁻¹ for a well-conditioned normal matrix, else its pseudo-inverse (never an explosion:
-    ``np.linalg.solve`` on a numerically singular matrix returns 1e15-sized garbage silently)."""
-    u, sv, vt = np.linalg.svd(a, hermitian=True)
-    keep = sv > RCOND * sv[0] if len(sv) and sv[0] > 0 else np.zeros(len(sv), bool)
-    inv = np.zeros_like(sv)
-    inv[keep] = 1.0 / sv[keep]
-    return (vt.T * inv) @ u.T
+#: ridge strengths tried by generalised cross-validation, as fractions of the largest
+#: eigenvalue of the (collapsed, weighted) normal matrix; 0 is always a candidate
+RIDGE_GRID = np.concatenate([[0.0], np.logspace(-9, 0, 37)])
 
 
 def full_rank(a: np.ndarray) -> bool:
@@ -145,33 +138,112 @@ def full_rank(a: np.ndarray) -> bool:
     return bool(len(sv) == 0 or (sv[0] > 0 and sv[-1] > RCOND * sv[0]))
 
 
-def _solve(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    if full_rank(a):
-        return np.linalg.solve(a, rhs)
-    # fewer independent coalitions than players: among the fits, the one with the smallest φ
-    # (the rest of φ then follows from the efficiency constraint)
-    return _pseudo_inverse(a) @ rhs
+@dataclass
+class Fit:
+    """The constrained fit of every jet: φ (n, M) and the ridge strength λ that GCV chose."""
+
+    phi: np.ndarray
+    ridge: float
+    penalty: np.ndarray  # P of the penalty λ (h − c)ᵀ P (h − c) on the first M − 1 players
+
+
+def _paired(design_part: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (a, b) where b is a's complement (−1: none). Sampled rows come pair by pair;
+    enumerated sizes hold every coalition's complement, matched by bit pattern."""
+    c = len(z)
+    partner = np.full(c, -1, np.int64)
+    sampled = np.flatnonzero(design_part >= 0)
+    partner[sampled[0::2]] = sampled[1::2]
+    enumerated = np.flatnonzero(design_part < 0)
+    if len(enumerated):
+        keys = {row.tobytes(): int(i) for i, row in zip(enumerated, np.packbits(z[enumerated], axis=1))}
+        for i, row in zip(enumerated, np.packbits(~z[enumerated], axis=1)):
+            j = keys.get(row.tobytes(), -1)
+            if j > i:
+                partner[i] = j
+            elif j < 0:
+                partner[i] = -2  # unpaired: a row of its own
+    first = np.flatnonzero((partner >= 0) | (partner == -2))
+    second = np.where(partner[first] >= 0, partner[first], -1)
+    return first, second
+
+
+def constrained_fit(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarray,
+                    part: np.ndarray | None = None) -> Fit:
+    """φ (n, M) minimising Σ_c w_c (y_jc − z_c·φ_j)² + λ ‖φ_j − total_j/M‖² subject to
+    Σ_i φ_ji = total_j, with one λ ≥ 0 for all jets chosen by generalised cross-validation.
+
+    ``z`` (C, M) bool, ``w`` (C,), ``y`` (n, C) = v(S) − v(∅), ``total`` (n,) = f(x) − v(∅).
+    λ = 0 is plain Kernel SHAP; GCV takes it whenever the coalitions pin φ down. Near and
+    below as many coalition pairs as players the least-squares fit is (nearly) square and
+    amplifies the sampling noise: GCV then shrinks φ toward the equal split total/M, the
+    estimate that assumes nothing. A coalition and its complement carry the same equation
+    (with the constraint), so GCV counts each pair once.
+    """
+    zf = z.astype(np.float64)
+    n, m = len(y), zf.shape[1]
+    if m == 1:
+        return Fit(total[:, None].copy(), 0.0, np.zeros((0, 0)))
+    p = m - 1
+    x = zf[:, :-1] - zf[:, -1:]  # eliminate φ_M = total − Σ_{i<M} φ_i
+    target = y - zf[None, :, -1] * total[:, None]  # (n, C)
+    centre = np.outer(total / m, np.ones(p))  # (n, M−1): the equal split
+    target = target - centre @ x.T
+    # the penalty Σ_{i≤M} (φ_i − t/M)² in the first M − 1 players: P = I + 11ᵀ, whose inverse
+    # square root is I − (1 − 1/√(1+p)) 11ᵀ / p
+    penalty = np.eye(p) + 1.0
+    root_inv = np.eye(p) - (1.0 - 1.0 / np.sqrt(1.0 + p)) / p
+    first, second = _paired(np.full(len(z), -1) if part is None else part, z)
+    has = second >= 0
+    wa, wb = w[first], np.where(has, w[np.maximum(second, 0)], 0.0)
+    wc = wa + wb
+    # a pair's two equations (x, t_a) and (−x, t_b) are one of weight w_a + w_b
+    tc = (wa * target[:, first] - wb * np.where(has, target[:, np.maximum(second, 0)], 0.0)) / wc
+    xs = (x[first] @ root_inv) * np.sqrt(wc)[:, None]
+    yw = tc * np.sqrt(wc)  # (n, Cc)
+    u, sv, vt = np.linalg.svd(xs, full_matrices=False)
+    uy = yw @ u  # (n, k)
+    s2 = sv ** 2
+    rows = len(first)
+    lam = _gcv(s2, uy, float((yw ** 2).sum()), rows)
+    if lam > 0:
+        shrink = sv / (s2 + lam)
+    else:  # the least-squares solution (of minimum norm should the design be deficient)
+        kept = sv > RCOND * (sv[0] if len(sv) else 0.0)
+        shrink = np.where(kept, 1.0 / np.where(kept, sv, 1.0), 0.0)
+    g = (uy * shrink) @ vt  # (n, M−1)
+    head = centre + g @ root_inv
+    phi = np.empty((n, m))
+    phi[:, :-1] = head
+    phi[:, -1] = total - head.sum(axis=1)
+    return Fit(phi, lam, penalty)
+
+
+def _gcv(s2: np.ndarray, uy: np.ndarray, total_sq: float, rows: int) -> float:
+    """The ridge strength minimising GCV(λ) = Σ_jets RSS(λ) / (rows − tr H(λ))², pooled over jets."""
+    if not len(s2) or s2[0] <= 0:
+        return 0.0
+    best, best_lam = np.inf, 0.0
+    uy2 = (uy ** 2).sum(axis=0)  # (k,)
+    for kappa in RIDGE_GRID:
+        lam = kappa * s2[0]
+        if lam == 0:
+            f = (s2 > RCOND * s2[0]).astype(np.float64)
+        else:
+            f = s2 / (s2 + lam)
+        rss = total_sq - float(((2 * f - f ** 2) * uy2).sum())
+        dof = rows - float(f.sum())
+        if dof < 0.5:
+            continue
+        score = max(rss, 0.0) / dof ** 2
+        if score < best * (1 - 1e-12):
+            best, best_lam = score, lam
+    return best_lam
 
 
 def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """φ (n, M) minimising Σ_c w_c (y_jc − z_c·φ_j)² subject to Σ_i φ_ji = total_j.
-
-    ``z`` (C, M) bool, ``w`` (C,), ``y`` (n, C) = v(S) − v(∅), ``total`` (n,) = f(x) − v(∅).
-    """
-    zf = z.astype(np.float64)
-    m = zf.shape[1]
-    if m == 1:
-        return total[:, None].copy()
-    x = zf[:, :-1] - zf[:, -1:]  # eliminate φ_M = total − Σ_{i<M} φ_i
-    target = y - zf[None, :, -1] * total[:, None]  # (n, C)
-    xw = x * w[:, None]
-    a = x.T @ xw
-    rhs = xw.T @ target.T  # (M−1, n)
-    head = _solve(a, rhs)
-    phi = np.empty((len(y), m))
-    phi[:, :-1] = head.T
-    phi[:, -1] = total - head.sum(axis=0)
-    return phi
+    """φ (n, M) of the constrained weighted least-squares fit (GCV ridge, see :func:`constrained_fit`)."""
+    return constrained_fit(z, w, y, total).phi
 
 
 def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: np.ndarray
@@ -179,14 +251,16 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     """Shapley values (n, M) and their error estimate (n, M) from v (n, C) on the design.
 
     The error is the sandwich (delta-method) standard error of the sampled part: φ̂ − φ ≈
-    A⁻¹ Σ_pairs g_p with A = XᵀWX and g_p = Σ_{c ∈ pair p} w_c x_c r_c (r the residuals),
-    the pairs being independent draws; enumerated coalitions add no sampling error.
+    (A + λP)⁻¹ Σ_pairs g_p with A = XᵀWX and g_p = Σ_{c ∈ pair p} w_c x_c r_c (r the
+    residuals), the pairs being independent draws; enumerated coalitions add no sampling
+    error. It leaves out the bias of the ridge (λ > 0 only where the fit is nearly square).
     """
     y = v - v_empty[:, None]
     total = f_x - v_empty
     z = design.coalitions
     m = z.shape[1]
-    phi = constrained_wls(z, design.weights, y, total)
+    fit = constrained_fit(z, design.weights, y, total, design.part)
+    phi = fit.phi
     sampled = design.part >= 0
     n_pairs = int(sampled.sum()) // 2
     if m == 1 or n_pairs < 2:
@@ -198,7 +272,7 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     a = x.T @ (x * design.weights[:, None])
     if not full_rank(a):  # the sampling error of an under-determined fit is not estimable
         return phi, np.full_like(phi, np.nan)
-    a_inv = np.linalg.inv(a)
+    a_inv = np.linalg.inv(a + fit.ridge * fit.penalty)
     u = (x[sampled] * design.weights[sampled][:, None]) @ a_inv  # (2P, M−1): rows come pair by pair
     ua, ub = u[0::2], u[1::2]
     rs = residual[:, sampled]
@@ -212,6 +286,33 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     # φ_M = total − Σ_{i<M} φ_i: its per-pair term is −Σ_i h_pi
     hm = ra * ua.sum(axis=1) + rb * ub.sum(axis=1)  # (n, P)
     error[:, -1] = np.sqrt(np.maximum((hm ** 2).sum(axis=1) - n_pairs * hm.mean(axis=1) ** 2, 0.0) * scale)
+    return phi, error
+
+
+def kernel_shap_selected(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: np.ndarray,
+                         rule: str | int) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel SHAP restricted, jet by jet, to the players the Lasso selects (``rule``: "aic",
+    "bic" or a number of players, as shap's ``l1_reg``); the others get φ = 0. The error
+    estimate is that of the restricted fit, conditional on the selection. A jet for which
+    nothing is selected keeps every player (φ = 0 everywhere could not add up to f(x) − E[f])."""
+    n, m = v.shape[0], design.coalitions.shape[1]
+    phi = np.zeros((n, m))
+    error = np.zeros((n, m))
+    y = v - v_empty[:, None]
+    total = f_x - v_empty
+    # AIC's noise variance comes from rows that are coalition and complement, the same
+    # equation twice, so it keeps too many players; the restricted fit stays well determined
+    # with at most half as many players as distinct equations
+    most = max(1, len(_paired(design.part, design.coalitions)[0]) // 2)
+    for j in range(n):
+        keep = select_players(design.coalitions, design.weights, y[j], float(total[j]), rule,
+                              None if isinstance(rule, int) else most)
+        if len(keep) == 0:
+            keep = np.arange(m)
+        sub = KernelDesign(design.coalitions[:, keep], design.weights, design.part, design.n_enumerated)
+        p, e = kernel_shap(sub, v[j:j + 1], v_empty[j:j + 1], f_x[j:j + 1])
+        phi[j, keep] = p[0]
+        error[j, keep] = e[0]
     return phi, error
 
 
