@@ -16,10 +16,11 @@ import numpy as np
 from hepaudit.bootstrap import poisson_weights, unit_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
+from hepaudit.explainers.hidden_units import HiddenState, HiddenUnits, hidden_dauc, hidden_field, hidden_figures
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
 from hepaudit.metrics import roc_auc, roc_auc_each, roc_auc_replicates
 from hepaudit.plugins import ExplainerRegistry, hookimpl
-from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
+from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
 
 
 @dataclass
@@ -31,6 +32,7 @@ class DaucState:
     labels: SpilledColumns  # (1, jets) bool
     weights: SpilledColumns | None = None  # (1, jets) float64, for weighted data
     entries: SpilledColumns | None = None  # (1, jets) int64: the bootstrap's weights are keyed by them
+    hidden: HiddenState | None = None  # the hidden tensor of option ``hidden``, per jet
 
 
 class DeltaAUC(Explainer[DaucState]):
@@ -43,10 +45,12 @@ class DeltaAUC(Explainer[DaucState]):
     def __init__(self, options: OcclusionOptions, context: AuditContext) -> None:
         super().__init__(options, context)
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
+        self.hidden = HiddenUnits(context, options.hidden, self.name) if options.hidden else None
 
     def start(self) -> DaucState:
         return DaucState(SpilledColumns(1 + len(self.units.all)), SpilledColumns(1, bool),
-                         entries=SpilledColumns(1, np.int64) if self.context.bootstrap else None)
+                         entries=SpilledColumns(1, np.int64) if self.context.bootstrap else None,
+                         hidden=HiddenState() if self.hidden else None)
 
     def update(self, state: DaucState, chunk: Chunk) -> DaucState:
         assert chunk.labels is not None
@@ -59,12 +63,15 @@ class DeltaAUC(Explainer[DaucState]):
             if state.weights is None:
                 state.weights = SpilledColumns(1, np.float64)
             state.weights.append(chunk.weights[None, :])
+        if self.hidden is not None and state.hidden is not None:
+            self.hidden.add(state.hidden, chunk)
         return state
 
     def merge(self, a: DaucState, b: DaucState) -> DaucState:
         weights = b.weights if a.weights is None else (a.weights if b.weights is None else a.weights.merged(b.weights))
         entries = b.entries if a.entries is None else (a.entries if b.entries is None else a.entries.merged(b.entries))
-        return DaucState(a.scores.merged(b.scores), a.labels.merged(b.labels), weights, entries)
+        hidden = None if a.hidden is None or b.hidden is None else HiddenUnits.merge(a.hidden, b.hidden)
+        return DaucState(a.scores.merged(b.scores), a.labels.merged(b.labels), weights, entries, hidden)
 
     def _replicates(self, state: DaucState, labels: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
         """(R, units) ΔAUC of each bootstrap replicate: the same AUCs with Poisson weights per jet."""
@@ -96,6 +103,10 @@ class DeltaAUC(Explainer[DaucState]):
         reps = self._replicates(state, labels, weights)
         features, groups, replicates = unit_intervals(features, groups, reps, list(self.context.features[:n_feat]),
                                                       list(self.units.group_names))
+        fields: dict[str, object] = {}
+        if self.hidden is not None and state.hidden is not None:
+            hidden = hidden_dauc(self.hidden.scores(state.hidden, self.options.baseline))
+            fields["hidden_units"] = hidden_field(self.hidden, self.options.baseline, hidden)
         top = features[0] if features else None
         summary = f"Baseline AUC {base_auc:.4f}." + (
             f" Occluding {top.feature} costs the most: ΔAUC = {top.score:.4f}." if top else "")
@@ -105,9 +116,12 @@ class DeltaAUC(Explainer[DaucState]):
             replicates=replicates,
             fields={"baseline_auc": base_auc,
                     "definition": "AUC(f(x)) - AUC(f(x\\k)), x\\k: feature k set to the baseline",
-                    "forward_passes_per_jet": 1 + len(self.units.all)},
+                    "forward_passes_per_jet": 1 + len(self.units.all), **fields},
             summary=summary,
         )
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        return hidden_figures(result, "ΔAUC")
 
 
 @hookimpl

@@ -23,10 +23,11 @@ import numpy as np
 from hepaudit.bootstrap import BootstrapMeans, jet_weights, merged, unit_intervals
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
+from hepaudit.explainers.hidden_units import HiddenState, HiddenUnits, hidden_field, hidden_figures, hidden_mad
 from hepaudit.explainers.iqr import clipped_class_sums
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
 from hepaudit.plugins import ExplainerRegistry, hookimpl
-from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, sorted_scores
+from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class MadState:
     weights: list[np.ndarray] = field(default_factory=list)
     boot: BootstrapMeans | None = None  # bootstrap replicates of mean |Δ| (unclipped variants)
     entries: list[np.ndarray] = field(default_factory=list)  # iqr_clip: the bootstrap's keys
+    hidden: HiddenState | None = None  # the hidden tensor of option ``hidden``, per jet
 
 
 class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
@@ -71,14 +73,18 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
     def __init__(self, options: MadOptions, context: AuditContext) -> None:
         super().__init__(options, context)
         self.units: Units = occlusion_units(context, options.groups, self.name, options.features)
+        self.hidden = HiddenUnits(context, options.hidden, self.name) if options.hidden else None
 
     def start(self) -> MadState:
         clip = self.options.clip
         return MadState(deltas=SpilledColumns(len(self.units.all)) if clip else None,
-                        boot=None if clip else self.context.bootstrap_means("mad"))
+                        boot=None if clip else self.context.bootstrap_means("mad"),
+                        hidden=HiddenState() if self.hidden else None)
 
     def update(self, state: MadState, chunk: Chunk) -> MadState:
         scores, logits = chunk.occluded(self.units.all, self.options.baseline)
+        if self.hidden is not None and state.hidden is not None:
+            self.hidden.add(state.hidden, chunk)
         if self.options.target == "logit":
             delta = chunk.logit[None, :] - logits
             reference = chunk.logit
@@ -111,8 +117,9 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
     def merge(self, a: MadState, b: MadState) -> MadState:
         sums = b.sums if a.sums is None else (a.sums if b.sums is None else a.sums + b.sums)
         deltas = b.deltas if a.deltas is None else (a.deltas if b.deltas is None else a.deltas.merged(b.deltas))
+        hidden = None if a.hidden is None or b.hidden is None else HiddenUnits.merge(a.hidden, b.hidden)
         return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights,
-                        merged(a.boot, b.boot), a.entries + b.entries)
+                        merged(a.boot, b.boot), a.entries + b.entries, hidden)
 
     def _clipped_sums(self, state: MadState
                       ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]], np.ndarray | None]:
@@ -159,15 +166,23 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         warnings = [f"{cls}: the IQR of Δ is 0 for {len(units)} of {len(names)} units (most Δ equal), so "
                     f"every other Δ is clipped and their MAD is ~0: {', '.join(units[:8])}"
                     f"{' ...' if len(units) > 8 else ''}" for cls, units in iqr_zero.items()]
+        extra: dict[str, object] = {}
+        if self.hidden is not None and state.hidden is not None:
+            hidden = hidden_mad(self.hidden.scores(state.hidden, self.options.baseline), self.options.target,
+                                self.options.relative)
+            extra["hidden_units"] = hidden_field(self.hidden, self.options.baseline, hidden)
         return self.result(
             feature_importance=features, group_importance=groups or None,
-            fields={"target": self.options.target, "relative": self.options.relative,
+            fields={**extra, "target": self.options.target, "relative": self.options.relative,
                     "iqr_clip": self.options.clip or False, "iqr_zero": iqr_zero or None,
                     "definition": "mean over jets of |t(x) - t(x\\k)|, t = " + what
                     + ({"signed": "; signed Delta clipped beyond 1.5 IQR per class (the paper's)",
                         "abs": "; |Delta| clipped beyond 1.5 IQR per class"}.get(self.options.clip or "", ""))},
             summary=summary, warnings=warnings, replicates=replicates,
         )
+
+    def draw(self, result: ExplainerResult) -> list[Figure]:
+        return hidden_figures(result, "mean |Δ" + ("logit|" if self.options.target == "logit" else "score|"))
 
 
 @hookimpl

@@ -25,6 +25,9 @@ class OcclusionOptions:
     # false: score the groups only, not every single feature (models with thousands of
     # features, e.g. ParticleNet's 2798, where one forward pass per feature is too slow)
     features: bool = True
+    # a hidden tensor whose channels are occluded too (each set to its mean over the audited
+    # jets, or to the constant baseline) with the rest of the network run from it
+    hidden: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.baseline, str) and self.baseline != "mean":

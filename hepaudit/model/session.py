@@ -431,6 +431,11 @@ class Tagger:
                 arrays[k] = kept[k][:n]
         return arrays
 
+    def score_from(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Score and logit per jet from the score output (and the head's logit tensor), as
+        returned by a session over part of the graph that ends at the same tensors."""
+        return self._score_and_logit(out)
+
     def _score_and_logit(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         spec = self.score_spec
         raw = out[spec.output].astype(np.float64)

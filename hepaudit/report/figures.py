@@ -141,6 +141,11 @@ def group_bar_chart(result: ExplainerResult, top: int = 30) -> bytes | None:
     return _bar_chart(result.group_importance, f"{result.name}: group importance", "importance score", top)
 
 
+def hidden_bar_chart(scores: list[FeatureScore], title: str, xlabel: str, top: int = 30) -> bytes | None:
+    """Horizontal bars of the channels of a hidden tensor (ΔAUC / MAD of hidden units)."""
+    return _bar_chart(scores, title, xlabel, top)
+
+
 def attribution_rankings(report: AuditReport) -> dict[str, list[str]]:
     """Feature names by descending score, for every explainer that ran and ranked features."""
     return {
