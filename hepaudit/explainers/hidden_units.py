@@ -130,7 +130,7 @@ class HiddenUnits:
         else:
             fill = np.full((1, *h.shape[1:]), float(baseline), np.float32)
         score, logit = self._run(h)
-        k_all = h.shape[axis]
+        k_all = int(h.shape[axis])
         scores, logits = np.empty((k_all, n)), np.empty((k_all, n))
         work = h.copy()
         for k in range(k_all):
