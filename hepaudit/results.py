@@ -110,10 +110,19 @@ class Agreement:
     units: str = "features"  # "features" or "groups"
     n_common: int | None = None
     kendall_tau_ci95: list[float] | None = None  # over the bootstrap replicates of both rankings
+    # the noise level: the lower of the two methods' agreement with themselves on resampled jets
+    # (median τ and 2.5th percentile of the top-10 overlap between bootstrap replicates)
+    noise_kendall_tau: float | None = None
+    noise_top10_overlap: float | None = None
+    # the two rankings differ no more than one method differs from itself under resampling:
+    # τ's interval reaches noise_kendall_tau, or the overlap reaches noise_top10_overlap
+    within_noise: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "kendall_tau": self.kendall_tau, "top10_overlap": self.top10_overlap,
-                "units": self.units, "n_common": self.n_common, "kendall_tau_ci95": self.kendall_tau_ci95}
+                "units": self.units, "n_common": self.n_common, "kendall_tau_ci95": self.kendall_tau_ci95,
+                "noise_kendall_tau": self.noise_kendall_tau, "noise_top10_overlap": self.noise_top10_overlap,
+                "within_noise": self.within_noise}
 
 
 @dataclass

@@ -105,3 +105,30 @@ def test_clipped_variants_have_intervals(tmp_path: Path) -> None:
         ratio = np.median([s.score_std / s.score for s in clipped]) / np.median(
             [s.score_std / s.score for s in plain.explainers[name].feature_importance])
         assert 0.2 < ratio < 5, (name, ratio)
+
+
+def test_agreement_says_whether_a_difference_is_within_noise() -> None:
+    """Two methods with the same underlying ranking, measured with noise as large as the gaps
+    between scores, differ within noise; two with reversed rankings and little noise do not."""
+    from hepaudit.bootstrap import Replicates
+    from hepaudit.report.assemble import agreement
+    from hepaudit.results import ExplainerResult, FeatureScore, sorted_scores
+
+    rng = np.random.default_rng(5)
+    names = [f"f{k}" for k in range(30)]
+    truth = np.linspace(1.0, 0.0, 30)
+
+    def method(name: str, centre: np.ndarray, noise: float) -> ExplainerResult:
+        sample = centre + noise * rng.normal(size=30)
+        reps = centre[None, :] + noise * rng.normal(size=(32, 30))
+        ranking = sorted_scores([FeatureScore(n, float(v)) for n, v in zip(names, sample)])
+        return ExplainerResult(name=name, feature_importance=ranking, replicates=[Replicates("features", names, reps)])
+
+    noisy = {"a": method("a", truth, 0.5), "b": method("b", truth, 0.5)}
+    (pair,) = agreement(noisy)
+    assert pair.within_noise is True and pair.noise_kendall_tau is not None and pair.noise_kendall_tau < 0.6
+    clear = {"a": method("a", truth, 0.01), "b": method("b", truth[::-1].copy(), 0.01)}
+    (pair,) = agreement(clear)
+    assert pair.within_noise is False and pair.kendall_tau < 0 and pair.noise_kendall_tau > 0.9
+    bare = {n: ExplainerResult(name=n, feature_importance=r.feature_importance) for n, r in noisy.items()}
+    assert agreement(bare)[0].within_noise is None  # no replicates: no verdict

@@ -120,9 +120,37 @@ def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] 
                 overlap = top_k_overlap([s.feature for s in ranked[a][units] if s.feature in shared],
                                         [s.feature for s in ranked[b][units] if s.feature in shared])
                 ci = _tau_interval(results[a], results[b], units, common, tau)
+                noise = [_self_agreement(results[n], units, common) for n in (a, b)]
+                noise_tau = min((x[0] for x in noise if x is not None), default=None)
+                noise_overlap = min((x[1] for x in noise if x is not None), default=None)
+                within = None
+                if noise_tau is not None and noise_overlap is not None and np.isfinite(tau):
+                    high = ci[1] if ci else tau
+                    within = bool(high >= noise_tau or overlap >= noise_overlap)
                 out.append(Agreement(a, b, None if np.isnan(tau) else tau, None if np.isnan(overlap) else overlap,
-                                     units, len(common), ci))
+                                     units, len(common), ci, noise_tau, noise_overlap, within))
     return out
+
+
+def _self_agreement(result: ExplainerResult, units: str, common: list[str]) -> tuple[float, float] | None:
+    """How well one method agrees with itself on resampled jets: the median Kendall τ and the
+    2.5th percentile of the top-10 overlap between pairs of its bootstrap replicates (two
+    independent resamples each), over the ``common`` units. A cross-method τ or overlap that
+    reaches it is a difference the method's own noise makes."""
+    rep = next((r for r in result.replicates if r.units == units), None)
+    if rep is None or len(rep.values) < 4 or len(common) > TAU_INTERVAL_UNITS:
+        return None
+    index = [rep.names.index(n) for n in common]
+    values = [np.asarray(v)[index] for v in rep.values]
+    taus, overlaps = [], []
+    for x, y in zip(values[0::2], values[1::2]):
+        taus.append(kendall_tau(x, y))
+        overlaps.append(top_k_overlap([common[i] for i in np.argsort(-x, kind="stable")],
+                                      [common[i] for i in np.argsort(-y, kind="stable")]))
+    taus_ok = [t for t in taus if np.isfinite(t)]
+    if not taus_ok:
+        return None
+    return float(np.median(taus_ok)), float(np.percentile(overlaps, 2.5))
 
 
 #: above this many common units the bootstrap interval of τ is not computed (O(units²) a replicate)
