@@ -26,8 +26,10 @@ from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.hidden_units import HiddenState, HiddenUnits, hidden_field, hidden_figures, hidden_mad
 from hepaudit.explainers.iqr import clipped_class_sums
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
+from hepaudit.explanation import Explanation, ExplanationSample
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
+from hepaudit.sampling import salt_for
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class MadOptions(OcclusionOptions):
     target: Literal["probability", "logit"] = "probability"
     relative: bool = False
     iqr_clip: bool | Literal["signed", "abs"] = False
+    sample_jets: int = 2000  # jets whose per-feature Δ are kept (a seeded sample) for the box plots
 
     @property
     def clip(self) -> str | None:
@@ -61,6 +64,7 @@ class MadState:
     boot: BootstrapMeans | None = None  # bootstrap replicates of mean |Δ| (unclipped variants)
     entries: list[np.ndarray] = field(default_factory=list)  # iqr_clip: the bootstrap's keys
     hidden: HiddenState | None = None  # the hidden tensor of option ``hidden``, per jet
+    sample: ExplanationSample | None = None  # the signed Δ of a seeded sample of jets (box plots)
 
 
 class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
@@ -79,7 +83,8 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         clip = self.options.clip
         return MadState(deltas=SpilledColumns(len(self.units.all)) if clip else None,
                         boot=None if clip else self.context.bootstrap_means("mad"),
-                        hidden=HiddenState() if self.hidden else None)
+                        hidden=HiddenState() if self.hidden else None,
+                        sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "mad-sample")))
 
     def update(self, state: MadState, chunk: Chunk) -> MadState:
         scores, logits = chunk.occluded(self.units.all, self.options.baseline)
@@ -96,6 +101,11 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
                 delta = np.where(reference[None, :] != 0, delta / reference[None, :], 0.0)
         absdelta = np.abs(delta)
         cls = np.full(len(chunk), 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
+        n_feat = len(self.units.features)
+        if state.sample is not None and n_feat:
+            state.sample.add(Explanation(np.ascontiguousarray(delta[:n_feat].T, np.float32),
+                                         list(self.context.features[:n_feat]), np.asarray(chunk.entries, np.int64),
+                                         labels=cls, scores=chunk.score, output=self.options.target))
         w = np.ones(len(chunk)) if chunk.weights is None else chunk.weights
         if state.deltas is not None:
             state.deltas.append(delta)
@@ -116,10 +126,11 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
 
     def merge(self, a: MadState, b: MadState) -> MadState:
         sums = b.sums if a.sums is None else (a.sums if b.sums is None else a.sums + b.sums)
+        sample = b.sample if a.sample is None else (a.sample if b.sample is None else a.sample.merged(b.sample))
         deltas = b.deltas if a.deltas is None else (a.deltas if b.deltas is None else a.deltas.merged(b.deltas))
         hidden = None if a.hidden is None or b.hidden is None else HiddenUnits.merge(a.hidden, b.hidden)
         return MadState(sums, a.weight + b.weight, deltas, a.classes + b.classes, a.weights + b.weights,
-                        merged(a.boot, b.boot), a.entries + b.entries, hidden)
+                        merged(a.boot, b.boot), a.entries + b.entries, hidden, sample)
 
     def _clipped_sums(self, state: MadState
                       ) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]], np.ndarray | None]:
@@ -179,10 +190,21 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
                     + ({"signed": "; signed Delta clipped beyond 1.5 IQR per class (the paper's)",
                         "abs": "; |Delta| clipped beyond 1.5 IQR per class"}.get(self.options.clip or "", ""))},
             summary=summary, warnings=warnings, replicates=replicates,
+            explanation=state.sample.rows if state.sample is not None else None,
         )
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
-        return hidden_figures(result, "mean |Δ" + ("logit|" if self.options.target == "logit" else "score|"))
+        """Box plots of the signed Δ per feature (a seeded sample of jets) and the hidden units' bars."""
+        from hepaudit.report.explanation_figures import Labels, box_plot
+
+        what = "logit" if self.options.target == "logit" else "score"
+        figures = []
+        if result.explanation is not None and len(result.explanation):
+            labels = Labels("mad", "MAD", "Δ", f"{what} change when the feature is set to its baseline", "jet")
+            boxes = box_plot(result.explanation, labels)
+            if boxes is not None:
+                figures.append(boxes)
+        return figures + hidden_figures(result, f"mean |Δ{what}|")
 
 
 @hookimpl
