@@ -17,7 +17,10 @@ M/2 as the complement of one), so every player is in about the same number of th
 unbiased, and the regression's error fell by a further ~10% on TopoDNN at the same budget
 (6 seeds: RMS error 8.4e-3 against 9.3e-3 at 1700 coalitions). One coalition design serves
 every jet, so the normal equations are formed once. The constraint is imposed exactly by
-eliminating the last player.
+eliminating the last player. Near and below one coalition pair per player the fit is nearly
+square or under-determined and amplifies noise; a ridge toward the equal split, its strength
+chosen by generalised cross-validation over all jets, damps it and vanishes (λ = 0) when the
+coalitions pin φ down (:func:`constrained_fit`).
 
 Error estimate: the sandwich (delta-method) standard error of the regression with respect
 to the sampled pairs (see :func:`kernel_shap`). It treats the pairs as independent draws;
