@@ -384,9 +384,9 @@ class Shap(Explainer[ShapState]):
         if additivity > 1e-6 * (1.0 + float(np.abs(f_x).max())):
             raise RuntimeError(f"the Shapley values do not add up to f(x) - E[f] (largest error {additivity:.3g})")
         if not np.isfinite(error).all():
-            return [f"{samples} coalitions for {m} players: the fit is under-determined, so φ is the "
-                    "minimum-norm least-squares solution with Σφ = f(x) − E[f] and has no error estimate; "
-                    f"set samples to at least {2 * m} for a determined fit"]
+            return [f"{samples} coalitions for {m} players: the fit is under-determined, so φ is shrunk toward "
+                    "the equal split (f(x) − E[f]) / M by a ridge chosen by cross-validation, with Σφ = f(x) − E[f], "
+                    f"and has no error estimate; set samples well above {2 * m} for a determined fit"]
         noise, size = float(error.mean()), float(np.abs(phi).mean())
         if noise > size:
             raise RuntimeError(f"the Shapley values are dominated by their sampling error (mean error estimate "
