@@ -136,6 +136,14 @@ class ExplanationSample:
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
     rows: Explanation | None = None
 
+    def wanted(self, entries: np.ndarray) -> np.ndarray:
+        """Which of these jets can still enter the sample (so a caller builds rows for those only)."""
+        if self.size <= 0:
+            return np.zeros(len(entries), bool)
+        if len(self.keys) < self.size:
+            return np.ones(len(entries), bool)
+        return salted_uniform(entries, self.salt) < self.keys.max()
+
     def add(self, explanation: Explanation) -> None:
         if self.size <= 0 or not len(explanation):
             return

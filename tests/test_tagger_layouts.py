@@ -46,12 +46,19 @@ def edge_model() -> onnx.ModelProto:
         helper.make_node("ReduceMean", ["x", "ax0"], ["mu"], keepdims=1),
         helper.make_node("Sub", ["x", "mu"], ["mixed"]),
     ]
-    inits = [numpy_helper.from_array(a, n) for n, a in {
+    return score_model("edges", nodes, {
         "senders": np.array([0, 1, 2, 3, 0, 1], np.int64), "flat_edges": np.array([-1, C], np.int64),
         "W": w, "back": np.array([-1, E, C], np.int64), "ax12": np.array([1, 2], np.int64),
-        "ax1": np.array([1], np.int64), "cols": np.array([C, -1], np.int64), "ax0": np.array([0], np.int64)}.items()]
-    graph = helper.make_graph(nodes, "edges", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", P, C])],
-                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])], inits)
+        "ax1": np.array([1], np.int64), "cols": np.array([C, -1], np.int64), "ax0": np.array([0], np.int64)},
+        ["N", P, C])
+
+
+def score_model(name: str, nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray],
+                shape: list[int | str]) -> onnx.ModelProto:
+    """A graph from input ``x`` of ``shape`` to ``score`` (N, 1), opset 18."""
+    initializers = [numpy_helper.from_array(a, n) for n, a in inits.items()]
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])], initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     return model
@@ -92,14 +99,9 @@ def big_hidden_model(width: int = 400) -> onnx.ModelProto:
              helper.make_node("Unsqueeze", ["z", "ax1"], ["z1"]),
              helper.make_node("Sigmoid", ["z1"], ["score"])]
     nodes.insert(2, helper.make_node("Transpose", ["wide"], ["wideT"], perm=[0, 2, 1]))
-    inits = [numpy_helper.from_array(a, n) for n, a in {
+    return score_model("big", nodes, {
         "ax2": np.array([2], np.int64), "row": RNG.normal(size=(1, width)).astype(np.float32),
-        "ax12": np.array([1, 2], np.int64), "ax1": np.array([1], np.int64)}.items()]
-    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 8
-    return model
+        "ax12": np.array([1, 2], np.int64), "ax1": np.array([1], np.int64)}, ["N", 4])
 
 
 def test_rows_per_call_follow_the_models_memory_per_jet(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ Errors name the position in the expression.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,19 +75,20 @@ class Cut:
         at = self._tokens[self._pos][2] if self._pos < len(self._tokens) else len(self.text)
         raise ConfigError(f"{self.where}: {why} at position {at + 1} of {self.text!r}")
 
-    def _or(self) -> Node:
-        node = self._and()
-        while self._peek() == "|":
-            self._take()
-            node = Node("or", args=(node, self._and()))
+    def _left_associative(self, kind: str, ops: Collection[str], operand: Callable[[], Node],
+                          keep_op: bool = True) -> Node:
+        """operand (op operand)*, grouped from the left: one precedence level of the grammar."""
+        node = operand()
+        while self._peek() in ops:
+            op = self._take()[1]
+            node = Node(kind, op if keep_op else None, (node, operand()))
         return node
 
+    def _or(self) -> Node:
+        return self._left_associative("or", ("|",), self._and, keep_op=False)
+
     def _and(self) -> Node:
-        node = self._not()
-        while self._peek() == "&":
-            self._take()
-            node = Node("and", args=(node, self._not()))
-        return node
+        return self._left_associative("and", ("&",), self._not, keep_op=False)
 
     def _not(self) -> Node:
         if self._peek() == "~":
@@ -96,25 +97,13 @@ class Cut:
         return self._compare()
 
     def _compare(self) -> Node:
-        node = self._sum()
-        while self._peek() in _COMPARE:
-            op = self._take()[1]
-            node = Node("cmp", op, (node, self._sum()))
-        return node
+        return self._left_associative("cmp", _COMPARE, self._sum)
 
     def _sum(self) -> Node:
-        node = self._product()
-        while self._peek() in ("+", "-"):
-            op = self._take()[1]
-            node = Node("arith", op, (node, self._product()))
-        return node
+        return self._left_associative("arith", ("+", "-"), self._product)
 
     def _product(self) -> Node:
-        node = self._unary()
-        while self._peek() in ("*", "/"):
-            op = self._take()[1]
-            node = Node("arith", op, (node, self._unary()))
-        return node
+        return self._left_associative("arith", ("*", "/"), self._unary)
 
     def _unary(self) -> Node:
         if self._peek() == "-":

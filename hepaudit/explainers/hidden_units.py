@@ -65,7 +65,7 @@ class HiddenUnits:
             raise ConfigError(f"explainers.{where}.hidden: the model has no tensor named {tensor!r}")
         spec = tagger.score_spec
         outputs = [spec.output] + ([spec.head.logit] if spec.head else [])
-        around = set().union(*(graph_inputs_of(_cut(proto, tensor), o) for o in outputs)) - {tensor}
+        around = set().union(*(graph_inputs_of(proto, o, stop={tensor}) for o in outputs)) - {tensor}
         if around:
             raise ConfigError(f"explainers.{where}.hidden = {tensor!r}: the score also depends on the inputs "
                               f"{sorted(around)} by a path that avoids this tensor; choose a tensor that "
@@ -165,18 +165,6 @@ def _typed(proto: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
     if tensor not in known:
         typed.graph.value_info.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
     return typed
-
-
-def _cut(proto: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
-    """The model with ``tensor`` made a graph input and its producer's path removed, so that
-    the inputs still reachable from the score are those that go around it."""
-    cut = onnx.ModelProto()
-    cut.CopyFrom(proto)
-    keep = [node for node in cut.graph.node if tensor not in node.output]
-    del cut.graph.node[:]
-    cut.graph.node.extend(keep)
-    cut.graph.input.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
-    return cut
 
 
 def hidden_dauc(hs: HiddenScores) -> list[FeatureScore]:

@@ -103,9 +103,12 @@ class MeanAbsoluteDifferentialRelevance(Explainer[MadState]):
         cls = np.full(len(chunk), 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8)
         n_feat = len(self.units.features)
         if state.sample is not None and n_feat:
-            state.sample.add(Explanation(np.ascontiguousarray(delta[:n_feat].T, np.float32),
-                                         list(self.context.features[:n_feat]), np.asarray(chunk.entries, np.int64),
-                                         labels=cls, scores=chunk.score, output=self.options.target))
+            entries = np.asarray(chunk.entries, np.int64)
+            rows = state.sample.wanted(entries)  # most jets of a large audit cannot enter: no copy for them
+            if rows.any():
+                state.sample.add(Explanation(np.ascontiguousarray(delta[:n_feat, rows].T, np.float32),
+                                             list(self.context.features[:n_feat]), entries[rows],
+                                             labels=cls[rows], scores=chunk.score[rows], output=self.options.target))
         w = np.ones(len(chunk)) if chunk.weights is None else chunk.weights
         if state.deltas is not None:
             state.deltas.append(delta)

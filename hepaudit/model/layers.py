@@ -14,7 +14,7 @@ Used by the ``nap`` and ``latent`` explainers; nothing here runs the model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +75,9 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
-def score_ancestors(model: onnx.ModelProto, output: str) -> set[str]:
-    """Every tensor the graph output ``output`` depends on (itself included)."""
+def score_ancestors(model: onnx.ModelProto, output: str, stop: Collection[str] = ()) -> set[str]:
+    """Every tensor the graph output ``output`` depends on (itself included); the walk does not
+    go past the tensors in ``stop`` (they are included, what made them is not)."""
     made_by = producers(model)
     seen: set[str] = set()
     stack = [output]
@@ -86,16 +87,16 @@ def score_ancestors(model: onnx.ModelProto, output: str) -> set[str]:
             continue
         seen.add(name)
         node = made_by.get(name)
-        if node is not None:
+        if node is not None and name not in stop:
             stack.extend(i for i in node.input if i)
     return seen
 
 
-def graph_inputs_of(model: onnx.ModelProto, tensor: str) -> frozenset[str]:
-    """The (non-initializer) graph inputs a tensor depends on."""
+def graph_inputs_of(model: onnx.ModelProto, tensor: str, stop: Collection[str] = ()) -> frozenset[str]:
+    """The (non-initializer) graph inputs a tensor depends on (by paths that avoid ``stop``)."""
     inits = {t.name for t in model.graph.initializer}
     real = {i.name for i in model.graph.input} - inits
-    return frozenset(score_ancestors(model, tensor) & real)
+    return frozenset(score_ancestors(model, tensor, stop) & real)
 
 
 def channel_axis_of(model: onnx.ModelProto, tensor: str) -> tuple[int, str]:

@@ -105,6 +105,14 @@ def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] 
               if r.status == "ok" and (attribution is None or n in attribution)}
     names = [n for n in ranked if ranked[n]]
     out = []
+    noise_of: dict[tuple[str, str, tuple[str, ...]], tuple[float, float] | None] = {}
+
+    def noise(name: str, units: str, common: list[str]) -> tuple[float, float] | None:
+        key = (name, units, tuple(common))  # most pairs share their units: one computation each
+        if key not in noise_of:
+            noise_of[key] = _self_agreement(results[name], units, common)
+        return noise_of[key]
+
     for units in ("features", "groups"):
         for i, a in enumerate(names):
             for b in names[i + 1:]:
@@ -120,9 +128,9 @@ def agreement(results: dict[str, ExplainerResult], attribution: Collection[str] 
                 overlap = top_k_overlap([s.feature for s in ranked[a][units] if s.feature in shared],
                                         [s.feature for s in ranked[b][units] if s.feature in shared])
                 ci = _tau_interval(results[a], results[b], units, common, tau)
-                noise = [_self_agreement(results[n], units, common) for n in (a, b)]
-                noise_tau = min((x[0] for x in noise if x is not None), default=None)
-                noise_overlap = min((x[1] for x in noise if x is not None), default=None)
+                levels = [noise(n, units, common) for n in (a, b)]
+                noise_tau = min((x[0] for x in levels if x is not None), default=None)
+                noise_overlap = min((x[1] for x in levels if x is not None), default=None)
                 within = None
                 if noise_tau is not None and noise_overlap is not None and np.isfinite(tau):
                     high = ci[1] if ci else tau

@@ -148,6 +148,8 @@ class Fit:
     phi: np.ndarray
     ridge: float
     penalty: np.ndarray  # P of the penalty λ (h − c)ᵀ P (h − c) on the first M − 1 players
+    x: np.ndarray  # (C, M − 1) the design with the last player eliminated
+    target: np.ndarray  # (n, C) what x·φ_{<M} is fitted to
 
 
 def _paired(design_part: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,13 +187,13 @@ def constrained_fit(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarr
     """
     zf = z.astype(np.float64)
     n, m = len(y), zf.shape[1]
-    if m == 1:
-        return Fit(total[:, None].copy(), 0.0, np.zeros((0, 0)))
-    p = m - 1
     x = zf[:, :-1] - zf[:, -1:]  # eliminate φ_M = total − Σ_{i<M} φ_i
     target = y - zf[None, :, -1] * total[:, None]  # (n, C)
+    if m == 1:
+        return Fit(total[:, None].copy(), 0.0, np.zeros((0, 0)), x, target)
+    p = m - 1
     centre = np.outer(total / m, np.ones(p))  # (n, M−1): the equal split
-    target = target - centre @ x.T
+    shifted = target - centre @ x.T
     # the penalty Σ_{i≤M} (φ_i − t/M)² in the first M − 1 players: P = I + 11ᵀ, whose inverse
     # square root is I − (1 − 1/√(1+p)) 11ᵀ / p
     penalty = np.eye(p) + 1.0
@@ -201,7 +203,7 @@ def constrained_fit(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarr
     wa, wb = w[first], np.where(has, w[np.maximum(second, 0)], 0.0)
     wc = wa + wb
     # a pair's two equations (x, t_a) and (−x, t_b) are one of weight w_a + w_b
-    tc = (wa * target[:, first] - wb * np.where(has, target[:, np.maximum(second, 0)], 0.0)) / wc
+    tc = (wa * shifted[:, first] - wb * np.where(has, shifted[:, np.maximum(second, 0)], 0.0)) / wc
     xs = (x[first] @ root_inv) * np.sqrt(wc)[:, None]
     yw = tc * np.sqrt(wc)  # (n, Cc)
     u, sv, vt = np.linalg.svd(xs, full_matrices=False)
@@ -219,7 +221,7 @@ def constrained_fit(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarr
     phi = np.empty((n, m))
     phi[:, :-1] = head
     phi[:, -1] = total - head.sum(axis=1)
-    return Fit(phi, lam, penalty)
+    return Fit(phi, lam, penalty, x, target)
 
 
 def _gcv(s2: np.ndarray, uy: np.ndarray, total_sq: float, rows: int) -> float:
@@ -244,11 +246,6 @@ def _gcv(s2: np.ndarray, uy: np.ndarray, total_sq: float, rows: int) -> float:
     return best_lam
 
 
-def constrained_wls(z: np.ndarray, w: np.ndarray, y: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """φ (n, M) of the constrained weighted least-squares fit (GCV ridge, see :func:`constrained_fit`)."""
-    return constrained_fit(z, w, y, total).phi
-
-
 def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Shapley values (n, M) and their error estimate (n, M) from v (n, C) on the design.
@@ -268,10 +265,8 @@ def kernel_shap(design: KernelDesign, v: np.ndarray, v_empty: np.ndarray, f_x: n
     n_pairs = int(sampled.sum()) // 2
     if m == 1 or n_pairs < 2:
         return phi, np.zeros_like(phi)
-    zf = z.astype(np.float64)
-    x = zf[:, :-1] - zf[:, -1:]
-    target = y - zf[None, :, -1] * total[:, None]
-    residual = target - phi[:, :-1] @ x.T  # (n, C)
+    x = fit.x
+    residual = fit.target - phi[:, :-1] @ x.T  # (n, C)
     a = x.T @ (x * design.weights[:, None])
     if not full_rank(a):  # the sampling error of an under-determined fit is not estimable
         return phi, np.full_like(phi, np.nan)
