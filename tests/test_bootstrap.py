@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import uproot
 from builders import write_jets
 
@@ -127,6 +128,15 @@ def test_agreement_says_whether_a_difference_is_within_noise() -> None:
     noisy = {"a": method("a", truth, 0.5), "b": method("b", truth, 0.5)}
     (pair,) = agreement(noisy)
     assert pair.within_noise is True and pair.noise_kendall_tau is not None and pair.noise_kendall_tau < 0.6
+    # the noise level from its definition, with scipy's Kendall τ: the lower of the two methods'
+    # median τ between consecutive pairs of replicates
+    from scipy.stats import kendalltau
+
+    def self_tau(result: ExplainerResult) -> float:
+        reps = result.replicates[0].values
+        return float(np.median([kendalltau(x, y)[0] for x, y in zip(reps[0::2], reps[1::2])]))
+
+    assert pair.noise_kendall_tau == pytest.approx(min(self_tau(noisy["a"]), self_tau(noisy["b"])), abs=1e-12)
     clear = {"a": method("a", truth, 0.01), "b": method("b", truth[::-1].copy(), 0.01)}
     (pair,) = agreement(clear)
     assert pair.within_noise is False and pair.kendall_tau < 0 and pair.noise_kendall_tau > 0.9
