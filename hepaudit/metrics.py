@@ -102,6 +102,33 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     return float(concordant_minus_discordant / np.sqrt(n_a * n_b))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 0, tied values sharing the mean of their positions (Spearman's convention).
+    Ties are found by value after an unstable sort, several times faster than a stable one,
+    and the ranks do not depend on how the sort ordered the tied values."""
+    values = np.asarray(values)
+    order = np.argsort(values)
+    ordered = values[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # first position of each value
+    ends = np.r_[starts[1:], len(values)]
+    group = np.repeat(np.arange(len(starts)), ends - starts)
+    ranks = np.empty(len(values))
+    ranks[order] = (0.5 * (starts + ends - 1))[group]
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's ρ over the items where both are finite; None for fewer than 3 or a constant."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return None
+    ra, rb = average_ranks(a[ok]), average_ranks(b[ok])
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def top_k_overlap(ranked_a: list[str], ranked_b: list[str], k: int = 10) -> float:
     """Fraction of the top-k names two rankings share."""
     k = min(k, len(ranked_a), len(ranked_b))

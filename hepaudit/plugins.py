@@ -42,6 +42,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "hepaudit.explainers.nap",
     "hepaudit.explainers.latent",
     "hepaudit.explainers.ood",
+    "hepaudit.explainers.sanity",
 )
 
 def _short(module: str) -> str:

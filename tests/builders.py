@@ -253,3 +253,34 @@ def as_double(model: onnx.ModelProto) -> onnx.ModelProto:
         v.type.tensor_type.elem_type = TensorProto.DOUBLE
     return copy
 
+
+
+def train_mlp(x: np.ndarray, y: np.ndarray, hidden: list[int], seed: int = 0, epochs: int = 400,
+              rate: float = 0.01) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A ReLU MLP with a sigmoid output trained on (x, y) by full-batch Adam on the binary
+    cross-entropy, in numpy: (W, b) per layer, W of shape (in, out), float32 (for mlp_model)."""
+    sizes = [x.shape[1], *hidden, 1]
+    params = [p.astype(np.float64) for wb in dense_weights(sizes, seed) for p in wb]
+    moments = [np.zeros_like(p) for p in params] + [np.zeros_like(p) for p in params]
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)[:, None]
+    for step in range(1, epochs + 1):
+        acts, h = [x64], x64
+        for i in range(0, len(params), 2):
+            h = h @ params[i] + params[i + 1]
+            if i < len(params) - 2:
+                h = np.maximum(h, 0)
+            acts.append(h)
+        grad = (1 / (1 + np.exp(-h)) - y64) / len(x64)  # d loss / d logit
+        grads: list[np.ndarray] = []
+        for i in range(len(params) - 2, -1, -2):
+            grads = [acts[i // 2].T @ grad, grad.sum(axis=0)] + grads
+            if i:
+                grad = (grad @ params[i].T) * (acts[i // 2] > 0)
+        for k, (p, g) in enumerate(zip(params, grads)):
+            m, v = moments[k], moments[len(params) + k]
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            p -= rate * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
+    return [(params[i].astype(np.float32), params[i + 1].astype(np.float32)) for i in range(0, len(params), 2)]

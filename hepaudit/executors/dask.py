@@ -156,6 +156,7 @@ def worker_context(spec: WorkerSpec) -> WorkerContext:
             explainers[name] = cls(options, context)
         except Exception as exc:  # as in the client: that explainer fails, the others go on
             explainers[name] = describe_error(exc, spec.debug)
+    context.peers = {n: e for n, e in explainers.items() if not isinstance(e, str)}
     found = WorkerContext(tagger, builder, context, explainers)
     _CACHE[spec.key] = found
     while len(_CACHE) > _CACHE_SIZE:

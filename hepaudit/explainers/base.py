@@ -85,6 +85,9 @@ class AuditContext:
     # (features, 2): a fixed binning range per feature from the x̄ pass (mean ± 3σ within the
     # observed |x| maximum), the same in every partition: for histograms that must merge exactly
     feature_range: np.ndarray | None = None
+    # the other explainers of the same audit, by name (set once every one is built, in each
+    # process that builds them): what the sanity check re-runs on a randomised graph
+    peers: dict[str, Explainer[Any]] = field(default_factory=dict, repr=False)
     _baselines: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -36,6 +36,7 @@ import numpy as np
 from hepaudit.data.observables import constituents_from_arrays, jet_observables
 from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
+from hepaudit.metrics import average_ranks, spearman
 from hepaudit.model.graph import value_types
 from hepaudit.model.layers import (
     HiddenLayer,
@@ -326,7 +327,7 @@ class LatentSpace(Explainer[LatentState]):
                 entry[label] = float((m.mean_cov()[0] - mean) @ u) if m is not None and m.n > 0 else None
             entry["pearson"] = {n: self._pearson(state, n, u) for n in self.observable_names}
             entry["spearman"] = {
-                n: _spearman(sample_pcs[:, i], state.observables[:, j])  # type: ignore[index]
+                n: spearman(sample_pcs[:, i], state.observables[:, j])  # type: ignore[index]
                 for j, n in enumerate(self.observable_names)
             }
             entry["auc_sample"] = _auc(sample_pcs[:, i], state.labels)
@@ -405,35 +406,13 @@ class LatentSpace(Explainer[LatentState]):
         return float(np.clip(cov / np.sqrt(var_p * var_o), -1.0, 1.0))
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), as Spearman's ρ needs."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    if len(values) < len(x):
-        sums = np.bincount(inverse, weights=ranks)
-        ranks = (sums / counts)[inverse]
-    return ranks
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        return None
-    ra, rb = _ranks(a[ok]), _ranks(b[ok].astype(np.float64))
-    if ra.std() == 0 or rb.std() == 0:
-        return None
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def _auc(score: np.ndarray, labels: np.ndarray) -> float | None:
     """AUC of one component as a signal score (Mann-Whitney with average ranks)."""
     sig, bkg = labels == 1, labels == 0
     if not sig.any() or not bkg.any():
         return None
     sel = sig | bkg
-    r = _ranks(score[sel])
+    r = average_ranks(score[sel]) + 1
     s = sig[sel]
     n1, n0 = s.sum(), (~s).sum()
     return float((r[s].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))

@@ -113,11 +113,14 @@ def _logsumexp(z: np.ndarray, cols: Sequence[int]) -> np.ndarray:
 class Tagger:
     """An ONNX tagger ready to score chunks of jets."""
 
-    def __init__(self, config: ModelConfig, extra_outputs: Sequence[str] = ()) -> None:
+    def __init__(self, config: ModelConfig, extra_outputs: Sequence[str] = (), *,
+                 proto: onnx.ModelProto | None = None, info: ModelInfo | None = None) -> None:
+        """``proto`` and ``info``: a graph to run instead of ``config.path``'s (the sanity check's
+        randomised weights), described by ``info`` (default: described anew)."""
         self.config = config
         self.path = Path(config.path)
-        self.proto = load_model(self.path)
-        self.info: ModelInfo = describe_model(self.proto, self.path)
+        self.proto = load_model(self.path) if proto is None else proto
+        self.info: ModelInfo = info if info is not None else describe_model(self.proto, self.path)
         output_names = [o.name for o in self.info.outputs]
         if not output_names:
             raise ModelError(f"{self.path}: the model declares no outputs: there is no score to audit")

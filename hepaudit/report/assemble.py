@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hepaudit import __version__
+from hepaudit.bootstrap import centred_interval
 from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
@@ -175,14 +176,7 @@ def _tau_interval(a: ExplainerResult, b: ExplainerResult, units: str, common: li
         return None
     ia = [ra.names.index(n) for n in common]
     ib = [rb.names.index(n) for n in common]
-    taus = np.array([kendall_tau(x[ia], y[ib]) for x, y in zip(ra.values, rb.values)])
-    taus = taus[np.isfinite(taus)]
-    if len(taus) < 2 or not np.isfinite(tau):
-        return None
-    # the replicates' τ sit below the sample's (resampling adds noise to both rankings), so their
-    # spread around their median is carried to the estimate: an interval that contains it
-    low, mid, high = np.percentile(taus, [2.5, 50.0, 97.5])
-    return [float(max(-1.0, tau - (mid - low))), float(min(1.0, tau + (high - mid)))]
+    return centred_interval(tau, np.array([kendall_tau(x[ia], y[ib]) for x, y in zip(ra.values, rb.values)]))
 
 
 

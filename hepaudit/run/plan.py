@@ -211,6 +211,7 @@ class AuditPlan:
                 raise
             except Exception as exc:  # that explainer fails, the audit goes on
                 run.fail(describe_error(exc, self.debug))
+        self.context.peers = {r.name: r.explainer for r in self.runs if r.explainer is not None}
 
 
 def _audited_sample(cfg: AuditConfig, builder: InputBuilder) -> Sample:
