@@ -9,6 +9,7 @@ options class once the plugins are known.
 from __future__ import annotations
 
 import glob
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -228,6 +229,13 @@ def resolve_files(patterns: tuple[str, ...], where: str) -> list[Path]:
             files.extend(Path(m) for m in matches)
         else:
             files.append(Path(pattern))
+    seen: dict[str, Path] = {}
+    for path in files:  # the same file twice would audit its jets twice, each counted as new evidence
+        key = os.path.realpath(path)
+        if key in seen:
+            same = f"as {str(seen[key])!r} and {str(path)!r}" if seen[key] != path else f"{str(path)!r}"
+            raise ConfigError(f"{where}: the same file is listed twice ({same}); list each file once")
+        seen[key] = path
     return files
 
 

@@ -284,21 +284,23 @@ def test_mask_input_and_prefixed_names(jets_file) -> None:
         np.testing.assert_allclose(inputs["pf"][i], expected, atol=2e-5)
 
 
-def test_recipe_feature_count_mismatch_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="makes 3 features"):
-        builder_for(
-            [
-                {
-                    "name": "x",
-                    "kind": "constituents",
-                    "momentum": MOMENTUM,
-                    "preprocess": "topodnn",
-                    "features": ["a", "b"],
-                    "max_particles": 3,
-                }
-            ],
-            {"x": ("N", 6)},
-        )
+@pytest.mark.parametrize("features, match", [
+    (["a", "b"], "named as a, b"),
+    (["eta", "pt", "phi"], "in another order"),  # ran "ok" and relabelled the columns
+    (["pt", "eta", "phj"], "named as pt, eta, phj"),
+])
+def test_recipe_features_must_be_the_recipes_own_in_order(features: list[str], match: str) -> None:
+    def build(names: list[str] | None) -> object:
+        table: dict[str, object] = {"name": "x", "kind": "constituents", "momentum": MOMENTUM,
+                                    "preprocess": "topodnn", "max_particles": 3}
+        if names is not None:
+            table["features"] = names
+        return builder_for([table], {"x": ("N", 9)})
+
+    with pytest.raises(ConfigError, match=match):
+        build(features)
+    assert build(["pt", "eta", "phi"]).features[:3] == ["pt_0", "eta_0", "phi_0"]  # the recipe's own: quiet
+    assert build(None).features[:3] == ["pt_0", "eta_0", "phi_0"]
 
 
 # -- several files, globs, max_jets, entry numbers ------------------------------------------

@@ -135,10 +135,15 @@ class InputBuilder:
         if cfg.preprocess:
             recipe_features = _recipe_feature_names(self.recipes[cfg.preprocess])
             if cfg.features:
-                if recipe_features is not None and len(cfg.features) != len(recipe_features):
-                    raise ConfigError(f"inputs.{cfg.name}.features: the recipe {cfg.preprocess!r} makes "
-                                      f"{len(recipe_features)} features ({', '.join(recipe_features)}), "
-                                      f"{len(cfg.features)} are named")
+                if recipe_features is not None and tuple(cfg.features) != recipe_features:
+                    # the names would only relabel the recipe's columns: a reordered or misspelt
+                    # list reports one feature's importance under another's name
+                    how = ("in another order" if sorted(cfg.features) == sorted(recipe_features)
+                           else f"as {', '.join(cfg.features)}")
+                    raise ConfigError(f"inputs.{cfg.name}.features: the recipe {cfg.preprocess!r} makes the "
+                                      f"features {', '.join(recipe_features)}, in this order; they are named "
+                                      f"{how}. Names do not choose columns here: omit features, or list "
+                                      "the recipe's own in its order")
                 return tuple(cfg.features)
             if recipe_features is None:
                 raise ConfigError(f"inputs.{cfg.name}.features: name the features recipe {cfg.preprocess!r} makes")

@@ -130,6 +130,7 @@ class Sample:
         """
         self.files = []
         self.skipped = []
+        uuids: dict[str, Path] = {}
         for path in self.paths:
             if not path.is_file():
                 raise DataError(f"{path}: file not found (from {self.where}.files)")
@@ -143,6 +144,12 @@ class Sample:
                     continue
                 raise CorruptFileError(str(path), reason) from None
             with handle:
+                uuid = str(getattr(handle.file, "uuid", "") or "")
+                if uuid and uuid in uuids:  # a copy keeps the UUID ROOT gave the file when it was made
+                    raise DataError(f"{path}: the same ROOT file as {uuids[uuid]} (a copy: same UUID {uuid}); "
+                                    f"its jets would be audited twice: list it once in {self.where}.files")
+                if uuid:
+                    uuids[uuid] = path
                 tree_name = self.config.tree
                 try:
                     tree = handle[tree_name]

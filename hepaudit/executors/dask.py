@@ -273,6 +273,7 @@ def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: in
                       seconds={r.name: r.seconds for r in runs}, n_jets=out.n_jets, n_dropped=out.n_dropped,
                       read_s=out.read_s, inference_s=ctx.tagger.inference_s - inference0,
                       score_hist=out.score_hist, logit_hist=out.logit_hist, input_hist=out.input_hist,
+                      logit_boot=out.logit_boot,
                       per_jet=[str(per_jet.path)] if written and per_jet else [])
 
 
@@ -486,6 +487,7 @@ class DaskExecutor:
             self.outcome.read_s = merged.read_s
             self.outcome.score_hist = merged.score_hist
             self.outcome.logit_hist = merged.logit_hist
+            self.outcome.logit_boot = merged.logit_boot
             self.outcome.input_hist = merged.input_hist
             job.tagger.inference_s += merged.inference_s
         # finished on a worker, or failed; what is left (no partition audited) finishes here

@@ -34,6 +34,7 @@ from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
 from hepaudit.executors.partitions import (
+    BOOT_LOGIT_BINS,
     LOGIT_BINS,
     SCORE_BINS,
     SPLIT_EVERY,
@@ -82,9 +83,14 @@ class Outcome:
     # weighted logit histograms, background and signal: the performance section's ROC
     logit_hist: np.ndarray = field(default_factory=lambda: np.zeros((2, len(LOGIT_BINS) - 1)))
     input_hist: np.ndarray | None = None  # per class, each feature's values (the inputs section)
+    # (R, 2, bins): the logit histograms under each bootstrap replicate's jet weights (the AUC's interval)
+    logit_boot: np.ndarray | None = None
 
     def fill_scores(self, score: np.ndarray, labels: np.ndarray | None, logit: np.ndarray | None = None,
-                    weights: np.ndarray | None = None) -> None:
+                    weights: np.ndarray | None = None, entries: np.ndarray | None = None,
+                    bootstrap: tuple[int, int] = (0, 0)) -> None:
+        """Fill the histograms; ``bootstrap`` (seed, replicates) with ``entries`` fills the
+        replicates' logit histograms too."""
         cls = np.full(len(score), 2) if labels is None else labels.astype(int)
         for c in range(3):
             self.score_hist[c] += np.histogram(np.clip(score[cls == c], 0.0, 1.0), SCORE_BINS)[0]
@@ -95,6 +101,20 @@ class Outcome:
         for c in (0, 1):
             sel = cls == c
             self.logit_hist[c] += np.histogram(z[sel], LOGIT_BINS, weights=w[sel])[0]
+        seed, replicates = bootstrap
+        if replicates and entries is not None and len(z):
+            from hepaudit.bootstrap import poisson_weights
+
+            boot = poisson_weights(entries, seed, replicates) * w[None, :]
+            nbins = len(BOOT_LOGIT_BINS) - 1
+            index = np.clip(np.searchsorted(BOOT_LOGIT_BINS, z, side="right") - 1, 0, nbins - 1) + nbins * (cls == 1)
+            index = np.where((cls == 0) | (cls == 1), index, -1)
+            keep = index >= 0
+            if self.logit_boot is None:
+                self.logit_boot = np.zeros((replicates, 2, nbins))
+            for r in range(replicates):
+                self.logit_boot[r] += np.bincount(index[keep], weights=boot[r, keep], minlength=2 * nbins
+                                                  ).reshape(2, nbins)
 
 
 def _nonfinite_rows(inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -331,7 +351,8 @@ class LocalExecutor:
                 labels = chunk.labels
                 self._update_all(live, chunk, job.debug, reference=False)
                 self.outcome.n_jets += len(chunk)
-                self.outcome.fill_scores(chunk.score, labels, chunk.logit, chunk.weights)
+                self.outcome.fill_scores(chunk.score, labels, chunk.logit, chunk.weights, chunk.entries,
+                                         (job.context.seed, job.context.bootstrap))
                 if job.context.feature_range is not None and len(chunk):
                     self.outcome.input_hist = fill_input_histograms(
                         self.outcome.input_hist, feature_matrix(job.builder, chunk.inputs), labels, chunk.weights,

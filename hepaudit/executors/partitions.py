@@ -27,6 +27,9 @@ SCORE_BINS = np.linspace(0.0, 1.0, 101)
 #: Bin edges of the weighted logit histograms behind the performance section (ROC, rejection):
 #: width 0.005 in z, an edge at z = 0 (score 0.5); logits beyond ±20 go to the end bins.
 LOGIT_BINS = np.linspace(-20.0, 20.0, 8001)
+#: Coarser logit bins (width 0.1) for the bootstrap replicates of the same histograms: the
+#: spread of the AUC over replicates, carried to the fine histograms' AUC (auc_ci95)
+BOOT_LOGIT_BINS = np.linspace(-20.0, 20.0, 401)
 #: bins per feature of the input histograms (over the x̄ pass's fixed range of each feature)
 INPUT_BINS = 40
 #: Partitions merged per node of the tree reduction (local and Dask alike).
@@ -51,6 +54,7 @@ class PartResult:
     score_hist: np.ndarray = field(default_factory=lambda: np.zeros((3, len(SCORE_BINS) - 1)))
     logit_hist: np.ndarray = field(default_factory=lambda: np.zeros((2, len(LOGIT_BINS) - 1)))
     input_hist: np.ndarray | None = None  # (3, features, INPUT_BINS), see InputHistograms
+    logit_boot: np.ndarray | None = None  # (R, 2, BOOT_LOGIT_BINS - 1): the bootstrap's logit histograms
     per_jet: list[str] = field(default_factory=list)  # part files, in entry order
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): left out (skip_corrupt)
     results: dict[str, Any] = field(default_factory=dict)  # explainer -> ExplainerResult, once finished
@@ -97,6 +101,7 @@ def merge_parts(a: PartResult, b: PartResult, merge: Callable[[str, Any, Any], A
                       score_hist=a.score_hist + b.score_hist, logit_hist=a.logit_hist + b.logit_hist,
                       input_hist=b.input_hist if a.input_hist is None else
                       (a.input_hist if b.input_hist is None else a.input_hist + b.input_hist),
+                      logit_boot=_add(a.logit_boot, b.logit_boot),
                       per_jet=a.per_jet + b.per_jet,
                       skipped=a.skipped + b.skipped)
 

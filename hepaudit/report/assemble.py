@@ -231,7 +231,7 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, ti
         groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
         output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
     )
-    performance = performance_section(outcome.logit_hist, LOGIT_BINS)
+    performance = performance_section(outcome.logit_hist, LOGIT_BINS, outcome.logit_boot)
     rankings = [[s.feature for s in r.feature_importance] for r in results.values()
                 if r.status == "ok" and r.feature_importance and r.fields.get("players") != "groups"]
     inputs = inputs_section(outcome.input_hist, plan.context.feature_range, list(plan.context.features), rankings)

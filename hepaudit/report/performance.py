@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hepaudit.bootstrap import centred_interval
 from hepaudit.results import Figure, ReportSection
 
 EFFICIENCIES = (0.3, 0.5, 0.7)
@@ -52,20 +53,34 @@ def rejection_at(fpr: np.ndarray, tpr: np.ndarray, efficiency: float) -> float |
     return None if eff_b <= 0 else float(1.0 / eff_b)
 
 
-def performance_section(logit_hist: np.ndarray, edges: np.ndarray) -> ReportSection | None:
-    """The section, or None when the audit had no labels of both classes."""
+def auc_interval(auc: float, replicates: np.ndarray | None) -> list[float] | None:
+    """The AUC's 95 % interval from the bootstrap replicates' logit histograms (R, 2, bins):
+    the replicates' spread around their median, carried to ``auc``."""
+    if replicates is None or len(replicates) < 2:
+        return None
+    values = np.array([roc_from_histograms(bkg, sig)[2] for bkg, sig in replicates
+                       if bkg.sum() > 0 and sig.sum() > 0])
+    return centred_interval(auc, values, (0.0, 1.0))
+
+
+def performance_section(logit_hist: np.ndarray, edges: np.ndarray, replicates: np.ndarray | None = None
+                        ) -> ReportSection | None:
+    """The section, or None when the audit had no labels of both classes; ``replicates``: the
+    bootstrap's logit histograms, for ``auc_ci95``."""
     bkg, sig = logit_hist
     if bkg.sum() <= 0 or sig.sum() <= 0:
         return None
     fpr, tpr, auc = roc_from_histograms(bkg, sig)
+    auc_ci95 = auc_interval(auc, replicates)
     centre_above = edges[:-1] >= 0.0  # bins at or above z = 0: score ≥ 0.5
     accuracy = float((sig[centre_above].sum() + bkg[~centre_above].sum()) / (sig.sum() + bkg.sum()))
     rejection = {f"{e:g}": rejection_at(fpr, tpr, e) for e in EFFICIENCIES}
     thin_fpr, thin_tpr = _thin(fpr, tpr)
-    data: dict[str, Any] = {"auc": auc, "roc": {"fpr": thin_fpr.tolist(), "tpr": thin_tpr.tolist()},
+    data: dict[str, Any] = {"auc": auc, "auc_ci95": auc_ci95,
+                            "roc": {"fpr": thin_fpr.tolist(), "tpr": thin_tpr.tolist()},
                             "background_rejection": rejection, "accuracy_at_0.5": accuracy,
                             "weighted_jets": {"signal": float(sig.sum()), "background": float(bkg.sum())}}
-    parts = [f"AUC {auc:.4f}"]
+    parts = [f"AUC {auc:.4f}" + (f" [{auc_ci95[0]:.4f}, {auc_ci95[1]:.4f}]" if auc_ci95 else "")]
     parts += [f"1/ε_B = {r:.3g} at ε_S = {e}" if r is not None else f"no background left at ε_S = {e}"
               for e, r in rejection.items()]
     parts.append(f"accuracy at score 0.5: {accuracy:.3f}")
