@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import textwrap
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,8 +128,14 @@ def _summary(report: Any, out: Path, debug: bool = False) -> str:
             top = ", ".join(s.feature for s in result.feature_importance[:3])
             line += f"  top: {top}"
         lines.append(line)
-    for warning in report.warnings[:5]:
-        lines.append(f"  warning: {warning[:160]}")
+    shown = {f.text for f in report.findings}
+    if report.findings:
+        lines.append("findings:")
+        for finding in report.findings:
+            lines += textwrap.wrap(f"{finding.level.upper():<7} {finding.text}", width=110,
+                                   initial_indent="  ", subsequent_indent="          ")
+    for warning in [w for w in report.warnings if w not in shown][:5]:
+        lines += textwrap.wrap(f"warning: {warning}", width=110, initial_indent="  ", subsequent_indent="    ")
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines)
 

@@ -125,6 +125,25 @@ class Agreement:
                 "within_noise": self.within_noise}
 
 
+FindingLevel = Literal["alert", "warning", "ok", "info"]
+
+
+@dataclass
+class Finding:
+    """One statement of the verdict at the top of the report, with the numbers behind it.
+
+    ``level``: ``alert`` (the audit's numbers cannot be trusted as they stand), ``warning``
+    (read with care), ``ok`` (a check passed), ``info`` (a measured fact)."""
+
+    kind: str  # what it is about: "performance", "agreement", "sanity", "ood", "calibration", "gates", "config"
+    level: FindingLevel
+    text: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "level": self.level, "text": self.text, "numbers": self.numbers}
+
+
 @dataclass
 class ReportSection:
     """An extra section a plugin adds to the report (hook ``hepaudit_report_sections``).
@@ -174,6 +193,7 @@ class AuditReport:
     groups: dict[str, list[str]] = field(default_factory=dict)
     sections: list[ReportSection] = field(default_factory=list)
     gates: list[GateOutcome] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)  # the verdict, most important first
     output_dir: str | None = None
     schema_version: int = 1
 
@@ -190,6 +210,7 @@ class AuditReport:
             "model": self.model,
             "data": self.data,
             "features": self.features,
+            "findings": [f.to_dict() for f in self.findings],
             "explainers": {name: r.to_dict() for name, r in self.explainers.items()},
             "agreement": [a.to_dict() for a in self.agreement],
             "per_jet": self.per_jet,

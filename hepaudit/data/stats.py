@@ -17,6 +17,15 @@ MAX_CORRELATION_FEATURES = 512
 
 
 @dataclass
+class InputFacts:
+    """What the input statistics say about the features (for warnings and findings)."""
+
+    constant: list[str] = field(default_factory=list)
+    orders_of_magnitude: float | None = None  # log10 of the largest over the smallest |value| scale
+    correlated: list[tuple[str, str, float]] = field(default_factory=list)  # |ρ| above the threshold, strongest first
+
+
+@dataclass
 class InputStats:
     """Sums over jets of every input (float64), plus flat-feature moments for warnings."""
 
@@ -60,42 +69,50 @@ class InputStats:
         hi = np.where(hi > lo, hi, lo + 1.0)  # a constant feature still gets bins
         return np.stack([lo, hi], axis=1)
 
-    def warnings(self, names: list[str], threshold: float = 0.9, max_listed: int = 5) -> list[str]:
-        """Warnings about correlated features and features spanning orders of magnitude."""
-        out: list[str] = []
+    def describe(self, names: list[str], threshold: float = 0.9) -> InputFacts:
+        """Constant features, the orders of magnitude the features span, strongly correlated pairs."""
+        facts = InputFacts()
         if self.count < 2 or self.feature_sum is None or self.feature_sumsq is None:
-            return out
+            return facts
         n = self.count
         mean = self.feature_sum / n
-        var = np.maximum(self.feature_sumsq / n - mean**2, 0.0)
-        std = np.sqrt(var)
+        std = np.sqrt(np.maximum(self.feature_sumsq / n - mean**2, 0.0))
         # float noise (e.g. eta_1 after the TopoDNN rotation, ~1e-9) counts as constant
         typical = np.median(std[std > 0]) if (std > 0).any() else 1.0
         live = std > 1e-6 * typical
-        constant = [names[k] for k in np.flatnonzero(~live)]
-        if constant:
-            listed = ", ".join(constant[:max_listed]) + (", ..." if len(constant) > max_listed else "")
-            out.append(f"{len(constant)} feature(s) are constant over the audited jets ({listed}): "
-                       "occluding them with their mean changes nothing,"
-                       " while LRP may still rank them high (mean-behaviour relevance).")
+        facts.constant = [names[k] for k in np.flatnonzero(~live)]
         if self.abs_max is not None and live.any():
             scales = self.abs_max[live]
             scales = scales[scales > 0]
-            if len(scales) and scales.max() / scales.min() > 1e3:
-                out.append(f"input features span {np.log10(scales.max() / scales.min()):.0f} orders of magnitude "
-                           "(largest |value| per feature); attributions are harder to compare across features.")
+            if len(scales):
+                facts.orders_of_magnitude = float(np.log10(scales.max() / scales.min()))
         if self.cross is not None and live.sum() > 1:
             cov = self.cross / n - np.outer(mean, mean)
             idx = np.flatnonzero(live)
             corr = cov[np.ix_(idx, idx)] / np.outer(std[idx], std[idx])
             iu = np.triu_indices(len(idx), 1)
             strong = np.flatnonzero(np.abs(corr[iu]) > threshold)
-            if len(strong):
-                order = strong[np.argsort(-np.abs(corr[iu][strong]))][:max_listed]
-                pairs = [f"{names[idx[iu[0][k]]]}~{names[idx[iu[1][k]]]} ({corr[iu][k]:+.2f})" for k in order]
-                out.append(f"{len(strong)} pair(s) of features are strongly correlated (|rho| > {threshold}), e.g. "
-                           f"{', '.join(pairs)}: occlusion and Shapley attributions split or move importance between "
-                           "correlated inputs.")
+            order = strong[np.argsort(-np.abs(corr[iu][strong]), kind="stable")]
+            facts.correlated = [(names[idx[iu[0][k]]], names[idx[iu[1][k]]], float(corr[iu][k])) for k in order]
+        return facts
+
+    def warnings(self, names: list[str], threshold: float = 0.9, max_listed: int = 5) -> list[str]:
+        """Warnings about constant, correlated and orders-of-magnitude-spanning features."""
+        facts = self.describe(names, threshold)
+        out: list[str] = []
+        if facts.constant:
+            listed = ", ".join(facts.constant[:max_listed]) + (", ..." if len(facts.constant) > max_listed else "")
+            out.append(f"{len(facts.constant)} feature(s) are constant over the audited jets ({listed}): "
+                       "occluding them with their mean changes nothing,"
+                       " while LRP may still rank them high (mean-behaviour relevance).")
+        if facts.orders_of_magnitude is not None and facts.orders_of_magnitude > 3:
+            out.append(f"input features span {facts.orders_of_magnitude:.0f} orders of magnitude "
+                       "(largest |value| per feature); attributions are harder to compare across features.")
+        if facts.correlated:
+            pairs = [f"{a}~{b} ({r:+.2f})" for a, b, r in facts.correlated[:max_listed]]
+            out.append(f"{len(facts.correlated)} pair(s) of features are strongly correlated (|rho| > {threshold}), "
+                       f"e.g. {', '.join(pairs)}: occlusion and Shapley attributions split or move importance "
+                       "between correlated inputs.")
         return out
 
     def merge(self, other: InputStats) -> InputStats:

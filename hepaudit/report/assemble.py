@@ -21,6 +21,7 @@ from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.options import as_table
+from hepaudit.report.findings import findings
 from hepaudit.report.performance import inputs_section, performance_section
 from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
 
@@ -238,6 +239,7 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, ti
     report.sections = ([score_section(outcome.score_hist, SCORE_BINS)] + [s for s in (performance, inputs) if s]
                        + plan.host.report_sections(report))
     report.gates = evaluate_gates(cfg.gates, report)
+    report.findings = findings(report, plan.checks, plan.input_facts)
     report.timing = {"total_s": time.perf_counter() - timing["total_s"], "read_s": outcome.read_s,
                      "chunks_read": outcome.chunks_read, "input_stats_s": timing.get("input_stats_s", 0.0),
                      "inference_s": plan.tagger.inference_s, **{f"{n}_s": r.runtime_s for n, r in results.items()},

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hepaudit.errors import DataError
+from hepaudit.guards import first_layer_scale
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors import Executor
@@ -30,6 +31,8 @@ def execute(plan: AuditPlan, executor: Executor, per_jet: PerJetWriter | None, p
             plan.context.input_mean = stats.mean()
             plan.context.feature_range = stats.feature_range()
             plan.warnings.extend(stats.warnings(plan.builder.features))
+            plan.input_facts = stats.describe(plan.builder.features)
+            plan.check("config", "alert", first_layer_scale(plan.tagger.proto, plan.builder, stats))
         stats_s = time.perf_counter() - t0
         plan.instantiate()
         outcome = executor.run(job)

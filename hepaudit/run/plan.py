@@ -21,13 +21,16 @@ import numpy as np
 from hepaudit.config import AuditConfig, load_config, sample_config
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
+from hepaudit.data.stats import InputFacts
 from hepaudit.errors import ConfigError, DataError, ModelError, pointed_at
 from hepaudit.executors.local import Job
 from hepaudit.explainers.base import AuditContext, Explainer
+from hepaudit.guards import one_class_per_file
 from hepaudit.model.session import Tagger
 from hepaudit.options import parse_table
 from hepaudit.plugins import PluginHost
 from hepaudit.report.per_jet import PerJetWriter
+from hepaudit.results import Finding, FindingLevel
 from hepaudit.run.lifecycle import ExplainerRun, describe_error
 from hepaudit.run.progress import Progress
 
@@ -59,19 +62,23 @@ def apply_overrides(config: str | Path | AuditConfig, *, max_jets: int | None = 
     return cfg
 
 
-def label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tuple[int, int, set[float]]:
-    """Signal and background counts from the label branch alone (cheap: one branch), and every
-    value the branch holds (exactly: 0.5 is not 0, NaN is reported).
+def label_counts(sample: Sample, label: str, skip_corrupt: bool = False
+                 ) -> tuple[int, int, set[float], dict[str, set[float]]]:
+    """Signal and background counts from the label branch alone (cheap: one branch), every
+    value the branch holds (exactly: 0.5 is not 0, NaN is reported), and the values per file.
 
     With ``skip_corrupt`` a file whose label branch cannot be read is dropped from the sample.
     """
     while True:
         n_sig = n_bkg = 0
         values: set[float] = set()
+        per_file: dict[str, set[float]] = {}
         try:
             for raw in sample.chunks([label]):
                 lab = np.asarray(raw.arrays[label])
-                values |= set(np.unique(lab).astype(np.float64).tolist())
+                seen = set(np.unique(lab).astype(np.float64).tolist())
+                values |= seen
+                per_file.setdefault(str(raw.file), set()).update(seen)
                 n_sig += int((lab == 1).sum())
                 n_bkg += int((lab == 0).sum())
         except CorruptFileError as exc:
@@ -79,7 +86,7 @@ def label_counts(sample: Sample, label: str, skip_corrupt: bool = False) -> tupl
                 raise
             sample.drop(exc.path, str(exc))  # and count again: entry numbers and max_jets move
             continue
-        return n_sig, n_bkg, values
+        return n_sig, n_bkg, values, per_file
 
 
 @dataclass
@@ -100,6 +107,16 @@ class AuditPlan:
     skipped: dict[str, str]  # explainer -> why it does not run
     warnings: list[str] = field(default_factory=list)
     debug: bool = False
+    # what the guards found about the config and the data (hepaudit/guards.py): warnings that
+    # also open the report's findings
+    checks: list[Finding] = field(default_factory=list)
+    input_facts: InputFacts | None = None  # from the x̄ pass, when it ran
+
+    def check(self, kind: str, level: FindingLevel, text: str | None) -> None:
+        """Record a guard's sentence (if any) as a warning and a finding."""
+        if text:
+            self.warnings.append(text)
+            self.checks.append(Finding(kind, level, text))
 
     @classmethod
     def build(cls, cfg: AuditConfig, host: PluginHost, explainers: Sequence[str] | None = None,
@@ -130,8 +147,9 @@ class AuditPlan:
             reference = Sample(cfg.reference, "reference")
             reference.prepare(list(builder.flat_branches), builder.jagged_branches)
         n_sig = n_bkg = 0
+        per_file: dict[str, set[float]] = {}
         if cfg.data.label:
-            n_sig, n_bkg, values = label_counts(sample, cfg.data.label, cfg.execution.skip_corrupt)
+            n_sig, n_bkg, values, per_file = label_counts(sample, cfg.data.label, cfg.execution.skip_corrupt)
             if not values <= {0.0, 1.0}:  # NaN is in no set of numbers: it is reported too
                 shown = sorted(values, key=lambda v: (np.isnan(v), v))
                 listed = ", ".join(f"{v:g}" for v in shown[:6]) + (", ..." if len(shown) > 6 else "")
@@ -148,6 +166,7 @@ class AuditPlan:
         plan = cls(cfg, host, names, classes, options, tagger, builder, sample, reference, context, [], {},
                    warnings, debug)
         plan._choose_runs()
+        plan.check("config", "warning", one_class_per_file(per_file))
         return plan
 
     def _choose_runs(self) -> None:
