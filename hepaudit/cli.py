@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from hepaudit import __version__
-from hepaudit.errors import HepauditError, pointed_at
+from hepaudit.errors import HepauditError, OutputError, pointed_at
 
 
 def _fail(exc: HepauditError, debug: bool) -> None:
@@ -138,6 +138,48 @@ def _summary(report: Any, out: Path, debug: bool = False) -> str:
         lines += textwrap.wrap(f"warning: {warning}", width=110, initial_indent="  ", subsequent_indent="    ")
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("hepaudit-diff"),
+              show_default=True, help="Folder for diff.json and diff.html.")
+@click.option("--fail-on-change", is_flag=True,
+              help="Exit 1 when something changed beyond the intervals (for CI when a new model version lands).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def diff(a: Path, b: Path, out: Path, fail_on_change: bool, debug: bool) -> None:
+    """Compare two audits A and B (report folders or report.json files): a model v1 and v2 on
+    the same jets, or one model on two samples. Exit 0, 1 with --fail-on-change when something
+    changed significantly, 2 for bad usage."""
+    from hepaudit.diff import diff_reports, load_report, write_diff
+
+    try:
+        file_a, doc_a = load_report(a)
+        file_b, doc_b = load_report(b)
+        result = diff_reports(doc_a, doc_b, str(file_a), str(file_b))
+        write_diff(result, out)
+    except HepauditError as exc:
+        _fail(exc, debug)
+        return
+    except OSError as exc:
+        _fail(OutputError(f"{out}: cannot write the diff ({exc.strerror or exc})"), debug)
+        return
+    auc = result["baseline_auc"]
+    lines = [f"A: {file_a}", f"B: {file_b}"]
+    if auc["a"] is not None and auc["b"] is not None:
+        lines.append(f"AUC {auc['a']:.4f} → {auc['b']:.4f}" + (
+            f" (Δ = {auc['delta']:+.4f}, ± {auc['tolerance']:.4f} combined)" if auc["tolerance"] is not None else ""))
+    for name, ranking in result["explainers"].items():
+        tau = ranking["kendall_tau"]
+        lines.append(f"  {name:<14} τ = {tau:.2f}" if tau is not None else f"  {name:<14} τ = —")
+        lines[-1] += f"  changed: {', '.join(c['feature'] for c in ranking['changed'][:5]) or 'none'}"
+    lines += textwrap.wrap("changed: " + "; ".join(result["changes"]), width=110, subsequent_indent="  ") \
+        if result["changed"] else ["no change beyond the intervals"]
+    lines.append(f"diff: {out / 'diff.html'}")
+    click.echo("\n".join(lines), err=True)
+    if fail_on_change and result["changed"]:
+        sys.exit(1)
 
 
 @cli.command()
