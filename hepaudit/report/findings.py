@@ -38,7 +38,8 @@ def findings(report: AuditReport, checks: Sequence[Finding] = (), facts: InputFa
         out += ood(name, report.explainers.get(name))
     out += calibration(report.explainers.get("calibration"))
     out += gates(report)
-    return sorted(out, key=lambda f: min(_ORDER[f.level], 2))  # alerts, warnings, then the rest as found
+    # alerts, then the tagger's performance, then warnings, then the rest as found
+    return sorted(out, key=lambda f: 0.5 if f.kind == "performance" and f.level != "alert" else min(_ORDER[f.level], 2))
 
 
 def _ok(result: ExplainerResult | None) -> bool:
@@ -102,13 +103,10 @@ def sanity(result: ExplainerResult | None) -> list[Finding]:
 
 
 def _top_set(result: ExplainerResult) -> set[str]:
-    """The features that are, or within their 95 % intervals could be, among the top ``TOP``."""
-    scores = result.feature_importance or []
-    if len(scores) <= TOP:
-        return {s.feature for s in scores}
-    cut = scores[TOP - 1].score
-    return {s.feature for i, s in enumerate(scores)
-            if i < TOP or (s.score_ci95 is not None and s.score_ci95[1] >= cut)}
+    """The method's top ``TOP`` features whose importance is above zero beyond noise (interval
+    above 0; without an interval, a positive score)."""
+    return {s.feature for s in (result.feature_importance or [])[:TOP]
+            if (s.score_ci95[0] > 0 if s.score_ci95 else s.score > 0)}
 
 
 def agreement(report: AuditReport, facts: InputFacts | None) -> list[Finding]:
@@ -124,8 +122,9 @@ def agreement(report: AuditReport, facts: InputFacts | None) -> list[Finding]:
     names = ", ".join(methods)
     if shared:
         out.append(Finding("agreement", "info",
-                           f"All {len(methods)} methods ({names}) place {', '.join(shared)} among their top {TOP} "
-                           "(within their 95 % intervals).", {"features": shared, "methods": list(methods)}))
+                           f"All {len(methods)} methods ({names}) rank {', '.join(shared)} among their top {TOP}, "
+                           "each with an importance whose 95 % interval excludes zero.",
+                           {"features": shared, "methods": list(methods)}))
     else:
         out.append(Finding("agreement", "info", f"No feature is among the top {TOP} of every method ({names}).",
                            {"methods": list(methods)}))
@@ -138,7 +137,8 @@ def agreement(report: AuditReport, facts: InputFacts | None) -> list[Finding]:
     if agree:
         out.append(Finding("agreement", "ok", "Agree within their own noise: " + "; ".join(
             f"{a.a}–{a.b} Kendall τ = {a.kendall_tau:.2f}{_interval(a.kendall_tau_ci95, 2)} (noise "
-            f"{a.noise_kendall_tau:.2f})" for a in agree) + ".", {"pairs": [[a.a, a.b] for a in agree]}))
+            f"{a.noise_kendall_tau:.2f})" + _both_top(a.a, a.b, tops, rank) for a in agree) + ".",
+            {"pairs": [[a.a, a.b] for a in agree]}))
     if differ:
         out.append(Finding("agreement", "warning", "Rank the features differently beyond their noise: " + "; ".join(
             f"{a.a}–{a.b} τ = {a.kendall_tau:.2f}{_interval(a.kendall_tau_ci95, 2)} (noise {a.noise_kendall_tau:.2f})"
@@ -147,6 +147,11 @@ def agreement(report: AuditReport, facts: InputFacts | None) -> list[Finding]:
                         "noise_kendall_tau": a.noise_kendall_tau} for a in differ]}))
         out += _why({n for a in differ for n in (a.a, a.b)}, methods, facts)
     return out
+
+
+def _both_top(a: str, b: str, tops: dict[str, set[str]], rank: dict[str, dict[str, int]]) -> str:
+    shared = sorted(tops[a] & tops[b], key=lambda f: rank[a][f] + rank[b][f])
+    return f", both with {', '.join(shared)} in their top {TOP}" if shared else ""
 
 
 def _high(a: Any) -> float:
