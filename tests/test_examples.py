@@ -259,3 +259,14 @@ def test_ood_demo_flags_the_boosted_sample(tmp_path):
     assert abs(ae["reference_flagged_fraction"] - expected) < 3 * ae["reference_flagged_fraction_error"]
     ens = report["explainers"]["ood_ensemble"]
     assert abs(ens["reference_flagged_fraction"] - expected) < 3 * ens["reference_flagged_fraction_error"]
+    # the verdict: the failed gates first, the shift named beyond its noise, calibration judged
+    findings = report["findings"]
+    assert [f["kind"] for f in findings[:2]] == ["gates", "gates"] and findings[0]["level"] == "alert"
+    shifted = [f for f in findings if f["kind"] == "ood"]
+    assert {f["numbers"]["explainer"] for f in shifted} == {"ood_ae", "ood_ensemble"}
+    ae_finding = next(f for f in shifted if f["numbers"]["explainer"] == "ood_ae")
+    assert ae_finding["level"] == "warning" and "beyond noise" in ae_finding["text"]
+    calibration = next(f for f in findings if f["kind"] == "calibration")
+    assert calibration["numbers"]["ece"] == report["explainers"]["calibration"]["ece"]
+    assert calibration["numbers"]["calibrated_ece"] > 0
+    assert "findings:" in done.stderr and "ALERT" in done.stderr
