@@ -110,10 +110,11 @@ def separation(auc: float | None, ci95: list[float] | None) -> str | None:
     interval = f" [{low:.3f}, {high:.3f}]" if ci95 else ""
     if low <= 0.5 <= high:
         return (f"the tagger does not separate these jets: AUC {auc:.3f}{interval} is compatible with 0.5 (chance). "
-                "Every importance below measures noise. Likely causes: a missing or wrong preprocess recipe "
-                "(inputs not as the model was trained), a wrong model.score column or class, or data.label not the "
-                "truth label of this tagger's signal.")
+                "Every importance below measures noise. Likely causes: inputs not as the model was trained (a "
+                "missing or wrong preprocess recipe, variables missing from the data), a wrong model.score column "
+                "or class, or data.label not the truth label of this tagger's signal.")
     if high < 0.5:
         return (f"the tagger ranks background above signal: AUC {auc:.3f}{interval} is below 0.5. Likely causes: "
-                "data.label inverted (1 must be signal), or model.score reading the background class.")
+                "data.label inverted (1 must be signal), model.score reading the background class, or inputs far "
+                "from what the model was trained on (a missing preprocess recipe, variables missing from the data).")
     return None

@@ -284,3 +284,13 @@ def train_mlp(x: np.ndarray, y: np.ndarray, hidden: list[int], seed: int = 0, ep
             v += 0.001 * g * g
             p -= rate * (m / (1 - 0.9**step)) / (np.sqrt(v / (1 - 0.999**step)) + 1e-8)
     return [(params[i].astype(np.float32), params[i + 1].astype(np.float32)) for i in range(0, len(params), 2)]
+
+
+def write_features(path: Path, x: np.ndarray, labels: np.ndarray, tree: str = "jets") -> Path:
+    """Flat float32 branches ``f0``.. from the columns of ``x`` and an int32 ``is_signal``."""
+    branches = {f"f{k}": np.asarray(x[:, k], np.float32) for k in range(x.shape[1])}
+    branches["is_signal"] = np.asarray(labels, np.int32)
+    with uproot.recreate(path) as handle:
+        handle.mktree(tree, {k: v.dtype for k, v in branches.items()})
+        handle[tree].extend(branches)
+    return path

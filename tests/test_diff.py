@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uproot
 
 from hepaudit.diff import diff_reports
 
 sys.path.insert(0, str(Path(__file__).parent))
-from builders import mlp_model, save, toml_dumps, train_mlp  # noqa: E402
+from builders import mlp_model, save, toml_dumps, train_mlp, write_features  # noqa: E402
 
 FEATURES = 4
 
@@ -38,10 +37,7 @@ def audits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     zeroed = [(w.copy(), b.copy()) for w, b in weights]
     zeroed[0][0][0, :] = 0.0  # (in, out): input f0 reaches no hidden unit
     save(mlp_model(zeroed), folder / "v2.onnx")
-    with uproot.recreate(folder / "jets.root") as handle:
-        branches = {f"f{k}": x[:, k] for k in range(FEATURES)} | {"is_signal": labels}
-        handle.mktree("jets", {k: v.dtype for k, v in branches.items()})
-        handle["jets"].extend(branches)
+    write_features(folder / "jets.root", x, labels)
     for version in ("v1", "v2"):
         doc = {"model": {"path": f"{version}.onnx"},
                "data": {"files": ["jets.root"], "tree": "jets", "label": "is_signal"},

@@ -11,24 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uproot
 
 import hepaudit
 from hepaudit.errors import ConfigError, DataError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from builders import mlp_model, save, toml_dumps, train_mlp  # noqa: E402
+from builders import mlp_model, save, toml_dumps, train_mlp, write_features  # noqa: E402
 
 N_FEATURES = 4
-
-
-def write_jets(path: Path, x: np.ndarray, labels: np.ndarray) -> Path:
-    with uproot.recreate(path) as handle:
-        branches = {f"f{k}": x[:, k].astype(np.float32) for k in range(x.shape[1])} | {
-            "is_signal": labels.astype(np.int32)}
-        handle.mktree("jets", {k: v.dtype for k, v in branches.items()})
-        handle["jets"].extend(branches)
-    return path
 
 
 def sample(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,11 +35,11 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("guards")
     x, labels = sample(2000, 0)
     save(mlp_model(train_mlp(x.astype(np.float32), labels, [8], seed=0, epochs=200)), out / "model.onnx")
-    write_jets(out / "jets.root", x, labels)
-    write_jets(out / "scaled.root", 1000 * x, labels)
-    write_jets(out / "shuffled.root", x, np.random.default_rng(5).permutation(labels))
-    write_jets(out / "sig.root", x[labels == 1], labels[labels == 1])
-    write_jets(out / "bkg.root", x[labels == 0], labels[labels == 0])
+    write_features(out / "jets.root", x, labels)
+    write_features(out / "scaled.root", 1000 * x, labels)
+    write_features(out / "shuffled.root", x, np.random.default_rng(5).permutation(labels))
+    write_features(out / "sig.root", x[labels == 1], labels[labels == 1])
+    write_features(out / "bkg.root", x[labels == 0], labels[labels == 0])
     return out
 
 

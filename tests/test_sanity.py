@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import uproot
 from onnx import numpy_helper
 
 import hepaudit
@@ -25,7 +24,7 @@ from hepaudit.plugins import hookimpl
 from hepaudit.results import FeatureScore, sorted_scores
 
 sys.path.insert(0, str(Path(__file__).parent))
-from builders import dense_weights, mlp_model, save, toml_dumps, train_mlp  # noqa: E402
+from builders import dense_weights, mlp_model, save, toml_dumps, train_mlp, write_features  # noqa: E402
 
 SHIFTS = np.array([1.5, 1.2, 0.9, 0.6, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
 
@@ -65,10 +64,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     widths = np.linspace(0.5, 2.0, len(SHIFTS))  # |x| ranks the features by width, not by use
     x = (rng.normal(size=(n, len(SHIFTS))) * widths + SHIFTS * labels[:, None]).astype(np.float32)
     save(mlp_model(train_mlp(x, labels, [16, 8], seed=1)), folder / "model.onnx")
-    with uproot.recreate(folder / "jets.root") as handle:
-        branches = {f"f{k}": x[:, k] for k in range(x.shape[1])} | {"is_signal": labels}
-        handle.mktree("jets", {k: v.dtype for k, v in branches.items()})
-        handle["jets"].extend(branches)
+    write_features(folder / "jets.root", x, labels)
     return folder
 
 
@@ -145,7 +141,10 @@ def test_sanity_on_a_trained_mlp(trained: Path) -> None:
     # |x| does not know the model: the same ranking at every step, and the check says so
     assert checked["absx"]["spearman"] == pytest.approx([1.0, 1.0, 1.0])
     assert checked["absx"]["independent_spearman"] == pytest.approx([1.0, 1.0, 1.0])
-    assert checked["absx"]["passed"] is False
+    assert checked["absx"]["passed"] is False and checked["absx"]["verdict"] == "failed"
+    assert checked["lrp"]["verdict"] == "passed" and checked["lrp"]["units_compared"] == [len(SHIFTS)] * 3
+    assert [f.kind for f in report.findings if f.level == "alert"] == ["sanity"]  # absx, and only absx
+    assert "absx" in next(f.text for f in report.findings if f.level == "alert")
     assert "absx" in result.summary and "lrp" not in result.summary
     assert (trained / "report" / "figures" / "sanity_curves.png").stat().st_size > 10_000
 
@@ -158,3 +157,19 @@ def test_sanity_names_what_it_cannot_check(trained: Path) -> None:
     cfg = config(trained, {"lrp": {}, "sanity": {"explainers": ["shap"]}})
     report = hepaudit.audit(cfg, out=None)
     assert "shap not in this audit" in (report.explainers["sanity"].error or "")
+
+
+def test_units_zero_in_both_rankings_do_not_count() -> None:
+    """Padded constituents get exactly zero LRP relevance with any weights: thousands of such
+    ties would pull ρ towards 1. They are left out, and the count compared is reported."""
+    from hepaudit.explainers.sanity import Curve, Ranking, verdict
+
+    names = [f"u{k}" for k in range(1003)]
+    trained = np.r_[np.zeros(1000), [3.0, 2.0, 1.0]]
+    randomised = np.r_[np.zeros(1000), [1.0, 2.0, 3.0]]
+    curve = Curve()
+    curve.add(Ranking(names, trained), Ranking(names[::-1], randomised[::-1]))
+    assert curve.spearman == [pytest.approx(-1.0)] and curve.compared == [3]
+    assert verdict(0.47, [0.06, 0.74], 0.5) == "inconclusive"
+    assert verdict(0.2, [0.1, 0.3], 0.5) == "passed" and verdict(0.9, [0.8, 0.95], 0.5) == "failed"
+    assert verdict(0.9, None, 0.5) == "failed" and verdict(None, None, 0.5) is None

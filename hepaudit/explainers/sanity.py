@@ -68,22 +68,30 @@ class Curve:
     spearman: list[float | None] = field(default_factory=list)
     ci95: list[list[float] | None] = field(default_factory=list)
     errors: list[str | None] = field(default_factory=list)
+    compared: list[int] = field(default_factory=list)  # units ranked, less those zero in both rankings
 
     def add(self, original: Ranking, ranking: Ranking | str) -> None:
         if isinstance(ranking, str):
             self.spearman.append(None)
             self.ci95.append(None)
             self.errors.append(ranking)
+            self.compared.append(0)
             return
-        index = [ranking.names.index(n) for n in original.names]
-        rho = spearman(original.scores, ranking.scores[index])
+        position = {n: i for i, n in enumerate(ranking.names)}
+        index = np.array([position[n] for n in original.names], dtype=np.intp)
+        a, b = original.scores, ranking.scores[index]
+        # a unit scored exactly 0 by both (a padded constituent's LRP, a constant input's ΔAUC)
+        # carries no ranking: thousands of such ties would pull ρ towards 1 whatever the weights
+        live = ~((a == 0) & (b == 0))
+        rho = spearman(a[live], b[live])
         ci = None
         if rho is not None and original.replicates is not None and ranking.replicates is not None:
-            reps = [spearman(a, b[index]) for a, b in zip(original.replicates, ranking.replicates)]
+            reps = [spearman(x[live], y[index][live]) for x, y in zip(original.replicates, ranking.replicates)]
             ci = centred_interval(rho, np.array([np.nan if r is None else r for r in reps]))
         self.spearman.append(rho)
         self.ci95.append(ci)
         self.errors.append(None)
+        self.compared.append(int(live.sum()))
 
 
 class Sanity(Explainer[Reservoir]):
@@ -214,7 +222,9 @@ class Sanity(Explainer[Reservoir]):
         for name, curve in curves.items():
             last = curve.spearman[-1] if curve.spearman else None
             passed = None if last is None else bool(last < threshold)
-            entry: dict[str, Any] = {"spearman": curve.spearman, "spearman_ci95": curve.ci95, "passed": passed}
+            entry: dict[str, Any] = {"spearman": curve.spearman, "spearman_ci95": curve.ci95, "passed": passed,
+                                     "verdict": verdict(last, curve.ci95[-1] if curve.ci95 else None, threshold),
+                                     "units_compared": curve.compared}
             first_error = next((e for e in curve.errors if e), None)
             if isinstance(original[name], str):
                 entry["error"] = original[name]
@@ -224,7 +234,7 @@ class Sanity(Explainer[Reservoir]):
                 entry["independent_spearman"] = independent[name].spearman
                 entry["independent_spearman_ci95"] = independent[name].ci95
             explainers[name] = entry
-            if passed is False:
+            if entry["verdict"] == "failed":
                 failing.append(name)
         fields: dict[str, Any] = {
             "steps": [block_name(b) for b in blocks],
@@ -250,6 +260,19 @@ class Sanity(Explainer[Reservoir]):
         return [Figure("sanity_curves.png", "Spearman ρ between each explanation with the trained weights and with "
                        "the top layers randomised (cascading, output first); bands: 95 % bootstrap intervals; "
                        "dashed: the pass threshold", png)]
+
+
+def verdict(rho: float | None, ci: list[float] | None, threshold: float) -> str | None:
+    """``passed`` or ``failed`` when ρ's 95 % interval lies wholly below or at and above the
+    threshold; ``inconclusive`` when it straddles it (without an interval: ρ decides)."""
+    if rho is None:
+        return None
+    low, high = ci if ci else (rho, rho)
+    if high < threshold:
+        return "passed"
+    if low >= threshold:
+        return "failed"
+    return "inconclusive"
 
 
 def _ranking(result: ExplainerResult) -> Ranking:
@@ -280,6 +303,10 @@ def _summary(explainers: dict[str, Any], threshold: float, failing: list[str]) -
         names = ", ".join(f"{n} ({value(n)})" for n in failing)
         return (f"{names}: the ranking barely changes with every layer randomised (ρ ≥ {threshold:g}): "
                 "it reflects the inputs, not what the tagger learnt.")
+    unsure = [n for n in checked if explainers[n]["verdict"] == "inconclusive"]
+    if unsure:
+        return ("With every layer randomised " + ", ".join(f"{n} {value(n)}" for n in checked)
+                + f"; the intervals of {', '.join(unsure)} straddle {threshold:g}: inconclusive on these jets.")
     return ("Every checked explanation depends on the trained weights: with every layer randomised "
             + ", ".join(f"{n} {value(n)}" for n in checked) + f" (below {threshold:g}).")
 

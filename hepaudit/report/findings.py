@@ -84,20 +84,30 @@ def sanity(result: ExplainerResult | None) -> list[Finding]:
     def last(name: str) -> tuple[float, list[float] | None]:
         return checked[name]["spearman"][-1], checked[name]["spearman_ci95"][-1]
 
-    failed = [n for n, e in checked.items() if e.get("passed") is False]
-    passed = [n for n, e in checked.items() if e.get("passed") is True]
-    for name in failed:
+    def by(word: str) -> list[str]:
+        return [n for n, e in checked.items() if e.get("verdict") == word]
+
+    for name in by("failed"):
         rho, ci = last(name)
         out.append(Finding("sanity", "alert",
                            f"{name}'s ranking survives the randomisation of every layer (Spearman ρ = {rho:.2f}"
                            f"{_interval(ci, 2)} ≥ {threshold:g}): it reflects the inputs more than what the tagger "
                            "learnt; do not read it as an explanation of the model.",
                            {"explainer": name, "spearman": rho, "spearman_ci95": ci, "threshold": threshold}))
+    unsure = by("inconclusive")
+    if unsure:
+        values = {n: last(n) for n in unsure}
+        out.append(Finding("sanity", "warning", "Inconclusive sanity check: with every layer randomised "
+                           + ", ".join(f"{n} ρ = {v[0]:.2f}{_interval(v[1], 2)}" for n, v in values.items())
+                           + f", an interval that straddles the threshold {threshold:g}; check on more jets "
+                           "(sanity.jets).",
+                           {"spearman": {n: v[0] for n, v in values.items()}, "threshold": threshold}))
+    passed = by("passed")
     if passed:
         values = {n: last(n) for n in passed}
         listed = ", ".join(f"{n} ρ = {v[0]:.2f}{_interval(v[1], 2)}" for n, v in values.items())
-        out.append(Finding("sanity", "ok", f"{', '.join(passed)} change once the weights are randomised "
-                           f"(with every layer randomised: {listed}; pass below {threshold:g}).",
+        out.append(Finding("sanity", "ok", f"{', '.join(passed)} change{'s' if len(passed) == 1 else ''} once the "
+                           f"weights are randomised (with every layer randomised: {listed}; below {threshold:g}).",
                            {"spearman": {n: v[0] for n, v in values.items()}, "threshold": threshold}))
     return out
 
