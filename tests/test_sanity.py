@@ -173,3 +173,16 @@ def test_units_zero_in_both_rankings_do_not_count() -> None:
     assert verdict(0.47, [0.06, 0.74], 0.5) == "inconclusive"
     assert verdict(0.2, [0.1, 0.3], 0.5) == "passed" and verdict(0.9, [0.8, 0.95], 0.5) == "failed"
     assert verdict(0.9, None, 0.5) == "failed" and verdict(None, None, 0.5) is None
+
+
+@pytest.mark.slow
+def test_sanity_on_dask_equals_the_local_run(trained: Path) -> None:
+    """On Dask the check runs in a worker's finish, with that worker's own peers: the same numbers."""
+    cfg = config(trained, {"lrp": {}, "dauc": {}, "sanity": {"jets": 300}})
+    local = hepaudit.audit(cfg, out=None).explainers["sanity"]
+    dask = hepaudit.audit(cfg, out=None, workers=2).explainers["sanity"]
+    assert dask.status == "ok", dask.error
+    for name in ("lrp", "dauc"):
+        ours, theirs = dask.fields["explainers"][name], local.fields["explainers"][name]
+        assert ours["spearman"] == pytest.approx(theirs["spearman"])
+        np.testing.assert_allclose(ours["spearman_ci95"], theirs["spearman_ci95"], rtol=1e-9)
