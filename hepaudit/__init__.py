@@ -27,7 +27,7 @@ _LAZY = {
     "Explainer": "hepaudit.explainers.base", "Chunk": "hepaudit.explainers.base",
     "AuditContext": "hepaudit.explainers.base",
     "ExplainerResult": "hepaudit.results", "FeatureScore": "hepaudit.results", "Figure": "hepaudit.results",
-    "ReportSection": "hepaudit.results", "AuditReport": "hepaudit.results",
+    "ReportSection": "hepaudit.results", "AuditReport": "hepaudit.results", "Finding": "hepaudit.results",
     "HepauditError": "hepaudit.errors", "ConfigError": "hepaudit.errors", "DataError": "hepaudit.errors",
     "ModelError": "hepaudit.errors",
     "ProgressEvent": "hepaudit.run.progress", "AuditCancelled": "hepaudit.run.progress",
@@ -35,7 +35,7 @@ _LAZY = {
 
 __all__ = [
     "__version__", "audit", "hookimpl", "Explainer", "Chunk", "AuditContext", "ExplainerResult", "FeatureScore",
-    "Figure", "ReportSection", "AuditReport", "HepauditError", "ConfigError", "DataError", "ModelError",
+    "Figure", "ReportSection", "AuditReport", "Finding", "HepauditError", "ConfigError", "DataError", "ModelError",
     "ProgressEvent", "AuditCancelled",
 ]
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.errors import ConfigError, DataError, HepauditError, ModelError
     from hepaudit.explainers.base import AuditContext, Chunk, Explainer
     from hepaudit.hookspecs import hookimpl
-    from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
+    from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, Finding, ReportSection
     from hepaudit.run.progress import AuditCancelled, ProgressEvent
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
