@@ -131,13 +131,22 @@ def _summary(report: Any, out: Path, debug: bool = False) -> str:
     shown = {f.text for f in report.findings}
     if report.findings:
         lines.append("findings:")
-        for finding in report.findings:
-            lines += textwrap.wrap(f"{finding.level.upper():<7} {finding.text}", width=110,
-                                   initial_indent="  ", subsequent_indent="          ")
-    for warning in [w for w in report.warnings if w not in shown][:5]:
-        lines += textwrap.wrap(f"warning: {warning}", width=110, initial_indent="  ", subsequent_indent="    ")
+        # one line each, whole: the terminal wraps, and a CI log stays greppable
+        lines += [f"  {finding.level.upper():<7} {finding.text}" for finding in report.findings]
+    lines += [f"  warning: {warning}" for warning in [w for w in report.warnings if w not in shown][:5]]
     lines.append(f"report: {out / 'report.html'}")
     return "\n".join(lines)
+
+
+def _service_commands() -> None:
+    """``serve`` and ``submit`` (their heavy imports wait until they run)."""
+    from hepaudit.service.commands import serve, submit
+
+    cli.add_command(serve)
+    cli.add_command(submit)
+
+
+_service_commands()
 
 
 @cli.command()
