@@ -1,0 +1,237 @@
+"""The audit service with real parts (quality.md "The service"): ``hepaudit serve`` in a
+subprocess on 127.0.0.1, a SQLite file, a local Dask cluster, real multipart uploads."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the service needs pip install \".[service]\"")
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("alembic")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from service_helpers import (  # noqa: E402
+    Service,
+    api,
+    audit_config,
+    free_port,
+    hepaudit,
+    make_data,
+    request,
+    upload,
+    wait_for,
+)
+
+CONFIG = audit_config(["jets.root"], {"dauc": {}, "mad": {}})
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("service")
+    model = make_data(folder / "data")
+    svc = Service(folder / "home", folder / "data", free_port(), extra=["--max-upload-mb", "1"])
+    tokens = {"alice": svc.token("alice", "top"), "bob": svc.token("bob", "higgs"),
+              "root": svc.token("root", "ops", admin=True)}
+    svc.start()
+    status, doc = upload(svc.url, tokens["alice"], model, "mlp", "v1")
+    assert status == 201, doc
+    yield svc, tokens, model, doc
+    svc.stop()
+
+
+def test_health_needs_no_token_and_everything_else_does(service: Any) -> None:
+    svc, tokens, _, _ = service
+    status, doc = api(svc.url, "GET", "/api/health", None)
+    assert status == 200 and doc["status"] == "ok"
+    assert api(svc.url, "GET", "/api/models", None)[0] == 401
+    assert api(svc.url, "GET", "/api/models", "hpa_not-a-token")[0] == 401
+    status, doc = api(svc.url, "GET", "/api/models", tokens["alice"])
+    assert status == 200 and [m["name"] for m in doc] == ["mlp"]
+
+
+def test_uploads_duplicates_bad_files_and_size(service: Any, tmp_path: Path) -> None:
+    svc, tokens, model, registered = service
+    status, doc = upload(svc.url, tokens["alice"], model, "mlp", "v1")
+    assert status == 409 and "already registered" in doc["error"]
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model at all")
+    status, doc = upload(svc.url, tokens["alice"], junk, "junk", "v1")
+    assert status == 400 and "not an ONNX model" in doc["error"] and str(tmp_path) not in doc["error"]
+    status, doc = upload(svc.url, tokens["alice"], model, "big", "v1", data=b"\0" * (2 * 1024 * 1024))
+    assert status == 413, doc
+    assert list((svc.home / "uploads").iterdir()) == []  # nothing half-written is left behind
+    assert registered["sha256"] and (svc.home / "models" / f"{registered['sha256']}.onnx").is_file()
+
+
+def test_another_groups_token_gets_404(service: Any) -> None:
+    svc, tokens, _, registered = service
+    model_id = registered["id"]
+    assert api(svc.url, "GET", f"/api/models/{model_id}", tokens["bob"])[0] == 404
+    assert api(svc.url, "GET", "/api/models", tokens["bob"])[1] == []
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["bob"], {"model": model_id, "config": CONFIG})
+    assert status == 404
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": model_id, "config": CONFIG})
+    assert status == 202
+    audit_id = doc["id"]
+    for path in (f"/api/audits/{audit_id}", f"/api/audits/{audit_id}/report.json"):
+        assert api(svc.url, "GET", path, tokens["bob"])[0] == 404
+    assert api(svc.url, "DELETE", f"/api/audits/{audit_id}", tokens["bob"])[0] == 404
+    assert api(svc.url, "GET", f"/api/audits/{audit_id}", tokens["root"])[0] == 200  # admins see every group
+    wait_for(svc.url, tokens["alice"], audit_id)
+
+
+@pytest.mark.parametrize("files", [["/etc/passwd.root"], ["../model.onnx"], ["../*.root"], ["/tmp/*.root"]])
+def test_config_outside_the_data_roots_is_400(service: Any, files: list[str]) -> None:
+    svc, tokens, _, registered = service
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"],
+                      {"model": registered["id"], "config": audit_config(files, {"dauc": {}})})
+    assert status == 400 and "not inside the service's data roots" in doc["error"]
+
+
+def test_bad_config_is_400_with_the_reason(service: Any) -> None:
+    svc, tokens, _, registered = service
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": registered["id"], "config": "[[["})
+    assert status == 400 and "not valid TOML" in doc["error"]
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"],
+                      {"model": registered["id"], "config": CONFIG.replace("[data]", "[data]\nbogus = 1")})
+    assert status == 400 and "bogus" in doc["error"]
+
+
+def test_api_and_cli_give_identical_numbers(service: Any, tmp_path: Path) -> None:
+    svc, tokens, model, registered = service
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": registered["id"], "config": CONFIG})
+    assert status == 202 and doc["status"] == "queued"
+    state = wait_for(svc.url, tokens["alice"], doc["id"])
+    assert state["status"] == "done", state
+    assert state["progress"] == 1.0 and state["started"] and state["finished"]
+    status, body, _ = request(svc.url, "GET", f"/api/audits/{doc['id']}/report.json", tokens["alice"])
+    served = json.loads(body)
+    local = tmp_path / "local.toml"
+    local.write_text(audit_config([str(svc.data_root / "jets.root")], {"dauc": {}, "mad": {}}, str(model)))
+    done = hepaudit("audit", str(local), "--out", str(tmp_path / "cli"), "-q")
+    assert done.returncode == 0, done.stderr
+    cli = json.loads((tmp_path / "cli" / "report.json").read_text())
+    for name in ("dauc", "mad"):
+        assert served["explainers"][name]["feature_importance"] == cli["explainers"][name]["feature_importance"]
+    assert served["explainers"]["dauc"]["baseline_auc"] == cli["explainers"]["dauc"]["baseline_auc"]
+    assert served["findings"] == cli["findings"]
+    assert served["model"]["sha256"] == cli["model"]["sha256"]
+
+
+def test_cancelling_a_queued_and_a_running_audit(service: Any) -> None:
+    svc, tokens, _, registered = service
+    slow = audit_config(["many.root"], {"dauc": {}, "mad": {}, "lrp": {}}, step_size=500)
+    ids = [api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": registered["id"], "config": slow})[1]["id"]
+           for _ in range(3)]
+    running = wait_for(svc.url, tokens["alice"], ids[0], ("running",), timeout=60)
+    assert running["status"] == "running"
+    status, doc = api(svc.url, "DELETE", f"/api/audits/{ids[2]}", tokens["alice"])
+    assert status == 200
+    assert wait_for(svc.url, tokens["alice"], ids[2])["status"] == "cancelled"
+    for audit_id in ids[:2]:
+        api(svc.url, "DELETE", f"/api/audits/{audit_id}", tokens["alice"])
+    for audit_id in ids[:2]:
+        end = wait_for(svc.url, tokens["alice"], audit_id, timeout=120)
+        assert end["status"] == "cancelled", end
+    assert api(svc.url, "DELETE", f"/api/audits/{ids[0]}", tokens["alice"])[0] == 409
+    assert not (svc.home / "reports" / str(ids[0])).exists()
+
+
+def test_diff_of_two_finished_audits(service: Any) -> None:
+    svc, tokens, _, registered = service
+    ids = [api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": registered["id"], "config": CONFIG})[1]["id"]
+           for _ in range(2)]
+    for audit_id in ids:
+        assert wait_for(svc.url, tokens["alice"], audit_id)["status"] == "done"
+    status, doc = api(svc.url, "GET", f"/api/diff?a={ids[0]}&b={ids[1]}", tokens["alice"])
+    assert status == 200 and doc["changed"] is False and doc["baseline_auc"]["delta"] == 0.0
+    assert api(svc.url, "GET", f"/api/diff?a={ids[0]}&b={ids[1]}", tokens["bob"])[0] == 404
+
+
+def test_submit_uploads_follows_and_downloads(service: Any, tmp_path: Path) -> None:
+    svc, tokens, model, _ = service
+    config = tmp_path / "ci.toml"
+    config.write_text(audit_config(["jets.root"], {"dauc": {}}, str(model)))
+    done = hepaudit("submit", str(config), "--server", svc.url, "--token", tokens["alice"], "--wait",
+                    "--out", str(tmp_path / "dl"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "is registered" in done.stderr  # the same sha256 is not uploaded twice
+    assert json.loads((tmp_path / "dl" / "report.json").read_text())["explainers"]["dauc"]["status"] == "ok"
+    gated = tmp_path / "gated.toml"
+    gated.write_text(audit_config(["jets.root"], {"dauc": {}}, str(model))
+                     + '[gates]\n"dauc.baseline_auc" = {min = 0.99}\n')
+    done = hepaudit("submit", str(gated), "--server", svc.url, "--token", tokens["alice"], "--wait", timeout=300)
+    assert done.returncode == 1 and "gate failed" in done.stderr
+    done = hepaudit("submit", str(gated), "--server", svc.url, "--token", "hpa_wrong", "--wait")
+    assert done.returncode == 2 and "unknown token" in done.stderr
+
+
+def test_ui_signs_in_escapes_and_checks_csrf(service: Any, tmp_path: Path) -> None:
+    svc, tokens, model, _ = service
+    status, doc = upload(svc.url, tokens["alice"], model, "<script>alert(1)</script>", "v9")
+    assert status == 201
+    status, body, _ = request(svc.url, "GET", "/")
+    assert status == 200 and b'name="token"' in body
+    status, body, headers = request(svc.url, "POST", "/signin", body=f"token={tokens['alice']}".encode(),
+                                    content_type="application/x-www-form-urlencoded")
+    assert status == 303 and "hepaudit_token=" in headers.get("set-cookie", "")
+    assert "httponly" in headers["set-cookie"].lower() and "samesite=strict" in headers["set-cookie"].lower()
+    cookie = f"hepaudit_token={tokens['alice']}"
+    status, body, _ = request(svc.url, "GET", "/models", cookie=cookie)
+    page = body.decode()
+    assert status == 200 and "<script>alert(1)</script>" not in page and "&lt;script&gt;" in page
+    status, body, _ = request(svc.url, "POST", "/signout", body=b"csrf=forged", cookie=cookie,
+                              content_type="application/x-www-form-urlencoded")
+    assert status == 403
+    status, _, _ = request(svc.url, "GET", "/models", cookie="hepaudit_token=hpa_wrong")
+    assert status == 303  # back to the sign-in page
+
+
+@pytest.mark.slow
+def test_sigkill_mid_audit_then_restart_ends_the_audit(tmp_path: Path) -> None:
+    model = make_data(tmp_path / "data")
+    svc = Service(tmp_path / "home", tmp_path / "data", free_port())
+    token = svc.token("alice", "top")
+    svc.start()
+    try:
+        registered = upload(svc.url, token, model, "mlp", "v1")[1]
+        slow = audit_config(["many.root"], {"dauc": {}, "mad": {}, "lrp": {}}, step_size=500)
+        audit_id = api(svc.url, "POST", "/api/audits", token, {"model": registered["id"], "config": slow})[1]["id"]
+        wait_for(svc.url, token, audit_id, ("running",), timeout=60)
+        time.sleep(1.0)
+        svc.kill()
+        svc.start()
+        end = wait_for(svc.url, token, audit_id, timeout=300)
+        assert end["status"] in ("done", "failed"), end
+        if end["status"] == "failed":
+            assert "stopped" in (end["error"] or "")
+        else:
+            assert end["attempts"] == 2 and end["error"] is None  # resumed: run again from the start
+    finally:
+        svc.stop()
+
+
+@pytest.mark.slow
+def test_two_services_on_one_database_never_run_an_audit_twice(tmp_path: Path) -> None:
+    model = make_data(tmp_path / "data")
+    first = Service(tmp_path / "home", tmp_path / "data", free_port())
+    second = Service(tmp_path / "home", tmp_path / "data", free_port())
+    token = first.token("alice", "top")
+    first.start()
+    second.start()
+    try:
+        registered = upload(first.url, token, model, "mlp", "v1")[1]
+        ids = [api(first.url, "POST", "/api/audits", token, {"model": registered["id"], "config": CONFIG})[1]["id"]
+               for _ in range(6)]
+        ends = [wait_for(second.url, token, audit_id, timeout=300) for audit_id in ids]
+        assert all(e["status"] == "done" for e in ends), ends
+        assert all(e["attempts"] == 1 for e in ends)  # each claimed once, by one of the two
+    finally:
+        first.stop()
+        second.stop()
