@@ -122,6 +122,10 @@ def test_api_and_cli_give_identical_numbers(service: Any, tmp_path: Path) -> Non
     assert served["explainers"]["dauc"]["baseline_auc"] == cli["explainers"]["dauc"]["baseline_auc"]
     assert served["findings"] == cli["findings"]
     assert served["model"]["sha256"] == cli["model"]["sha256"]
+    final = api(svc.url, "GET", f"/api/audits/{doc['id']}", tokens["alice"])[1]
+    assert final["auc"] == served["sections"]["performance"]["auc"]
+    assert final["auc_ci95"] == served["sections"]["performance"]["auc_ci95"]
+    assert final["gates_passed"] is None  # the config has no gates
 
 
 def test_cancelling_a_queued_and_a_running_audit(service: Any) -> None:

@@ -132,7 +132,8 @@ def agreement(report: AuditReport, facts: InputFacts | None) -> list[Finding]:
     names = ", ".join(methods)
     if shared:
         out.append(Finding("agreement", "info",
-                           f"All {len(methods)} methods ({names}) rank {', '.join(shared)} among their top {TOP}, "
+                           f"{'Both' if len(methods) == 2 else 'All ' + str(len(methods))} methods ({names}) rank "
+                           f"{', '.join(shared)} among their top {TOP}, "
                            "each with an importance whose 95 % interval excludes zero.",
                            {"features": shared, "methods": list(methods)}))
     else:

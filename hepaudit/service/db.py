@@ -88,7 +88,10 @@ class Audit(Base):
     created: Mapped[dt.datetime] = mapped_column(DateTime, default=now)
     started: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    gates_passed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    gates_passed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: the config has no gates
+    auc: Mapped[float | None] = mapped_column(Float, nullable=True)  # the performance section's, when labelled
+    auc_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    auc_high: Mapped[float | None] = mapped_column(Float, nullable=True)
     # the service process running it and its last sign of life: a restart finds audits whose
     # runner is gone by a stale heartbeat, never by guessing
     runner: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -100,7 +103,8 @@ class Audit(Base):
         return {"id": self.id, "model": self.model_id, "group": self.group_name, "status": self.status,
                 "progress": self.progress, "phase": self.phase, "error": self.error,
                 "created": _iso(self.created), "started": _iso(self.started), "finished": _iso(self.finished),
-                "gates_passed": self.gates_passed, "submitted_by": self.submitted_by, "attempts": self.attempts}
+                "gates_passed": self.gates_passed, "submitted_by": self.submitted_by, "attempts": self.attempts,
+                "auc": self.auc, "auc_ci95": None if self.auc_low is None else [self.auc_low, self.auc_high]}
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -86,12 +86,16 @@ def run_audit(job: AuditJob) -> str:
 
     out = report_dir(Path(job.home), job.audit_id)
     status, error, gates = "failed", None, None
+    auc: tuple[float | None, float | None, float | None] = (None, None, None)
     try:
         cfg = service_config(job.config_text, Path(job.model_file), [Path(r) for r in job.data_roots])
         report = hepaudit.audit(cfg, out=out, force=True, progress=False, executor="local",
                                 explainers=list(job.explainers) if job.explainers else None,
                                 on_progress=progress, cancel=cancel)
-        status, gates = "done", report.gates_passed
+        status, gates = "done", (report.gates_passed if report.gates else None)
+        performance = next((s.data for s in report.sections if s.key == "performance"), {})
+        ci = performance.get("auc_ci95") or (None, None)
+        auc = (performance.get("auc"), ci[0], ci[1])
     except AuditCancelled:
         status, error = "cancelled", "cancelled on request"
     except HepauditError as exc:
@@ -104,6 +108,7 @@ def run_audit(job: AuditJob) -> str:
         row = session.get(Audit, job.audit_id)
         if row is not None and row.status not in FINAL:
             row.status, row.error, row.gates_passed, row.finished = status, error, gates, now()
+            row.auc, row.auc_low, row.auc_high = auc
             if status == "done":
                 row.progress = 1.0
             session.commit()

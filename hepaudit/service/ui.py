@@ -27,6 +27,9 @@ from hepaudit.service.db import FINAL, Audit, Model, User
 from hepaudit.service.jobs import report_dir
 
 COOKIE = "hepaudit_token"
+#: a jet cone, so the browser's request for an icon is answered (and logs no error)
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M2 14 L14 3 L14 9 Z" '
+           b'fill="#0969da"/></svg>')
 #: figures shown on an audit's page, when the report has them, in this order
 PAGE_FIGURES = ("roc.png", "ranking_comparison.png", "sanity_curves.png", "dauc_importance.png",
                 "shap_importance.png", "lrp_importance.png", "ood_ae_scores.png", "calibration_reliability.png")
@@ -78,6 +81,10 @@ def add_ui(app: FastAPI, settings: Any, sessions: Any) -> None:
     @app.exception_handler(_SignIn)
     async def _to_sign_in(_request: Request, _exc: _SignIn) -> Response:
         return RedirectResponse("/", status_code=303)
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request) -> Response:
