@@ -239,3 +239,57 @@ def test_two_services_on_one_database_never_run_an_audit_twice(tmp_path: Path) -
     finally:
         first.stop()
         second.stop()
+
+
+def test_an_upload_with_external_data_and_a_client_gone_mid_upload(service: Any, tmp_path: Path) -> None:
+    """An uploaded model is checked as the CLI checks one: its external data would have to sit
+    beside it, which a lone upload cannot (400). A client that stops mid-body leaves nothing."""
+    import socket
+
+    import onnx
+
+    svc, tokens, model, _ = service
+    proto = onnx.load(str(model))
+    external = tmp_path / "external.onnx"
+    onnx.save_model(proto, str(external), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    status, doc = upload(svc.url, tokens["alice"], external, "ext", "v1")
+    assert status == 400 and "external data" in doc["error"] and "weights.bin" in doc["error"]
+    with socket.create_connection(("127.0.0.1", svc.port)) as raw:
+        head = (f"POST /api/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tokens['alice']}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 900000\r\n\r\n"
+                '--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\n')
+        raw.sendall(head.encode() + b"\0" * 100_000)
+    time.sleep(1.0)
+    assert api(svc.url, "GET", "/api/health", None)[0] == 200
+    assert list((svc.home / "uploads").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_no_audit(tmp_path: Path) -> None:
+    """The Dask worker running an audit is killed: Dask runs the task again on a fresh worker,
+    and the audit ends done (or failed with the reason), never stuck running."""
+    import os
+    import signal
+
+    psutil = pytest.importorskip("psutil")
+    model = make_data(tmp_path / "data")
+    svc = Service(tmp_path / "home", tmp_path / "data", free_port())
+    token = svc.token("alice", "top")
+    svc.start()
+    try:
+        registered = upload(svc.url, token, model, "mlp", "v1")[1]
+        slow = audit_config(["many.root"], {"dauc": {}, "mad": {}, "lrp": {}}, step_size=500)
+        audit_id = api(svc.url, "POST", "/api/audits", token, {"model": registered["id"], "config": slow})[1]["id"]
+        wait_for(svc.url, token, audit_id, ("running",), timeout=60)
+        time.sleep(1.0)
+        assert svc.process is not None
+        workers = [p for p in psutil.Process(svc.process.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline()) and p.children() == []]
+        assert workers, "no Dask worker process found"
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGKILL)
+        end = wait_for(svc.url, token, audit_id, timeout=300)
+        assert end["status"] == "done" or (end["status"] == "failed" and end["error"]), end
+    finally:
+        svc.stop()
