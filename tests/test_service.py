@@ -86,12 +86,23 @@ def test_another_groups_token_gets_404(service: Any) -> None:
     wait_for(svc.url, tokens["alice"], audit_id)
 
 
-@pytest.mark.parametrize("files", [["/etc/passwd.root"], ["../model.onnx"], ["../*.root"], ["/tmp/*.root"]])
+@pytest.mark.parametrize("files", [["/etc/passwd.root"], ["../model.onnx"], ["../*.root"], ["/tmp/*.root"],
+                                   ["/etc/passwd"]])
 def test_config_outside_the_data_roots_is_400(service: Any, files: list[str]) -> None:
     svc, tokens, _, registered = service
     status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"],
                       {"model": registered["id"], "config": audit_config(files, {"dauc": {}})})
     assert status == 400 and "not inside the service's data roots" in doc["error"]
+
+
+@pytest.mark.parametrize("table", ['[explainers.ood_ae.reference]\nfiles = ["/etc/passwd"]\ntree = "jets"\n',
+                                   '[explainers.ood_ensemble]\nmembers = ["/etc/hostname"]\n',
+                                   '[reference]\nfiles = ["../../outside"]\ntree = "jets"\n'])
+def test_every_file_a_config_names_is_confined(service: Any, table: str) -> None:
+    svc, tokens, _, registered = service
+    config = audit_config(["jets.root"], {"dauc": {}}) + table
+    status, doc = api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": registered["id"], "config": config})
+    assert status == 400 and "not inside the service's data roots" in doc["error"], doc
 
 
 def test_bad_config_is_400_with_the_reason(service: Any) -> None:

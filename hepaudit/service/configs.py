@@ -19,6 +19,9 @@ from hepaudit.errors import ConfigError
 
 #: string values with these endings are files, wherever they sit in the config
 FILE_SUFFIXES = (".root", ".onnx", ".json", ".toml", ".txt", ".npz", ".npy", ".csv")
+#: and so is every string under these keys, whatever its ending (a sample's ``files``, an
+#: explainer's own reference table, an ensemble's members, an autoencoder, a preprocess.json)
+FILE_KEYS = frozenset({"files", "members", "autoencoder", "preprocess_json", "path"})
 
 
 class OutsideDataRoots(ConfigError):
@@ -52,12 +55,12 @@ def confine(value: str, roots: list[Path], where: str) -> str:
     raise OutsideDataRoots(f"{where}: {value!r} is not inside the service's data roots")
 
 
-def _walk(node: Any, roots: list[Path], where: str) -> Any:
+def _walk(node: Any, roots: list[Path], where: str, is_file: bool = False) -> Any:
     if isinstance(node, dict):
-        return {k: _walk(v, roots, f"{where}.{k}") for k, v in node.items()}
+        return {k: _walk(v, roots, f"{where}.{k}", k in FILE_KEYS) for k, v in node.items()}
     if isinstance(node, list):
-        return [_walk(v, roots, f"{where}[{i}]") for i, v in enumerate(node)]
-    if isinstance(node, str) and node.lower().endswith(FILE_SUFFIXES):
+        return [_walk(v, roots, f"{where}[{i}]", is_file) for i, v in enumerate(node)]
+    if isinstance(node, str) and (is_file or node.lower().endswith(FILE_SUFFIXES)):
         return confine(node, roots, where)
     return node
 
@@ -77,10 +80,6 @@ def service_config(text: str, model_path: Path, roots: list[Path]) -> AuditConfi
     model["path"] = str(model_path)
     rest = {k: v for k, v in raw.items() if k not in ("model", "execution", "gates")}
     safe = _walk(rest, roots, "config")
-    for table in ("data", "reference"):
-        files = safe.get(table, {}).get("files") if isinstance(safe.get(table), dict) else None
-        if isinstance(files, list):
-            safe[table]["files"] = [confine(f, roots, f"{table}.files") if isinstance(f, str) else f for f in files]
     execution = dict(raw.get("execution") or {})
     for key in ("executor", "scheduler", "workers", "cache_mb"):
         execution.pop(key, None)  # the service decides where and how audits run
