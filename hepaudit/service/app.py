@@ -255,6 +255,7 @@ def diff_of(settings: ServiceSettings, sessions: Any, user: User, a: int, b: int
     from hepaudit.diff import diff_reports, load_report
 
     docs = []
+    names = []
     with sessions() as session:
         for audit_id in (a, b):
             audit = session.get(Audit, audit_id)
@@ -262,12 +263,18 @@ def diff_of(settings: ServiceSettings, sessions: Any, user: User, a: int, b: int
                 raise ApiError(404, f"no audit {audit_id}")
             if audit.status != "done":
                 raise ApiError(409, f"audit {audit_id} is {audit.status}: only finished audits compare")
+            model = session.get(Model, audit.model_id)
+            names.append(f"{model.name} {model.version}" if model is not None else "?")
     for audit_id in (a, b):
         try:
             docs.append(load_report(report_dir(settings.home, audit_id))[1])
         except HepauditError as exc:
             raise ApiError(404, str(exc)) from None
-    return diff_reports(docs[0], docs[1], f"audit {a}", f"audit {b}")
+    diff = diff_reports(docs[0], docs[1], f"audit {a}", f"audit {b}")
+    for side, name in zip(("a", "b"), names):  # the registry's name, not the service's file layout
+        diff[side]["model"] = name
+        diff[side]["files"] = [Path(f).name for f in diff[side]["files"] if f]
+    return diff
 
 
 async def _read_upload(request: Request, settings: ServiceSettings) -> tuple[dict[str, str], str]:

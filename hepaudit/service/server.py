@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,11 @@ def serve(*, home: Path, host: str, port: int, database: str | None, data_roots:
                 cluster.close()
 
     app.router.lifespan_context = lifespan
+    where = ", ".join(str(r) for r in roots) or "none (audits cannot read data)"
+    print(f"hepaudit serve: http://{host}:{port}/  home {settings.home}  database {url.split('@')[-1]}  "
+          f"data roots {where}  audits at once {max_running} on "
+          f"{'Dask at ' + scheduler if scheduler else f'{workers or 2} local Dask workers'}", file=sys.stderr,
+          flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=200)
 
 
