@@ -69,10 +69,10 @@ def ranking_figure(name: str, ranking: dict[str, Any]) -> bytes | None:
     return png(fig)
 
 
-def render_diff_html(diff: dict[str, Any]) -> str:
-    """The text of diff.html."""
+def render_diff_html(diff: dict[str, Any], back: str | None = None) -> str:
+    """The text of diff.html; ``back``: a link to show above it (the service's model page)."""
     from hepaudit.report.html import _environment
 
     figures = {name: _uri(ranking_figure(name, ranking)) for name, ranking in diff["explainers"].items()}
-    context = {"d": diff, "rejection": _uri(rejection_figure(diff)), "figures": figures}
+    context = {"d": diff, "rejection": _uri(rejection_figure(diff)), "figures": figures, "back": back}
     return _environment().get_template("diff.html.j2").render(**context)

@@ -219,7 +219,9 @@ def add_ui(app: FastAPI, settings: Any, sessions: Any) -> None:
         from hepaudit.diff.page import render_diff_html
 
         user = need_user(request)
-        return HTMLResponse(render_diff_html(diff_of(settings, sessions, user, a, b)))
+        with sessions() as session:
+            model_id = app.state.visible_audit(session, user, a).model_id
+        return HTMLResponse(render_diff_html(diff_of(settings, sessions, user, a, b), back=f"/models/{model_id}"))
 
     _ = may_see  # the UI reaches rows only through the app's visible_* helpers
 
