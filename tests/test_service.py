@@ -206,6 +206,13 @@ def test_ui_signs_in_escapes_and_checks_csrf(service: Any, tmp_path: Path) -> No
     assert status == 403
     status, _, _ = request(svc.url, "GET", "/models", cookie="hepaudit_token=hpa_wrong")
     assert status == 303  # back to the sign-in page
+    status, body, headers = request(svc.url, "GET", "/models/1/trend.png", cookie=cookie)
+    assert status == 200 and headers["content-type"] == "image/png" and body[:4] == b"\x89PNG"
+    carol = svc.token("carol", "top")
+    assert api(svc.url, "GET", "/api/models", carol)[0] == 200
+    done = hepaudit("serve", "--home", str(svc.home), "token", "revoke", "--user", "carol")
+    assert done.returncode == 0 and "removed 1" in done.stdout
+    assert api(svc.url, "GET", "/api/models", carol)[0] == 401
 
 
 @pytest.mark.slow

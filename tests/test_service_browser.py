@@ -92,6 +92,8 @@ def test_sign_in_upload_submit_follow_report_and_diff(browser: Any, tmp_path: Pa
         assert "hepaudit report" in browser.title and browser.find_element(By.ID, "findings")
         shot(browser, "4-report")
         browser.get(model_page)
+        trend = browser.find_element(By.ID, "trend")
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", trend) > 100
         shot(browser, "2-model")
         radios_a = browser.find_elements(By.CSS_SELECTOR, "input[name=a]")
         radios_b = browser.find_elements(By.CSS_SELECTOR, "input[name=b]")

@@ -14,7 +14,7 @@ def test_a_database_at_the_first_revision_upgrades_keeping_its_rows(tmp_path: Pa
     from alembic import command
     from alembic.config import Config
 
-    from hepaudit.service.auth import create_token, user_for
+    from hepaudit.service.auth import create_token, revoke, user_for
     from hepaudit.service.db import Audit, Model, database_url, make_engine, migrate, session_factory
 
     url = database_url(tmp_path)
@@ -45,5 +45,7 @@ def test_a_database_at_the_first_revision_upgrades_keeping_its_rows(tmp_path: Pa
         assert session.get(Model, 1).name == "m"
         token = create_token(session, "bob", "higgs")
         assert user_for(session, token).group_name == "higgs" and user_for(session, token + "x") is None
+        assert revoke(session, "bob", "top") == 0 and revoke(session, "bob") == 1
+        assert user_for(session, token) is None
     engine.dispose()
     migrate(url)  # idempotent

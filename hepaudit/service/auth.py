@@ -34,6 +34,18 @@ def create_token(session: Session, user: str, group: str, admin: bool = False) -
     return token
 
 
+def revoke(session: Session, user: str, group: str | None = None) -> int:
+    """Remove every token of ``user`` (in ``group`` only, when given); how many were removed."""
+    query = select(User).where(User.name == user)
+    if group is not None:
+        query = query.where(User.group_name == group)
+    rows = session.execute(query).scalars().all()
+    for row in rows:
+        session.delete(row)
+    session.commit()
+    return len(rows)
+
+
 def user_for(session: Session, token: str | None) -> User | None:
     """The user holding ``token``, or None for a missing or unknown one."""
     if not token:

@@ -81,6 +81,32 @@ def token_create(ctx: click.Context, home: Path | None, database: str | None, us
                                  database or parent.get("database"), user, group, admin))
 
 
+@token.command("revoke")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--database", default=None, metavar="URL")
+@click.option("--user", required=True, help="Whose tokens to remove.")
+@click.option("--group", default=None, help="Only the user's tokens in this group.")
+@click.pass_context
+def token_revoke(ctx: click.Context, home: Path | None, database: str | None, user: str, group: str | None) -> None:
+    """Remove a user's tokens (at once: the next request with one gets 401)."""
+    _require_service()
+    from hepaudit.service.auth import revoke
+    from hepaudit.service.db import make_engine, session_factory
+    from hepaudit.service.server import prepare_home
+
+    parent = ctx.find_root().obj or {}
+    url = prepare_home(home or parent.get("home") or Path("hepaudit-home"), database or parent.get("database"))
+    engine = make_engine(url)
+    try:
+        with session_factory(engine)() as session:
+            removed = revoke(session, user, group)
+    finally:
+        engine.dispose()
+    click.echo(f"removed {removed} token(s) of {user}")
+    if not removed:
+        sys.exit(1)
+
+
 @click.command()
 @click.argument("config", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--server", required=True, metavar="URL", help="e.g. http://127.0.0.1:8765")

@@ -214,6 +214,23 @@ def add_ui(app: FastAPI, settings: Any, sessions: Any) -> None:
             raise ApiError(404, f"no figure {name!r}")
         return FileResponse(path, media_type="image/png")
 
+    @app.get("/models/{model_id}/trend.png")
+    def trend(model_id: int, request: Request) -> Response:
+        user = need_user(request)
+        with sessions() as session:
+            model = app.state.visible_model(session, user, model_id)
+            versions = session.execute(select(Model).where(Model.name == model.name,
+                                                           Model.group_name == model.group_name)
+                                       .order_by(Model.id)).scalars().all()
+            points = [(m.version, a.id, a.auc, a.auc_low, a.auc_high) for m in versions
+                      for a in session.execute(select(Audit).where(Audit.model_id == m.id, Audit.status == "done",
+                                                                   Audit.auc.is_not(None)).order_by(Audit.id)
+                                               ).scalars()]
+        png = auc_trend(model.name, points)
+        if png is None:
+            raise ApiError(404, "no finished audit with an AUC yet")
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
     @app.get("/diff", response_class=HTMLResponse)
     def diff_page(request: Request, a: int, b: int) -> Response:
         from hepaudit.diff.page import render_diff_html
@@ -224,6 +241,27 @@ def add_ui(app: FastAPI, settings: Any, sessions: Any) -> None:
         return HTMLResponse(render_diff_html(diff_of(settings, sessions, user, a, b), back=f"/models/{model_id}"))
 
     _ = may_see  # the UI reaches rows only through the app's visible_* helpers
+
+
+def auc_trend(name: str, points: list[tuple[str, int, float, float | None, float | None]]) -> bytes | None:
+    """The AUC of every finished audit of a model's versions, in upload order, with its 95 % interval."""
+    if not points:
+        return None
+    from hepaudit.plotting import png, pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 3.2))
+    x = list(range(len(points)))
+    auc = [p[2] for p in points]
+    low = [p[2] - (p[3] if p[3] is not None else p[2]) for p in points]
+    high = [(p[4] if p[4] is not None else p[2]) - p[2] for p in points]
+    ax.errorbar(x, auc, yerr=[low, high], fmt="o", color="#0969da", capsize=3)
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{p[0]}\n#{p[1]}" for p in points], fontsize=8)
+    ax.set_ylabel("AUC (95 % interval)")
+    ax.set_title(f"{name}: AUC of each finished audit, by version", fontsize=10)
+    ax.grid(alpha=0.3)
+    return bytes(png(fig))
 
 
 class _SignIn(Exception):
