@@ -218,7 +218,7 @@ def test_ui_signs_in_escapes_and_checks_csrf(service: Any, tmp_path: Path) -> No
 @pytest.mark.slow
 def test_sigkill_mid_audit_then_restart_ends_the_audit(tmp_path: Path) -> None:
     model = make_data(tmp_path / "data")
-    svc = Service(tmp_path / "home", tmp_path / "data", free_port())
+    svc = Service(tmp_path / "home", tmp_path / "data", free_port(), extra=["--stale-after", "5"])
     token = svc.token("alice", "top")
     svc.start()
     try:
@@ -280,6 +280,28 @@ def test_an_upload_with_external_data_and_a_client_gone_mid_upload(service: Any,
         raw.sendall(head.encode() + b"\0" * 100_000)
     time.sleep(1.0)
     assert api(svc.url, "GET", "/api/health", None)[0] == 200
+    assert list((svc.home / "uploads").iterdir()) == []
+    # a chunked upload announces no size: it is counted as it arrives and cut off past the limit
+    import http.client
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\n'
+        for _ in range(40):
+            yield b"\0" * 65536
+        yield b"\r\n--b--\r\n"
+
+    connection = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=60)
+    try:
+        try:
+            connection.request("POST", "/api/models", body=chunks(), encode_chunked=True,
+                               headers={"Authorization": f"Bearer {tokens['alice']}",
+                                        "Content-Type": "multipart/form-data; boundary=b"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        response = connection.getresponse()
+        assert response.status == 413, response.read()
+    finally:
+        connection.close()
     assert list((svc.home / "uploads").iterdir()) == []
 
 

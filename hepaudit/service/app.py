@@ -39,6 +39,35 @@ REPORT_FILES = {"report.json": "application/json", "report.html": "text/html; ch
                 "per_jet.root": "application/octet-stream"}
 
 
+class BodyLimit:
+    """ASGI middleware: a POST body is counted as it arrives and cut off past ``limit`` bytes.
+
+    The request then looks disconnected to the app (nothing more is read or spooled), and the
+    scope is marked so the handler answers 413, also for chunked uploads that announce no size."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    scope["hepaudit.too_large"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, limited, send)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -61,6 +90,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app = FastAPI(title="hepaudit", version=__version__, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.settings = settings
     app.state.sessions = sessions
+    app.add_middleware(BodyLimit, limit=settings.max_upload + 64 * 1024)  # room for the form's other fields
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -288,6 +318,8 @@ async def _read_upload(request: Request, settings: ServiceSettings) -> tuple[dic
     try:
         form = await request.form(max_files=1, max_fields=10)
     except Exception as exc:  # a malformed or truncated body (a client gone mid-upload)
+        if request.scope.get("hepaudit.too_large"):
+            raise ApiError(413, f"the upload is larger than {settings.max_upload} bytes") from None
         raise ApiError(400, f"cannot read the upload ({type(exc).__name__})") from None
     try:
         fields = {k: v for k, v in form.items() if isinstance(v, str)}

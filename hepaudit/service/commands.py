@@ -37,9 +37,12 @@ def _require_service() -> None:
 @click.option("--max-running", type=click.IntRange(min=1), default=2, show_default=True,
               help="Audits run at once by this service process; the rest queue.")
 @click.option("--max-upload-mb", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--stale-after", type=click.FloatRange(min=4.0), default=15.0, show_default=True,
+              help="Seconds without a heartbeat after which a running audit counts as lost (its service died).")
 @click.pass_context
 def serve(ctx: click.Context, home: Path, host: str, port: int, database: str | None, data_roots: tuple[Path, ...],
-          workers: int | None, scheduler: str | None, max_running: int, max_upload_mb: int) -> None:
+          workers: int | None, scheduler: str | None, max_running: int, max_upload_mb: int,
+          stale_after: float) -> None:
     """Run the audit service: model registry, audit history, web UI and JSON API."""
     ctx.ensure_object(dict)
     ctx.obj.update(home=home, database=database)
@@ -52,7 +55,7 @@ def serve(ctx: click.Context, home: Path, host: str, port: int, database: str | 
 
     try:
         run(home=home, host=host, port=port, database=database, data_roots=list(data_roots), workers=workers,
-            scheduler=scheduler, max_running=max_running, max_upload_mb=max_upload_mb)
+            scheduler=scheduler, max_running=max_running, max_upload_mb=max_upload_mb, stale_after=stale_after)
     except HepauditError as exc:
         click.echo(f"hepaudit: error: {exc}", err=True)
         sys.exit(exc.exit_code)

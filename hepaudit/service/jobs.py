@@ -120,12 +120,13 @@ class JobRunner:
     """Claims queued audits and runs them on Dask, ``max_running`` at once; see the module docstring."""
 
     def __init__(self, *, home: Path, database: str, data_roots: list[Path], client: Any,
-                 max_running: int = 2) -> None:
+                 max_running: int = 2, stale_s: float = STALE_S) -> None:
         self.home = home
         self.database = database
         self.data_roots = data_roots
         self.client = client
         self.max_running = max_running
+        self.stale_s = max(stale_s, 2 * HEARTBEAT_S)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.engine = make_engine(database)
         self.sessions = session_factory(self.engine)
@@ -161,7 +162,7 @@ class JobRunner:
     # -- the queue -------------------------------------------------------------------------
     def recover(self) -> None:
         """Audits left running by a runner that is gone: queued again, or failed with the reason."""
-        cutoff = now() - dt.timedelta(seconds=STALE_S)
+        cutoff = now() - dt.timedelta(seconds=self.stale_s)
         with self.sessions() as session:
             lost = session.execute(select(Audit).where(Audit.status == "running", Audit.runner != self.name,
                                                        (Audit.heartbeat.is_(None)) | (Audit.heartbeat < cutoff))

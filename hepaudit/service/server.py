@@ -38,7 +38,8 @@ def dask_client(workers: int | None, scheduler: str | None) -> Any:
 
 
 def serve(*, home: Path, host: str, port: int, database: str | None, data_roots: list[Path],
-          workers: int | None, scheduler: str | None, max_running: int, max_upload_mb: int) -> None:
+          workers: int | None, scheduler: str | None, max_running: int, max_upload_mb: int,
+          stale_after: float = 15.0) -> None:
     """Run the service until interrupted."""
     import uvicorn
 
@@ -58,7 +59,7 @@ def serve(*, home: Path, host: str, port: int, database: str | None, data_roots:
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         client = dask_client(workers, scheduler)
         runner = JobRunner(home=settings.home, database=url, data_roots=roots, client=client,
-                           max_running=max_running)
+                           max_running=max_running, stale_s=stale_after)
         runner.start()
         state.update(client=client, runner=runner)
         try:
