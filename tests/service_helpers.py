@@ -74,10 +74,11 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, workers: int | None = 1) -> None:
+        """Start the service (``workers=None``: no local cluster, for ``--scheduler`` in ``extra``)."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hepaudit", "serve", "--home", str(self.home), "--port", str(self.port),
-             "--data-root", str(self.data_root), "--workers", "1", *self.extra],
+             "--data-root", str(self.data_root), *(["--workers", str(workers)] if workers else []), *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -333,3 +333,25 @@ def test_a_killed_worker_loses_no_audit(tmp_path: Path) -> None:
         assert end["status"] == "done" or (end["status"] == "failed" and end["error"]), end
     finally:
         svc.stop()
+
+
+@pytest.mark.slow
+def test_audits_run_on_an_existing_dask_scheduler(tmp_path: Path) -> None:
+    """--scheduler ADDRESS: the service starts no cluster of its own and submits to the given one."""
+    distributed = pytest.importorskip("distributed")
+    model = make_data(tmp_path / "data")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        svc = Service(tmp_path / "home", tmp_path / "data", free_port(),
+                      extra=["--scheduler", cluster.scheduler_address])
+        token = svc.token("alice", "top")
+        svc.start(workers=None)
+        try:
+            registered = upload(svc.url, token, model, "mlp", "v1")[1]
+            doc = {"model": registered["id"], "config": CONFIG}
+            audit_id = api(svc.url, "POST", "/api/audits", token, doc)[1]["id"]
+            assert wait_for(svc.url, token, audit_id)["status"] == "done"
+            with distributed.Client(cluster) as client:
+                prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+            assert "audit" in prefixes, prefixes  # the audit ran on this cluster's worker
+        finally:
+            svc.stop()
