@@ -206,6 +206,17 @@ def test_ui_signs_in_escapes_and_checks_csrf(service: Any, tmp_path: Path) -> No
     assert status == 403
     status, _, _ = request(svc.url, "GET", "/models", cookie="hepaudit_token=hpa_wrong")
     assert status == 303  # back to the sign-in page
+    import re
+    from urllib.parse import urlencode
+
+    status, body, _ = request(svc.url, "GET", "/models/1", cookie=cookie)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', body.decode()).group(1)  # type: ignore[union-attr]
+    form = urlencode({"csrf": csrf, "config": '[model]\npath = "x"\n[data]\nfiles = ["/etc/passwd"]'}).encode()
+    status, body, _ = request(svc.url, "POST", "/models/1/audits", body=form, cookie=cookie,
+                              content_type="application/x-www-form-urlencoded")
+    assert status == 400 and "not inside the service&#39;s data roots" in body.decode()  # shown on the form, escaped
+    audit_id = api(svc.url, "POST", "/api/audits", tokens["alice"], {"model": 1, "config": CONFIG})[1]["id"]
+    assert wait_for(svc.url, tokens["alice"], audit_id)["status"] == "done"
     status, body, headers = request(svc.url, "GET", "/models/1/trend.png", cookie=cookie)
     assert status == 200 and headers["content-type"] == "image/png" and body[:4] == b"\x89PNG"
     carol = svc.token("carol", "top")

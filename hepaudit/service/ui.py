@@ -138,15 +138,18 @@ def add_ui(app: FastAPI, settings: Any, sessions: Any) -> None:
         model = register_model(settings, sessions, user, {**fields, "group": ""}, path)
         return RedirectResponse(f"/models/{model.id}", status_code=303)
 
-    @app.get("/models/{model_id}", response_class=HTMLResponse)
-    def model_page(model_id: int, request: Request) -> Response:
-        user = need_user(request)
+    def model_view(request: Request, user: User, model_id: int, status: int = 200, error: str | None = None,
+                   config: str = "") -> HTMLResponse:
         with sessions() as session:
             model = app.state.visible_model(session, user, model_id)
             audits = session.execute(select(Audit).where(Audit.model_id == model_id).order_by(Audit.id.desc())
                                      ).scalars().all()
-        return page(request, "model.html.j2", user, model=model, audits=audits, roots=settings.data_roots,
-                    error=None, config="")
+        return page(request, "model.html.j2", user, status=status, model=model, audits=audits,
+                    roots=settings.data_roots, error=error, config=config)
+
+    @app.get("/models/{model_id}", response_class=HTMLResponse)
+    def model_page(model_id: int, request: Request) -> Response:
+        return model_view(request, need_user(request), model_id)
 
     @app.post("/models/{model_id}/audits")
     async def submit(model_id: int, request: Request) -> Response:
@@ -159,12 +162,7 @@ def add_ui(app: FastAPI, settings: Any, sessions: Any) -> None:
         except ApiError as exc:
             if exc.status != 400:
                 raise
-            with sessions() as session:
-                model = app.state.visible_model(session, user, model_id)
-                audits = session.execute(select(Audit).where(Audit.model_id == model_id)
-                                         .order_by(Audit.id.desc())).scalars().all()
-            return page(request, "model.html.j2", user, status=400, model=model, audits=audits,
-                        roots=settings.data_roots, error=exc.message, config=str(form.get("config", "")))
+            return model_view(request, user, model_id, 400, exc.message, str(form.get("config", "")))
         return RedirectResponse(f"/audits/{audit.id}", status_code=303)
 
     @app.get("/audits/{audit_id}", response_class=HTMLResponse)
