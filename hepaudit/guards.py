@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from hepaudit.model.randomise import weight_layers
+
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.data.builders import InputBuilder
     from hepaudit.data.stats import InputStats
@@ -41,18 +43,18 @@ def first_layer_scale(model: onnx.ModelProto, builder: InputBuilder, stats: Inpu
     inputs = {i.name for i in model.graph.input} - set(inits)
     source = {out: node.input[0] for node in model.graph.node if node.op_type in _THROUGH for out in node.output}
     second = stats.feature_sumsq / stats.count
-    for node in model.graph.node:
-        if node.op_type not in ("Gemm", "MatMul") or len(node.input) < 2 or node.input[1] not in inits:
+    for layer in reversed(weight_layers(model)):  # graph order: the first dense layer first
+        if layer.op not in ("Gemm", "MatMul"):
             continue
-        name = node.input[0]
+        name = layer.source
         while name in source:
             name = source[name]
         if name not in inputs:
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        weight = numpy_helper.to_array(inits[layer.parameters[0]]).astype(np.float64)
         if weight.ndim != 2:
             return None
-        if node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute):
+        if layer.transposed:
             weight = weight.T  # (in, out)
         columns = {s.index: k for k, s in enumerate(builder.slots) if s.input == name}
         if len(columns) != weight.shape[0]:
@@ -60,30 +62,22 @@ def first_layer_scale(model: onnx.ModelProto, builder: InputBuilder, stats: Inpu
         moments = np.array([second[columns[i]] for i in range(weight.shape[0])])
         weighted = np.sqrt((weight**2 * moments[:, None]).sum(axis=0))  # per unit
         rms = float(np.sqrt(np.mean(weighted**2)))
-        bias = _bias(model, node, inits)
+        bias = _rms(inits[layer.parameters[1]]) if len(layer.parameters) > 1 else None
         ratio = rms / bias if bias and bias > 0 else float("inf")
         if rms > FIRST_LAYER_ABSOLUTE and ratio > FIRST_LAYER_RATIO:
             k = int(np.argmax(moments * (weight**2).sum(axis=1)))  # the feature adding most to Σ_j
             feature = builder.slots[columns[k]].name
-            return (f"input {name!r}: the model's first layer ({node.name or node.op_type}) sees weighted inputs of "
-                    f"RMS {rms:.3g}, {ratio:.0f}× its biases' RMS ({bias:.3g}); the biggest share comes from "
-                    f"{feature!r} (RMS {np.sqrt(moments[k]):.3g}). The jets reach the model on another scale than it "
-                    "was trained on: a missing preprocess recipe, or other units (MeV for GeV)?")
+            against = f"{ratio:.0f}× its biases' RMS ({bias:.3g})" if bias else "and it has no bias"
+            return (f"input {name!r}: the model's first layer ({layer.name}) sees weighted inputs of "
+                    f"RMS {rms:.3g}, {against}; the biggest share comes from {feature!r} (RMS "
+                    f"{np.sqrt(moments[k]):.3g}). The jets reach the model on another scale than it was trained on: "
+                    "a missing preprocess recipe, or other units (MeV for GeV)?")
         return None
     return None
 
 
-def _bias(model: onnx.ModelProto, node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> float | None:
-    """RMS of the layer's bias: Gemm's third input, or the Add right after a MatMul."""
-    name = node.input[2] if len(node.input) > 2 else None
-    if name is None:
-        for other in model.graph.node:
-            if other.op_type == "Add" and node.output[0] in other.input:
-                name = next((n for n in other.input if n in inits), None)
-                break
-    if name is None or name not in inits:
-        return None
-    values = numpy_helper.to_array(inits[name]).astype(np.float64)
+def _rms(tensor: onnx.TensorProto) -> float | None:
+    values = numpy_helper.to_array(tensor).astype(np.float64)
     return float(np.sqrt(np.mean(values**2))) if values.size else None
 
 

@@ -33,6 +33,8 @@ class WeightLayer:
     op: str
     parameters: tuple[str, ...]  # initializer names: the weight, then the bias when there is one
     size: int  # how many numbers they hold
+    source: str = ""  # the tensor the weights multiply (the node's first input)
+    transposed: bool = False  # a Gemm with transB: the weight is stored (out, in)
 
 
 def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
@@ -54,7 +56,9 @@ def weight_layers(model: onnx.ModelProto) -> list[WeightLayer]:
             if len(after) == 1 and after[0].op_type == "Add":
                 params += [n for n in after[0].input if n != node.output[0] and n in inits]
         size = sum(int(np.prod(inits[p].dims)) for p in params)
-        layers.append(WeightLayer(node.name or node.output[0], node.op_type, tuple(params), size))
+        transposed = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+        layers.append(WeightLayer(node.name or node.output[0], node.op_type, tuple(params), size, node.input[0],
+                                  transposed))
     return layers[::-1]
 
 
