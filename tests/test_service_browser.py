@@ -57,6 +57,7 @@ def shot(driver: Any, name: str) -> None:
 
 def test_sign_in_upload_submit_follow_report_and_diff(browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     model = make_data(tmp_path / "data")
     svc = Service(tmp_path / "home", tmp_path / "data", free_port())
@@ -67,18 +68,18 @@ def test_sign_in_upload_submit_follow_report_and_diff(browser: Any, tmp_path: Pa
         shot(browser, "1-sign-in")
         browser.find_element(By.ID, "token").send_keys(token)
         browser.find_element(By.ID, "signin").click()
-        assert browser.current_url.endswith("/models")
+        WebDriverWait(browser, 60).until(lambda d: d.current_url.endswith("/models"))
         browser.find_element(By.ID, "name").send_keys("mlp")
         browser.find_element(By.ID, "version").send_keys("v1")
         browser.find_element(By.ID, "file").send_keys(str(model))
         browser.find_element(By.ID, "upload").click()
-        assert "/models/" in browser.current_url and "mlp" in browser.title
+        WebDriverWait(browser, 60).until(lambda d: "/models/" in d.current_url and "mlp" in d.title)
         model_page = browser.current_url
         for round_ in range(2):  # two audits, to compare
             browser.get(model_page)
             browser.find_element(By.ID, "config").send_keys(audit_config(["jets.root"], {"dauc": {}, "mad": {}}))
             browser.find_element(By.ID, "submit").click()
-            assert "/audits/" in browser.current_url
+            WebDriverWait(browser, 60).until(lambda d: "/audits/" in d.current_url)
             deadline = time.monotonic() + 180
             while browser.find_element(By.ID, "status").text.lower() != "done":
                 assert time.monotonic() < deadline, browser.find_element(By.ID, "status").text
@@ -89,6 +90,7 @@ def test_sign_in_upload_submit_follow_report_and_diff(browser: Any, tmp_path: Pa
         assert "AUC" in browser.find_element(By.CSS_SELECTOR, "ul.findings").text
         assert browser.find_elements(By.CSS_SELECTOR, ".figures img")
         browser.find_element(By.ID, "report").click()
+        WebDriverWait(browser, 60).until(lambda d: "hepaudit report" in d.title)
         assert "hepaudit report" in browser.title and browser.find_element(By.ID, "findings")
         shot(browser, "4-report")
         browser.get(model_page)
@@ -100,7 +102,9 @@ def test_sign_in_upload_submit_follow_report_and_diff(browser: Any, tmp_path: Pa
         radios_a[0].click()
         radios_b[1].click()
         browser.find_element(By.ID, "compare").click()
-        assert "hepaudit diff" in browser.title and "No significant change" in browser.page_source
+        # a click that submits a form does not wait for the next page: wait for it here
+        WebDriverWait(browser, 60).until(lambda d: "hepaudit diff" in d.title)
+        assert "No significant change" in browser.page_source
         shot(browser, "5-diff")
         browser.get(svc.url + "/models")
         shot(browser, "0-models")
