@@ -37,80 +37,127 @@ from hepaudit.data.constituents import momenta_from_cartesian, momenta_from_ptet
 OBSERVABLES: tuple[str, ...] = ("mass", "pt", "n_constituents", "tau1", "tau2", "tau3", "tau21", "tau32")
 
 
-def _distances(y: np.ndarray, phi: np.ndarray, axes: np.ndarray) -> np.ndarray:
-    """(N, M, K) squared ΔR between constituents (N, M) and axes (N, K, 2).
+class _Constituents:
+    """Every constituent of a chunk in one flat array, jet after jet (no padding): the cost of
+    the minimisation follows the number of constituents, not jets × the largest multiplicity."""
 
-    Coordinates are relative to the jet axis (see :func:`jet_observables`), so constituents
-    and axes sit well inside |φ| < π/2 and a plain difference needs no wrap at ±π.
-    """
-    dy = y[:, :, None] - axes[:, None, :, 0]
-    dphi = phi[:, :, None] - axes[:, None, :, 1]
-    return dy * dy + dphi * dphi
+    def __init__(self, pt: np.ndarray, y: np.ndarray, phi: np.ndarray, jet: np.ndarray, n_jets: int) -> None:
+        self.pt, self.y, self.phi, self.jet, self.n_jets = pt, y, phi, jet, n_jets
+
+    def subset(self, keep_jets: np.ndarray) -> _Constituents:
+        """The constituents of the jets where ``keep_jets`` (a bool per jet) holds, renumbered."""
+        sel = keep_jets[self.jet]
+        renumber = np.cumsum(keep_jets) - 1
+        return _Constituents(self.pt[sel], self.y[sel], self.phi[sel], renumber[self.jet[sel]],
+                             int(keep_jets.sum()))
+
+    def distances(self, axes: np.ndarray) -> np.ndarray:
+        """(K, T) squared ΔR between each constituent and its jet's K axes (``axes``: (N, K, 2)),
+        axis-major so that the reductions over the few axes run along long contiguous rows.
+
+        Coordinates are relative to the jet axis (see :func:`jet_observables`), so constituents
+        and axes sit well inside |φ| < π/2 and a plain difference needs no wrap at ±π."""
+        dy = self.y - axes[:, :, 0].T[:, self.jet]
+        dphi = self.phi - axes[:, :, 1].T[:, self.jet]
+        dy *= dy
+        dphi *= dphi
+        dy += dphi
+        return dy
+
+    def per_jet(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(self.jet, weights=values, minlength=self.n_jets)
+
+    def tau(self, dr2: np.ndarray, norm: np.ndarray) -> np.ndarray:
+        return self.per_jet(self.pt * np.sqrt(np.minimum.reduce(dr2, axis=0))) / norm
+
+    def first_max(self, values: np.ndarray) -> np.ndarray:
+        """Per jet, the flat index of its first constituent with the largest ``values`` (-1: none)."""
+        best = np.full(self.n_jets, -np.inf)
+        np.maximum.at(best, self.jet, values)
+        hits = np.flatnonzero(values == best[self.jet])
+        first = hits[np.r_[True, self.jet[hits][1:] != self.jet[hits][:-1]]] if hits.size else hits
+        out = np.full(self.n_jets, -1)
+        out[self.jet[first]] = first
+        return out
+
+    def weighted_means(self, slot: np.ndarray, weight: np.ndarray, axes: np.ndarray) -> np.ndarray:
+        """Per (jet, axis) slot ``jet·K + a``: the ``weight``-weighted mean (y, φ) of the
+        constituents in it; slots without weight keep their current ``axes``."""
+        n, k = axes.shape[:2]
+        total = np.bincount(slot, weights=weight, minlength=n * k)
+        out = axes.reshape(n * k, 2).copy()
+        ok = total > 0
+        out[ok, 0] = np.bincount(slot, weights=weight * self.y, minlength=n * k)[ok] / total[ok]
+        out[ok, 1] = np.bincount(slot, weights=weight * self.phi, minlength=n * k)[ok] / total[ok]
+        return out.reshape(n, k, 2)
 
 
-def _nearest(y: np.ndarray, phi: np.ndarray, axes: np.ndarray) -> np.ndarray:
-    """(N, M) ΔR from each constituent to its nearest axis."""
-    return np.sqrt(_distances(y, phi, axes).min(axis=2))
-
-
-def _tau(pt: np.ndarray, dr_min: np.ndarray, norm: np.ndarray) -> np.ndarray:
-    return (pt * dr_min).sum(axis=1) / norm
-
-
-def _refine(
-    pt: np.ndarray,
-    y: np.ndarray,
-    phi: np.ndarray,
-    axes: np.ndarray,
-    norm: np.ndarray,
-    iterations: int,
-    tolerance: float = 1e-4,
-) -> np.ndarray:
+def _refine(parts: _Constituents, axes: np.ndarray, norm: np.ndarray, iterations: int,
+            tolerance: float = 1e-4) -> np.ndarray:
     """One-pass (Weiszfeld) minimisation for β = 1; returns τ per jet, never above the seeds'.
 
     Only jets still improving by more than ``tolerance`` (relative) are iterated further,
-    so the cost is set by the few slow jets, not by every jet times the iteration cap.
-    """
-    tau = _tau(pt, _nearest(y, phi, axes), norm)
-    active = np.arange(len(pt))
+    so the cost is set by the few slow jets, not by every jet times the iteration cap."""
+    dr2 = parts.distances(axes)
+    tau = parts.tau(dr2, norm)
+    active = np.arange(parts.n_jets)
     k = axes.shape[1]
     for _ in range(iterations):
         if active.size == 0:
             break
-        p, yy, ff, ax = pt[active], y[active], phi[active], axes[active]
-        dr2 = _distances(yy, ff, ax)
-        nearest = dr2.argmin(axis=2)  # (n, M)
-        d = np.sqrt(np.take_along_axis(dr2, nearest[:, :, None], axis=2)[:, :, 0])
+        ax = axes[active]
+        nearest = dr2.argmin(axis=0)
+        d = np.sqrt(np.take_along_axis(dr2, nearest[None], axis=0)[0])
         # a constituent sitting on the axis has no direction to pull in (and 1/ΔR would pin
         # the axis to it for ever): the modified Weiszfeld step leaves it out
-        weight = np.where(d > 1e-9, p / np.maximum(d, 1e-9), 0.0)
-        new = ax.copy()
-        for a in range(k):
-            w = np.where(nearest == a, weight, 0.0)
-            total = w.sum(axis=1)
-            ok = total > 0
-            safe = np.where(ok, total, 1.0)
-            new[:, a, 0] = np.where(ok, (w * yy).sum(axis=1) / safe, ax[:, a, 0])
-            new[:, a, 1] = np.where(ok, (w * ff).sum(axis=1) / safe, ax[:, a, 1])
-        new_tau = _tau(p, _nearest(yy, ff, new), norm[active])
+        weight = np.where(d > 1e-9, parts.pt / np.maximum(d, 1e-9), 0.0)
+        new = parts.weighted_means(parts.jet * k + nearest, weight, ax)
+        new_dr2 = parts.distances(new)
+        new_tau = parts.tau(new_dr2, norm[active])
         better = new_tau < tau[active]
         axes[active[better]] = new[better]
         gain = tau[active] - new_tau
         tau[active[better]] = new_tau[better]
-        active = active[better & (gain > tolerance * np.maximum(tau[active], 1e-12))]
+        keep = better & (gain > tolerance * np.maximum(tau[active], 1e-12))
+        # the jets iterated further all took their new axes: their distances are new_dr2's
+        dr2 = new_dr2[:, keep[parts.jet]]
+        parts = parts.subset(keep)
+        active = active[keep]
     return tau
 
 
-def _centroids(pt: np.ndarray, y: np.ndarray, phi: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """pT-weighted centroids of the constituents nearest to each seed (one k-means step)."""
-    nearest = _distances(y, phi, seeds).argmin(axis=2)
-    out = seeds.copy()
-    for a in range(seeds.shape[1]):
-        w = np.where(nearest == a, pt, 0.0)
-        total = w.sum(axis=1)
-        ok = total > 0
-        out[ok, a, 0] = (w * y).sum(axis=1)[ok] / total[ok]
-        out[ok, a, 1] = (w * phi).sum(axis=1)[ok] / total[ok]
+def _nsubjettiness_flat(parts: _Constituents, n_max: int, r0: float, iterations: int) -> np.ndarray:
+    n = parts.n_jets
+    counts = np.bincount(parts.jet, minlength=n)
+    norm = parts.per_jet(parts.pt) * r0
+    norm = np.where(norm > 0, norm, 1.0)
+    out = np.zeros((n, n_max))
+    if len(parts.pt) == 0:
+        return out
+    points = np.stack([parts.y, parts.phi], axis=-1)  # (T, 2)
+    # pT order within each jet (stable, as argsort of -pT per jet), and each jet's first index
+    order = np.lexsort((-parts.pt, parts.jet))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    has = counts > 0
+    greedy = np.zeros((n, 1, 2))
+    greedy[has, 0] = points[order[starts[has]]]  # the hardest constituent
+    for n_axes in range(1, n_max + 1):
+        if n_axes > 1:
+            contribution = parts.pt * np.sqrt(np.minimum.reduce(parts.distances(greedy), axis=0))
+            pick = parts.first_max(contribution)
+            extra = greedy[:, 0].copy()  # a jet with no constituent keeps a copy (τ is 0 there)
+            extra[pick >= 0] = points[pick[pick >= 0]]
+            greedy = np.concatenate([greedy, extra[:, None, :]], axis=1)
+        hardest = greedy.copy()  # jets with fewer constituents than axes keep the greedy ones
+        for a in range(n_axes):
+            enough = counts > a
+            hardest[enough, a] = points[order[starts[enough] + a]]
+        nearest = parts.distances(greedy).argmin(axis=0)
+        centroids = parts.weighted_means(parts.jet * n_axes + nearest, parts.pt, greedy)
+        # with one axis the hardest constituent is the greedy seed: refined once, not twice
+        seed_sets = (greedy, centroids) if n_axes == 1 else (greedy, hardest, centroids)
+        taus = [_refine(parts, seeds.copy(), norm, iterations) for seeds in seed_sets]
+        out[:, n_axes - 1] = np.minimum.reduce(taus)
     return out
 
 
@@ -119,33 +166,12 @@ def nsubjettiness(
 ) -> np.ndarray:
     """(N, n_max) τ_1..τ_n_max for zero-padded constituents (N, M): pT (0 for padding),
     rapidity and φ; β = 1. See the module docstring for the axis choice."""
-    n, m = pt.shape
-    pt = pt.astype(np.float64)
-    norm = pt.sum(axis=1) * r0
-    norm = np.where(norm > 0, norm, 1.0)
-    out = np.zeros((n, n_max))
-    if m == 0:
-        return out
-    order = np.argsort(-pt, axis=1, kind="stable")
-    rows = np.arange(n)
-    points = np.stack([y, phi], axis=-1).astype(np.float64)  # (N, M, 2)
-    greedy = points[rows, order[:, 0]][:, None, :]  # (N, 1, 2): the hardest constituent
-    for n_axes in range(1, n_max + 1):
-        if n_axes > 1:
-            contribution = pt * _nearest(y, phi, greedy)
-            pick = contribution.argmax(axis=1)
-            greedy = np.concatenate([greedy, points[rows, pick][:, None, :]], axis=1)
-        hardest = points[rows[:, None], order[:, :n_axes]] if n_axes <= m else greedy
-        taus = [
-            _refine(pt, y, phi, seeds.copy(), norm, iterations)
-            for seeds in (greedy, hardest, _centroids(pt, y, phi, greedy))
-        ]
-        out[:, n_axes - 1] = np.minimum.reduce(taus)
-    return out
-
-
-def _padded(values: ak.Array, width: int) -> np.ndarray:
-    return ak.to_numpy(ak.fill_none(ak.pad_none(values, width, axis=1, clip=True), 0.0)).astype(np.float64)
+    pt = np.asarray(pt, dtype=np.float64)
+    real = pt > 0  # padding (and pT = 0) weighs nothing in any sum
+    jet = np.broadcast_to(np.arange(pt.shape[0])[:, None], pt.shape)[real]
+    parts = _Constituents(pt[real], np.asarray(y, dtype=np.float64)[real],
+                          np.asarray(phi, dtype=np.float64)[real], jet, pt.shape[0])
+    return _nsubjettiness_flat(parts, n_max, r0, iterations)
 
 
 def jet_observables(parts: ak.Array, tau: bool = True, r0: float = 0.8) -> dict[str, np.ndarray]:
@@ -161,15 +187,18 @@ def jet_observables(parts: ak.Array, tau: bool = True, r0: float = 0.8) -> dict[
         "n_constituents": ak.to_numpy(ak.num(parts, axis=1)).astype(np.float64),
     }
     if tau:
-        width = int(ak.max(ak.num(parts, axis=1), initial=0))
-        pt = _padded(parts.pt, width)
+        counts = ak.to_numpy(ak.num(parts, axis=1))
+        jet = np.repeat(np.arange(len(counts)), counts)
+        pt = ak.to_numpy(ak.flatten(parts.pt)).astype(np.float64)
         # rapidity and φ relative to the jet axis: the N-subjettiness sums are translation
         # invariant, and small offsets keep the φ wrap away from the constituents
         jet_y = 0.5 * np.log(np.maximum(energy + pz, 1e-300) / np.maximum(energy - pz, 1e-300))
         jet_phi = np.arctan2(py, px)
-        y = np.where(pt > 0, _padded(parts.rapidity, width) - jet_y[:, None], 0.0)
-        phi = np.where(pt > 0, wrap_phi(_padded(parts.phi, width) - jet_phi[:, None]), 0.0)
-        taus = nsubjettiness(pt, np.nan_to_num(y), phi, 3, r0)
+        y = np.nan_to_num(ak.to_numpy(ak.flatten(parts.rapidity)).astype(np.float64) - jet_y[jet])
+        phi = wrap_phi(ak.to_numpy(ak.flatten(parts.phi)).astype(np.float64) - jet_phi[jet])
+        real = pt > 0
+        flat = _Constituents(pt[real], y[real], phi[real], jet[real], len(counts))
+        taus = _nsubjettiness_flat(flat, 3, r0, iterations=10)
         out["tau1"], out["tau2"], out["tau3"] = taus[:, 0], taus[:, 1], taus[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             out["tau21"] = np.where(taus[:, 0] > 1e-12, taus[:, 1] / taus[:, 0], np.nan)
