@@ -18,7 +18,7 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.hidden_units import HiddenState, HiddenUnits, hidden_dauc, hidden_field, hidden_figures
 from hepaudit.explainers.occlusion import OcclusionOptions, Units, occlusion_units
-from hepaudit.metrics import roc_auc, roc_auc_each, roc_auc_replicates
+from hepaudit.metrics import ReplicateAUC
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
 
@@ -73,34 +73,33 @@ class DeltaAUC(Explainer[DaucState]):
         hidden = None if a.hidden is None or b.hidden is None else HiddenUnits.merge(a.hidden, b.hidden)
         return DaucState(a.scores.merged(b.scores), a.labels.merged(b.labels), weights, entries, hidden)
 
-    def _replicates(self, state: DaucState, labels: np.ndarray, weights: np.ndarray | None) -> np.ndarray | None:
-        """(R, units) ΔAUC of each bootstrap replicate: the same AUCs with Poisson weights per jet."""
-        if state.entries is None or not self.context.bootstrap:
-            return None
-        boot = poisson_weights(state.entries.row(0), self.context.seed, self.context.bootstrap)
-        if weights is not None:
-            boot = boot * weights[None, :]
-        # one sort per unit serves every replicate (metrics.roc_auc_replicates)
-        base = roc_auc_replicates(state.scores.row(0), labels, boot)
-        n_units = len(self.units.all)
-        out = np.empty((len(boot), n_units))
-        for k in range(n_units):
-            out[:, k] = base - roc_auc_replicates(state.scores.row(1 + k), labels, boot)
-        return out
+    def _aucs(self, state: DaucState, labels: np.ndarray, weights: np.ndarray | None
+              ) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The baseline AUC, each unit's ΔAUC, and (R, units) the ΔAUC of each bootstrap replicate.
+
+        Row 0 of the weights is the data's own (ones when unweighted), rows 1.. the Poisson
+        replicates': one sort of each unit's background serves the exact AUC and every
+        replicate, units on a few threads (metrics.ReplicateAUC)."""
+        n = len(labels)
+        rows = (weights if weights is not None else np.ones(n))[None, :]
+        if state.entries is not None and self.context.bootstrap:
+            boot = poisson_weights(state.entries.row(0), self.context.seed, self.context.bootstrap)
+            rows = np.concatenate([rows, boot * rows[0] if weights is not None else boot])
+        auc = ReplicateAUC(labels, rows)
+        base = auc(state.scores.row(0))
+        occluded = auc.each(lambda k: state.scores.row(1 + k), len(self.units.all))  # (units, 1 + R)
+        reps = base[1:, None] - occluded[:, 1:].T if len(rows) > 1 else None
+        return float(base[0]), base[0] - occluded[:, 0], reps
 
     def finish(self, state: DaucState) -> ExplainerResult:
         labels = state.labels.row(0)
         weights = state.weights.row(0) if state.weights is not None else None
-        base_auc = roc_auc(state.scores.row(0), labels, weights)
-        # one unit's scores at a time (a unit per thread): concatenating the whole (units, jets)
-        # matrix would double the explainer's memory at the end of a large audit
-        deltas = base_auc - roc_auc_each(lambda k: state.scores.row(1 + k), len(self.units.all), labels, weights)
+        base_auc, deltas, reps = self._aucs(state, labels, weights)
         n_feat = len(self.units.features)
         features = sorted_scores([FeatureScore(name, float(d))
                                   for name, d in zip(self.context.features, deltas[:n_feat])])
         groups = sorted_scores([FeatureScore(name, float(d))
                                 for name, d in zip(self.units.group_names, deltas[n_feat:])])
-        reps = self._replicates(state, labels, weights)
         features, groups, replicates = unit_intervals(features, groups, reps, list(self.context.features[:n_feat]),
                                                       list(self.units.group_names))
         fields: dict[str, object] = {}
