@@ -118,9 +118,13 @@ def box_plot(explanation: Explanation, labels: Labels) -> Figure | None:
         sel = classes == cls
         if not sel.any():
             continue
-        data = [phi[sel, p] for p in order]
-        parts = ax.boxplot(data, positions=np.arange(len(order)) + shift, orientation="horizontal", widths=0.3,
-                           whis=(5, 95), showfliers=False, patch_artist=True)
+        # the five numbers of every box from one percentile call (matplotlib's boxplot computes
+        # means, notches and fliers of every jet too: most of this figure's cost)
+        q = np.percentile(phi[sel][:, order], [5, 25, 50, 75, 95], axis=0)
+        stats = [{"whislo": q[0, i], "q1": q[1, i], "med": q[2, i], "q3": q[3, i], "whishi": q[4, i], "fliers": []}
+                 for i in range(len(order))]
+        parts = ax.bxp(stats, positions=np.arange(len(order)) + shift, orientation="horizontal", widths=0.3,
+                       showfliers=False, patch_artist=True)
         for box in parts["boxes"]:
             box.set(facecolor=colour, alpha=0.5, edgecolor=colour)
         for key in ("whiskers", "caps", "medians"):

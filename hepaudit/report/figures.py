@@ -275,5 +275,9 @@ def input_histograms(names: Sequence[str], edges: np.ndarray, signal: np.ndarray
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7, frameon=False)
     fig.suptitle("The leading features' inputs per class (unit area; the end bins hold the tails)", fontsize=10)
-    fig.tight_layout()
-    return _png(fig)
+    # fixed margins in inches (the panels are alike): a tight layout and bounding box drew the
+    # grid three times, two thirds of its cost
+    height, width = 2.4 * rows, 3.0 * cols
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.45 / height,
+                        wspace=0.3, hspace=0.5)
+    return _png(fig, tight=False)
