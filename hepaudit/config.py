@@ -167,7 +167,9 @@ class ExecutionConfig:
     files out of the audit, naming them in the report's warnings, instead of failing.
     ``cache_mb``: when the x̄ pass reads the audited data and all of it (branches and built
     inputs) fits in this many MB, the audit pass replays it from memory instead of reading
-    and building it again (local executor; 0 turns this off).
+    and building it again (local executor; 0 turns this off). ``prefetch``: the local executor
+    reads and builds the next chunk on a thread while the current one is scored (one chunk
+    more in memory); Dask workers do not (their parallelism is the cluster's processes).
     """
 
     seed: int = 0
@@ -179,6 +181,7 @@ class ExecutionConfig:
     partition_size: int | None = None
     skip_corrupt: bool = False
     cache_mb: int = 512
+    prefetch: bool = True
     bootstrap: int = 32  # Poisson bootstrap replicates behind every error bar; 0 turns them off
 
     def __post_init__(self) -> None:

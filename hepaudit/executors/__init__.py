@@ -43,7 +43,7 @@ def make_executor(cfg: AuditConfig, disable: Sequence[str] = (), plugins: Sequen
     if ex.executor == "local":
         from hepaudit.executors.local import LocalExecutor
 
-        return LocalExecutor(cache_bytes=ex.cache_mb << 20, partition_size=ex.partition_size)
+        return LocalExecutor(cache_bytes=ex.cache_mb << 20, partition_size=ex.partition_size, prefetch=ex.prefetch)
     from hepaudit.executors.dask import DaskExecutor
 
     return DaskExecutor(cfg, scheduler=client if client is not None else ex.scheduler,

@@ -182,7 +182,7 @@ class StatsPart:
 def stats_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int) -> StatsPart:
     """The x̄ pass over one partition: per-chunk input sums (the client folds them in order)."""
     ctx = worker_context(spec)
-    executor = LocalExecutor()
+    executor = LocalExecutor(prefetch=False)  # a worker's parallelism is the cluster's processes
     try:
         chunks = executor.chunk_stats(sample, _job(spec, ctx, sample, [], None), partition)
     except CorruptFileError as exc:
@@ -213,7 +213,7 @@ def reference_task(spec: WorkerSpec, sample: Sample, partition: Partition, index
     runs = _runs(ctx, names)
     for run in runs:
         run.reference = sample
-    executor = LocalExecutor()
+    executor = LocalExecutor(prefetch=False)  # a worker's parallelism is the cluster's processes
     live = executor.start(runs, spec.debug)
     try:
         executor.reference_pass(_job(spec, ctx, sample, runs, None), live, partition)
@@ -256,7 +256,7 @@ def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: in
     per_jet = None
     if parts_dir is not None:
         per_jet = PerJetWriter(Path(parts_dir) / f"part-{index:05d}.root")
-    executor = LocalExecutor()
+    executor = LocalExecutor(prefetch=False)  # a worker's parallelism is the cluster's processes
     inference0 = ctx.tagger.inference_s
     live = executor.start(runs, spec.debug)
     try:
@@ -445,7 +445,7 @@ class DaskExecutor:
         return tuple(roots)
 
     def run(self, job: Job) -> Outcome:
-        executor = LocalExecutor()
+        executor = LocalExecutor(prefetch=False)  # reads nothing: the client only starts the states
         live = executor.start(job.runs, job.debug)  # the client's states are only for explainers failing here
         names = tuple(r.name for r in live if r.error is None)
         spec = self._spec(job, names)

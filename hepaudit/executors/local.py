@@ -47,6 +47,7 @@ from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.model.session import ModelOutputs, Tagger
 from hepaudit.report.per_jet import PerJetWriter
 from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, call_phase
+from hepaudit.run.prefetch import Prefetched
 from hepaudit.run.progress import PhaseCounter, Progress
 
 __all__ = ["SCORE_BINS", "ExplainerRun", "Job", "LocalExecutor", "Outcome", "by_reference_sample"]
@@ -139,13 +140,21 @@ def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | N
 Replayed = tuple[RawChunk, dict[str, np.ndarray], int, int]
 
 
+def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None
+                  ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+    """Each chunk as read, with the model inputs built from it (the part that runs ahead)."""
+    for raw in sample.chunks(branches, partition=partition):
+        yield raw, builder.build(raw.arrays)
+
+
 class LocalExecutor:
     """Runs a :class:`Job` in this process, partition by partition (``partition_size`` jets
     each, cut as on Dask; None: the whole sample is one partition)."""
 
     def __init__(self, cache_bytes: int = 0, partition_size: int | None = None,
-                 split_every: int = SPLIT_EVERY) -> None:
+                 split_every: int = SPLIT_EVERY, prefetch: bool = True) -> None:
         self.outcome = Outcome()
+        self.prefetch = prefetch  # read and build the next chunk on a thread (hepaudit.run.prefetch)
         self.split_every = split_every  # nodes merged at once (Dask's, unless a check asks for another tree)
         # chunks of the x̄ pass kept for the audit pass, by sample
         self.cache_bytes = cache_bytes
@@ -191,39 +200,43 @@ class LocalExecutor:
                     counter.update(len(raw.entries) + dropped)
             return
         t0 = time.perf_counter()
-        chunks = sample.chunks(branches, partition=partition)
-        checked = False
-        for raw in chunks:
-            self._last_first = int(raw.entries[0]) if len(raw.entries) else 0
-            inputs = job.builder.build(raw.arrays)
-            if not checked:  # a config that builds the wrong shape fails here, not inside onnxruntime
-                job.tagger.check_inputs(inputs)
-                checked = True
-            bad = _nonfinite_rows(inputs) | self._bad_weights(sample, raw, job.nonfinite == "fail" and count)
-            if bad.any():
-                if job.nonfinite == "fail" and count:
-                    # count over the whole sample, so the message says how big the problem is
-                    first = int(raw.entries[np.flatnonzero(bad)[0]])
-                    n_bad = int(bad.sum()) + sum(int(_nonfinite_rows(job.builder.build(rest.arrays)).sum())
-                                                 for rest in chunks)
-                    raise DataError(f"{raw.file}: {n_bad} of {sample.n_entries} jets have NaN or inf "
-                                    f"model inputs (first at entry {first}); fix the input or set "
-                                    f"{sample.where}.nonfinite = \"drop\"")
-                keep = ~bad
-                inputs = {k: v[keep] for k, v in inputs.items()}
-                raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
-                if count:
-                    self.outcome.n_dropped += int(bad.sum())
-            self._last_dropped = int(bad.sum())
-            self.outcome.chunks_read += 1
-            self.outcome.read_s += time.perf_counter() - t0
-            if len(raw.entries):
-                yield raw, inputs
-            else:  # every jet dropped: no chunk for the explainers, but the x̄ pass's cache keeps the count
-                self._emptied.append((raw, inputs, self._last_dropped, self._last_first))
-            if counter is not None:
-                counter.update(len(bad))
-            t0 = time.perf_counter()
+        built = _built_chunks(sample, branches, job.builder, partition)
+        chunks = Prefetched(built) if self.prefetch else built
+        try:
+            checked = False
+            for raw, inputs in chunks:
+                self._last_first = int(raw.entries[0]) if len(raw.entries) else 0
+                if not checked:  # a config that builds the wrong shape fails here, not inside onnxruntime
+                    job.tagger.check_inputs(inputs)
+                    checked = True
+                bad = _nonfinite_rows(inputs) | self._bad_weights(sample, raw, job.nonfinite == "fail" and count)
+                if bad.any():
+                    if job.nonfinite == "fail" and count:
+                        # count over the whole sample, so the message says how big the problem is
+                        first = int(raw.entries[np.flatnonzero(bad)[0]])
+                        n_bad = int(bad.sum()) + sum(int(_nonfinite_rows(rest).sum()) for _, rest in chunks)
+                        raise DataError(f"{raw.file}: {n_bad} of {sample.n_entries} jets have NaN or inf "
+                                        f"model inputs (first at entry {first}); fix the input or set "
+                                        f"{sample.where}.nonfinite = \"drop\"")
+                    keep = ~bad
+                    inputs = {k: v[keep] for k, v in inputs.items()}
+                    raw = RawChunk(raw.arrays[keep], raw.entries[keep], raw.file)
+                    if count:
+                        self.outcome.n_dropped += int(bad.sum())
+                self._last_dropped = int(bad.sum())
+                self.outcome.chunks_read += 1
+                # with read-ahead, only the wait for the next chunk: the reading the audit did not hide
+                self.outcome.read_s += time.perf_counter() - t0
+                if len(raw.entries):
+                    yield raw, inputs
+                else:  # every jet dropped: no chunk for the explainers, but the x̄ pass's cache keeps the count
+                    self._emptied.append((raw, inputs, self._last_dropped, self._last_first))
+                if counter is not None:
+                    counter.update(len(bad))
+                t0 = time.perf_counter()
+        finally:
+            if isinstance(chunks, Prefetched):
+                chunks.close()
 
     @staticmethod
     def _bad_weights(sample: Sample, raw: RawChunk, fail: bool) -> np.ndarray:
