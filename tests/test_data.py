@@ -438,3 +438,31 @@ def test_preprocessing_runs_in_float64_from_float32_branches() -> None:
     a = topodnn_arrays(as32["px"], as32["py"], as32["pz"], as32["e"], max_particles=30)
     b = topodnn_arrays(as64["px"], as64["py"], as64["pz"], as64["e"], max_particles=30)
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_chunk_built_in_blocks_equals_one_built_whole(jets_file, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large chunks are built BUILD_ROWS jets at a time: the same inputs, mask and jet momenta
+    (the sums OOD reads back) as building the chunk in one go."""
+    import hepaudit.data.builders as builders_module
+
+    path, _ = jets_file
+    tables = [{"name": "pf", "kind": "constituents", "momentum": MOMENTUM, "features": ["pt", "deta", "dr"],
+               "max_particles": 20, "layout": "particles"},
+              {"name": "mask", "kind": "mask", "of": "pf"},
+              {"name": "topo", "kind": "constituents", "momentum": MOMENTUM, "preprocess": "topodnn",
+               "max_particles": 10},
+              {"name": "glob", "kind": "jet", "branches": ["f0", "f2"]}]
+    shapes = {"pf": ("N", 20, 3), "mask": ("N", 20), "topo": ("N", 30), "glob": ("N", 2)}
+    whole_builder, block_builder = builder_for(tables, shapes), builder_for(tables, shapes)
+    arrays = read_all(path, whole_builder.branches)
+    whole = whole_builder.build(arrays)
+    monkeypatch.setattr(builders_module, "BUILD_ROWS", 7)  # 60 jets: 9 blocks, the last one short
+    blocks = block_builder.build(arrays)
+    assert whole.keys() == blocks.keys()
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], blocks[name])
+    for name in ("pf", "topo"):
+        a, b = whole_builder.jet_momentum(arrays, name), block_builder.jet_momentum(arrays, name)
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a.pt_and_mass()[0], b.pt_and_mass()[0])
+        np.testing.assert_array_equal(a.pt_and_mass()[1], b.pt_and_mass()[1])

@@ -92,7 +92,6 @@ def test_an_audit_with_read_ahead_equals_one_without(tmp_path: Path, cache_mb: i
 def test_a_bad_chunk_read_ahead_fails_the_audit_with_its_message(tmp_path: Path) -> None:
     """NaN inputs in a later chunk, read on the thread: the same error, counted over the whole sample."""
     import uproot
-
     from builders import write_jets
 
     config = tiny_audit(tmp_path, {"mad": {}}, n=2000, step_size=250)

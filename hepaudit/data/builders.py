@@ -70,6 +70,10 @@ class JetMomentum:
         return np.hypot(self.px, self.py), np.sqrt(np.maximum(mass2, 0.0))
 
 
+#: jets built at once within a chunk (the CPU cache, not memory, sets it)
+BUILD_ROWS = 16_384
+
+
 class InputBuilder:
     """Builds every configured model input for a chunk of jets."""
 
@@ -202,9 +206,25 @@ class InputBuilder:
 
     # -- building --------------------------------------------------------------------------------
     def build(self, arrays: ak.Array) -> dict[str, np.ndarray]:
-        """Every model input for this chunk, float32 (or the model's dtype), in model shape."""
+        """Every model input for this chunk, float32 (or the model's dtype), in model shape.
+
+        A large chunk is built ``BUILD_ROWS`` jets at a time: awkward's and numpy's passes over
+        a block's constituents stay in the CPU cache (twice as fast as over 100k jets at once)."""
+        n = len(arrays)
+        if n <= 2 * BUILD_ROWS:
+            built, jets = self._build(arrays)
+        else:
+            blocks = [self._build(arrays[start:start + BUILD_ROWS]) for start in range(0, n, BUILD_ROWS)]
+            built = {name: np.concatenate([b[0][name] for b in blocks]) for name in blocks[0][0]}
+            jets = {name: ak.concatenate([b[1][name] for b in blocks]) for name in blocks[0][1]}
+        for name, jet in jets.items():
+            self._remember(arrays, name, jet)
+        return built
+
+    def _build(self, arrays: ak.Array) -> tuple[dict[str, np.ndarray], dict[str, ak.Array]]:
         built: dict[str, np.ndarray] = {}
         masks: dict[str, np.ndarray] = {}
+        jets: dict[str, ak.Array] = {}
         for cfg in self.inputs:
             if cfg.kind == "jet":
                 cols = [ak.to_numpy(arrays[b]).astype(np.float32) for b in cfg.branches or ()]
@@ -212,22 +232,22 @@ class InputBuilder:
             elif cfg.kind == "cms":
                 built[cfg.name] = self.cms[cfg.name].build(arrays)
             elif cfg.kind == "constituents":
-                values, mask = self._constituents(cfg, arrays)
+                values, mask, jets[cfg.name] = self._constituents(cfg, arrays)
                 masks[cfg.name] = mask
                 built[cfg.name] = _layout(values, cfg.layout)
         for cfg in self.inputs:
             if cfg.kind == "mask":
                 built[cfg.name] = masks[self._mask_of[cfg.name]]
-        return {name: self._fit_rank(name, value) for name, value in built.items()}
+        return {name: self._fit_rank(name, value) for name, value in built.items()}, jets
 
-    def _constituents(self, cfg: InputConfig, arrays: ak.Array) -> tuple[np.ndarray, np.ndarray]:
+    def _constituents(self, cfg: InputConfig, arrays: ak.Array) -> tuple[np.ndarray, np.ndarray, ak.Array]:
+        """The input's values and padding mask, and the jet four-momentum (the constituents' sum)."""
         assert cfg.max_particles is not None
         parts, permutation, counts = pt_ordered_momenta(_momentum_branches(cfg, arrays))
         jet = jet_axis(parts)
-        self._remember(arrays, cfg.name, jet)
         if cfg.preprocess:
             out = self.recipes[cfg.preprocess](parts, jet, cfg.max_particles)
-            return out.values, out.mask
+            return out.values, out.mask, jet
         columns = []
         for feat in cfg.features or ():
             if feat in DERIVED_FEATURES:
@@ -237,7 +257,7 @@ class InputBuilder:
             else:
                 jagged = reorder(arrays[feat], permutation, counts)
             columns.append(pad_jagged(jagged, cfg.max_particles))
-        return np.stack(columns, axis=-1), padding_mask(parts, cfg.max_particles)
+        return np.stack(columns, axis=-1), padding_mask(parts, cfg.max_particles), jet
 
     def _remember(self, arrays: ak.Array, name: str, jet: ak.Array) -> None:
         key = id(arrays)
