@@ -350,3 +350,38 @@ def test_python_api_raises_typed_errors(setup: AuditSetup) -> None:
     doc["data"]["tree"] = "jet"
     with pytest.raises(DataError, match="close matches: jets"):
         audit(setup.write(doc), out=None)
+
+
+def test_an_unknown_execution_provider_is_a_config_error(setup: AuditSetup) -> None:
+    doc = setup.doc()
+    doc["model"]["providers"] = ["CUDAExecutionProvder"]
+    assert_clean_error(setup.audit(doc=doc), 2, "model.providers", "CUDAExecutionProvder",
+                       "close matches: CUDAExecutionProvider")
+
+
+def test_a_provider_this_build_lacks_falls_back_to_cpu_with_a_warning(setup: AuditSetup) -> None:
+    """CUDA asked for: on a CPU-only onnxruntime the audit runs on CPU, says so, and gives the
+    numbers of a CPU audit; where CUDA is there, it is used first."""
+    import onnxruntime as ort
+
+    doc = setup.doc()
+    doc["model"]["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    result = setup.audit(doc=doc, out="cuda")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((setup.dir / "cuda" / "report.json").read_text())
+    cpu = json.loads(_cpu_report(setup).read_text())
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert report["model"]["providers"][0] == "CUDAExecutionProvider"
+        return
+    assert report["model"]["providers"] == ["CPUExecutionProvider"]
+    warning = [w for w in report["warnings"] if w.startswith("model.providers")]
+    assert warning and "CUDAExecutionProvider not available" in warning[0] and "onnxruntime-gpu" in warning[0]
+    assert not [w for w in cpu["warnings"] if w.startswith("model.providers")]
+    for name, res in cpu["explainers"].items():
+        assert report["explainers"][name]["feature_importance"] == res["feature_importance"]
+
+
+def _cpu_report(setup: AuditSetup) -> Path:
+    result = setup.audit(out="cpu")
+    assert result.returncode == 0, result.stderr
+    return setup.dir / "cpu" / "report.json"

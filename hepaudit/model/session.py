@@ -28,6 +28,7 @@ from hepaudit.config import ClassSumScore, ModelConfig
 from hepaudit.errors import ConfigError, ModelError
 from hepaudit.model.graph import Head, ModelInfo, describe_model, find_head, load_model, with_extra_outputs
 from hepaudit.model.jet_axis import ROWS, JetAxis, learn_jet_axis
+from hepaudit.model.providers import resolve_providers
 
 #: Rows per onnxruntime call for passes that go over the same jets many times: the occluded
 #: units of ΔAUC and MAD, SHAP's coalitions, the OOD ensemble's members and autoencoder. A
@@ -119,6 +120,9 @@ class Tagger:
         randomised weights), described by ``info`` (default: described anew)."""
         self.config = config
         self.path = Path(config.path)
+        #: the execution providers in use (model.providers less those this build lacks, then
+        #: CPU) and the warning when some were left out (hepaudit.model.providers)
+        self.providers, self.provider_warning = resolve_providers(config.providers)
         self.proto = load_model(self.path) if proto is None else proto
         self.info: ModelInfo = info if info is not None else describe_model(self.proto, self.path)
         output_names = [o.name for o in self.info.outputs]
@@ -196,7 +200,7 @@ class Tagger:
         proto: onnx.ModelProto = with_extra_outputs(self.proto, outputs)
         try:
             session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
-                                           providers=list(self.config.providers))
+                                           providers=self.providers)
         except Exception as exc:
             first_line = str(exc).splitlines()[0][:200]
             raise ModelError(f"{self.path}: onnxruntime cannot load the model ({first_line})") from None
@@ -246,7 +250,7 @@ class Tagger:
         from hepaudit.model.footprint import bytes_per_jet, rows_within
 
         try:
-            per_jet = bytes_per_jet(self.proto, {k: v[:1] for k, v in inputs.items()}, list(self.config.providers))
+            per_jet = bytes_per_jet(self.proto, {k: v[:1] for k, v in inputs.items()}, self.providers)
         except Exception:  # a graph that cannot expose every tensor: no cap, as before
             self.memory_rows = self.config.batch_size
             return

@@ -157,6 +157,8 @@ class AuditPlan:
                                 f"(signal); found values [{listed}]")
         base_dir = Path(cfg.source).parent if cfg.source else Path.cwd()
         warnings: list[str] = list(host.problems) + list(builder.warnings)  # broken plugins; CMS variables set to pad
+        if tagger.provider_warning:  # e.g. CUDA asked for, CPU-only onnxruntime installed
+            warnings.append(tagger.provider_warning)
         context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups=builder.groups(),
                                output_dir=out_dir, has_reference=reference is not None, config_dir=base_dir,
                                seed=cfg.execution.seed, bootstrap=cfg.execution.bootstrap,
