@@ -468,3 +468,12 @@ def test_draw_adds_figures_after_finish_and_a_failure_is_a_warning(toy: Path, tm
     report = run_audit(config, out=None, plugins=[("local", _Registers(_Fails))])
     assert report.explainers["draws"].status == "ok" and report.explainers["draws"].figures == []
     assert any("draws: its figures could not be drawn: RuntimeError: no such colour" in w for w in report.warnings)
+
+
+def test_registering_every_plugin_loads_no_heavy_library() -> None:
+    """What every CLI command does first stays light (issue 22): onnx, onnxruntime, awkward,
+    vector, uproot and matplotlib load when a command uses them (hepaudit.lazy)."""
+    code = ("import sys; from hepaudit.plugins import PluginHost; h = PluginHost(); h.explainers(); h.recipes(); "
+            "print(sorted({'onnx', 'onnxruntime', 'awkward', 'vector', 'uproot', 'matplotlib'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

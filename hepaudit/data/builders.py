@@ -14,8 +14,8 @@ import re
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
 
 from hepaudit.config import InputConfig
@@ -34,7 +34,13 @@ from hepaudit.data.constituents import (
 from hepaudit.data.pid import PID_FLAGS, pid_flag
 from hepaudit.data.recipes import Recipe
 from hepaudit.errors import ConfigError, DataError, close_matches
+from hepaudit.lazy import lazy_module
 from hepaudit.model.graph import TensorInfo
+
+if TYPE_CHECKING:
+    import awkward as ak
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
 
 
 @dataclass(frozen=True)

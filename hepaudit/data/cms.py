@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
 
 from hepaudit.data.constituents import (
@@ -43,6 +42,12 @@ from hepaudit.data.constituents import (
 from hepaudit.data.pid import PID_FLAGS, pid_flag
 from hepaudit.data.preprocess_json import CmsVariable, InputSpec, Preprocess, VariableInfo, read_preprocess_json
 from hepaudit.errors import ConfigError
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import awkward as ak
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
 
 __all__ = ["CmsVariable", "InputSpec", "Preprocess", "VariableInfo", "center_norm_pad", "read_preprocess_json"]
 

@@ -8,14 +8,32 @@ four-vector sum of *all* of a jet's constituents, before any truncation.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
-import vector
 
 from hepaudit.errors import DataError
+from hepaudit.lazy import lazy_module
 
-vector.register_awkward()
+if TYPE_CHECKING:
+    import awkward as ak
+    import vector
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
+    vector = lazy_module("vector")
+
+_vector_registered = False
+
+
+def momentum4d(fields: dict[str, ak.Array]) -> ak.Array:
+    """The fields zipped into vector's ``Momentum4D`` records; vector's awkward behaviours are
+    registered on first use (importing hepaudit's plugins loads neither vector nor awkward)."""
+    global _vector_registered
+    if not _vector_registered:
+        vector.register_awkward()
+        _vector_registered = True
+    return ak.zip(fields, with_name="Momentum4D")
+
 
 #: Features every constituents input can ask for by name.
 DERIVED_FEATURES: tuple[str, ...] = (
@@ -35,14 +53,14 @@ def momenta_from_cartesian(px: ak.Array, py: ak.Array, pz: ak.Array, energy: ak.
     """Zip jagged px, py, pz, E into vector ``Momentum4D`` records (float64)."""
     components = {"px": _float64(px), "py": _float64(py), "pz": _float64(pz), "E": _float64(energy)}
     _same_counts(components)
-    return ak.zip(components, with_name="Momentum4D")
+    return momentum4d(components)
 
 
 def momenta_from_ptetaphi(pt: ak.Array, eta: ak.Array, phi: ak.Array, mass: ak.Array) -> ak.Array:
     """Zip jagged pt, eta, phi, mass into vector ``Momentum4D`` records (float64)."""
     components = {"pt": _float64(pt), "eta": _float64(eta), "phi": _float64(phi), "mass": _float64(mass)}
     _same_counts(components)
-    return ak.zip(components, with_name="Momentum4D")
+    return momentum4d(components)
 
 
 def _same_counts(components: dict[str, ak.Array]) -> None:
@@ -92,7 +110,7 @@ def pt_ordered_momenta(branches: dict[str, ak.Array]) -> tuple[ak.Array, np.ndar
         permutation = _flat(local).astype(np.int64) + np.repeat(offsets[:-1], counts)
         flat = {key: value[permutation] for key, value in flat.items()}
     fields = {("E" if key == "energy" else key): ak.unflatten(value, counts) for key, value in flat.items()}
-    return ak.zip(fields, with_name="Momentum4D"), permutation, counts
+    return momentum4d(fields), permutation, counts
 
 
 def reorder(values: ak.Array, permutation: np.ndarray | None, counts: np.ndarray) -> ak.Array:
@@ -104,16 +122,12 @@ def reorder(values: ak.Array, permutation: np.ndarray | None, counts: np.ndarray
 
 def jet_axis(parts: ak.Array) -> ak.Array:
     """The jet four-momentum: the sum of all constituents, one record per jet."""
-    summed = ak.zip(
-        {
-            "px": ak.sum(parts.px, axis=1),
-            "py": ak.sum(parts.py, axis=1),
-            "pz": ak.sum(parts.pz, axis=1),
-            "E": ak.sum(parts.E, axis=1),
-        },
-        with_name="Momentum4D",
-    )
-    return summed
+    return momentum4d({
+        "px": ak.sum(parts.px, axis=1),
+        "py": ak.sum(parts.py, axis=1),
+        "pz": ak.sum(parts.pz, axis=1),
+        "E": ak.sum(parts.E, axis=1),
+    })
 
 
 def wrap_phi(dphi: ak.Array | np.ndarray) -> ak.Array | np.ndarray:

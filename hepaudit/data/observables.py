@@ -28,10 +28,17 @@ constituents get τ_N = 0; τ_21 = τ2/τ1 and τ_32 = τ3/τ2 are NaN where the
 
 from __future__ import annotations
 
-import awkward as ak
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hepaudit.data.constituents import momenta_from_cartesian, momenta_from_ptetaphi, wrap_phi
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import awkward as ak
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
 
 #: names of the observables :func:`jet_observables` returns, in order
 OBSERVABLES: tuple[str, ...] = ("mass", "pt", "n_constituents", "tau1", "tau2", "tau3", "tau21", "tau32")

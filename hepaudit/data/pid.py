@@ -13,10 +13,17 @@ looked up in the optional ``particle`` package (``pip install particle``), impor
 
 from __future__ import annotations
 
-import awkward as ak
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from hepaudit.errors import DataError
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import awkward as ak
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
 
 #: The PF-candidate flags, in CMS's naming order (pfcand_isMu, isEl, isChargedHad, isGamma, isNeutralHad).
 PID_FLAGS: tuple[str, ...] = ("is_muon", "is_electron", "is_charged_hadron", "is_photon", "is_neutral_hadron")

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
 
 from hepaudit.data.constituents import (
@@ -25,6 +25,12 @@ from hepaudit.data.constituents import (
     sort_by_pt,
     wrap_phi,
 )
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import awkward as ak
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
 
 #: The paper's pT scale for TopoDNN (Khot, Neubauer & Roy, arXiv:2210.04371).
 TOPODNN_PT_SCALE = 1700.0
@@ -42,7 +48,7 @@ class RecipeOutput:
 
 
 #: A recipe: (pT-sorted constituents, jet axis, max_particles) -> RecipeOutput.
-Recipe = Callable[[ak.Array, ak.Array, int], RecipeOutput]
+Recipe = Callable[["ak.Array", "ak.Array", int], RecipeOutput]  # ak named lazily (hepaudit.lazy)
 
 
 def topodnn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:

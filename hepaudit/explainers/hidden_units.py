@@ -15,18 +15,26 @@ per jet.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import onnxruntime as ort
-from onnx import utils as onnx_utils
 
 from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.explainers.columns import SpilledColumns
+from hepaudit.lazy import lazy_module
 from hepaudit.metrics import roc_auc
 from hepaudit.model.layers import channel_axis_of, graph_inputs_of, normalised_axis, tensor_exists
 from hepaudit.results import ExplainerResult, FeatureScore, Figure, sorted_scores
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+    from onnx import utils as onnx_utils
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    ort = lazy_module("onnxruntime")
+    onnx_utils = lazy_module("onnx.utils")
 
 #: numbers per jet of a hidden tensor kept for occlusion (a pooled latent holds tens to hundreds)
 MAX_ELEMENTS = 4096

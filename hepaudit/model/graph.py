@@ -14,13 +14,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import external_data_helper
 
 from hepaudit.errors import ModelError
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import external_data_helper
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    external_data_helper = lazy_module("onnx.external_data_helper")
 
 ACTIVATION_OPS = frozenset({"Relu", "LeakyRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Softplus",
                             "PRelu", "HardSigmoid", "Gelu", "Mish", "ThresholdedRelu"})

@@ -16,11 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
+from hepaudit.lazy import lazy_module
 from hepaudit.model.graph import ACTIVATION_OPS, Head, producers
+
+if TYPE_CHECKING:
+    import onnx
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
 
 #: ops that keep the channel layout of their (first) input, walked through to find the layer op
 _CHANNEL_PRESERVING = frozenset(

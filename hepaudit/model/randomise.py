@@ -16,10 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
+
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import numpy_helper
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    numpy_helper = lazy_module("onnx.numpy_helper")
 
 #: the ops whose initializer weights the randomisation redraws
 WEIGHT_OPS = frozenset({"Gemm", "MatMul", "Conv"})

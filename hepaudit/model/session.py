@@ -19,16 +19,23 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 
 from hepaudit.config import ClassSumScore, ModelConfig
 from hepaudit.errors import ConfigError, ModelError
+from hepaudit.lazy import lazy_module
 from hepaudit.model.graph import Head, ModelInfo, describe_model, find_head, load_model, with_extra_outputs
 from hepaudit.model.jet_axis import ROWS, JetAxis, learn_jet_axis
 from hepaudit.model.providers import resolve_providers
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    ort = lazy_module("onnxruntime")
 
 #: Rows per onnxruntime call for passes that go over the same jets many times: the occluded
 #: units of ΔAUC and MAD, SHAP's coalitions, the OOD ensemble's members and autoencoder. A

@@ -30,10 +30,9 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import onnxruntime as ort
 
 from hepaudit.errors import ConfigError
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
@@ -46,9 +45,15 @@ from hepaudit.explainers.ood.common import (
 )
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
+from hepaudit.lazy import lazy_module
 from hepaudit.model.blocks import block_starts, block_threads, for_blocks, shared_rows
 from hepaudit.model.session import CACHED_ROWS
 from hepaudit.results import ExplainerResult, Figure
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ort = lazy_module("onnxruntime")
 
 SAVED_NAME = "ood_autoencoder.onnx"
 WHAT = "autoencoder reconstruction error"  # the score, as the figure names it

@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import awkward as ak
 import numpy as np
 
 from hepaudit.explainers.base import AuditContext, Chunk
+from hepaudit.lazy import lazy_module
 from hepaudit.metrics import roc_auc
 from hepaudit.sampling import seeded_keys
+
+if TYPE_CHECKING:
+    import awkward as ak
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    ak = lazy_module("awkward")
 
 LOW_AUROC = (
     "AUROC well below 0.5: the audited jets score lower than the reference (for an autoencoder, "

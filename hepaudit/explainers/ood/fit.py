@@ -19,10 +19,19 @@ standardisation baked in (Sub, Div ... Mul, Add), so the file is a drop-in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import helper, numpy_helper
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    helper = lazy_module("onnx.helper")
+    numpy_helper = lazy_module("onnx.numpy_helper")
 
 OPSET = 13
 
@@ -84,8 +93,8 @@ def _linear_graph(
     graph = helper.make_graph(
         nodes,
         "ood_autoencoder",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
-        [helper.make_tensor_value_info("reconstruction", TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info("reconstruction", onnx.TensorProto.FLOAT, ["N", d])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hepaudit")

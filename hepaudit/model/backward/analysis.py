@@ -15,17 +15,25 @@ The canonizers (:mod:`.canonizers`) record their rewrites here too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from hepaudit.errors import ModelError
+from hepaudit.lazy import lazy_module
 from hepaudit.model.backward.base import HANDLERS, Node, UnsupportedOpError
 
-FLOAT_TYPES = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
-)
+if TYPE_CHECKING:
+    import onnx
+    from onnx import helper, numpy_helper
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    helper = lazy_module("onnx.helper")
+    numpy_helper = lazy_module("onnx.numpy_helper")
+
+#: TensorProto.FLOAT, DOUBLE, FLOAT16, BFLOAT16: fixed by the ONNX standard (onnx.proto), written
+#: as numbers so that importing this module does not import onnx
+FLOAT_TYPES = frozenset({1, 11, 10, 16})
 #: ops whose outputs never carry a gradient (shapes, comparisons, indices, random draws)
 BLOCKING_OPS = frozenset(
     {

@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from hepaudit.errors import ModelError
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnx
+    from onnx import helper
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
+    helper = lazy_module("onnx.helper")
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.model.backward.rules import LayerRule

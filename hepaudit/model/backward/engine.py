@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from hepaudit.errors import ModelError
+from hepaudit.lazy import lazy_module
 from hepaudit.model.backward import (  # noqa: F401  (each registers its ops)
     ops_conv,
     ops_elementwise,
@@ -38,6 +38,11 @@ from hepaudit.model.backward.base import HANDLERS, Step, Values, jet_sums
 from hepaudit.model.backward.blas import blas_threads
 from hepaudit.model.backward.canonizers import CANONIZERS, Canonizer, canonize
 from hepaudit.model.backward.rules import RuleSet
+
+if TYPE_CHECKING:
+    import onnx
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
+    onnx = lazy_module("onnx")
 
 #: ops that only move values: relevance they send to a constant operand is absorbed
 ROUTING_OPS = frozenset({"Where", "Concat", "ScatterND"})
