@@ -277,3 +277,34 @@ def test_jet_observables_from_four_momenta() -> None:
     assert obs["tau1"][0] < 1e-9 and obs["tau2"][1] < 1e-9 and obs["tau3"][2] < 1e-9
     assert obs["tau21"][1] < 1e-9 and obs["tau32"][2] < 1e-9
     assert np.isnan(obs["tau21"][0])  # τ1 = 0: the ratio is undefined
+
+
+def test_tau_on_a_seeded_sample_of_jets(tmp_path: Path) -> None:
+    """``nsubjettiness_jets`` below the audit's jets: τ is computed for about that many jets,
+    the same ones whatever the chunking, and equal there to τ computed for every jet."""
+    config = write_audit(tmp_path, deep_set_model(50, phi=6), DEEP_SET_INPUTS,
+                         {"latent": {"nsubjettiness_jets": 150}}, score=1)
+    reports = {}
+    for step in (97, 400):
+        path = tmp_path / f"step_{step}.toml"
+        path.write_text(config.read_text().replace("step_size = 500", f"step_size = {step}"))
+        reports[step] = hepaudit.audit(path, out=None, progress=False).explainers["latent"]
+    small, large = reports[97].fields, reports[400].fields
+    n_jets = small["jets"]
+    assert small["nsubjettiness_jets"] == large["nsubjettiness_jets"]
+    assert 100 <= small["nsubjettiness_jets"] <= 200 < n_jets  # about 150 of the audit's jets
+    for c in range(len(small["components"])):
+        for name in ("tau1", "tau21", "mass"):
+            assert small["components"][c]["pearson"][name] == pytest.approx(
+                large["components"][c]["pearson"][name], rel=1e-9, abs=1e-12)
+    from hepaudit.sampling import seeded_keys, to_unit
+
+    with uproot.open(tmp_path / "jets.root") as f:
+        arr = f["jets"].arrays(["part_px", "part_py", "part_pz", "part_energy"])
+    parts = momenta_from_cartesian(arr.part_px, arr.part_py, arr.part_pz, arr.part_energy)
+    chosen = to_unit(seeded_keys(np.arange(len(arr)), 0)) < 150 / len(arr)
+    some, every = jet_observables(parts, tau_jets=chosen), jet_observables(parts)
+    assert int(chosen.sum()) == small["nsubjettiness_jets"]
+    assert np.isnan(some["tau1"][~chosen]).all()
+    np.testing.assert_allclose(some["tau2"][chosen], every["tau2"][chosen], rtol=1e-12)
+    np.testing.assert_array_equal(some["mass"], every["mass"])

@@ -181,9 +181,13 @@ def nsubjettiness(
     return _nsubjettiness_flat(parts, n_max, r0, iterations)
 
 
-def jet_observables(parts: ak.Array, tau: bool = True, r0: float = 0.8) -> dict[str, np.ndarray]:
+def jet_observables(parts: ak.Array, tau: bool = True, r0: float = 0.8,
+                    tau_jets: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Mass, pT and multiplicity of the jets (the sum of all constituents), and with ``tau``
-    the N-subjettiness τ1, τ2, τ3 and ratios τ21, τ32, from vector ``Momentum4D`` records."""
+    the N-subjettiness τ1, τ2, τ3 and ratios τ21, τ32, from vector ``Momentum4D`` records.
+
+    ``tau_jets`` (a bool per jet): the jets whose τ are computed, NaN elsewhere (τ costs
+    far more than the rest: a sample of jets is enough for correlations)."""
     px = ak.to_numpy(ak.sum(parts.px, axis=1)).astype(np.float64)
     py = ak.to_numpy(ak.sum(parts.py, axis=1)).astype(np.float64)
     pz = ak.to_numpy(ak.sum(parts.pz, axis=1)).astype(np.float64)
@@ -193,24 +197,40 @@ def jet_observables(parts: ak.Array, tau: bool = True, r0: float = 0.8) -> dict[
         "pt": np.hypot(px, py),
         "n_constituents": ak.to_numpy(ak.num(parts, axis=1)).astype(np.float64),
     }
-    if tau:
-        counts = ak.to_numpy(ak.num(parts, axis=1))
-        jet = np.repeat(np.arange(len(counts)), counts)
-        pt = ak.to_numpy(ak.flatten(parts.pt)).astype(np.float64)
-        # rapidity and φ relative to the jet axis: the N-subjettiness sums are translation
-        # invariant, and small offsets keep the φ wrap away from the constituents
-        jet_y = 0.5 * np.log(np.maximum(energy + pz, 1e-300) / np.maximum(energy - pz, 1e-300))
-        jet_phi = np.arctan2(py, px)
-        y = np.nan_to_num(ak.to_numpy(ak.flatten(parts.rapidity)).astype(np.float64) - jet_y[jet])
-        phi = wrap_phi(ak.to_numpy(ak.flatten(parts.phi)).astype(np.float64) - jet_phi[jet])
-        real = pt > 0
-        flat = _Constituents(pt[real], y[real], phi[real], jet[real], len(counts))
-        taus = _nsubjettiness_flat(flat, 3, r0, iterations=10)
-        out["tau1"], out["tau2"], out["tau3"] = taus[:, 0], taus[:, 1], taus[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["tau21"] = np.where(taus[:, 0] > 1e-12, taus[:, 1] / taus[:, 0], np.nan)
-            out["tau32"] = np.where(taus[:, 1] > 1e-12, taus[:, 2] / taus[:, 1], np.nan)
+    if tau and (tau_jets is None or tau_jets.all()):
+        out.update(tau_observables(parts, px, py, pz, energy, r0))
+    elif tau:
+        assert tau_jets is not None
+        some = tau_observables(parts[tau_jets], px[tau_jets], py[tau_jets], pz[tau_jets], energy[tau_jets], r0)
+        for name, values in some.items():
+            out[name] = np.full(len(px), np.nan)
+            out[name][tau_jets] = values
     return out
+
+
+def tau_observables(parts: ak.Array, px: np.ndarray, py: np.ndarray, pz: np.ndarray, energy: np.ndarray,
+                    r0: float = 0.8) -> dict[str, np.ndarray]:
+    """τ1, τ2, τ3, τ21 and τ32 of the jets ``parts`` (whose summed four-momentum is px, py, pz, E)."""
+    counts = ak.to_numpy(ak.num(parts, axis=1))
+    jet = np.repeat(np.arange(len(counts)), counts)
+    pt = ak.to_numpy(ak.flatten(parts.pt)).astype(np.float64)
+    # rapidity and φ relative to the jet axis: the N-subjettiness sums are translation
+    # invariant, and small offsets keep the φ wrap away from the constituents
+    jet_y = 0.5 * np.log(np.maximum(energy + pz, 1e-300) / np.maximum(energy - pz, 1e-300))
+    jet_phi = np.arctan2(py, px)
+    y = np.nan_to_num(ak.to_numpy(ak.flatten(parts.rapidity)).astype(np.float64) - jet_y[jet])
+    phi = wrap_phi(ak.to_numpy(ak.flatten(parts.phi)).astype(np.float64) - jet_phi[jet])
+    real = pt > 0
+    taus = _nsubjettiness_flat(_Constituents(pt[real], y[real], phi[real], jet[real], len(counts)), 3, r0, 10)
+    out = {"tau1": taus[:, 0], "tau2": taus[:, 1], "tau3": taus[:, 2]}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["tau21"] = np.where(taus[:, 0] > 1e-12, taus[:, 1] / taus[:, 0], np.nan)
+        out["tau32"] = np.where(taus[:, 1] > 1e-12, taus[:, 2] / taus[:, 1], np.nan)
+    return out
+
+
+#: names of the observables :func:`tau_observables` returns
+TAU_OBSERVABLES: tuple[str, ...] = ("tau1", "tau2", "tau3", "tau21", "tau32")
 
 
 def constituents_from_arrays(arrays: ak.Array, momentum: object) -> ak.Array:
