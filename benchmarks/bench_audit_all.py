@@ -13,7 +13,6 @@ drawn), ``--rounds`` interleaved rounds; medians are compared, and each explaine
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -74,7 +73,7 @@ def main() -> None:
                 for k, r in report.explainers.items():
                     runtimes.setdefault(k, []).append(r.runtime_s)
                 figures.append(report.timing.get("figures_s", 0.0))
-    print(f"machine: {machine()} | load {os.getloadavg()[0]:.2f}")
+    print(f"machine: {machine()}")
     print(f"jets: {args.jets}; {args.rounds} interleaved rounds, medians")
     med = {k: statistics.median(v) for k, v in walls.items()}
     for name, seconds in med.items():

@@ -27,7 +27,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.node()} | {os.cpu_count()} cores | {cpu} | Python {platform.python_version()}"
+    load = " | load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else ""
+    return f"{platform.node()} | {os.cpu_count()} cores | {cpu} | Python {platform.python_version()}{load}"
 
 
 def peak_rss_mb() -> float:
