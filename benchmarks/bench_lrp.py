@@ -110,6 +110,18 @@ def topodnn_jets(n: int) -> tuple[np.ndarray, str]:
     return x, f"{EXAMPLE_SAMPLE.name} ({len(base)} jets, topodnn recipe) repeated to {n} jets"
 
 
+def _audit_config(n_jets: int) -> Path:
+    """An LRP audit of the example jets repeated to ``n_jets`` (the jets topodnn_jets uses)."""
+    from common import repeated_sample, topodnn_config
+
+    folder = Path(tempfile.gettempdir()) / "hepaudit-bench" / f"lrp_{n_jets}"
+    folder.mkdir(parents=True, exist_ok=True)
+    files = repeated_sample(n_jets, folder)
+    path = folder / "audit.toml"
+    path.write_text(topodnn_config(EXAMPLE_MODEL, files, extra="[execution]\nprogress = false\n[explainers.lrp]\n"))
+    return path
+
+
 def median(values: list[float]) -> float:
     return float(np.median(values))
 
@@ -119,6 +131,9 @@ def main() -> None:
     parser.add_argument("--jets", type=int, default=100_000)
     parser.add_argument("--chunk", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--audit", action="store_true",
+                        help="also run the lrp explainer in hepaudit.audit on the same jets (fixed costs "
+                             "included: engine build, exposed session) and compare its runtime_s with captum")
     args = parser.parse_args()
     import torch
     from captum.attr import LRP
@@ -190,9 +205,18 @@ def main() -> None:
         assert first is not None
         return time.perf_counter() - t0, first
 
+    audit_config = _audit_config(args.jets) if args.audit else None
+
+    def run_audit() -> float:
+        import hepaudit
+
+        assert audit_config is not None
+        report = hepaudit.audit(audit_config, out=None, progress=False)
+        return float(report.explainers["lrp"].runtime_s)
+
     run_plain(True), run_plain(False), run_hepaudit()  # warm up sessions and caches
     times: dict[str, list[float]] = {
-        k: [] for k in ("plain", "plain_nospin", "fwd", "bwd", "total", "captum")
+        k: [] for k in ("plain", "plain_nospin", "fwd", "bwd", "total", "captum", "audit")
     }
     for _ in range(args.repeat):  # interleaved rounds: the machine's load hits every contender alike
         times["plain"].append(run_plain(True))
@@ -203,7 +227,9 @@ def main() -> None:
         times["total"].append(t_fwd + t_bwd)
         t_cap, cap = run_captum()
         times["captum"].append(t_cap)
-    med = {k: median(v) for k, v in times.items()}
+        if audit_config is not None:
+            times["audit"].append(run_audit())
+    med = {k: median(v) for k, v in times.items() if v}
     t_plain = min(med["plain"], med["plain_nospin"])  # the stricter baseline
     t_total, t_captum = med["total"], med["captum"]
 
@@ -253,6 +279,10 @@ def main() -> None:
         f"{med['bwd'] / t_plain:.2f}; vs the faster plain forward)"
     )
     print(f"ratio captum / hepaudit (speed-up):     {t_captum / t_total:6.2f}  (target >= 1)")
+    if "audit" in med:
+        print(f"hepaudit.audit lrp runtime_s:           {med['audit']:8.3f} s  (reading, scoring, figures not in it)")
+        print(f"ratio audit runtime_s / captum:         {med['audit'] / t_captum:6.2f}  (issue 22 target <= 1)")
+        print(f"ratio audit runtime_s / plain forward:  {med['audit'] / t_plain:6.2f}")
     print("agreement with captum on the first chunk, max |R_hepaudit - R_captum| / max |R_captum|:")
     print(
         f"  float32 (both as benchmarked):        {rel_diff(rel, cap):.2e}  (per jet: median "
