@@ -40,8 +40,8 @@ from builders import as_double  # noqa: E402
 from common import EXAMPLE_MODEL, EXAMPLE_SAMPLE, machine  # noqa: E402
 
 from hepaudit.config import ModelConfig  # noqa: E402
-from hepaudit.explainers.lrp import forward_values  # noqa: E402
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget  # noqa: E402
+from hepaudit.model.backward.blocked import BlockedBackward  # noqa: E402
 from hepaudit.model.graph import find_head  # noqa: E402
 from hepaudit.model.session import Tagger  # noqa: E402
 
@@ -169,7 +169,8 @@ def main() -> None:
         path = Path(tmp) / "model.onnx"
         onnx.save(model, str(path))
         tagger = Tagger(ModelConfig(str(path), threads=threads))
-    tagger.expose(engine.needed, spinning=False)
+    tagger.expose([], spinning=False)
+    blocked = BlockedBackward(tagger, engine)  # as the explainer: hidden tensors exposed block by block
     rules = RuleSet("epsilon", epsilon=epsilon)
 
     def run_plain(spin: bool) -> float:
@@ -183,10 +184,9 @@ def main() -> None:
         first = None
         for c in chunks:
             t0 = time.perf_counter()
-            feed = {name: c}
-            vals = forward_values(engine, feed, tagger.run(feed, scratch=True).extra)
+            blocks = list(blocked.blocks({name: c}))
             t1 = time.perf_counter()
-            rel = engine.relevance(vals, rules).relevance[name]
+            rel = np.concatenate([engine.relevance(values, rules).relevance[name][:m] for m, values in blocks])
             bwd += time.perf_counter() - t1
             fwd += t1 - t0
             first = rel if first is None else first
