@@ -6,6 +6,8 @@ and range over the repetitions for ``import hepaudit``, ``import hepaudit.api``,
 ``from hepaudit import Explainer, hookimpl`` (what a plugin module does at import), and
 ``import numpy`` for scale, with the ratios to numpy's, interleaved so load on the machine
 hits every case alike. The issue's limit: ``import hepaudit`` under 0.3 s on this machine.
+Then what every command pays first (issue 22): the imports of registering every plugin, and
+the wall time of ``hepaudit --version`` against ``python -c 'import numpy'`` (target <= 3).
 
     python benchmarks/bench_import.py [--repeat 15] [--tree PATH]
 
