@@ -25,9 +25,11 @@ REPLICATES = 32
 _CDF = np.cumsum([exp(-1.0) / factorial(k) for k in range(20)])
 
 
-def poisson_weights(entries: np.ndarray, seed: int, replicates: int) -> np.ndarray:
-    """(R, n) float64 Poisson(1) weights of the jets with these chain entry numbers."""
-    out = np.empty((replicates, len(entries)))
+def poisson_weights(entries: np.ndarray, seed: int, replicates: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(R, n) float64 Poisson(1) weights of the jets with these chain entry numbers (written
+    into ``out`` when given: a large sample's replicates need no second copy)."""
+    if out is None:
+        out = np.empty((replicates, len(entries)))
     for r in range(replicates):
         out[r] = np.searchsorted(_CDF, salted_uniform(entries, salt_for(seed, f"bootstrap-{r}")), side="right")
     return out

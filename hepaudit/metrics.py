@@ -147,12 +147,20 @@ class ReplicateAUC:
     work is a few passes over the (R, n) weights, with no sort of them.
     """
 
-    def __init__(self, labels: np.ndarray, weights: np.ndarray) -> None:
+    def __init__(self, labels: np.ndarray, signal_weights: np.ndarray, background_weights: np.ndarray) -> None:
+        """``signal_weights`` (R, signal jets) and ``background_weights`` (R, background jets),
+        in the order the jets have in ``labels`` and every score column (kept, not copied)."""
         self.signal = np.asarray(labels).astype(bool)
-        w = np.asarray(weights, np.float64)
-        self.w_sig = np.ascontiguousarray(w[:, self.signal])
-        self.w_bkg = np.ascontiguousarray(w[:, ~self.signal])
+        self.w_sig = np.ascontiguousarray(signal_weights, np.float64)
+        self.w_bkg = np.ascontiguousarray(background_weights, np.float64)
         self.pairs = self.w_sig.sum(axis=1) * self.w_bkg.sum(axis=1)
+
+    @classmethod
+    def from_weights(cls, labels: np.ndarray, weights: np.ndarray) -> ReplicateAUC:
+        """From one (R, n) matrix of weights over every jet."""
+        signal = np.asarray(labels).astype(bool)
+        w = np.asarray(weights, np.float64)
+        return cls(signal, w[:, signal], w[:, ~signal])
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         """(R,) the AUC of ``scores`` under each replicate's weights."""
@@ -186,4 +194,4 @@ class ReplicateAUC:
 def roc_auc_replicates(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """The weighted AUC of one score column under each row of ``weights`` (R, n), ties ½
     (:class:`ReplicateAUC`, for one column)."""
-    return ReplicateAUC(labels, weights)(scores)
+    return ReplicateAUC.from_weights(labels, weights)(scores)

@@ -80,16 +80,28 @@ class DeltaAUC(Explainer[DaucState]):
         Row 0 of the weights is the data's own (ones when unweighted), rows 1.. the Poisson
         replicates': one sort of each unit's background serves the exact AUC and every
         replicate, units on a few threads (metrics.ReplicateAUC)."""
-        n = len(labels)
-        rows = (weights if weights is not None else np.ones(n))[None, :]
-        if state.entries is not None and self.context.bootstrap:
-            boot = poisson_weights(state.entries.row(0), self.context.seed, self.context.bootstrap)
-            rows = np.concatenate([rows, boot * rows[0] if weights is not None else boot])
-        auc = ReplicateAUC(labels, rows)
+        signal = labels.astype(bool)
+        replicates = self.context.bootstrap if state.entries is not None else 0
+        entries = state.entries.row(0) if state.entries is not None and replicates else None
+        # each class's rows built in place: at 2M jets the 33 rows are 0.5 GB, made once
+        auc = ReplicateAUC(signal, *(self._class_weights(mask, weights, entries, replicates)
+                                     for mask in (signal, ~signal)))
         base = auc(state.scores.row(0))
         occluded = auc.each(lambda k: state.scores.row(1 + k), len(self.units.all))  # (units, 1 + R)
-        reps = base[1:, None] - occluded[:, 1:].T if len(rows) > 1 else None
+        reps = base[1:, None] - occluded[:, 1:].T if replicates else None
         return float(base[0]), base[0] - occluded[:, 0], reps
+
+    def _class_weights(self, mask: np.ndarray, weights: np.ndarray | None, entries: np.ndarray | None,
+                       replicates: int) -> np.ndarray:
+        """(1 + R, jets of the class): the jets' own weights (ones when unweighted), then each
+        Poisson replicate's weights times them."""
+        out = np.empty((1 + replicates, int(mask.sum())))
+        out[0] = weights[mask] if weights is not None else 1.0
+        if replicates and entries is not None:
+            poisson_weights(entries[mask], self.context.seed, replicates, out=out[1:])
+            if weights is not None:
+                out[1:] *= out[0]
+        return out
 
     def finish(self, state: DaucState) -> ExplainerResult:
         labels = state.labels.row(0)
