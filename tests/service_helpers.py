@@ -75,7 +75,20 @@ class Service:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0, workers: int | None = 1) -> None:
-        """Start the service (``workers=None``: no local cluster, for ``--scheduler`` in ``extra``)."""
+        """Start the service (``workers=None``: no local cluster, for ``--scheduler`` in ``extra``).
+
+        The port was free when chosen, but the service's own Dask workers start before it binds
+        and may take it first: then it is started again on another free port."""
+        for _ in range(3):
+            try:
+                return self._start(timeout, workers)
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc):
+                    raise
+                self.port = free_port()
+        raise RuntimeError(f"no free port for the service after 3 tries (last {self.port})")
+
+    def _start(self, timeout: float, workers: int | None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "hepaudit", "serve", "--home", str(self.home), "--port", str(self.port),
              "--data-root", str(self.data_root), *(["--workers", str(workers)] if workers else []), *self.extra],
