@@ -126,7 +126,8 @@ def main() -> None:
                 out = folder / "cli-report"
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "hepaudit.cli", "audit", str(config), "--out", str(out),
-                                "--force", "-q"], check=True, capture_output=True)
+                                "--force", "-q"], check=True, capture_output=True,
+                               cwd="/")  # `-m` puts the working directory first: not this checkout
                 cli_s = min(cli_s, time.perf_counter() - t0)
             seconds, passes = pure_onnxruntime_seconds(config)
             pure = {k: min(v, pure.get(k, float("inf"))) for k, v in seconds.items()}

@@ -8,10 +8,13 @@ given. It is computed from one sort, exactly, with no binning.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
 from hepaudit.model.blocks import block_threads
+
+T = TypeVar("T")
 
 _QUERIES = 1 << 18  # binary searches per block in roc_auc
 
@@ -69,13 +72,18 @@ def roc_auc_each(column: Callable[[int], np.ndarray], n: int, labels: np.ndarray
     this alone at the end, while the workers are idle.
     """
     labels = np.asarray(labels).astype(bool)
+    return np.array(on_threads(lambda k: roc_auc(column(k), labels, weights), n, threads))
+
+
+def on_threads(work: Callable[[int], T], n: int, threads: int | None = None) -> list[T]:
+    """``[work(k) for k < n]``, on ``threads`` threads (default: one per core, at most n)."""
     threads = threads or min(n, block_threads(0))
     if threads <= 1 or n <= 1:
-        return np.array([roc_auc(column(k), labels, weights) for k in range(n)])
+        return [work(k) for k in range(n)]
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return np.array(list(pool.map(lambda k: roc_auc(column(k), labels, weights), range(n))))
+        return list(pool.map(work, range(n)))
 
 
 def roc_auc_rows(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -182,13 +190,7 @@ class ReplicateAUC:
     def each(self, column: Callable[[int], np.ndarray], n: int, threads: int | None = None) -> np.ndarray:
         """(n, R) the replicates of ``column(k)`` for k < n, on a few threads (numpy's sorts,
         gathers and sums release the GIL)."""
-        threads = threads or min(n, block_threads(0))
-        if threads <= 1 or n <= 1:
-            return np.array([self(column(k)) for k in range(n)]).reshape(n, len(self.pairs))
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            return np.array(list(pool.map(lambda k: self(column(k)), range(n))))
+        return np.array(on_threads(lambda k: self(column(k)), n, threads)).reshape(n, len(self.pairs))
 
 
 def roc_auc_replicates(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
