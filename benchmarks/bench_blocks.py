@@ -46,7 +46,7 @@ def main() -> None:
             block[:, k] = saved
 
     orders = {"unit by unit over the chunk": lambda: occlude(x)}
-    for rows in (8192, 4096, 2048, 1024):
+    for rows in (8192, 4096, 2048, 1024, 512, 256):
         orders[f"blocks of {rows} jets"] = lambda rows=rows: [occlude(x[s:s + rows]) for s in range(0, len(x), rows)]
     best = {k: float("inf") for k in orders}
     for _ in range(args.rounds):

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from hepaudit.config import ModelConfig
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget
 from hepaudit.model.backward.blocked import BlockedBackward
+from hepaudit.model.footprint import bytes_per_jet, cache_rows
 from hepaudit.model.graph import with_extra_outputs
 from hepaudit.model.jet_axis import JetAxis, learn_jet_axis
 from hepaudit.model.session import Tagger
@@ -114,6 +115,25 @@ def test_rows_per_call_follow_the_models_memory_per_jet(tmp_path: Path) -> None:
     assert tagger.cached_rows <= tagger.memory_rows
     plain = ort.InferenceSession(str(path)).run(["score"], {"x": x})[0][:, 0]
     np.testing.assert_allclose(capped.score, plain, rtol=1e-6)
+
+
+def test_repeated_pass_rows_follow_the_models_tensors_per_jet(tmp_path: Path) -> None:
+    """Blocks of occluded passes sized so a call's tensors fit a core's cache, measured per model."""
+    assert cache_rows(3728, threads=1) == 1024  # TopoDNN: 3.8 MB a block
+    assert cache_rows(153_780, threads=1) == 16  # DeepJet on one thread (a Dask worker)...
+    assert cache_rows(153_780, threads=2) == 256  # ... and on two, where every call's hand-off costs
+    assert cache_rows(200, threads=1) == 4096  # a tiny model: the per-call cost amortised
+    small = save(big_hidden_model(width=8), tmp_path / "small.onnx")
+    big = save(big_hidden_model(), tmp_path / "big.onnx")
+    x = RNG.normal(size=(50, 4)).astype(np.float32)
+    rows = {}
+    for name, path in (("small", small), ("big", big)):
+        tagger = Tagger(ModelConfig(str(path), threads=1))
+        assert tagger.cached_rows == 4096  # not yet measured
+        tagger.run({"x": x})
+        rows[name] = tagger.cached_rows
+    assert rows["big"] < rows["small"]
+    assert rows["big"] == cache_rows(bytes_per_jet(onnx.load(str(big)), {"x": x[:1]}, ["CPUExecutionProvider"]), 1)
 
 
 def test_softmax_head_inside_a_concat_with_a_regression(tmp_path: Path) -> None:

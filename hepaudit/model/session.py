@@ -14,6 +14,7 @@ time spent inside onnxruntime so reports and benchmarks can quote it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,11 +38,13 @@ else:  # loaded on first use (hepaudit.lazy): registering plugins imports none o
     onnx = lazy_module("onnx")
     ort = lazy_module("onnxruntime")
 
-#: Rows per onnxruntime call for passes that go over the same jets many times: the occluded
-#: units of ΔAUC and MAD, SHAP's coalitions, the OOD ensemble's members and autoencoder. A
-#: block of 4096 TopoDNN jets (1.5 MB of inputs, 4.9 MB of first-layer activations) stays in
-#: the caches between calls; with onnxruntime's threads not spinning, 4096-row calls beat
-#: 16384 and 65536 (bench_blocks.py, docs/dask.md). ``Tagger.cached_rows`` applies it.
+#: Rows per onnxruntime call for passes that go over the same jets many times (the occluded
+#: units of ΔAUC and MAD, SHAP's coalitions, the OOD ensemble's members and autoencoder) before
+#: the model has been measured, and the most any model gets. Once measured,
+#: ``Tagger.cached_rows`` sizes the block from the model's tensors per jet so that a call's
+#: tensors stay in a core's cache between calls (``model.footprint.cache_rows``): TopoDNN's
+#: 3.7 kB a jet gives 1024 rows, DeepJet's 150 kB gives 16 on one thread (bench_blocks.py,
+#: docs/dask.md).
 CACHED_ROWS = 4096
 
 
@@ -164,6 +167,8 @@ class Tagger:
         #: rows per onnxruntime call that keep its intermediate tensors within the memory budget
         #: (model/footprint.py), learnt on the first run; None until then
         self.memory_rows: int | None = None
+        #: rows per call for repeated passes that keep a call's tensors in cache (learnt with memory_rows)
+        self._cache_rows: int | None = None
         self._session = self._make_session(self._base_outputs + self._extra)
         first = self.info.inputs[0].shape if self.info.inputs else ()
         self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
@@ -246,15 +251,16 @@ class Tagger:
 
     @property
     def cached_rows(self) -> int:
-        """Rows per call for repeated passes: the model's fixed batch, else CACHED_ROWS
-        (at most ``model.batch_size``)."""
-        return self.fixed_batch or min(CACHED_ROWS, self.config.batch_size, self.memory_rows or CACHED_ROWS)
+        """Rows per call for repeated passes: the model's fixed batch, else rows whose tensors
+        fit a core's cache (CACHED_ROWS until the model is measured; at most ``model.batch_size``)."""
+        cached = self._cache_rows or CACHED_ROWS
+        return self.fixed_batch or min(cached, self.config.batch_size, self.memory_rows or cached)
 
     def _learn_footprint(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Measure the model's memory per jet once (a fixed batch is what it is)."""
         if self.memory_rows is not None or self.fixed_batch:
             return
-        from hepaudit.model.footprint import bytes_per_jet, rows_within
+        from hepaudit.model.footprint import bytes_per_jet, cache_rows, rows_within
 
         try:
             per_jet = bytes_per_jet(self.proto, {k: v[:1] for k, v in inputs.items()}, self.providers)
@@ -262,6 +268,7 @@ class Tagger:
             self.memory_rows = self.config.batch_size
             return
         self.memory_rows = rows_within(per_jet)
+        self._cache_rows = cache_rows(per_jet, self.config.threads or os.cpu_count() or 1)
 
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
