@@ -145,23 +145,31 @@ def top_k_overlap(ranked_a: list[str], ranked_b: list[str], k: int = 10) -> floa
     return len(set(ranked_a[:k]) & set(ranked_b[:k])) / k
 
 
+#: Values (float64) of each (jets, replicates) block :class:`ReplicateAUC` holds at once: 32 MB.
+REPLICATE_BLOCK_VALUES = 4 * 2**20
+
+
 class ReplicateAUC:
     """The weighted AUC of many score columns under the same bootstrap weights (R, n): the
-    replicates of ΔAUC, one sort of the background per column serving every replicate.
+    replicates of ΔAUC, one sort of each class per column serving every replicate.
 
-    The weights are split by class once. For a column, each replicate's background weight is
-    summed along the background sorted by score, and each signal jet reads, by binary search,
-    the sum strictly below its score and up to it (ties count ½, as :func:`roc_auc`): the
-    work is a few passes over the (R, n) weights, with no sort of them.
+    The weights are split by class once and kept jet-major, (jets, R), so that a jet's R
+    weights are one contiguous row. For a column, the background is sorted by score and swept
+    in blocks: the running sum of each replicate's background weight, read by the signal jets
+    (also sorted) at the sum strictly below their score and up to it (ties count ½, as
+    :func:`roc_auc`). Every gather is of whole rows, and a block holds ``REPLICATE_BLOCK_VALUES``
+    numbers, so memory does not grow with the jets (a (R, n) matrix per column was 0.8 GB and
+    3.5 s at 2M jets: 33 scattered reads per jet).
     """
 
     def __init__(self, labels: np.ndarray, signal_weights: np.ndarray, background_weights: np.ndarray) -> None:
         """``signal_weights`` (R, signal jets) and ``background_weights`` (R, background jets),
-        in the order the jets have in ``labels`` and every score column (kept, not copied)."""
+        in the order the jets have in ``labels`` and every score column. Pass the transpose of
+        a (jets, R) array (``a.T``) and it is kept as it is, not copied."""
         self.signal = np.asarray(labels).astype(bool)
-        self.w_sig = np.ascontiguousarray(signal_weights, np.float64)
-        self.w_bkg = np.ascontiguousarray(background_weights, np.float64)
-        self.pairs = self.w_sig.sum(axis=1) * self.w_bkg.sum(axis=1)
+        self.w_sig = np.ascontiguousarray(np.asarray(signal_weights, np.float64).T)
+        self.w_bkg = np.ascontiguousarray(np.asarray(background_weights, np.float64).T)
+        self.pairs = self.w_sig.sum(axis=0) * self.w_bkg.sum(axis=0)
 
     @classmethod
     def from_weights(cls, labels: np.ndarray, weights: np.ndarray) -> ReplicateAUC:
@@ -174,18 +182,29 @@ class ReplicateAUC:
         """(R,) the AUC of ``scores`` under each replicate's weights."""
         scores = np.asarray(scores)
         sig, bkg = scores[self.signal], scores[~self.signal]
-        order = np.argsort(bkg)
-        ordered = bkg[order]
-        cumulative = np.zeros((len(self.w_bkg), len(bkg) + 1))
-        np.cumsum(self.w_bkg[:, order], axis=1, out=cumulative[:, 1:])
-        below = np.searchsorted(ordered, sig, side="left")
-        upto = np.searchsorted(ordered, sig, side="right")
-        credit = cumulative[:, below]
-        if (upto != below).any():  # ties with the background count one half
-            credit += cumulative[:, upto]
-            credit *= 0.5
+        by_bkg, by_sig = np.argsort(bkg), np.argsort(sig)
+        ordered = bkg[by_bkg]
+        sig_sorted = sig[by_sig]
+        # positions in the running background sum C[0..n_bkg] (C[k]: the k lowest), ascending
+        ends = [np.searchsorted(ordered, sig_sorted, side="left")]
+        upto = np.searchsorted(ordered, sig_sorted, side="right")
+        if (upto != ends[0]).any():  # ties with the background count one half
+            ends.append(upto)
+        total = np.zeros((len(ends), self.w_bkg.shape[1]))
+        carry = np.zeros(self.w_bkg.shape[1])
+        step = max(1, REPLICATE_BLOCK_VALUES // max(1, self.w_bkg.shape[1]))
+        for a in range(0, len(bkg), step):
+            b = min(a + step, len(bkg))
+            running = np.cumsum(self.w_bkg[by_bkg[a:b]], axis=0)  # C[a+1 .. b]
+            running += carry
+            for t, at in enumerate(ends):
+                i0, i1 = np.searchsorted(at, (a, b), side="right")  # signal jets reading C[a+1 .. b]
+                if i1 > i0:
+                    total[t] += np.einsum("nr,nr->r", self.w_sig[by_sig[i0:i1]], running[at[i0:i1] - (a + 1)])
+            carry = running[-1]
+        numerator = total.mean(axis=0)  # (C[below] + C[upto]) / 2 with ties
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.einsum("rn,rn->r", self.w_sig, credit) / self.pairs
+            return numerator / self.pairs
 
     def each(self, column: Callable[[int], np.ndarray], n: int, threads: int | None = None) -> np.ndarray:
         """(n, R) the replicates of ``column(k)`` for k < n, on a few threads (numpy's sorts,

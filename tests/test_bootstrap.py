@@ -78,9 +78,15 @@ def test_poisson_weights_are_keyed_by_entry() -> None:
     assert not np.array_equal(poisson_weights(entries, 8, 5), w)
 
 
-def test_auc_replicates_equal_weighted_aucs() -> None:
-    """One sort for every replicate gives each replicate's weighted AUC exactly, ties ½."""
+@pytest.mark.parametrize("block", [None, 2000])
+def test_auc_replicates_equal_weighted_aucs(block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One sort for every replicate gives each replicate's weighted AUC exactly, ties ½ (all
+    replicates at once, or a few at a time as on millions of jets)."""
+    from hepaudit import metrics
     from hepaudit.metrics import roc_auc, roc_auc_replicates
+
+    if block is not None:  # 2000 values: one replicate per block over these 3000 jets
+        monkeypatch.setattr(metrics, "REPLICATE_BLOCK_VALUES", block)
 
     rng = np.random.default_rng(0)
     scores = np.round(rng.normal(size=3000), 2)  # many ties

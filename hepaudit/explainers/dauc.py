@@ -94,8 +94,9 @@ class DeltaAUC(Explainer[DaucState]):
     def _class_weights(self, mask: np.ndarray, weights: np.ndarray | None, entries: np.ndarray | None,
                        replicates: int) -> np.ndarray:
         """(1 + R, jets of the class): the jets' own weights (ones when unweighted), then each
-        Poisson replicate's weights times them."""
-        out = np.empty((1 + replicates, int(mask.sum())))
+        Poisson replicate's weights times them; the transpose of a (jets, 1 + R) array, the
+        layout ReplicateAUC keeps (no copy)."""
+        out = np.empty((int(mask.sum()), 1 + replicates)).T
         out[0] = weights[mask] if weights is not None else 1.0
         if replicates and entries is not None:
             poisson_weights(entries[mask], self.context.seed, replicates, out=out[1:])
