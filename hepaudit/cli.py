@@ -73,7 +73,21 @@ def cli(ctx: click.Context, disable: tuple[str, ...]) -> None:
     ctx.obj["disable"] = disable
 
 
-@cli.command()
+class _AuditCommand(click.Command):
+    """``audit --help`` ends with the installed explainers (loaded only when help is shown)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        try:
+            names = sorted(_host(ctx.parent or ctx).explainers().classes)
+        except Exception:  # help must show even when a plugin is broken
+            names = []
+        if names:
+            with formatter.section("Explainers"):
+                formatter.write_text(", ".join(names) + ". `hepaudit explainers NAME` lists one's options; "
+                                     "docs/config.md every key.")
+
+
+@cli.command(cls=_AuditCommand)
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("hepaudit-report"),
               show_default=True, help="Output folder for report.json, report.html, figures/, per_jet.root.")
@@ -116,17 +130,48 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
         sys.exit(1)
 
 
+def _number(value: Any, fmt: str) -> str | None:
+    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _headline(result: Any) -> list[str]:
+    """The numbers a reader looks for first in an explainer's result (as report.json has them)."""
+    f = result.fields
+    out: list[str | None] = []
+    if "baseline_auc" in f:
+        out.append(f"AUC {f['baseline_auc']:.4f}" if _number(f["baseline_auc"], ".4f") else None)
+    if "flagged_fraction" in f and _number(f["flagged_fraction"], ".1%"):
+        ref = _number(f.get("reference_flagged_fraction"), ".1%")
+        out.append(f"flagged {f['flagged_fraction']:.1%}" + (f" (reference {ref})" if ref else ""))
+    if "ece" in f and _number(f["ece"], ".4f"):
+        out.append(f"ECE {f['ece']:.4f}")
+    if "sparsity" in f and _number(f["sparsity"], ".2f"):
+        out.append(f"sparsity {f['sparsity']:.2f}")
+    checked = f.get("explainers") if isinstance(f.get("explainers"), dict) else None
+    if checked and all(isinstance(v, dict) and "passed" in v for v in checked.values()):
+        out.append(f"passed {sum(bool(v['passed']) for v in checked.values())} of {len(checked)}")
+    return [x for x in out if x]
+
+
 def _summary(report: Any, out: Path, debug: bool = False) -> str:
-    lines = [f"audited {report.data['n_jets']} jets with {Path(report.model['path']).name}"]
+    performance: dict[str, Any] = next((s.data for s in report.sections if s.key == "performance"), {})
+    auc = _number(performance.get("auc"), ".4f")
+    ci = performance.get("auc_ci95")
+    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+    shown_auc = f"; AUC {auc}{interval}"
+    lines = [f"audited {report.data['n_jets']} jets with {Path(report.model['path']).name}"
+             + (shown_auc if auc else "")]
     for name, result in report.explainers.items():
         line = f"  {name:<14} {result.status:<8} {result.runtime_s:7.1f} s"
         if result.status != "ok" and debug:  # the whole message, with its traceback
             line += "\n" + "\n".join("      " + row for row in str(result.error).splitlines())
         elif result.status != "ok":
             line += f"  {str(result.error).splitlines()[0][:100]}"
-        elif result.feature_importance:
-            top = ", ".join(s.feature for s in result.feature_importance[:3])
-            line += f"  top: {top}"
+        else:
+            numbers = _headline(result)
+            if result.feature_importance:
+                numbers.append("top: " + ", ".join(s.feature for s in result.feature_importance[:3]))
+            line += ("  " + "; ".join(numbers)) if numbers else ""
         lines.append(line)
     shown = {f.text for f in report.findings}
     if report.findings:
@@ -212,19 +257,32 @@ def inspect(file: Path, as_json: bool, debug: bool) -> None:
               help="The .onnx tagger.")
 @click.option("--data", "data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A .root file.")
 @click.option("--tree", default=None, help="Tree name (default: the file's only or largest tree).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the config to this file, its paths relative to the file's folder "
+                   "(default: print it, paths relative to the current folder).")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out file.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def init(model: Path, data: Path, tree: str | None, debug: bool) -> None:
-    """Print a starter audit config for MODEL on DATA, saying what it could not guess."""
+def init(model: Path, data: Path, tree: str | None, out: Path | None, force: bool, debug: bool) -> None:
+    """Print (or write with --out) a starter audit config for MODEL on DATA, saying what it could not guess."""
     from hepaudit.starter import starter_config
 
+    if out is not None and out.exists() and not force:
+        click.echo(f"hepaudit: {out} exists; choose another --out or add --force", err=True)
+        sys.exit(2)
     try:
-        text, notes = starter_config(model, data, tree)
+        text, notes = starter_config(model, data, tree, base=out.resolve().parent if out is not None else None)
     except HepauditError as exc:
         _fail(pointed_at(exc), debug)  # everything that fails here is in the files given
         return
-    click.echo(text)
+    if out is None:
+        click.echo(text)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     for note in notes:
         click.echo(f"hepaudit init: {note}", err=True)
+    if out is not None:
+        click.echo(f"hepaudit init: wrote {out}; run: hepaudit audit {out}", err=True)
 
 
 @cli.command()
@@ -257,6 +315,50 @@ def plugins(ctx: click.Context, show_all: bool, as_json: bool) -> None:
                 click.echo(f"    {name}: {details['description']} ({kind}{needs})")
     if host.disabled:
         click.echo(f"disabled: {', '.join(host.disabled)}")
+
+
+@cli.command("explainers")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def explainers_command(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """List every explainer with its description, or NAME's options with their defaults."""
+    from hepaudit.config_docs import option_docs
+    from hepaudit.plugins import _details
+
+    try:
+        host = _host(ctx)
+        registry = host.explainers()
+        names = [name] if name else sorted(registry.classes)
+        classes = {n: host.explainer_class(n) for n in names}  # an unknown name: exit 2, with close matches
+    except HepauditError as exc:
+        _fail(exc, False)
+        return
+    rows = []
+    for n, cls in classes.items():
+        details = _details(cls)
+        rows.append({"name": n, "plugin": host.plugin_of(n)["name"], **details,
+                     "options": [vars(d) for d in option_docs(cls.Options)]})
+    if as_json:
+        click.echo(json.dumps(rows if name is None else rows[0], indent=2))
+        return
+    if name is None:
+        for row in rows:
+            click.echo(f"{row['name']:<14} {row['description']}")
+        click.echo("\nhepaudit explainers NAME: its options; docs/config.md: every key.")
+        return
+    row = rows[0]
+    kind = "ranks features" if row["attribution"] else "no feature ranking"
+    needs = f"; needs {', '.join(row['needs'])}" if row["needs"] else ""
+    click.echo(f"{row['name']}: {row['description']}\n  plugin {row['plugin']}; {kind}{needs}")
+    if not row["options"]:
+        click.echo(f"\n[explainers.{row['name']}] takes no options.")
+        return
+    click.echo(f"\noptions of [explainers.{row['name']}], with their defaults:")
+    for option in row["options"]:
+        click.echo(f"  {option['key']} = {option['default']}    ({option['type']})")
+        if option["help"]:
+            click.echo(f"      {option['help']}")
 
 
 def _terminated(signum: int, frame: object) -> None:

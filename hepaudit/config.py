@@ -42,11 +42,12 @@ class ClassSumScore:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str
-    output: str | None = None
+    path: str  # the .onnx file, relative to the config file
+    output: str | None = None  # the ONNX output to read; default: the model's first
     score: int | str | ClassSumScore | None = None  # a column, a class name, or a class sum
-    classes: tuple[str, ...] | None = None
+    classes: tuple[str, ...] | None = None  # names of the output's columns
     batch_size: int = 65536  # rows per onnxruntime call; see README "Memory and speed"
+    # onnxruntime execution providers in order of preference; CPU is always the last fallback
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
 
@@ -61,12 +62,12 @@ class ModelConfig:
 class SampleConfig:
     """A set of ROOT files and a tree: the audited ``[data]`` or a ``[reference]``."""
 
-    files: tuple[str, ...]
-    tree: str = "jets"
-    label: str | None = None
-    weight: str | None = None
-    max_jets: int | None = None
-    step_size: int = 100_000
+    files: tuple[str, ...]  # ROOT files (glob patterns allowed), relative to the config file
+    tree: str = "jets"  # the TTree holding one entry per jet
+    label: str | None = None  # truth branch: 1 signal, 0 background (needed by dauc and calibration)
+    weight: str | None = None  # per-jet weight branch
+    max_jets: int | None = None  # audit at most this many jets (after the cut; both classes kept)
+    step_size: int = 100_000  # jets read and processed at once (memory follows)
     nonfinite: Literal["fail", "drop"] = "fail"  # NaN/inf in inputs or scores
     cut: str | None = None  # a selection over flat branches (hepaudit/data/selection.py)
 
@@ -90,11 +91,11 @@ class SampleConfig:
 class MomentumBranches:
     """Jagged constituent branches, Cartesian (px, py, pz, energy) or (pt, eta, phi, mass)."""
 
-    px: str | None = None
+    px: str | None = None  # Cartesian: px, py, pz, energy
     py: str | None = None
     pz: str | None = None
     energy: str | None = None
-    pt: str | None = None
+    pt: str | None = None  # or pt, eta, phi (mass optional)
     eta: str | None = None
     phi: str | None = None
     mass: str | None = None
@@ -115,17 +116,18 @@ class MomentumBranches:
 class InputConfig:
     """One ONNX model input and how to build it from the tree."""
 
-    name: str
-    kind: InputKind
-    momentum: MomentumBranches | None = None
-    features: tuple[str, ...] | None = None
-    max_particles: int | None = None
-    preprocess: str | None = None
-    layout: Layout = "flat"
+    name: str  # the ONNX input's name ("*" with kind = "cms": every input preprocess.json lists)
+    kind: InputKind  # jet-level branches, constituents, a constituent mask, or a CMS preprocess.json
+    momentum: MomentumBranches | None = None  # the constituents' four-momentum branches
+    features: tuple[str, ...] | None = None  # per-constituent features, in the model's order
+    max_particles: int | None = None  # constituents kept per jet (padded with zeros)
+    preprocess: str | None = None  # a preprocessing recipe, e.g. "topodnn" (hepaudit plugins --all lists them)
+    layout: Layout = "flat"  # (N, P·F) flat, (N, P, F) particles or (N, F, P) channels
     of: str | None = None  # for masks: the constituents input it masks
     branches: tuple[str, ...] | None = None  # for kind = "jet"
     # kind = "cms" (hepaudit/data/cms.py): CMSSW's preprocess.json, and what each variable is made of
-    preprocess_json: str | None = None
+    preprocess_json: str | None = None  # CMSSW's preprocess.json, relative to the config file
+    # each preprocess.json variable's source: a branch name, a derived feature, or a number
     variables: dict[str, str | float | CmsVariable] | None = None
     pid: str | None = None  # jagged PDG id branch, for the particle-type flags (is_muon, ...)
 
@@ -147,8 +149,8 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class GateRule:
-    min: float | None = None
-    max: float | None = None
+    min: float | None = None  # fail when the value is below this
+    max: float | None = None  # fail when the value is above this
 
     def __post_init__(self) -> None:
         if self.min is None and self.max is None:
@@ -172,16 +174,18 @@ class ExecutionConfig:
     more in memory); Dask workers do not (their parallelism is the cluster's processes).
     """
 
-    seed: int = 0
-    progress: bool = True
-    executor: Literal["local", "dask"] = "local"
-    scheduler: str | None = None
-    workers: int | None = None
-    threads_per_worker: int = 1
+    seed: int = 0  # seed of every sample, bootstrap and stochastic explainer
+    progress: bool = True  # progress bars on stderr (off when stderr is not a terminal)
+    executor: Literal["local", "dask"] = "local"  # where the chunk loop runs
+    scheduler: str | None = None  # Dask: a scheduler address such as tcp://host:8786
+    workers: int | None = None  # Dask without a scheduler: a local cluster of this many processes
+    threads_per_worker: int = 1  # Dask local cluster: threads per worker process
+    # Dask: jets per task, rounded up to a multiple of data.step_size (default: a file, or 4 chunks)
     partition_size: int | None = None
-    skip_corrupt: bool = False
+    skip_corrupt: bool = False  # leave unreadable files out (named in the warnings) instead of failing
+    # replay the audited data from memory when it fits in this many MB (0: read it again)
     cache_mb: int = 512
-    prefetch: bool = True
+    prefetch: bool = True  # read and build the next chunk on a thread while one is scored
     bootstrap: int = 32  # Poisson bootstrap replicates behind every error bar; 0 turns them off
 
     def __post_init__(self) -> None:

@@ -183,7 +183,10 @@ def _input_lines(tensor: Any, flat: list[str], label: str | None, momentum: dict
         lines += ['kind = "constituents"', f"momentum = {_toml_value(momentum)}",
                   'features = ["pt", "eta", "phi"]   # CHECK: the order the model was trained with',
                   f"max_particles = {width // 3}", 'layout = "flat"',
-                  '# preprocess = "topodnn"   # CHECK: the recipe the tagger was trained with']
+                  # TopoDNN's own shape: its recipe (centred, rotated, flipped, scaled), which a
+                  # tagger trained on it needs; without it the audit runs at AUC ~0.5
+                  ('preprocess = "topodnn"   # CHECK: the recipe the tagger was trained with' if width == 90
+                   else '# preprocess = "topodnn"   # CHECK: the recipe the tagger was trained with')]
         notes.append(f"input {tensor.name!r}: guessed {width // 3} constituents x (pt, eta, phi), flat; "
                      "check the features and the preprocessing recipe")
     elif rank == 3 and momentum:
@@ -204,8 +207,12 @@ def _input_lines(tensor: Any, flat: list[str], label: str | None, momentum: dict
     return lines
 
 
-def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -> tuple[str, list[str]]:
-    """A starter config for ``model_path`` on ``data_path``, and notes on what it could not guess."""
+def starter_config(model_path: Path, data_path: Path, tree: str | None = None, base: Path | None = None
+                   ) -> tuple[str, list[str]]:
+    """A starter config for ``model_path`` on ``data_path``, and notes on what it could not guess.
+
+    Paths in it are relative to ``base``, the folder the config will be saved in (a config's
+    paths are read from its own folder); default: the current folder."""
     info = describe_model(load_model(model_path), model_path)
     notes: list[str] = []
     tree, branches = _branches_of(data_path, tree, notes)
@@ -223,8 +230,9 @@ def starter_config(model_path: Path, data_path: Path, tree: str | None = None) -
         except ConfigError as exc:
             notes.append(f"found {json_path} but cannot use it: {exc}")
 
-    out_dir = Path(os.path.commonpath([model_path.resolve().parent, data_path.resolve().parent]))
-    lines = ["# hepaudit starter config, written by `hepaudit init`: check every line marked CHECK.", "",
+    out_dir = (base or Path.cwd()).resolve()
+    lines = ["# hepaudit starter config, written by `hepaudit init`: check every line marked CHECK.",
+             f"# Paths are relative to the folder this config is saved in: {out_dir}", "",
              "[model]", f"path = {_toml_value(os.path.relpath(model_path.resolve(), out_dir))}"]
     lines += _score_lines(info, pre, notes)
     lines += ["", "[data]", f"files = [{_toml_value(os.path.relpath(data_path.resolve(), out_dir))}]",

@@ -124,8 +124,8 @@ def test_inspect_model_and_root_file(setup: AuditSetup) -> None:
 
 def test_init_writes_a_config_that_audit_accepts(setup: AuditSetup) -> None:
     save(mlp_model(dense_weights([30, 6, 1], seed=4)), setup.dir / "c.onnx")
-    init = run_cli("init", "--model", setup.dir / "c.onnx", "--data", setup.data)
-    assert init.returncode == 0, init.stderr
+    init = run_cli("init", "--model", setup.dir / "c.onnx", "--data", setup.data, cwd=setup.dir)
+    assert init.returncode == 0, init.stderr  # printed: paths relative to the current folder
     config = setup.dir / "starter.toml"
     config.write_text(init.stdout)
     assert 'kind = "constituents"' in init.stdout and "max_particles = 10" in init.stdout
@@ -134,6 +134,28 @@ def test_init_writes_a_config_that_audit_accepts(setup: AuditSetup) -> None:
     report = json.loads((setup.dir / "out" / "report.json").read_text())
     assert report["data"]["n_jets"] == 400
     assert report["features"][:3] == ["pt_0", "eta_0", "phi_0"]
+
+
+def test_init_out_writes_paths_from_the_configs_folder(setup: AuditSetup, tmp_path: Path) -> None:
+    """Model, data and config in three different folders, run from a fourth: the written config
+    finds both, and the audit runs; an existing file is kept unless --force."""
+    models, configs, elsewhere = tmp_path / "models", tmp_path / "configs" / "deep", tmp_path / "run"
+    models.mkdir()
+    elsewhere.mkdir()
+    save(mlp_model(dense_weights([30, 6, 1], seed=4)), models / "c.onnx")
+    target = configs / "audit.toml"
+    init = run_cli("init", "--model", models / "c.onnx", "--data", setup.data, "--out", target, cwd=elsewhere)
+    assert init.returncode == 0, init.stderr
+    assert init.stdout == "" and f"wrote {target}" in init.stderr
+    text = target.read_text()
+    assert 'path = "../../models/c.onnx"' in text and str(configs) in text  # says where paths start
+    result = run_cli("audit", target, "--out", tmp_path / "out", "-q", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["data"]["n_jets"] == 400
+    again = run_cli("init", "--model", models / "c.onnx", "--data", setup.data, "--out", target)
+    assert again.returncode == 2 and "--force" in again.stderr and target.read_text() == text
+    assert run_cli("init", "--model", models / "c.onnx", "--data", setup.data, "--out", target,
+                   "--force").returncode == 0
 
 
 def _external_model(folder: Path) -> Path:

@@ -35,14 +35,15 @@ from hepaudit.sampling import salt_for
 
 @dataclass(frozen=True)
 class GradientOptions:
+    # ∂t/∂x, x·∂t/∂x, SmoothGrad (mean over noisy copies) or integrated gradients (docs/explainers/gradient.md)
     method: Literal["gradient", "gradient_x_input", "smoothgrad", "integrated_gradients"] = "gradient_x_input"
-    target: Literal["logit", "probability"] = "logit"
-    noise: float = 0.1
-    samples: int = 16
-    baseline: Literal["mean", "zero"] = "mean"
-    steps: int = 32
-    per_jet: bool = False
-    max_per_jet_features: int = 512
+    target: Literal["logit", "probability"] = "logit"  # t: the score's logit z(x) or its probability
+    noise: float = 0.1  # SmoothGrad noise level (fraction of the jet's input range)
+    samples: int = 16  # SmoothGrad samples (one forward + backward each)
+    baseline: Literal["mean", "zero"] = "mean"  # IG baseline x': the mean x̄ or 0
+    steps: int = 32  # IG steps (one forward + backward each)
+    per_jet: bool = False  # write grad_{feature} to per_jet.root
+    max_per_jet_features: int = 512  # ... only for models with at most this many features
     sample_jets: int = 500  # jets kept (a seeded sample) for the beeswarm and dependence plots
 
 

@@ -57,15 +57,15 @@ from hepaudit.sampling import seeded_keys, to_unit
 
 @dataclass(frozen=True)
 class LatentOptions:
-    tensor: str | None = None
-    components: int = 3
-    channel_axis: int | None = None
+    tensor: str | None = None  # ONNX tensor name; default: the widest pooled tensor, else the last hidden layer
+    components: int = 3  # leading principal components reported and plotted
+    channel_axis: int | None = None  # the tensor's channel axis; default: from the graph
     sample: int = 100_000  # jets kept for Spearman, the figure and the AUCs
-    nsubjettiness: bool = True
+    nsubjettiness: bool = True  # compute τ1, τ2, τ3, τ21, τ32 among the observables
     # τ_N from a uniform sample of about this many jets (every jet when the audit has fewer):
     # its minimisation costs ~0.6 ms a jet on one core, the rest of latent microseconds
     nsubjettiness_jets: int = 2000
-    figure: bool = True
+    figure: bool = True  # draw the figures
 
     def __post_init__(self) -> None:
         if self.components < 1:

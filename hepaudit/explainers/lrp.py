@@ -52,21 +52,22 @@ PROFILE_BINS = 20
 
 @dataclass(frozen=True)
 class LrpOptions:
+    # the LRP rule of every layer, or "composite": a rule per layer kind (docs/explainers/lrp.md)
     rule: Literal["zero", "epsilon", "gamma", "alpha1beta0", "alpha2beta1", "zplus", "composite"] = "epsilon"
-    epsilon: float = 1e-6
-    gamma: float = 0.25
-    first_layer: Literal["same", "flat", "wsquare"] = "same"
+    epsilon: float = 1e-6  # ε of the ε rule (also the stabiliser of γ and αβ)
+    gamma: float = 0.25  # γ of the γ rule
+    first_layer: Literal["same", "flat", "wsquare"] = "same"  # the rule of the first Gemm/MatMul/Conv after the inputs
     # a {layer kind: rule} table, or the name of a composite in hepaudit.model.backward.rules.COMPOSITES
     composite: dict[str, str] | str = field(default_factory=lambda: {"dense": "epsilon", "conv": "gamma"})
-    ignore_bias: bool = False
+    ignore_bias: bool = False  # leave biases out of z (relevance is then conserved through every layer)
     # "signed_sum": each jet's relevance divided by its signed sum (the paper's); "sum_abs": by Σ|R|
     normalize: Literal["none", "sum_abs", "signed_sum"] = "none"
     iqr_clip: bool = False  # the paper's outlier removal per feature and class before mean |R|
-    per_jet: bool = True
-    max_per_jet_features: int = 512
-    profile_features: int = 4
-    heatmap_range: float = 1.0
-    heatmap_bins: int = 40
+    per_jet: bool = True  # write the relevance of every feature to per_jet.root
+    max_per_jet_features: int = 512  # ... only for models with at most this many features
+    profile_features: int = 4  # features shown in the relevance-against-value profiles
+    heatmap_range: float = 1.0  # half-width in Δη and Δφ of the η–φ relevance image
+    heatmap_bins: int = 40  # bins per axis of the η–φ relevance image
     sample_jets: int = 500  # jets kept (a seeded sample) for the beeswarm and dependence plots
 
 

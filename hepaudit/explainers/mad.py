@@ -34,8 +34,9 @@ from hepaudit.sampling import salt_for
 
 @dataclass(frozen=True)
 class MadOptions(OcclusionOptions):
-    target: Literal["probability", "logit"] = "probability"
-    relative: bool = False
+    target: Literal["probability", "logit"] = "probability"  # Δ of the probability f(x) or of the logit z(x)
+    relative: bool = False  # Δ / z(x), as in Khot, Neubauer & Roy
+    # the paper's outlier removal per class: "signed" (clip the signed Δ beyond 1.5 IQR; also true) or "abs"
     iqr_clip: bool | Literal["signed", "abs"] = False
     sample_jets: int = 2000  # jets whose per-feature Δ are kept (a seeded sample) for the box plots
 

@@ -48,10 +48,10 @@ from hepaudit.results import ExplainerResult, Figure
 @dataclass(frozen=True)
 class NapOptions:
     layers: list[str] | None = None  # tensor names; default: every hidden activation on the score path
-    threshold: float = 0.2
+    threshold: float = 0.2  # relative activity below which a node counts as sparse (0 < t < 1)
     channel_axis: int | dict[str, int] | None = None  # for every layer, or per tensor name
-    values: Literal["as_is", "absolute"] = "as_is"
-    figure: bool = True
+    values: Literal["as_is", "absolute"] = "as_is"  # activations as they are, or their absolute values
+    figure: bool = True  # draw the NAP diagram
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:

@@ -17,7 +17,7 @@ from hepaudit.explainers.base import AuditContext
 
 @dataclass(frozen=True)
 class OcclusionOptions:
-    baseline: str | float = "mean"
+    baseline: str | float = "mean"  # what an occluded feature is set to: "mean" (x̄) or a number
     # true: every built-in group (particle_{i}, feature_{name}, input_{name});
     # "particle" / "feature" / "input" or a list of them: those kinds only;
     # a table: {name = ["glob", ...]}

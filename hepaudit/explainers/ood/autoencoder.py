@@ -63,14 +63,14 @@ WHAT = "autoencoder reconstruction error"  # the score, as the figure names it
 class OodAeOptions:
     autoencoder: str | None = None  # ONNX path relative to the config file; fitted when absent
     input: str | None = None  # one model input only (default: every non-mask input)
-    quantile: float = 0.95
+    quantile: float = 0.95  # threshold: this quantile of the fit-half reference scores
     method: Literal["pca", "mlp"] = "pca"  # the fallback when no autoencoder is given
     variance: float = 0.99  # PCA: fraction of standardised variance the kept components explain
     hidden: int = 16  # MLP: bottleneck width
     max_iter: int = 200  # MLP: scikit-learn iterations (the time bound)
     max_reference_jets: int = 50_000  # per reference half (fit / held-out)
-    standardise: bool = True
-    reference: dict | None = None
+    standardise: bool = True  # errors in units of the reference's standard deviation
+    reference: dict | None = None  # a reference sample table for this explainer only (the keys of [reference])
 
     def __post_init__(self) -> None:
         if not 0.0 < self.quantile < 1.0:

@@ -38,8 +38,9 @@ from hepaudit.results import ExplainerResult, Figure
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    bins: int = 15
-    isotonic_bins: int = 100
+    bins: int = 15  # equal-width score bins for the reliability diagram and ECE
+    isotonic_bins: int = 100  # quantile bins of the logit for isotonic scaling
+    # a labelled sample to fit the recalibrations on (else [reference], else half the data)
     reference: dict | None = None
 
     def __post_init__(self) -> None:

@@ -46,11 +46,12 @@ from hepaudit.results import ExplainerResult, Figure
 @dataclass(frozen=True)
 class OodEnsembleOptions:
     members: list[str] = field(default_factory=list)  # ONNX paths relative to the config file
-    include_audited: bool = False
+    include_audited: bool = False  # the audited model is a member too
+    # the members' disagreement: the std of their scores, or the mutual information
     score: Literal["std", "mutual_information"] = "std"
-    quantile: float = 0.95
+    quantile: float = 0.95  # threshold: this quantile of the fit-half reference scores
     max_reference_jets: int = 50_000  # per reference half (fit / held-out)
-    reference: dict | None = None
+    reference: dict | None = None  # a reference sample table for this explainer only (the keys of [reference])
 
     def __post_init__(self) -> None:
         if not 0.0 < self.quantile < 1.0:
