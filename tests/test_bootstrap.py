@@ -78,15 +78,15 @@ def test_poisson_weights_are_keyed_by_entry() -> None:
     assert not np.array_equal(poisson_weights(entries, 8, 5), w)
 
 
-@pytest.mark.parametrize("block", [None, 2000])
+@pytest.mark.parametrize("block", [None, 7])
 def test_auc_replicates_equal_weighted_aucs(block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     """One sort for every replicate gives each replicate's weighted AUC exactly, ties ½ (all
     replicates at once, or a few at a time as on millions of jets)."""
     from hepaudit import metrics
     from hepaudit.metrics import roc_auc, roc_auc_replicates
 
-    if block is not None:  # 2000 values: one replicate per block over these 3000 jets
-        monkeypatch.setattr(metrics, "REPLICATE_BLOCK_VALUES", block)
+    if block is not None:  # blocks of 7 jets: a tie group and the signal's reads cross block edges
+        monkeypatch.setattr(metrics, "REPLICATE_BLOCK_JETS", block)
 
     rng = np.random.default_rng(0)
     scores = np.round(rng.normal(size=3000), 2)  # many ties
@@ -94,6 +94,13 @@ def test_auc_replicates_equal_weighted_aucs(block: int | None, monkeypatch: pyte
     weights = poisson_weights(np.arange(3000), 1, 6) * rng.uniform(0.5, 2.0, 3000)
     np.testing.assert_allclose(roc_auc_replicates(scores, labels, weights),
                                [roc_auc(scores, labels, w) for w in weights], rtol=1e-12)
+    # as ΔAUC holds them: uint8 counts per jet and replicate, times the jets' own weights
+    counts = poisson_weights(np.arange(3000), 1, 6).T.astype(np.uint8)
+    own = rng.uniform(0.5, 2.0, 3000)
+    np.testing.assert_allclose(metrics.ReplicateAUC(labels, counts, own)(scores),
+                               [roc_auc(scores, labels, c * own) for c in counts.T], rtol=1e-12)
+    np.testing.assert_allclose(metrics.ReplicateAUC(labels, counts)(scores),
+                               [roc_auc(scores, labels, c.astype(float)) for c in counts.T], rtol=1e-12)
 
 
 def test_clipped_variants_have_intervals(tmp_path: Path) -> None:
