@@ -11,9 +11,9 @@ inside the function, so ``import hepaudit`` stays light.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.config import AuditConfig
@@ -21,15 +21,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.run.progress import ProgressCallback
 
 
-def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudit-report",
+def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Path | None = "hepaudit-report",
           explainers: Sequence[str] | None = None, max_jets: int | None = None, seed: int | None = None,
           force: bool = False, disable: Sequence[str] = (), progress: bool | None = None,
           debug: bool = False, plugins: Sequence[tuple[str, object]] = (), executor: str | None = None,
           scheduler: object = None, workers: int | None = None, on_progress: ProgressCallback | None = None,
-          cancel: threading.Event | None = None) -> AuditReport:
+          cancel: threading.Event | None = None, keep_per_jet: bool | None = None, warn: bool = True
+          ) -> AuditReport:
     """Run an audit and return its report; with ``out`` set, also write it there.
 
-    :param config: an audit TOML file, or an :class:`AuditConfig`.
+    :param config: an audit TOML file, a dict with the TOML's structure (relative paths from
+        the current folder), or an :class:`AuditConfig`.
     :param out: output folder (report.json, report.html, figures/, per_jet.root); None writes nothing.
     :param explainers: run only these (default: every ``[explainers.NAME]`` table).
     :param max_jets, seed: override ``data.max_jets`` and ``execution.seed``.
@@ -39,9 +41,18 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     :param plugins: extra ``(name, plugin)`` objects to register, e.g. from a notebook.
     :param executor, scheduler, workers: ``"local"`` or ``"dask"``; a Dask scheduler address or a
         ``distributed.Client``, or a number of local worker processes (both imply ``"dask"``).
+    :param keep_per_jet: hold the per-jet results in memory as ``report.per_jet`` (default: when
+        ``out`` is None on the local executor; with ``out`` set, ``report.per_jet`` reads
+        per_jet.root on first use).
+    :param warn: also raise each report warning as a :class:`~hepaudit.errors.HepauditWarning`
+        (the CLI and the service, which show them themselves, pass False).
     """
+    import tempfile
     import time
+    import warnings
 
+    from hepaudit.errors import HepauditWarning
+    from hepaudit.results import read_per_jet
     from hepaudit.run import steps
 
     t_start = time.perf_counter()
@@ -50,11 +61,24 @@ def audit(config: str | Path | AuditConfig, *, out: str | Path | None = "hepaudi
     out_dir = Path(out) if out is not None else None
     plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir, debug)
     bars = steps.terminal_bars(cfg.execution.progress if progress is None else progress)
-    with steps.open_output(out_dir, force, plan) as output:  # published whole, or not at all
+    if keep_per_jet is None:
+        keep_per_jet = out_dir is None and cfg.execution.executor == "local"
+    with steps.open_output(out_dir, force, plan) as output, tempfile.TemporaryDirectory(
+            prefix="hepaudit-per-jet-") as scratch:  # published whole, or not at all
         per_jet = steps.per_jet_writer(output)
+        if per_jet is None and keep_per_jet:  # out=None: the per-jet tree is written apart, then read back
+            per_jet = steps.PerJetWriter(Path(scratch) / "per_jet.root")
         run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
         outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
         report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
         if output.stage is not None:
             steps.write_report(report, output.stage, shown_as=out_dir)
+        elif report.per_jet_file is not None and per_jet is not None:
+            report._per_jet = read_per_jet(per_jet.path)
+            report.per_jet_file = None  # nothing was written where the caller would look
+    if keep_per_jet and out_dir is not None:
+        _ = report.per_jet  # read from the published folder now, as asked
+    if warn:
+        for text in report.warnings:
+            warnings.warn(text, HepauditWarning, stacklevel=2)
     return report

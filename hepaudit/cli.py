@@ -114,7 +114,8 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
         with quiet_libraries(debug):
             report = run_audit(config, out=out, explainers=explainers or None, max_jets=max_jets, seed=seed,
                                force=force, disable=ctx.obj["disable"], progress=False if quiet else None,
-                               debug=debug, executor=executor, scheduler=scheduler, workers=workers)
+                               debug=debug, executor=executor, scheduler=scheduler, workers=workers,
+                               warn=False)
     except HepauditError as exc:
         _fail(exc, debug)
         return
@@ -134,26 +135,9 @@ def _number(value: Any, fmt: str) -> str | None:
     return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _headline(result: Any) -> list[str]:
-    """The numbers a reader looks for first in an explainer's result (as report.json has them)."""
-    f = result.fields
-    out: list[str | None] = []
-    if "baseline_auc" in f:
-        out.append(f"AUC {f['baseline_auc']:.4f}" if _number(f["baseline_auc"], ".4f") else None)
-    if "flagged_fraction" in f and _number(f["flagged_fraction"], ".1%"):
-        ref = _number(f.get("reference_flagged_fraction"), ".1%")
-        out.append(f"flagged {f['flagged_fraction']:.1%}" + (f" (reference {ref})" if ref else ""))
-    if "ece" in f and _number(f["ece"], ".4f"):
-        out.append(f"ECE {f['ece']:.4f}")
-    if "sparsity" in f and _number(f["sparsity"], ".2f"):
-        out.append(f"sparsity {f['sparsity']:.2f}")
-    checked = f.get("explainers") if isinstance(f.get("explainers"), dict) else None
-    if checked and all(isinstance(v, dict) and "passed" in v for v in checked.values()):
-        out.append(f"passed {sum(bool(v['passed']) for v in checked.values())} of {len(checked)}")
-    return [x for x in out if x]
-
-
 def _summary(report: Any, out: Path, debug: bool = False) -> str:
+    from hepaudit.report.notebook import headline_numbers
+
     performance: dict[str, Any] = next((s.data for s in report.sections if s.key == "performance"), {})
     auc = _number(performance.get("auc"), ".4f")
     ci = performance.get("auc_ci95")
@@ -168,7 +152,7 @@ def _summary(report: Any, out: Path, debug: bool = False) -> str:
         elif result.status != "ok":
             line += f"  {str(result.error).splitlines()[0][:100]}"
         else:
-            numbers = _headline(result)
+            numbers = headline_numbers(result.fields)
             if result.feature_importance:
                 numbers.append("top: " + ", ".join(s.feature for s in result.feature_importance[:3]))
             line += ("  " + "; ".join(numbers)) if numbers else ""

@@ -10,6 +10,11 @@ import difflib
 from collections.abc import Iterable
 
 
+class HepauditWarning(UserWarning):
+    """A report warning, raised as a Python warning by :func:`hepaudit.audit` (notebooks show
+    them; ``warnings.simplefilter("ignore", HepauditWarning)`` silences them)."""
+
+
 class HepauditError(Exception):
     """Base class: an error meant for the user, not a bug. ``exit_code`` per the contract."""
 

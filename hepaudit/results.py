@@ -8,6 +8,7 @@ into report.json next to the common keys.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -187,7 +188,7 @@ class AuditReport:
     features: list[str]
     explainers: dict[str, ExplainerResult]
     agreement: list[Agreement] = field(default_factory=list)
-    per_jet: str | None = None
+    per_jet_file: str | None = None  # "per_jet.root" in output_dir when written (report.json's "per_jet")
     warnings: list[str] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, list[str]] = field(default_factory=dict)
@@ -196,10 +197,34 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)  # the verdict, most important first
     output_dir: str | None = None
     schema_version: int = 1
+    # per-jet columns held in memory (an audit with out=None), else read from per_jet_file on first use
+    _per_jet: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def gates_passed(self) -> bool:
         return all(g.passed for g in self.gates)
+
+    @property
+    def per_jet(self) -> dict[str, Any]:
+        """Per-jet results, one entry per audited jet in input order, as numpy arrays keyed by
+        per_jet.root's branch names (``entry``, ``score``, ``label``, each explainer's columns);
+        explainers' further trees (SHAP's subsample) under their tree name, as dicts."""
+        if self._per_jet is None:
+            self._per_jet = {}
+            if self.per_jet_file and self.output_dir:
+                self._per_jet = read_per_jet(Path(self.output_dir) / self.per_jet_file)
+        return self._per_jet
+
+    def __repr__(self) -> str:
+        ok = sum(r.status == "ok" for r in self.explainers.values())
+        return (f"<AuditReport: {self.data.get('n_jets')} jets, {ok} of {len(self.explainers)} explainers ok, "
+                f"{len(self.findings)} findings, {len(self.warnings)} warnings"
+                + (f", in {self.output_dir}" if self.output_dir else "") + ">")
+
+    def _repr_html_(self) -> str:
+        from hepaudit.report.notebook import report_html_summary
+
+        return report_html_summary(self)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -213,7 +238,7 @@ class AuditReport:
             "findings": [f.to_dict() for f in self.findings],
             "explainers": {name: r.to_dict() for name, r in self.explainers.items()},
             "agreement": [a.to_dict() for a in self.agreement],
-            "per_jet": self.per_jet,
+            "per_jet": self.per_jet_file,
             "warnings": self.warnings,
             "timing": self.timing,
         }
@@ -222,3 +247,19 @@ class AuditReport:
         if self.sections:
             out["sections"] = {s.key: {"title": s.title, "text": s.text, **s.data} for s in self.sections}
         return out
+
+
+def read_per_jet(path: Path) -> dict[str, Any]:
+    """per_jet.root into memory: the ``hepaudit`` tree's branches as numpy arrays, and every
+    further tree as a dict of its own under its name."""
+    import uproot
+
+    out: dict[str, Any] = {}
+    with uproot.open(path) as handle:
+        for name in handle.keys(cycle=False, filter_classname="TTree"):
+            arrays = handle[name].arrays(library="np")
+            if name == "hepaudit":
+                out.update(arrays)
+            else:
+                out[name] = dict(arrays)
+    return out

@@ -228,7 +228,7 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, ti
         features=plan.builder.features,
         explainers=results,
         agreement=agreement(results, {n for n, c in plan.classes.items() if c.attribution}),
-        per_jet="per_jet.root" if per_jet is not None and per_jet.entries else None,
+        per_jet_file="per_jet.root" if per_jet is not None and per_jet.entries else None,
         warnings=plan.warnings,
         groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
         output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,

@@ -11,14 +11,14 @@ here with exit code 2, before any output is touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hepaudit.config import AuditConfig, load_config, sample_config
+from hepaudit.config import AuditConfig, config_from_dict, load_config, sample_config
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
 from hepaudit.data.stats import InputFacts
@@ -35,12 +35,20 @@ from hepaudit.run.lifecycle import ExplainerRun, describe_error
 from hepaudit.run.progress import Progress
 
 
-def apply_overrides(config: str | Path | AuditConfig, *, max_jets: int | None = None, seed: int | None = None,
-                    executor: str | None = None, scheduler: object = None, workers: int | None = None
-                    ) -> AuditConfig:
+def apply_overrides(config: str | Path | AuditConfig | Mapping[str, Any], *, max_jets: int | None = None,
+                    seed: int | None = None, executor: str | None = None, scheduler: object = None,
+                    workers: int | None = None) -> AuditConfig:
     """The config with the caller's overrides; a ``distributed.Client`` as ``scheduler`` is not
-    config and goes to the executor as it is."""
-    cfg = config if isinstance(config, AuditConfig) else load_config(config)
+    config and goes to the executor as it is. A dict has the TOML's structure, its relative
+    paths taken from the current folder."""
+    if isinstance(config, AuditConfig):
+        cfg = config
+    elif isinstance(config, Mapping):
+        cfg = config_from_dict(dict(config), Path.cwd(), source=None)
+    elif isinstance(config, (str, Path)):
+        cfg = load_config(config)
+    else:
+        raise ConfigError(f"config: expected a path, a dict or an AuditConfig, found {type(config).__name__}")
     if max_jets is not None:
         cfg = replace(cfg, data=replace(cfg.data, max_jets=max_jets))
     if seed is not None:

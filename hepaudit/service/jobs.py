@@ -91,7 +91,7 @@ def run_audit(job: AuditJob) -> str:
         cfg = service_config(job.config_text, Path(job.model_file), [Path(r) for r in job.data_roots])
         report = hepaudit.audit(cfg, out=out, force=True, progress=False, executor="local",
                                 explainers=list(job.explainers) if job.explainers else None,
-                                on_progress=progress, cancel=cancel)
+                                on_progress=progress, cancel=cancel, warn=False)
         status, gates = "done", (report.gates_passed if report.gates else None)
         performance = next((s.data for s in report.sections if s.key == "performance"), {})
         ci = performance.get("auc_ci95") or (None, None)

@@ -1,0 +1,83 @@
+"""hepaudit from Python, as in a notebook (contract §5 "From Python", issue 23): a dict config,
+the per-jet results in memory, a compact notebook view, report warnings as Python warnings;
+the same numbers as the CLI on the same config."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uproot
+from conftest import AuditSetup, run_cli
+
+import hepaudit
+from hepaudit.errors import ConfigError, HepauditWarning
+
+
+def _doc(setup: AuditSetup) -> dict:
+    doc = setup.doc()
+    doc["explainers"] = {"dauc": {}, "mad": {}, "lrp": {}}
+    doc["execution"] = {"progress": False}
+    return doc
+
+
+def test_dict_config_in_memory_per_jet_matches_the_cli(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = _doc(setup)
+    done = run_cli("audit", setup.write(doc), "--out", setup.dir / "cli", "-q", cwd=setup.dir)
+    assert done.returncode == 0, done.stderr
+    on_disk = json.loads((setup.dir / "cli" / "report.json").read_text())
+    monkeypatch.chdir(setup.dir)  # a dict's relative paths start from the current folder
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        report = hepaudit.audit(doc, out=None)
+    assert report.data["n_jets"] == on_disk["data"]["n_jets"]
+    for name in ("dauc", "mad", "lrp"):
+        ours = [(s.feature, s.score) for s in report.explainers[name].feature_importance]
+        theirs = [(s["feature"], s["score"]) for s in on_disk["explainers"][name]["feature_importance"]]
+        assert [f for f, _ in ours] == [f for f, _ in theirs], name
+        np.testing.assert_allclose([v for _, v in ours], [v for _, v in theirs], rtol=1e-12, err_msg=name)
+    assert report.explainers["dauc"].fields["baseline_auc"] == on_disk["explainers"]["dauc"]["baseline_auc"]
+    # per-jet results in memory: the CLI's per_jet.root, column for column; nothing written
+    tree = uproot.open(setup.dir / "cli" / "per_jet.root")["hepaudit"].arrays(library="np")
+    assert set(report.per_jet) >= set(tree) and report.per_jet_file is None
+    for column, values in tree.items():
+        np.testing.assert_allclose(report.per_jet[column], values, rtol=1e-6, err_msg=column)
+    assert report.to_dict()["per_jet"] is None
+    # with out set, report.per_jet reads the file written
+    written = hepaudit.audit(doc, out=setup.dir / "py", warn=False)
+    np.testing.assert_array_equal(written.per_jet["score"], tree["score"])
+
+
+def test_notebook_view_and_repr_are_short(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(setup.dir)
+    report = hepaudit.audit(_doc(setup), out=None, warn=False)
+    html = report._repr_html_()
+    assert len(html) < 8000 and "<table>" in html and "dauc" in html and "lrp" in html
+    assert f"AUC {report.explainers['dauc'].fields['baseline_auc']:.4f}" in html
+    assert len(repr(report)) < 200 and "3 of 3 explainers ok" in repr(report)
+
+
+def test_report_warnings_are_python_warnings(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = _doc(setup)
+    doc["explainers"] = {"ood_ae": {}}  # no [reference]: the audited data is its own, with a warning
+    monkeypatch.chdir(setup.dir)
+    with pytest.warns(HepauditWarning, match="no reference sample"):
+        report = hepaudit.audit(doc, out=None)
+    assert any("no reference sample" in w for w in report.warnings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warn=False: none raised
+        hepaudit.audit(doc, out=None, warn=False)
+
+
+def test_bad_dict_and_bad_type_are_config_errors(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(setup.dir)
+    doc = _doc(setup)
+    doc["data"]["stepsize"] = 10
+    with pytest.raises(ConfigError, match="step_size"):
+        hepaudit.audit(doc, out=None)
+    with pytest.raises(ConfigError, match="expected a path, a dict"):
+        hepaudit.audit(42, out=None)  # type: ignore[arg-type]
+    assert not Path("hepaudit-report").exists()
