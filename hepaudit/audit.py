@@ -26,8 +26,8 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
           force: bool = False, disable: Sequence[str] = (), progress: bool | None = None,
           debug: bool = False, plugins: Sequence[tuple[str, object]] = (), executor: str | None = None,
           scheduler: object = None, workers: int | None = None, on_progress: ProgressCallback | None = None,
-          cancel: threading.Event | None = None, keep_per_jet: bool | None = None, warn: bool = True
-          ) -> AuditReport:
+          cancel: threading.Event | None = None, keep_per_jet: bool | None = None, warn: bool = True,
+          arrays: Any = None) -> AuditReport:
     """Run an audit and return its report; with ``out`` set, also write it there.
 
     :param config: an audit TOML file, a dict with the TOML's structure (relative paths from
@@ -44,6 +44,9 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
     :param keep_per_jet: hold the per-jet results in memory as ``report.per_jet`` (default: when
         ``out`` is None on the local executor; with ``out`` set, ``report.per_jet`` reads
         per_jet.root on first use).
+    :param arrays: the jets to audit, from memory (a coffea processor's, a notebook's): an awkward
+        Array of records or a dict of numpy/awkward arrays keyed by branch name, used instead of
+        reading ``data.files`` (which a dict config may then leave out); local executor only.
     :param warn: also raise each report warning as a :class:`~hepaudit.errors.HepauditWarning`
         (the CLI and the service, which show them themselves, pass False).
     """
@@ -57,9 +60,10 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
 
     t_start = time.perf_counter()
     cfg = steps.apply_overrides(config, max_jets=max_jets, seed=seed, executor=executor, scheduler=scheduler,
-                                workers=workers)
+                                workers=workers, in_memory=arrays is not None)
     out_dir = Path(out) if out is not None else None
-    plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir, debug)
+    plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir, debug,
+                                 arrays)
     bars = steps.terminal_bars(cfg.execution.progress if progress is None else progress)
     if keep_per_jet is None:
         keep_per_jet = out_dir is None and cfg.execution.executor == "local"

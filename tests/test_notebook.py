@@ -81,3 +81,30 @@ def test_bad_dict_and_bad_type_are_config_errors(setup: AuditSetup, monkeypatch:
     with pytest.raises(ConfigError, match="expected a path, a dict"):
         hepaudit.audit(42, out=None)  # type: ignore[arg-type]
     assert not Path("hepaudit-report").exists()
+
+
+def test_arrays_in_memory_give_the_files_numbers(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """arrays= (a coffea processor's jets): an awkward Array or a dict of arrays instead of
+    data.files, the same numbers and per-jet results as reading the file; cut and max_jets apply."""
+    monkeypatch.chdir(setup.dir)
+    doc = _doc(setup)
+    from_file = hepaudit.audit(doc, out=None, warn=False)
+    events = uproot.open(setup.data)["jets"].arrays()  # every branch, as an awkward Array
+    no_files = {**doc, "data": {k: v for k, v in doc["data"].items() if k != "files"}}
+    for arrays in (events, {name: events[name] for name in events.fields}):
+        report = hepaudit.audit(no_files, out=None, warn=False, arrays=arrays)
+        assert report.data["files"] == [{"path": "<arrays>", "entries": len(events)}]
+        for name in ("dauc", "mad", "lrp"):
+            np.testing.assert_allclose([s.score for s in report.explainers[name].feature_importance],
+                                       [s.score for s in from_file.explainers[name].feature_importance], rtol=1e-12)
+        np.testing.assert_array_equal(report.per_jet["score"], from_file.per_jet["score"])
+    cut = {**no_files, "data": {**no_files["data"], "cut": "f0 > 0", "max_jets": 50}}
+    chosen = hepaudit.audit(cut, out=None, warn=False, arrays=events)
+    kept = chosen.per_jet["entry"]
+    assert len(kept) == 50 and np.all(np.asarray(events["f0"])[kept] > 0)
+    with pytest.raises(hepaudit.errors.DataError, match="arrays: no branch 'f3'"):
+        hepaudit.audit(no_files, out=None, arrays={k: events[k] for k in events.fields if k != "f3"})
+    with pytest.raises(hepaudit.errors.DataError, match="'f0' is jagged"):
+        hepaudit.audit(no_files, out=None, arrays={**{k: events[k] for k in events.fields}, "f0": events["part_px"]})
+    with pytest.raises(ConfigError, match="local executor"):
+        hepaudit.audit(no_files, out=None, arrays=events, executor="dask")

@@ -34,17 +34,24 @@ from hepaudit.results import Finding, FindingLevel
 from hepaudit.run.lifecycle import ExplainerRun, describe_error
 from hepaudit.run.progress import Progress
 
+#: data.files of a dict config whose jets come from memory (``arrays=``)
+IN_MEMORY = "<arrays>"
+
 
 def apply_overrides(config: str | Path | AuditConfig | Mapping[str, Any], *, max_jets: int | None = None,
                     seed: int | None = None, executor: str | None = None, scheduler: object = None,
-                    workers: int | None = None) -> AuditConfig:
+                    workers: int | None = None, in_memory: bool = False) -> AuditConfig:
     """The config with the caller's overrides; a ``distributed.Client`` as ``scheduler`` is not
     config and goes to the executor as it is. A dict has the TOML's structure, its relative
-    paths taken from the current folder."""
+    paths taken from the current folder; with ``in_memory`` (jets given as arrays) its
+    ``[data]`` needs no ``files``."""
     if isinstance(config, AuditConfig):
         cfg = config
     elif isinstance(config, Mapping):
-        cfg = config_from_dict(dict(config), Path.cwd(), source=None)
+        raw = dict(config)
+        if in_memory and isinstance(raw.get("data"), Mapping) and "files" not in raw["data"]:
+            raw["data"] = {**raw["data"], "files": [IN_MEMORY]}  # the jets come as arrays= instead
+        cfg = config_from_dict(raw, Path.cwd(), source=None)
     elif isinstance(config, (str, Path)):
         cfg = load_config(config)
     else:
@@ -128,17 +135,18 @@ class AuditPlan:
 
     @classmethod
     def build(cls, cfg: AuditConfig, host: PluginHost, explainers: Sequence[str] | None = None,
-              out_dir: Path | None = None, debug: bool = False) -> AuditPlan:
+              out_dir: Path | None = None, debug: bool = False, arrays: Any = None) -> AuditPlan:
         """The validated plan. What fails here is in what the user wrote or pointed at (a file,
-        tree, branch, model or shape), found before any jet is read: exit code 2."""
+        tree, branch, model or shape), found before any jet is read: exit code 2. ``arrays``:
+        the audited jets from memory instead of ``data.files`` (:mod:`hepaudit.data.in_memory`)."""
         try:
-            return cls._build(cfg, host, explainers, out_dir, debug)
+            return cls._build(cfg, host, explainers, out_dir, debug, arrays)
         except (DataError, ModelError) as exc:
             raise pointed_at(exc) from None
 
     @classmethod
     def _build(cls, cfg: AuditConfig, host: PluginHost, explainers: Sequence[str] | None,
-               out_dir: Path | None, debug: bool) -> AuditPlan:
+               out_dir: Path | None, debug: bool, arrays: Any = None) -> AuditPlan:
         names = list(explainers) if explainers else list(cfg.explainers)
         if not names:
             raise ConfigError("no explainers to run: add [explainers.NAME] tables or pass --explainer NAME")
@@ -149,7 +157,7 @@ class AuditPlan:
                    for name, c in classes.items()}
         tagger = Tagger(cfg.model)
         builder = InputBuilder(cfg.inputs, host.recipes().recipes, tagger.info.inputs)
-        sample = _audited_sample(cfg, builder)
+        sample = _audited_sample(cfg, builder, arrays)
         reference = None
         if cfg.reference is not None:
             reference = Sample(cfg.reference, "reference")
@@ -243,12 +251,21 @@ class AuditPlan:
         self.context.peers = {r.name: r.explainer for r in self.runs if r.explainer is not None}
 
 
-def _audited_sample(cfg: AuditConfig, builder: InputBuilder) -> Sample:
-    sample = Sample(cfg.data, "data")
+def _audited_sample(cfg: AuditConfig, builder: InputBuilder, arrays: Any = None) -> Sample:
+    if arrays is not None:
+        from hepaudit.data.in_memory import ArraySample
+
+        if cfg.execution.executor != "local":
+            raise ConfigError("arrays= runs on the local executor: a Dask cluster would need the arrays on its "
+                              "workers (write them to a ROOT file and list it in data.files)")
+        sample: Sample = ArraySample(cfg.data, arrays)
+    else:
+        sample = Sample(cfg.data, "data")
     needed_flat = list(builder.flat_branches) + [b for b in (cfg.data.label, cfg.data.weight) if b]
     sample.prepare(needed_flat, builder.jagged_branches, skip_corrupt=cfg.execution.skip_corrupt)
     if sample.n_entries == 0:
         cut = f", cut = {cfg.data.cut!r}" if cfg.data.cut else ""
-        raise DataError(f"{', '.join(cfg.data.files)}: no jets selected (tree {cfg.data.tree!r} has "
+        where = ", ".join(f.path for f in sample.files) or ", ".join(cfg.data.files)
+        raise DataError(f"{where}: no jets selected (tree {cfg.data.tree!r} has "
                         f"{sum(f.entries for f in sample.files)} entries, max_jets = {cfg.data.max_jets}{cut})")
     return sample
