@@ -7,7 +7,9 @@ a group of features) and what is known beside it: the base value the attribution
 from, the input values, the per-jet standard error, the labels, the scores. Its branches in
 per_jet.root follow one naming rule (:meth:`Explanation.branches`):
 
-* ``{prefix}_{feature}``: the attribution (``lrp_pt_0``, ``shap_eta_3``, ``grad_f2``);
+* ``{prefix}_{feature}``: the attribution (``shap_eta_3``, ``grad_f2``), or, for the features of
+  a per-particle input in the main tree, one array branch ``{prefix}_{input}`` of shape
+  (particles, features) (``lrp_x[30][3]``);
 * ``{prefix}_std_{feature}``: its standard error, where the method estimates one;
 * ``{prefix}_input_{feature}``: the feature's input value (in a tree of its own);
 * ``base_value`` in a tree of its own, ``{prefix}_base_value`` in the main tree.
@@ -19,7 +21,7 @@ that merges exactly, whatever the partitions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,10 +82,22 @@ class Explanation:
         """Mean |attribution| per feature: the usual ranking."""
         return np.abs(self.values).mean(axis=0) if len(self) else np.zeros(len(self.feature_names))
 
-    def branches(self, prefix: str, own_tree: bool = False) -> dict[str, np.ndarray]:
+    def branches(self, prefix: str, own_tree: bool = False, grids: Mapping[str, Any] | None = None
+                 ) -> dict[str, np.ndarray]:
         """per_jet.root columns by the naming rule of this module; with ``own_tree`` also the
-        jets' ``entry``, ``label``, ``score`` and inputs (a subsample's tree of its own)."""
+        jets' ``entry``, ``label``, ``score`` and inputs (a subsample's tree of its own).
+
+        ``grids`` (``InputBuilder.particle_grids()``): the features of each per-particle input
+        go to one array branch ``{prefix}_{input}`` of shape (particles, features) per jet
+        (``lrp_x[30][3]``), not to a branch per feature."""
         out: dict[str, np.ndarray] = {}
+        gridded: set[int] = set()
+        for name, grid in (grids or {}).items():
+            if grid.index.max() < len(self.feature_names):
+                out[f"{prefix}_{name}"] = self.values[:, grid.index]
+                if self.std is not None:
+                    out[f"{prefix}_std_{name}"] = self.std[:, grid.index]
+                gridded.update(int(k) for k in grid.index.ravel())
         if own_tree:
             out["entry"] = np.asarray(self.entries, np.int64)
             if self.labels is not None:
@@ -93,10 +107,12 @@ class Explanation:
         if self.base_values is not None:
             out["base_value" if own_tree else f"{prefix}_base_value"] = np.asarray(self.base_values)
         for k, name in enumerate(self.feature_names):
-            out[f"{prefix}_{name}"] = self.values[:, k]
+            if k not in gridded:
+                out[f"{prefix}_{name}"] = self.values[:, k]
         if self.std is not None:
             for k, name in enumerate(self.feature_names):
-                out[f"{prefix}_std_{name}"] = self.std[:, k]
+                if k not in gridded:
+                    out[f"{prefix}_std_{name}"] = self.std[:, k]
         if own_tree and self.data is not None:
             for k, name in enumerate(self.feature_names):
                 out[f"{prefix}_input_{name}"] = self.data[:, k]

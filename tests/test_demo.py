@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import uproot
 
 from hepaudit.plugins import PluginHost
 
@@ -45,3 +47,9 @@ def test_readme_main_command_runs_every_builtin_explainer(tmp_path: Path) -> Non
     assert report["gates"] and all(g["passed"] for g in report["gates"]), report["gates"]
     assert (out / "report.html").exists() and (out / "per_jet.root").exists()
     assert "AUC 0.9" in done.stderr.splitlines()[0]  # the summary's headline
+    # per-particle attributions as (jets, particles, features) array branches: lrp_x[30][3]
+    tree = uproot.open(out / "per_jet.root")["hepaudit"].arrays(["lrp_x"], library="np")
+    assert tree["lrp_x"].shape == (5000, 30, 3)
+    ranked = {s["feature"]: s["score"] for s in report["explainers"]["lrp"]["feature_importance"]}
+    for (p, f), feature in (((0, 0), "pt_0"), ((1, 2), "phi_1"), ((29, 1), "eta_29")):
+        assert np.abs(tree["lrp_x"][:, p, f]).mean() == pytest.approx(ranked[feature], rel=1e-4)

@@ -109,3 +109,37 @@ def test_numbers_behind_the_lrp_figures_and_shap_inputs_match_a_recomputation(tm
     rows = shap_tree["entry"]
     for k in range(4):
         np.testing.assert_array_equal(shap_tree[f"shap_input_f{k}"], data[f"f{k}"][rows].astype(np.float64))
+
+
+@pytest.mark.parametrize("layout", ["flat", "particles", "channels"])
+def test_per_particle_inputs_become_one_array_branch(layout: str) -> None:
+    """A constituents input's attributions go to ``{prefix}_{input}`` of shape (particles,
+    features), particle-major whatever the model's layout; jet-level inputs keep a branch per
+    feature (issue 23)."""
+    from hepaudit.config import InputConfig
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.model.graph import TensorInfo
+    from hepaudit.options import parse_table
+
+    p, f = 4, 3
+    shape = {"flat": ("N", p * f), "particles": ("N", p, f), "channels": ("N", f, p)}[layout]
+    tables = [{"name": "pf", "kind": "constituents", "features": ["pt", "eta", "phi"], "max_particles": p,
+               "layout": layout, "momentum": {"pt": "pt", "eta": "eta", "phi": "phi", "mass": "m"}},
+              {"name": "glob", "kind": "jet", "branches": ["jet_mass", "jet_pt"]}]
+    inputs = tuple(parse_table(InputConfig, t, f"inputs[{i}]") for i, t in enumerate(tables))
+    builder = InputBuilder(inputs, {}, (TensorInfo("pf", shape, "float32"), TensorInfo("glob", ("N", 2), "float32")))
+    grids = builder.particle_grids()
+    assert list(grids) == ["pf"] and grids["pf"].features == ["pf.pt", "pf.eta", "pf.phi"]
+    n = 5
+    values = np.random.default_rng(1).normal(size=(n, len(builder.features)))
+    e = Explanation(values, builder.features, np.arange(n), std=np.abs(values))
+    out = e.branches("lrp", grids=grids)
+    assert out["lrp_pf"].shape == (n, p, f) and out["lrp_std_pf"].shape == (n, p, f)
+    for k, name in enumerate(builder.features):  # every feature exactly once, in its cell
+        if name.startswith("pf."):
+            base, particle = name[3:].rsplit("_", 1)
+            np.testing.assert_array_equal(out["lrp_pf"][:, int(particle), ["pt", "eta", "phi"].index(base)],
+                                          values[:, k])
+            assert f"lrp_{name}" not in out
+        else:
+            np.testing.assert_array_equal(out[f"lrp_{name}"], values[:, k])

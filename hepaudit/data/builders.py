@@ -76,6 +76,19 @@ class JetMomentum:
         return np.hypot(self.px, self.py), np.sqrt(np.maximum(mass2, 0.0))
 
 
+@dataclass(frozen=True)
+class ParticleGrid:
+    """The features of one per-particle model input as a (particles, features) grid of indices
+    into the feature list (``InputBuilder.features``)."""
+
+    features: list[str]  # per-particle feature names (pt, eta, phi), the grid's columns
+    index: np.ndarray  # (particles, features) int64
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.index.shape[0]), int(self.index.shape[1])
+
+
 #: jets built at once within a chunk (the CPU cache, not memory, sets it)
 BUILD_ROWS = 16_384
 
@@ -204,6 +217,24 @@ class InputBuilder:
     @property
     def branches(self) -> list[str]:
         return self.flat_branches + self.jagged_branches
+
+    def particle_grids(self) -> dict[str, ParticleGrid]:
+        """Per model input of per-particle features: the (particles, features) grid of feature
+        indices, particle-major whatever the input's layout, for per-jet array branches."""
+        out: dict[str, ParticleGrid] = {}
+        for name in self.feature_inputs:
+            slots = [(k, s) for k, s in enumerate(self.slots) if s.input == name]
+            if not slots or any(s.particle is None for _, s in slots):
+                continue
+            bases = list(dict.fromkeys(str(s.base) for _, s in slots))
+            particles = max(s.particle for _, s in slots if s.particle is not None) + 1
+            grid = np.full((particles, len(bases)), -1, np.int64)
+            for k, s in slots:
+                assert s.particle is not None and s.base is not None
+                grid[s.particle, bases.index(str(s.base))] = k
+            if (grid >= 0).all():
+                out[name] = ParticleGrid(bases, grid)
+        return out
 
     @property
     def feature_inputs(self) -> list[str]:

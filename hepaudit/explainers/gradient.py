@@ -42,7 +42,7 @@ class GradientOptions:
     samples: int = 16  # SmoothGrad samples (one forward + backward each)
     baseline: Literal["mean", "zero"] = "mean"  # IG baseline x': the mean x̄ or 0
     steps: int = 32  # IG steps (one forward + backward each)
-    per_jet: bool = False  # write grad_{feature} to per_jet.root
+    per_jet: bool = False  # write the attributions to per_jet.root (grad_{input}[particles][features])
     max_per_jet_features: int = 512  # ... only for models with at most this many features
     sample_jets: int = 500  # jets kept (a seeded sample) for the beeswarm and dependence plots
 
@@ -141,7 +141,8 @@ class Gradient(Explainer[GradientState]):
         explanation = Explanation(a, self.context.features, chunk.entries, labels=chunk.labels, scores=chunk.score,
                                   data=feature_matrix(self.context.builder, chunk.inputs), output=self.options.target)
         if self.per_jet:
-            chunk.per_jet.update({k: v.astype(np.float32) for k, v in explanation.branches("grad").items()})
+            branches = explanation.branches("grad", grids=self.context.builder.particle_grids())
+            chunk.per_jet.update({k: v.astype(np.float32) for k, v in branches.items()})
         elif self.options.per_jet:  # thousands of features: one array branch per input
             chunk.per_jet.update(Explanation.input_branches("grad", attr, self.context.builder.feature_inputs))
         if state.sample is not None:

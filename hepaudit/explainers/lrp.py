@@ -16,7 +16,8 @@ make smoother maps for deep convolutional nets (``rule = "composite"``, whose de
 Reported per feature: mean |R| per class and overall (the ranking), the mean-behaviour
 relevance r(x̄) (LRP on the mean input) and the differential part mean |R(x) − r(x̄)|,
 which is what ΔAUC and SHAP measure; conservation (mean |Σ_i R_i − z(x)|) and what the
-biases absorbed. Per jet, ``lrp_{feature}`` goes to per_jet.root.
+biases absorbed. Per jet, the relevance goes to per_jet.root: ``lrp_{input}`` of shape
+(particles, features) for a constituents input, ``lrp_{feature}`` for jet-level features.
 """
 
 from __future__ import annotations
@@ -361,7 +362,8 @@ class LayerwiseRelevance(Explainer[LrpState]):
         explanation = Explanation(r, self.context.features, chunk.entries, data=x, labels=chunk.labels,
                                   scores=chunk.score)
         if self.per_jet:
-            chunk.per_jet.update({k: v.astype(np.float32) for k, v in explanation.branches("lrp").items()})
+            branches = explanation.branches("lrp", grids=self.context.builder.particle_grids())
+            chunk.per_jet.update({k: v.astype(np.float32) for k, v in branches.items()})
         elif self.options.per_jet:
             chunk.per_jet.update(Explanation.input_branches("lrp", out.relevance, self.context.builder.feature_inputs))
         if state.sample is not None:
