@@ -204,6 +204,15 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True)
+class PerJetConfig:
+    """``[per_jet]``: what per_jet.root holds beside each explainer's columns."""
+
+    # also the model's inputs as it saw them (after preprocessing): input_{input}[particles][features]
+    # for a constituents input, input_{feature} for jet-level features (a SHAP waterfall's values)
+    inputs: bool = False
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """The whole audit, as run. ``source`` is the config file (None when built in code)."""
 
@@ -214,10 +223,11 @@ class AuditConfig:
     reference: SampleConfig | None = None
     gates: dict[str, GateRule] = field(default_factory=dict)
     execution: ExecutionConfig = ExecutionConfig()
+    per_jet: PerJetConfig = PerJetConfig()
     source: str | None = None
 
 
-_TOP_LEVEL = ("model", "data", "inputs", "explainers", "reference", "gates", "execution")
+_TOP_LEVEL = ("model", "data", "inputs", "explainers", "reference", "gates", "execution", "per_jet")
 
 
 def _resolve_path(path: str, base: Path) -> str:
@@ -286,8 +296,9 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
                               f"found {v!r}")
     gates = {k: parse_table(GateRule, v, f"gates.{k}") for k, v in gates_raw.items()}
     execution = parse_table(ExecutionConfig, raw.get("execution", {}), "execution")
+    per_jet = parse_table(PerJetConfig, raw.get("per_jet", {}), "per_jet")
     return AuditConfig(model=model, data=data, inputs=inputs, explainers=dict(explainers),
-                       reference=reference, gates=gates, execution=execution, source=source)
+                       reference=reference, gates=gates, execution=execution, per_jet=per_jet, source=source)
 
 
 def _cms_inputs(inputs: tuple[InputConfig, ...], model: ModelConfig, base: Path

@@ -108,3 +108,21 @@ def test_arrays_in_memory_give_the_files_numbers(setup: AuditSetup, monkeypatch:
         hepaudit.audit(no_files, out=None, arrays={**{k: events[k] for k in events.fields}, "f0": events["part_px"]})
     with pytest.raises(ConfigError, match="local executor"):
         hepaudit.audit(no_files, out=None, arrays=events, executor="dask")
+
+
+def test_per_jet_inputs_are_written_when_asked(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[per_jet] inputs = true: the model's inputs per jet beside the attributions (a waterfall's
+    feature values), named like them; off by default."""
+    monkeypatch.chdir(setup.dir)
+    doc = _doc(setup)
+    plain = hepaudit.audit(doc, out=None, warn=False)
+    assert not any(k.startswith("input_") for k in plain.per_jet)
+    doc["per_jet"] = {"inputs": True}
+    report = hepaudit.audit(doc, out=setup.dir / "with_inputs", warn=False)
+    tree = uproot.open(setup.dir / "with_inputs" / "per_jet.root")["hepaudit"].arrays(library="np")
+    jets = uproot.open(setup.data)["jets"].arrays(["f0", "f1", "f2", "f3"], library="np")
+    for name in ("f0", "f1", "f2", "f3"):  # jet-level inputs, as the model saw them (no preprocessing here)
+        np.testing.assert_allclose(tree[f"input_{name}"], jets[name][tree["entry"]], rtol=1e-6)
+    np.testing.assert_array_equal(report.per_jet["input_f2"], tree["input_f2"])
+    with pytest.raises(ConfigError, match="per_jet"):
+        hepaudit.audit({**doc, "per_jet": {"input": True}}, out=None)

@@ -384,6 +384,17 @@ def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray]) -> np.n
     return np.concatenate([flat[name][:, idx] for name, idx in by_input.items()], axis=1)
 
 
+def input_branches(builder: InputBuilder, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model inputs as per_jet.root columns (``[per_jet] inputs``), float32, named as the
+    attributions are: ``input_{input}`` of shape (particles, features) for a per-particle input,
+    ``input_{feature}`` for the others."""
+    from hepaudit.explanation import Explanation
+
+    matrix = feature_matrix(builder, inputs).astype(np.float32)
+    return Explanation(matrix, builder.features, np.arange(len(matrix))).branches("input",
+                                                                                 grids=builder.particle_grids())
+
+
 def with_features(builder: InputBuilder, inputs: dict[str, np.ndarray], matrix: np.ndarray) -> dict[str, np.ndarray]:
     """New input tensors: ``inputs`` with every feature set from the (N, K) ``matrix`` (the
     inverse of :func:`feature_matrix`; positions that are not features, such as masks, keep

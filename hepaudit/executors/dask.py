@@ -169,7 +169,7 @@ def _job(spec: WorkerSpec, ctx: WorkerContext, sample: Sample, runs: list[Explai
     cfg = spec.config
     return Job(sample=sample, builder=ctx.builder, tagger=ctx.tagger, context=ctx.context, runs=runs,
                label=cfg.data.label, weight=cfg.data.weight, nonfinite=cfg.data.nonfinite, per_jet=per_jet,
-               debug=spec.debug)
+               debug=spec.debug, per_jet_inputs=cfg.per_jet.inputs)
 
 
 @dataclass

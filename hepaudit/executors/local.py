@@ -29,7 +29,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from hepaudit.data.builders import InputBuilder, feature_matrix
+from hepaudit.data.builders import InputBuilder, feature_matrix, input_branches
 from hepaudit.data.reading import Partition, RawChunk, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import DataError, ModelError
@@ -69,6 +69,7 @@ class Job:
     progress: Progress = field(default_factory=Progress)
     debug: bool = False
     keep_arrays: bool = True  # an explainer reads chunk.arrays (needs "arrays")
+    per_jet_inputs: bool = False  # [per_jet] inputs: the model inputs go to per_jet.root too
 
 
 @dataclass
@@ -375,6 +376,8 @@ class LocalExecutor:
                     if labels is not None:
                         columns["label"] = labels.astype(np.int32)
                     columns.update(chunk.per_jet)
+                    if job.per_jet_inputs:
+                        columns.update(input_branches(job.builder, chunk.inputs))
                     job.per_jet.write(columns)
         except BaseException:
             if job.per_jet is not None:

@@ -236,7 +236,8 @@ class AuditPlan:
         cfg = self.config
         return Job(sample=self.sample, builder=self.builder, tagger=self.tagger, context=self.context,
                    runs=self.runs, label=cfg.data.label, weight=cfg.data.weight, nonfinite=cfg.data.nonfinite,
-                   per_jet=per_jet, progress=progress, debug=self.debug, keep_arrays=self.needs("arrays"))
+                   per_jet=per_jet, progress=progress, debug=self.debug, keep_arrays=self.needs("arrays"),
+                   per_jet_inputs=cfg.per_jet.inputs)
 
     def instantiate(self) -> None:
         """Each run's explainer, made after x̄ is known (explainers may read it in ``__init__``);
