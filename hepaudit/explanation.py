@@ -78,6 +78,25 @@ class Explanation:
             columns[name] = None if any(v is None for v in present) else np.concatenate(present)
         return replace(first, **columns)
 
+    def waterfall(self, jet: int | None = None, *, entry: int | None = None, top: int = 10) -> Any:
+        """One jet's attributions as a waterfall (a matplotlib Figure, for a notebook): from the
+        base value, the ``top`` largest contributions one after the other, the rest as one bar,
+        up to what the attributions add up to, each labelled with the feature's value. Give the
+        jet by its row here or by its ``entry`` number in the input chain."""
+        from hepaudit.report.explanation_figures import waterfall_figure
+
+        if (jet is None) == (entry is None):
+            raise ValueError("give either jet (a row of this explanation) or entry (an entry number)")
+        if entry is not None:
+            rows = np.flatnonzero(np.asarray(self.entries) == entry)
+            if not len(rows):
+                raise ValueError(f"entry {entry} is not among the {len(self)} jets explained")
+            jet = int(rows[0])
+        assert jet is not None
+        if not -len(self) <= jet < len(self):
+            raise IndexError(f"jet {jet} of {len(self)}")
+        return waterfall_figure(self, jet % len(self), top)
+
     def mean_abs(self) -> np.ndarray:
         """Mean |attribution| per feature: the usual ranking."""
         return np.abs(self.values).mean(axis=0) if len(self) else np.zeros(len(self.feature_names))

@@ -126,3 +126,27 @@ def test_per_jet_inputs_are_written_when_asked(setup: AuditSetup, monkeypatch: p
     np.testing.assert_array_equal(report.per_jet["input_f2"], tree["input_f2"])
     with pytest.raises(ConfigError, match="per_jet"):
         hepaudit.audit({**doc, "per_jet": {"input": True}}, out=None)
+
+
+def test_shap_waterfall_of_one_jet(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """report.explainers["shap"].explanation.waterfall(...): the base value plus the bars reach
+    the jet's f(x) (SHAP's efficiency), the largest contributions first, by row or by entry."""
+    monkeypatch.chdir(setup.dir)
+    doc = _doc(setup)
+    doc["explainers"] = {"shap": {"jets": 5}}
+    explanation = hepaudit.audit(doc, out=None, warn=False).explainers["shap"].explanation
+    fig = explanation.waterfall(0, top=2)
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches]
+    assert len(bars) == 3  # two features and "2 other features" (4 players)
+    phi, base = explanation.values[0], explanation.base_values[0]
+    end = bars[-1].get_x() + bars[-1].get_width()
+    assert end == pytest.approx(base + phi.sum(), abs=1e-6)
+    assert abs(bars[0].get_width()) == pytest.approx(np.abs(phi).max())
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    k = int(np.argmax(np.abs(phi)))
+    assert labels[0].startswith(explanation.feature_names[k] + " = ")
+    again = explanation.waterfall(entry=int(explanation.entries[0]), top=2)
+    assert [p.get_width() for p in again.axes[0].patches] == [p.get_width() for p in bars]
+    with pytest.raises(ValueError, match="not among"):
+        explanation.waterfall(entry=-5)

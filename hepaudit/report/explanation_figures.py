@@ -10,6 +10,7 @@ LRP, gradients and plugins (LIME) call these with their own names and symbols.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -140,6 +141,39 @@ def box_plot(explanation: Explanation, labels: Labels) -> Figure | None:
     caption = (f"{labels.method} values per {labels.jets} for the features with the largest mean "
                f"|{labels.symbol}|, per class: boxes span the quartiles, whiskers 5 % to 95 %.")
     return Figure(f"{labels.key}_boxes.png", caption, _png(fig))
+
+
+def waterfall_figure(explanation: Explanation, jet: int, top: int = 10) -> Any:
+    """The waterfall of one jet (:meth:`Explanation.waterfall`): a matplotlib Figure, not closed."""
+    plt = _pyplot()
+    phi = np.asarray(explanation.values[jet], float)
+    base = float(explanation.base_values[jet]) if explanation.base_values is not None else 0.0
+    order = np.argsort(-np.abs(phi), kind="stable")
+    shown, rest = order[:top], order[top:]
+    names = []
+    for k in shown:
+        value = f" = {explanation.data[jet, k]:.3g}" if explanation.data is not None else ""
+        names.append(_short(explanation.feature_names[k], 32) + value)
+    steps = list(phi[shown])
+    if len(rest):
+        names.append(f"{len(rest)} other features")
+        steps.append(float(phi[rest].sum()))
+    fig, ax = plt.subplots(figsize=(7.5, 1.4 + 0.38 * len(steps)))
+    start = base
+    for row, step in enumerate(steps):
+        colour = SIGNAL_COLOUR if step >= 0 else BACKGROUND_COLOUR
+        ax.barh(row, step, left=start, color=colour, alpha=0.8, height=0.6)
+        ax.text(start + step, row, f" {step:+.3g} ", va="center", ha="left" if step >= 0 else "right", fontsize=7)
+        start += step
+    ax.axvline(base, color="#888888", lw=0.8, ls="--")
+    ax.axvline(start, color=OVERALL_COLOUR, lw=0.8)
+    ax.set_yticks(np.arange(len(steps)), names, fontsize=8)
+    ax.invert_yaxis()
+    entry = int(explanation.entries[jet])
+    ax.set_xlabel(f"{explanation.output}: base value {base:.3g} → {start:.3g}")
+    ax.set_title(f"Jet at entry {entry}: the largest contributions first", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def explanation_figures(explanation: Explanation | None, labels: Labels) -> list[Figure]:
