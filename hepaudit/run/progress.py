@@ -74,10 +74,26 @@ class Progress:
             raise AuditCancelled("the audit was cancelled")
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (its output is a notebook cell, not a terminal)."""
+    shell = sys.modules.get("IPython")
+    if shell is None or "ipykernel" not in sys.modules:
+        return False
+    try:
+        return type(shell.get_ipython()).__name__ == "ZMQInteractiveShell"
+    except Exception:  # an IPython without a running shell
+        return False
+
+
 def terminal_bars(enabled: bool = True, stream: Any = None) -> ProgressCallback | None:
-    """A callback drawing one tqdm bar per phase on ``stream`` (stderr), when it is a terminal."""
+    """A callback drawing one tqdm bar per phase: on ``stream`` (stderr) when it is a terminal,
+    or in the notebook cell (``tqdm.auto``) when running in a Jupyter kernel."""
+    if not enabled:
+        return None
+    if stream is None and in_notebook():
+        return TqdmBars(None, auto=True)
     stream = sys.stderr if stream is None else stream
-    if not (enabled and stream.isatty()):
+    if not stream.isatty():
         return None
     return TqdmBars(stream)
 
