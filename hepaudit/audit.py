@@ -55,6 +55,7 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
     import warnings
 
     from hepaudit.errors import HepauditWarning
+    from hepaudit.report.style import figure_style
     from hepaudit.results import read_per_jet
     from hepaudit.run import steps
 
@@ -74,10 +75,13 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
             per_jet = steps.PerJetWriter(Path(scratch) / "per_jet.root")
         run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
         outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
-        report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
-        if output.stage is not None:
-            steps.write_report(report, output.stage, shown_as=out_dir)
-        elif report.per_jet_file is not None and per_jet is not None:
+        with figure_style(cfg.report.style, cfg.report.figure_formats) as problem:
+            if problem:
+                plan.warnings.append(problem)
+            report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
+            if output.stage is not None:
+                steps.write_report(report, output.stage, shown_as=out_dir)
+        if output.stage is None and report.per_jet_file is not None and per_jet is not None:
             report._per_jet = read_per_jet(per_jet.path)
             report.per_jet_file = None  # nothing was written where the caller would look
     if keep_per_jet and out_dir is not None:

@@ -204,6 +204,16 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """``[report]``: how the report's figures look and the files they are saved as."""
+
+    # an experiment's plotting style from mplhep ("cms", "atlas", "lhcb", "alice"), or "matplotlib"
+    style: Literal["cms", "atlas", "lhcb", "alice", "matplotlib"] = "cms"
+    # figures/ holds each figure as a PNG, and as PDF and SVG too when listed (for papers and slides)
+    figure_formats: tuple[Literal["png", "pdf", "svg"], ...] = ("png",)
+
+
+@dataclass(frozen=True)
 class PerJetConfig:
     """``[per_jet]``: what per_jet.root holds beside each explainer's columns."""
 
@@ -224,10 +234,11 @@ class AuditConfig:
     gates: dict[str, GateRule] = field(default_factory=dict)
     execution: ExecutionConfig = ExecutionConfig()
     per_jet: PerJetConfig = PerJetConfig()
+    report: ReportConfig = ReportConfig()
     source: str | None = None
 
 
-_TOP_LEVEL = ("model", "data", "inputs", "explainers", "reference", "gates", "execution", "per_jet")
+_TOP_LEVEL = ("model", "data", "inputs", "explainers", "reference", "gates", "execution", "per_jet", "report")
 
 
 def _resolve_path(path: str, base: Path) -> str:
@@ -297,8 +308,9 @@ def config_from_dict(raw: dict[str, Any], base: Path, source: str | None = None)
     gates = {k: parse_table(GateRule, v, f"gates.{k}") for k, v in gates_raw.items()}
     execution = parse_table(ExecutionConfig, raw.get("execution", {}), "execution")
     per_jet = parse_table(PerJetConfig, raw.get("per_jet", {}), "per_jet")
-    return AuditConfig(model=model, data=data, inputs=inputs, explainers=dict(explainers),
-                       reference=reference, gates=gates, execution=execution, per_jet=per_jet, source=source)
+    report = parse_table(ReportConfig, raw.get("report", {}), "report")
+    return AuditConfig(model=model, data=data, inputs=inputs, explainers=dict(explainers), reference=reference,
+                       gates=gates, execution=execution, per_jet=per_jet, report=report, source=source)
 
 
 def _cms_inputs(inputs: tuple[InputConfig, ...], model: ModelConfig, base: Path

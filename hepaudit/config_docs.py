@@ -137,6 +137,7 @@ def config_page() -> str:
         ("momentum = {...}", c.MomentumBranches, "Inside an `[[inputs]]` table: the constituent "
                                                  "four-momentum branches, Cartesian or (pT, η, φ, m)."),
         ("[execution]", c.ExecutionConfig, "How the audit runs."),
+        ("[report]", c.ReportConfig, "The report's figures: their style and file formats."),
         ("[per_jet]", c.PerJetConfig, "What per_jet.root holds beside each explainer's per-jet columns."),
         ('[gates] "EXPLAINER.FIELD" = {...}', c.GateRule, "Optional: make `hepaudit audit` exit 1 when a "
                                                            "report value leaves these bounds (for CI)."),

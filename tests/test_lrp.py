@@ -538,3 +538,20 @@ def test_box_plot_of_per_jet_relevance_is_drawn(tmp_path: Path) -> None:
     cfg = audit_folder(tmp_path, mlp_model(weights, "matmul"), {"lrp": {}})
     hepaudit.audit(cfg, out=tmp_path / "out")
     assert (tmp_path / "out" / "figures" / "lrp_boxes.png").stat().st_size > 1000
+
+
+def test_eta_phi_image_shows_more_than_the_leading_constituent() -> None:
+    """One bin (the jet axis) with most of the relevance and many small ones around: on the
+    symmetric log scale the small bins are coloured, not white (issue 23)."""
+    import io
+
+    import matplotlib.image
+
+    from hepaudit.explainers.lrp_figures import eta_phi_image
+
+    rng = np.random.default_rng(3)
+    image = rng.uniform(0.05, 0.5, (40, 40)) * rng.choice([-1, 1], (40, 40))  # 1e-3..1e-2 of the peak
+    image[20, 20] = 100.0
+    pixels = matplotlib.image.imread(io.BytesIO(eta_phi_image(image * 10, 1.0, 10, "t")), format="png")
+    coloured = (pixels[..., :3].min(axis=2) < 0.85).mean()  # not white, not near-white
+    assert coloured > 0.2, coloured

@@ -503,3 +503,17 @@ def test_dnap_values_and_figure(tmp_path: Path) -> None:
     for row in result.fields["layers"]:
         np.testing.assert_allclose(row["drna"], np.abs(np.subtract(row["rna_signal"], row["rna_background"])))
     assert (tmp_path / "out" / "figures" / "nap_difference.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name,op,label", [
+    ("/net/net.1/Relu_output_0", "Relu", "net.1"),  # TopoDNN (torch.onnx)
+    ("pf_conv1/Relu:0", "Relu", "pf_conv1"),  # DeepDoubleX (tf2onnx)
+    ("/pn/edge_convs.0/acts.1/Relu_output_0", "Relu", "edge_convs.0/acts.1"),  # ParticleNet
+    ("/mod/edge_convs.0/sc_act/Relu_output_0", "Relu", "edge_convs.0/sc_act"),
+    ("67", "Relu", "Relu 3"),  # a bare number: the op and the layer's place
+    ("relu_1", "Relu", "Relu 3"),
+])
+def test_nap_layer_labels_are_readable(name: str, op: str, label: str) -> None:
+    from hepaudit.explainers.nap_figures import layer_label
+
+    assert layer_label(name, op, 2) == label

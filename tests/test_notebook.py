@@ -150,3 +150,29 @@ def test_shap_waterfall_of_one_jet(setup: AuditSetup, monkeypatch: pytest.Monkey
     assert [p.get_width() for p in again.axes[0].patches] == [p.get_width() for p in bars]
     with pytest.raises(ValueError, match="not among"):
         explanation.waterfall(entry=-5)
+
+
+def test_report_style_and_vector_figures(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[report] figure_formats adds PDF and SVG beside each PNG; style picks mplhep's experiment
+    style for the report's figures only (the caller's matplotlib settings are left as they were)."""
+    import matplotlib
+
+    monkeypatch.chdir(setup.dir)
+    doc = _doc(setup)
+    doc["report"] = {"figure_formats": ["png", "pdf", "svg"]}
+    before = dict(matplotlib.rcParams)
+    hepaudit.audit(doc, out=setup.dir / "vector", warn=False)
+    assert dict(matplotlib.rcParams) == before
+    figures = setup.dir / "vector" / "figures"
+    stems = {fmt: sorted(p.stem for p in figures.glob(f"*.{fmt}")) for fmt in ("png", "pdf", "svg")}
+    pngs = stems["png"]
+    assert pngs and pngs == stems["pdf"] == stems["svg"]
+    assert (figures / f"{pngs[0]}.pdf").read_bytes().startswith(b"%PDF")
+    assert b"<svg" in (figures / f"{pngs[0]}.svg").read_bytes()[:2000]
+    doc["report"] = {"style": "matplotlib"}
+    hepaudit.audit(doc, out=setup.dir / "plain", warn=False)
+    name = "dauc_importance.png"
+    assert (setup.dir / "plain" / "figures" / name).read_bytes() != (figures / name).read_bytes()
+    assert not list((setup.dir / "plain" / "figures").glob("*.pdf"))
+    with pytest.raises(ConfigError, match="report.figure_formats"):
+        hepaudit.audit({**doc, "report": {"figure_formats": ["jpg"]}}, out=None)

@@ -92,23 +92,33 @@ def profiles(
 
 
 def eta_phi_image(image: np.ndarray, extent: float, n_jets: int, title: str) -> bytes | None:
-    """Relevance per jet in (η, φ) bins of the constituents, as a diverging image."""
+    """Relevance per jet in (η, φ) bins of the constituents, as a diverging image on a
+    symmetric log scale: the leading constituent sits in one bin at the jet axis with most of
+    the relevance, and on a linear scale every other bin would be white."""
+    from matplotlib.colors import SymLogNorm
+    from matplotlib.ticker import FuncFormatter
+
     if n_jets == 0 or not np.any(image):
         return None
     plt = _pyplot()
     mean = image / n_jets
-    vmax = float(np.abs(mean).max()) or 1.0
+    magnitude = np.abs(mean[mean != 0])
+    vmax = float(magnitude.max())
+    # linear within the smallest fifth of the bins' magnitudes, logarithmic above: four decades at most
+    linthresh = max(float(np.percentile(magnitude, 20)), vmax * 1e-4)
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     im = ax.imshow(
-        mean.T,
+        np.ma.masked_equal(mean.T, 0.0),  # bins no constituent reached stay blank
         origin="lower",
         extent=(-extent, extent, -extent, extent),
         cmap="RdBu_r",
-        vmin=-vmax,
-        vmax=vmax,
+        norm=SymLogNorm(linthresh, linscale=0.5, vmin=-vmax, vmax=vmax, base=10),
         aspect="equal",
     )
-    fig.colorbar(im, ax=ax, label="mean relevance per jet")
+    bar = fig.colorbar(im, ax=ax, label="mean relevance per jet (symmetric log scale)")
+    # decades well outside the linear band, and 0 (ticks at ±linthresh would overlap 0's label)
+    bar.set_ticks([t for t in bar.get_ticks() if t == 0 or (abs(t) >= 3 * linthresh and abs(t) <= vmax)])
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.1g}"))  # not mathtext: 0.1 s a figure
     ax.set_xlabel("η (model input frame)")
     ax.set_ylabel("φ (model input frame)")
     ax.set_title(title, fontsize=10)

@@ -15,12 +15,41 @@ a heat map of their Pearson correlations with the jet observables.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from hepaudit.report.figures import _png, _pyplot, _short
+
+_GENERIC = re.compile(r"(\w*_)?(act|acts|activation|activations)([._]\d+)?", re.I)
+
+
+def layer_label(name: str, op: str, index: int) -> str:
+    """A short name for a hidden layer from its ONNX tensor name: the module that makes it, not
+    the exporter's decoration ("/net/net.1/Relu_output_0" -> "net.1", "pf_conv1/Relu:0" ->
+    "pf_conv1", "/pn/edge_convs.0/acts.1/Relu_output_0" -> "edge_convs.0/acts.1"); a bare
+    number ("67") becomes the op and the layer's place ("Relu 3")."""
+    text = re.sub(r"(_output_\d+|:\d+)$", "", name).removeprefix("onnx::")
+    parts = [p for p in text.split("/") if p]
+    while len(parts) > 1 and re.fullmatch(rf"{re.escape(op)}([._]\d+)?", parts[-1], re.I):
+        parts.pop()  # the activation op's own node name adds nothing
+    if not parts or parts[-1].isdigit() or re.fullmatch(rf"{re.escape(op)}([._]\d+)?", parts[-1], re.I):
+        return f"{op} {index + 1}"
+    if _GENERIC.fullmatch(parts[-1]) and len(parts) > 1:
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1]
+
+
+def _layer_ticks(ax: Any, layers: Sequence[dict[str, Any]]) -> None:
+    """Each column's readable name and width ("net.1 (300)"), level when they fit."""
+    labels = [f"{_short(layer_label(str(r['name']), str(r.get('op', '')), k), 20)} ({r['nodes']})"
+              for k, r in enumerate(layers)]
+    level = max(len(t) for t in labels) <= 12
+    ax.set_xticks(range(len(layers)), labels, rotation=0 if level else 30, ha="center" if level else "right",
+                  fontsize=7)
+    ax.tick_params(axis="x", pad=22, length=0)
 
 
 def nap_diagram(layers: Sequence[dict[str, Any]], threshold: float) -> bytes | None:
@@ -45,10 +74,7 @@ def nap_diagram(layers: Sequence[dict[str, Any]], threshold: float) -> bytes | N
         ax.text(k, -0.02, f"{layer['nodes']}\n{layer['sparsity']:.2f}", ha="center", va="top", fontsize=7)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylim(-0.1, 1.0)
-    ax.set_xticks(
-        range(n), [_short(str(layer["name"]), 22) for layer in layers], rotation=60, ha="right", fontsize=7
-    )
-    ax.tick_params(axis="x", pad=22, length=0)
+    _layer_ticks(ax, layers)
     ax.set_yticks([0, 1], ["first node", "last node"], fontsize=7)
     ax.set_title(
         f"NAP diagram (nodes / overall sparsity, RNA < {threshold:g}, below each layer)", fontsize=10
@@ -81,9 +107,7 @@ def dnap_diagram(layers: Sequence[dict[str, Any]]) -> bytes | None:
         ax.text(k, -0.02, f"{layer['nodes']}\nmax {diff.max():.2f}", ha="center", va="top", fontsize=7)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylim(-0.1, 1.0)
-    ax.set_xticks(range(n), [_short(str(layer["name"]), 22) for layer in layers], rotation=60, ha="right",
-                  fontsize=7)
-    ax.tick_params(axis="x", pad=22, length=0)
+    _layer_ticks(ax, layers)
     ax.set_yticks([0, 1], ["first node", "last node"], fontsize=7)
     ax.set_title("dNAP diagram: |RNA signal − RNA background| per node (nodes / largest, below)", fontsize=10)
     if image is not None:

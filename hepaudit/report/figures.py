@@ -63,13 +63,32 @@ def _png(fig: Any, tight: bool = True) -> bytes:
 
     zlib level 3, not Pillow's 6: a third less encoding time (10 ms for a 1400 x 390 figure)
     for files 1% larger."""
+    from hepaudit.report.style import EXTRA_FORMATS
+
     buffer = io.BytesIO()
+    bbox = "tight" if tight else None
+    extra: dict[str, bytes] = {}
     try:
-        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight" if tight else None,
-                    pil_kwargs={"compress_level": 3})
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches=bbox, pil_kwargs={"compress_level": 3})
+        for fmt in EXTRA_FORMATS.get():  # [report] figure_formats: vector files beside the PNG
+            other = io.BytesIO()
+            fig.savefig(other, format=fmt, bbox_inches=bbox)
+            extra[fmt] = other.getvalue()
     finally:
         _pyplot().close(fig)
-    return buffer.getvalue()
+    return FigureBytes(buffer.getvalue(), extra)
+
+
+class FigureBytes(bytes):
+    """A figure's PNG bytes, carrying the same figure in the other formats asked for
+    (``formats``: {"pdf": bytes, ...}), which the report writer saves beside the PNG."""
+
+    formats: dict[str, bytes]
+
+    def __new__(cls, png: bytes, formats: dict[str, bytes] | None = None) -> FigureBytes:
+        out = super().__new__(cls, png)
+        out.formats = formats or {}
+        return out
 
 
 def _finite(x: float | None) -> float:

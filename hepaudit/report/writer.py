@@ -96,6 +96,8 @@ def write_report(report: AuditReport, out_dir: Path, shown_as: Path | None = Non
             del pngs[file_name]
             continue
         atomic_write(fig_dir / file_name, pngs[file_name])
+        for fmt, data in getattr(pngs[file_name], "formats", {}).items():  # [report] figure_formats
+            atomic_write(fig_dir / Path(file_name).with_suffix(f".{fmt}").name, data)
 
     report.output_dir = str(shown_as or out_dir)  # the folder it is published to, when staged
     atomic_write(out_dir / "report.json", report_json(report))
