@@ -41,8 +41,7 @@ def audit_jets(events: Any) -> dict[str, Any]:
     """One chunk: hepaudit on the chunk's jets, reduced to sums that add across chunks."""
     report = hepaudit.audit(CONFIG, arrays={name: events[name] for name in BRANCHES}, out=None, warn=False)
     per_jet = report.per_jet
-    relevance = {key.removeprefix("lrp_"): float(np.abs(per_jet[key]).sum()) for key in per_jet
-                 if key.startswith("lrp_")}
+    relevance = np.abs(per_jet["lrp_x"]).sum(axis=0)  # (30 constituents, 3 features): lrp_x is (jets, 30, 3)
     labels = np.asarray(per_jet["label"])
     scores = np.asarray(per_jet["score"])
     edges = np.linspace(0.0, 1.0, 21)
@@ -72,10 +71,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=2500, help="jets per coffea chunk")
     args = parser.parse_args()
     out = run(args.chunk)
-    mean = {k: v / out["jets"] for k, v in out["sum_abs_lrp"].items()}
+    mean = out["sum_abs_lrp"] / out["jets"]  # (constituent, feature)
+    features = CONFIG["inputs"][0]["features"]
     print(f"{out['jets']} jets audited chunk by chunk; mean |LRP relevance|, top 5:")
-    for name, value in sorted(mean.items(), key=lambda kv: -kv[1])[:5]:
-        print(f"  {name:8s} {value:.4f}")
+    for flat in np.argsort(-mean, axis=None)[:5]:
+        p, f = np.unravel_index(flat, mean.shape)
+        print(f"  {features[f]}_{p:<5} {mean[p, f]:.4f}")
     print("score histograms (20 bins on [0, 1]): signal", out["score_signal"].tolist())
     print("                                      background", out["score_background"].tolist())
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hepaudit.config import SampleConfig
-from hepaudit.data.reading import FileInfo, Partition, RawChunk, Sample, _capped
+from hepaudit.data.reading import FileInfo, Partition, RawChunk, Sample
 from hepaudit.errors import ConfigError, DataError, close_matches
 from hepaudit.lazy import lazy_module
 
@@ -75,24 +75,8 @@ class ArraySample(Sample):
                 raise DataError(f"arrays: {name!r} has one value per jet ({ak.type(self.arrays[name])}); a "
                                 "jagged per-constituent array was expected here")
 
-    def _numpy(self, names: Sequence[str]) -> dict[str, np.ndarray]:
-        return {n: np.asarray(ak.to_numpy(self.arrays[n])) for n in names}
-
-    def select(self) -> None:
-        from hepaudit.data.selection import Cut
-
-        config = self.config
-        cut = Cut(config.cut, f"{self.where}.cut") if config.cut else None
-        balance = config.max_jets is not None and config.label is not None
-        if cut is None and not balance:
-            return
-        names = sorted(set(cut.branches if cut else []) | ({config.label} if balance and config.label else set()))
-        values = self._numpy(names)
-        masks = [cut.mask(values) if cut else np.ones(len(self.arrays), bool)]
-        if balance and config.max_jets is not None and config.label:
-            masks = _capped(masks, [values[config.label]], config.max_jets)
-        self.masks = masks
-        self._selected = int(masks[0].sum())
+    def _selection_columns(self, names: Sequence[str]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        yield len(self.arrays), {n: np.asarray(ak.to_numpy(self.arrays[n])) for n in names}
 
     def chunks(self, branches: Sequence[str], step_size: int | None = None,
                partition: Partition | None = None) -> Iterator[RawChunk]:

@@ -224,16 +224,20 @@ class Sample:
         masks: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         names = sorted(set(cut.branches if cut else []) | ({config.label} if balance and config.label else set()))
-        for info in self.files:
-            with open_root(info.path) as handle:
-                arrays = handle[config.tree].arrays(names, library="np")
-            masks.append(cut.mask(arrays) if cut else np.ones(info.entries, bool))
+        for entries, arrays in self._selection_columns(names):
+            masks.append(cut.mask(arrays) if cut else np.ones(entries, bool))
             if balance and config.label:
                 labels.append(np.asarray(arrays[config.label]))
         if balance and config.max_jets is not None:
             masks = _capped(masks, labels, config.max_jets)
         self.masks = masks
         self._selected = int(sum(int(m.sum()) for m in masks))
+
+    def _selection_columns(self, names: Sequence[str]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Per file, its entries and the branches the selection reads (numpy)."""
+        for info in self.files:
+            with open_root(info.path) as handle:
+                yield info.entries, handle[self.config.tree].arrays(list(names), library="np")
 
     def partitions(self, entries_per_partition: int | None = None) -> list[Partition]:
         """Entry ranges covering the jets :meth:`chunks` would read, in chain order.
