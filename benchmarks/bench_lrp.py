@@ -211,7 +211,7 @@ def main() -> None:
         import hepaudit
 
         assert audit_config is not None
-        report = hepaudit.audit(audit_config, out=None, progress=False)
+        report = hepaudit.audit(audit_config, out=None, progress=False, keep_per_jet=False, warn=False)
         return float(report.explainers["lrp"].runtime_s)
 
     run_plain(True), run_plain(False), run_hepaudit()  # warm up sessions and caches

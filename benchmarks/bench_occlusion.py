@@ -86,7 +86,7 @@ def run_memory(config: Path) -> None:
     import hepaudit
 
     t0 = time.perf_counter()
-    report = hepaudit.audit(config, out=None, progress=False)
+    report = hepaudit.audit(config, out=None, progress=False, keep_per_jet=False, warn=False)
     print(json.dumps({"jets": report.data["n_jets"], "seconds": time.perf_counter() - t0,
                       "peak_rss_mb": peak_rss_mb()}))
 
@@ -120,7 +120,7 @@ def main() -> None:
         pure: dict[str, float] = {}
         for _ in range(args.rounds):
             t0 = time.perf_counter()
-            report = hepaudit.audit(config, out=None, progress=False)
+            report = hepaudit.audit(config, out=None, progress=False, keep_per_jet=False, warn=False)
             audit_s = min(audit_s, time.perf_counter() - t0)
             if args.cli:
                 out = folder / "cli-report"

@@ -63,13 +63,13 @@ def main() -> None:
         folder = Path(tmp)
         plain = config(folder, explainers, None)
         checked = config(folder, explainers, sanity_options)
-        hepaudit.audit(plain, out=None, max_jets=args.jets)  # warm caches and imports
+        hepaudit.audit(plain, out=None, max_jets=args.jets, keep_per_jet=False, warn=False)  # warm caches and imports
         for _ in range(args.rounds):
             t0 = time.perf_counter()
-            plain_report = hepaudit.audit(plain, out=None, max_jets=args.jets)
+            plain_report = hepaudit.audit(plain, out=None, max_jets=args.jets, keep_per_jet=False, warn=False)
             audits.append(time.perf_counter() - t0)
             own.append(sum(r.runtime_s for r in plain_report.explainers.values()))
-            report = hepaudit.audit(checked, out=None)
+            report = hepaudit.audit(checked, out=None, keep_per_jet=False, warn=False)
             result = report.explainers["sanity"]
             assert result.status == "ok", result.error
             steps = len(result.fields["steps"])

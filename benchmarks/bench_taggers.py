@@ -69,7 +69,7 @@ if mode == "forward":
     out = {{"seconds": best, "jets": len(next(iter(inputs.values())))}}
 else:
     from hepaudit import audit
-    report = audit(config, out=None)
+    report = audit(config, out=None, keep_per_jet=False, warn=False)
     result = report.explainers[explainer]
     out = {{"seconds": result.runtime_s, "status": result.status, "error": (result.error or "")[:200],
            "jets": report.data["n_jets"]}}
