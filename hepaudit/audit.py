@@ -50,13 +50,12 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
     :param warn: also raise each report warning as a :class:`~hepaudit.errors.HepauditWarning`
         (the CLI and the service, which show them themselves, pass False).
     """
-    import tempfile
     import time
     import warnings
 
     from hepaudit.errors import HepauditWarning
+    from hepaudit.report.per_jet import PerJetColumns, PerJetSink
     from hepaudit.report.style import figure_style
-    from hepaudit.results import read_per_jet
     from hepaudit.run import steps
 
     t_start = time.perf_counter()
@@ -68,11 +67,10 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
     bars = steps.terminal_bars(cfg.execution.progress if progress is None else progress)
     if keep_per_jet is None:
         keep_per_jet = out_dir is None and cfg.execution.executor == "local"
-    with steps.open_output(out_dir, force, plan) as output, tempfile.TemporaryDirectory(
-            prefix="hepaudit-per-jet-") as scratch:  # published whole, or not at all
-        per_jet = steps.per_jet_writer(output)
-        if per_jet is None and keep_per_jet:  # out=None: the per-jet tree is written apart, then read back
-            per_jet = steps.PerJetWriter(Path(scratch) / "per_jet.root")
+    with steps.open_output(out_dir, force, plan) as output:  # published whole, or not at all
+        per_jet: PerJetSink | None = steps.per_jet_writer(output)
+        if per_jet is None and keep_per_jet:  # out=None: the per-jet columns stay in memory
+            per_jet = PerJetColumns()
         run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
         outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
         with figure_style(cfg.report.style, cfg.report.figure_formats) as problem:
@@ -81,8 +79,8 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
             report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})
             if output.stage is not None:
                 steps.write_report(report, output.stage, shown_as=out_dir)
-        if output.stage is None and report.per_jet_file is not None and per_jet is not None:
-            report._per_jet = read_per_jet(per_jet.path)
+        if isinstance(per_jet, PerJetColumns):
+            report._per_jet = per_jet.arrays()
             report.per_jet_file = None  # nothing was written where the caller would look
     if keep_per_jet and out_dir is not None:
         _ = report.per_jet  # read from the published folder now, as asked

@@ -131,20 +131,12 @@ def audit(ctx: click.Context, config: Path, out: Path, explainers: tuple[str, ..
         sys.exit(1)
 
 
-def _number(value: Any, fmt: str) -> str | None:
-    return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def _summary(report: Any, out: Path, debug: bool = False) -> str:
-    from hepaudit.report.notebook import headline_numbers
+    from hepaudit.report.notebook import headline_auc, headline_numbers
 
-    performance: dict[str, Any] = next((s.data for s in report.sections if s.key == "performance"), {})
-    auc = _number(performance.get("auc"), ".4f")
-    ci = performance.get("auc_ci95")
-    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
-    shown_auc = f"; AUC {auc}{interval}"
+    auc = headline_auc(report)
     lines = [f"audited {report.data['n_jets']} jets with {Path(report.model['path']).name}"
-             + (shown_auc if auc else "")]
+             + (f"; {auc}" if auc else "")]
     for name, result in report.explainers.items():
         line = f"  {name:<14} {result.status:<8} {result.runtime_s:7.1f} s"
         if result.status != "ok" and debug:  # the whole message, with its traceback
@@ -359,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _terminated)
     args = sys.argv[1:] if argv is None else argv
     disable = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--disable"]
+    if args[:1] == ["--version"]:  # a CI job's first check: no plugin is needed to say the version
+        cli.main(args=args, prog_name="hepaudit")
     try:
         from hepaudit.plugins import PluginHost
 

@@ -229,6 +229,19 @@ def test_dask_report_equals_the_local_one(folder: Path, cluster: object) -> None
     assert dask.explainers["dauc"].fields["baseline_auc"] == pytest.approx(auc, rel=1e-6)
 
 
+def test_per_jet_in_memory_from_dask_when_asked(folder: Path, cluster: object) -> None:
+    """out=None with keep_per_jet=True: the workers' parts are gathered into memory, column for
+    column what the local executor keeps."""
+    files = sorted(str(p.name) for p in folder.glob("jets_*.root"))
+    cfg = write_config(folder, base_doc(files, {"lrp": {"rule": "epsilon"}}), "in_memory.toml")
+    local = hepaudit.audit(cfg, out=None, seed=3, warn=False)
+    dask = hepaudit.audit(cfg, out=None, seed=3, scheduler=cluster, keep_per_jet=True, warn=False)
+    assert dask.per_jet_file is None and sorted(dask.per_jet) == sorted(local.per_jet)
+    assert len(dask.per_jet["entry"]) == sum(SIZES) and any(c.startswith("lrp_") for c in dask.per_jet)
+    for column, values in local.per_jet.items():
+        np.testing.assert_allclose(dask.per_jet[column], values, rtol=1e-9, err_msg=column)
+
+
 @dataclass(frozen=True)
 class CrashOptions:
     marker: str = ""

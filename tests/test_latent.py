@@ -53,10 +53,12 @@ def numpy_observables(folder: Path) -> dict[str, np.ndarray]:
 def test_pca_and_correlations_of_a_deep_set_latent(tmp_path: Path) -> None:
     model = deep_set_model(50, phi=6)
     config = write_audit(tmp_path, model, DEEP_SET_INPUTS, {"latent": {"components": 3}}, score=1)
-    result = hepaudit.audit(config, out=None, progress=False).explainers["latent"]
+    report = hepaudit.audit(config, out=None, progress=False)
+    result = report.explainers["latent"]
     assert result.status == "ok", result.error
     fields = result.fields
     assert fields["tensor"] == "latent" and fields["tensor_chosen_by"] == "widest pooled tensor"
+    tree = report.per_jet["latent"]  # every jet here: the sample is larger than the audit
 
     inputs, labels = built_inputs(tmp_path, {})
     h = truncated_run(model, inputs, ["latent"])["latent"].astype(np.float64)
@@ -81,6 +83,12 @@ def test_pca_and_correlations_of_a_deep_set_latent(tmp_path: Path) -> None:
             (labels == 1).sum() * (labels == 0).sum()
         )
         assert comp["auc_sample"] == pytest.approx(auc, abs=1e-5)
+        # per jet, in entry order: the component and the observables it was compared with
+        np.testing.assert_allclose(tree["latent_pc"][:, i], pc, rtol=1e-4, atol=1e-4 * np.abs(pc).max())
+    np.testing.assert_array_equal(tree["entry"], np.arange(len(h)))
+    np.testing.assert_array_equal(tree["label"], labels)
+    np.testing.assert_allclose(tree["mass"], obs["mass"], rtol=1e-5)
+    assert tree["latent_pc"].shape == (len(h), 3)
     assert set(fields["observables"]) >= {"mass", "pt", "n_constituents", "tau21", "tau32"}
     names = [f.name for f in result.figures]
     assert names == ["latent_components.png", "latent_correlations.png"]
@@ -192,6 +200,12 @@ def test_state_merge_equals_one_pass(tmp_path: Path) -> None:
         np.corrcoef(x[:, 0].astype(np.float64), arrays["jet_pt"])[0, 1], abs=1e-6
     )
     assert finite.sum() < n and one.fields["spearman_sample"]["jets"] == 150
+    # the per-jet tree holds the same 150 jets, in entry order, whatever the chunking
+    tree, tree_merged = one.trees["latent"], merged.trees["latent"]
+    assert len(tree["entry"]) == 150 and np.all(np.diff(tree["entry"]) > 0)
+    for name in tree:
+        np.testing.assert_allclose(tree[name], tree_merged[name], rtol=1e-6)
+    np.testing.assert_array_equal(tree["jet_pt"], arrays["jet_pt"][tree["entry"]].astype(np.float32))
 
 
 # -- observables ---------------------------------------------------------------------------------

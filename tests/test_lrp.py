@@ -555,3 +555,28 @@ def test_eta_phi_image_shows_more_than_the_leading_constituent() -> None:
     pixels = matplotlib.image.imread(io.BytesIO(eta_phi_image(image * 10, 1.0, 10, "t")), format="png")
     coloured = (pixels[..., :3].min(axis=2) < 0.85).mean()  # not white, not near-white
     assert coloured > 0.2, coloured
+
+
+def test_eta_phi_image_equals_the_per_jet_relevance_binned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The η–φ relevance image is each constituent's relevance (summed over its features) binned
+    at its (η, φ) as the model saw them: rebuilt here from per_jet's lrp_x and input_x."""
+    import tomllib
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    doc = tomllib.loads((examples / "audit_topodnn.toml").read_text())
+    doc["explainers"] = {"lrp": {}}
+    doc["data"]["max_jets"] = 600
+    doc["per_jet"] = {"inputs": True}
+    doc["execution"] = {"progress": False}
+    monkeypatch.chdir(examples)
+    report = hepaudit.audit(doc, out=None, warn=False)
+    image = report.explainers["lrp"].fields["eta_phi_image"]
+    x, r = report.per_jet["input_x"].astype(np.float64), report.per_jet["lrp_x"].astype(np.float64)
+    assert x.shape == r.shape == (600, 30, 3)
+    present = np.abs(x).sum(axis=2) > 0
+    extent = image["range"]
+    expected, _, _ = np.histogram2d(x[..., 1][present], x[..., 2][present], bins=image["bins"],
+                                    range=[[-extent, extent], [-extent, extent]], weights=r.sum(axis=2)[present])
+    got = np.asarray(image["relevance_sum"])
+    assert np.abs(expected).sum() > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

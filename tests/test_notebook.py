@@ -33,13 +33,18 @@ def test_dict_config_in_memory_per_jet_matches_the_cli(setup: AuditSetup, monkey
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         report = hepaudit.audit(doc, out=None)
-    assert report.data["n_jets"] == on_disk["data"]["n_jets"]
-    for name in ("dauc", "mad", "lrp"):
-        ours = [(s.feature, s.score) for s in report.explainers[name].feature_importance]
-        theirs = [(s["feature"], s["score"]) for s in on_disk["explainers"][name]["feature_importance"]]
-        assert [f for f, _ in ours] == [f for f, _ in theirs], name
-        np.testing.assert_allclose([v for _, v in ours], [v for _, v in theirs], rtol=1e-12, err_msg=name)
-    assert report.explainers["dauc"].fields["baseline_auc"] == on_disk["explainers"]["dauc"]["baseline_auc"]
+    # the jets as a coffea processor holds them: an awkward Array instead of data.files
+    events = uproot.open(setup.data)["jets"].arrays()
+    no_files = {**doc, "data": {k: v for k, v in doc["data"].items() if k != "files"}}
+    from_arrays = hepaudit.audit(no_files, arrays=events, out=None, warn=False)
+    for ran in (report, from_arrays):
+        assert ran.data["n_jets"] == on_disk["data"]["n_jets"]
+        for name in ("dauc", "mad", "lrp"):
+            ours = [(s.feature, s.score) for s in ran.explainers[name].feature_importance]
+            theirs = [(s["feature"], s["score"]) for s in on_disk["explainers"][name]["feature_importance"]]
+            assert [f for f, _ in ours] == [f for f, _ in theirs], name
+            np.testing.assert_allclose([v for _, v in ours], [v for _, v in theirs], rtol=1e-12, err_msg=name)
+        assert ran.explainers["dauc"].fields["baseline_auc"] == on_disk["explainers"]["dauc"]["baseline_auc"]
     # per-jet results in memory: the CLI's per_jet.root, column for column; nothing written
     tree = uproot.open(setup.dir / "cli" / "per_jet.root")["hepaudit"].arrays(library="np")
     assert set(report.per_jet) >= set(tree) and report.per_jet_file is None

@@ -46,3 +46,33 @@ def test_per_jet_entries_with_max_jets(setup: AuditSetup) -> None:
     with uproot.open(setup.dir / "out" / "per_jet.root") as f:
         entry = f["hepaudit"]["entry"].array(library="np")
     np.testing.assert_array_equal(entry, np.arange(123))
+
+
+def test_branches_carry_titles_and_their_data_survives_many_chunks(tmp_path) -> None:
+    """Titles say what a branch holds; setting them must not disturb the data, also after the
+    tree's metadata is laid out again for more baskets (25 chunks > uproot's initial 10)."""
+    from hepaudit.report.per_jet import PerJetWriter
+
+    writer = PerJetWriter(tmp_path / "per_jet.root")
+    rng = np.random.default_rng(1)
+    written = []
+    for k in range(25):
+        cols = {"entry": np.arange(7 * k, 7 * k + 7), "score": rng.random(7).astype(np.float32),
+                "lrp_x": rng.random((7, 4, 3)).astype(np.float32), "myplugin_value": rng.random(7)}
+        written.append(cols)
+        writer.write(cols)
+    writer.add_tree("latent", {"entry": np.arange(5), "latent_pc": rng.random((5, 2)).astype(np.float32),
+                               "tau21": rng.random(5)})
+    assert writer.close()
+    with uproot.open(tmp_path / "per_jet.root") as f:
+        tree, latent = f["hepaudit"], f["latent"]
+        assert tree["score"].title.startswith("tagger score")
+        assert tree["entry"].title.startswith("entry number")
+        lrp_title = tree["lrp_x"].title
+        assert lrp_title.startswith("LRP relevance of x") and "[particle][feature], 4 x 3" in lrp_title
+        assert tree["myplugin_value"].title == "myplugin_value/D"  # no rule: uproot's leaf list
+        assert latent["latent_pc"].title.startswith("latent:") and "tau_21" in latent["tau21"].title
+        got = tree.arrays(library="np")
+        for name in written[0]:
+            np.testing.assert_array_equal(got[name], np.concatenate([c[name] for c in written]))
+        assert latent["latent_pc"].array(library="np").shape == (5, 2)

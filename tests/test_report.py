@@ -195,6 +195,34 @@ def test_ranking_table_lists_each_method_in_rank_order(written: tuple[AuditRepor
     assert second == [f.replace("<", "&lt;").replace(">", "&gt;") for f in expected]
 
 
+def test_html_gives_group_scores_notes_and_only_the_methods_that_ran(written: tuple[AuditReport, Path]) -> None:
+    report, out = written
+    html = (out / "report.html").read_text()
+    dauc = html[html.index('id="explainer-1"'):html.index('id="explainer-2"')]
+    groups = dauc[dauc.index("Groups of features"):]
+    groups = groups[: groups.index("</table>")]
+    rows = re.findall(r"<code>(particle_\d+)</code></td><td class=\"num\">([^<]*)</td>", groups)
+    expected = sorted_scores(report.explainers["dauc"].group_importance or [])
+    assert [r[0] for r in rows] == [s.feature for s in expected]
+    assert [float(r[1]) for r in rows] == pytest.approx([s.score for s in expected], abs=6e-5)
+
+    why = html[html.index("Why the methods can disagree"):]
+    why = why[: why.index("</section>")]
+    assert "ΔAUC asks" in why and "MAD is" in why and "SHAP splits" in why
+    assert "LRP redistributes" not in why and "Gradient methods" not in why  # lrp failed, gradient absent
+
+
+def test_a_long_text_field_is_a_note_under_the_table(tmp_path: Path) -> None:
+    report = make_report()
+    note = "no reference sample: the audited data is its own reference, " * 3
+    report.explainers["mad"].fields["note"] = note
+    html = render_html(report, {})
+    mad = html[html.index('id="explainer-2"'):html.index('id="explainer-3"')]
+    table = mad[mad.index("<h3>Results</h3>"):mad.index("</table>")]
+    assert "no reference sample" not in table and "<th>target</th>" in table
+    assert f'<p class="note"><strong>note</strong>: {note}' in mad
+
+
 def test_no_temporary_files_left(written: tuple[AuditReport, Path]) -> None:
     _, out = written
     leftovers = [p for p in out.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]

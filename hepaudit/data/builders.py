@@ -220,7 +220,14 @@ class InputBuilder:
 
     def particle_grids(self) -> dict[str, ParticleGrid]:
         """Per model input of per-particle features: the (particles, features) grid of feature
-        indices, particle-major whatever the input's layout, for per-jet array branches."""
+        indices, particle-major whatever the input's layout, for per-jet array branches and the
+        η–φ image. Worked out once (explainers ask for it every chunk)."""
+        grids: dict[str, ParticleGrid] | None = self.__dict__.get("_particle_grids")
+        if grids is None:
+            grids = self.__dict__["_particle_grids"] = self._find_particle_grids()
+        return grids
+
+    def _find_particle_grids(self) -> dict[str, ParticleGrid]:
         out: dict[str, ParticleGrid] = {}
         for name in self.feature_inputs:
             slots = [(k, s) for k, s in enumerate(self.slots) if s.input == name]

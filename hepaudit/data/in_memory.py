@@ -11,6 +11,7 @@ It runs on the local executor (a Dask cluster would need the arrays shipped to i
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,14 +52,12 @@ class ArraySample(Sample):
     """The audited jets from memory, read like ``[data]``'s files."""
 
     def __init__(self, config: SampleConfig, arrays: Any, where: str = "data") -> None:
-        self.config = config
-        self.where = where
-        self.paths = []
-        self.skipped = []
-        self.masks = None
-        self._selected = 0
+        super().__init__(config, where)
         self.arrays = as_jet_array(arrays)
         self.files = [FileInfo(NAME, len(self.arrays))]
+
+    def _resolve_paths(self) -> list[Path]:
+        return []  # no files: the arrays are the sample
 
     def check(self, flat: Sequence[str], jagged: Sequence[str], skip_corrupt: bool = False) -> None:
         fields = list(self.arrays.fields)

@@ -109,11 +109,14 @@ class Sample:
     def __init__(self, config: SampleConfig, where: str = "data") -> None:
         self.config = config
         self.where = where
-        self.paths = resolve_files(config.files, f"{where}.files")
+        self.paths = self._resolve_paths()
         self.files: list[FileInfo] = []
         self.skipped: list[tuple[str, str]] = []  # (path, reason): unreadable files left out (skip_corrupt)
         self.masks: list[np.ndarray] | None = None  # per file, the selected entries (select())
         self._selected = 0
+
+    def _resolve_paths(self) -> list[Path]:
+        return resolve_files(self.config.files, f"{self.where}.files")
 
     def __getstate__(self) -> dict[str, object]:
         # a Dask task needs its partition's mask only (the partition carries it), not every file's

@@ -41,6 +41,7 @@ import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections import OrderedDict
@@ -59,7 +60,7 @@ from hepaudit.executors.local import Job, LocalExecutor, Outcome, with_reference
 from hepaudit.executors.partitions import SPLIT_EVERY, PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, AuditFacts, Explainer
 from hepaudit.model.session import Tagger
-from hepaudit.report.per_jet import TREE_NAME, PerJetWriter
+from hepaudit.report.per_jet import TREE_NAME, PerJetSink, PerJetWriter
 from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, call_phase, describe_error
 
 #: How long to wait for a scheduler named by address.
@@ -450,11 +451,13 @@ class DaskExecutor:
         names = tuple(r.name for r in live if r.error is None)
         spec = self._spec(job, names)
         parts_dir = None
-        if job.per_jet is not None:
+        if isinstance(job.per_jet, PerJetWriter):  # beside the output, where the workers can write
             parts_path = job.per_jet.path.parent / "per_jet.parts"
             shutil.rmtree(parts_path, ignore_errors=True)
             parts_path.mkdir(parents=True)
             parts_dir = str(parts_path)
+        elif job.per_jet is not None:  # kept in memory (out=None): the parts on this machine
+            parts_dir = tempfile.mkdtemp(prefix="hepaudit-per-jet-parts-")
         skip_files = {p for p, _ in self.outcome.skipped}  # found unreadable by the x̄ pass
         parts = [(i, p) for i, p in enumerate(self.partitions(job.sample)) if p.path not in skip_files]
         try:
@@ -512,7 +515,7 @@ class DaskExecutor:
         return self.client.gather(self.client.submit(finish_task, spec, root, self.run_id, *references,
                                                      key=f"hepaudit-finish-{self.run_id}"))
 
-    def _combine_per_jet(self, writer: PerJetWriter, paths: list[str]) -> None:
+    def _combine_per_jet(self, writer: PerJetSink, paths: list[str]) -> None:
         """Copy the part files, in entry order, into the one per_jet.root."""
         import uproot
 

@@ -45,7 +45,7 @@ from hepaudit.executors.partitions import (
 )
 from hepaudit.explainers.base import AuditContext, Chunk
 from hepaudit.model.session import ModelOutputs, Tagger
-from hepaudit.report.per_jet import PerJetWriter
+from hepaudit.report.per_jet import PerJetSink
 from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, call_phase
 from hepaudit.run.prefetch import Prefetched
 from hepaudit.run.progress import PhaseCounter, Progress
@@ -65,7 +65,7 @@ class Job:
     label: str | None
     weight: str | None
     nonfinite: str
-    per_jet: PerJetWriter | None
+    per_jet: PerJetSink | None
     progress: Progress = field(default_factory=Progress)
     debug: bool = False
     keep_arrays: bool = True  # an explainer reads chunk.arrays (needs "arrays")

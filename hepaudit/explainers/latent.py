@@ -18,7 +18,8 @@ padded particles left out via the mask, as in ``nap``) is a vector of C numbers.
   so it (and the per-class distributions figure and each component's AUC) uses a uniform
   random sample of at most ``sample`` jets, kept as a bottom-k sample on a hash of the
   jet's entry number and the seed (reproducible, mergeable, independent of chunking). When
-  the audit has at most ``sample`` jets, the sample is every jet.
+  the audit has at most ``sample`` jets, the sample is every jet. Its jets' components and
+  observables go to per_jet.root's tree ``latent`` (option ``tree``).
 
 Observables: from the first constituents input's four-momenta (``momentum`` config):
 jet ``mass``, ``pt``, ``n_constituents``, and with ``nsubjettiness`` τ1, τ2, τ3, τ21, τ32
@@ -61,6 +62,8 @@ class LatentOptions:
     components: int = 3  # leading principal components reported and plotted
     channel_axis: int | None = None  # the tensor's channel axis; default: from the graph
     sample: int = 100_000  # jets kept for Spearman, the figure and the AUCs
+    # write the sampled jets' leading components and observables to per_jet.root's tree `latent`
+    tree: bool = True
     nsubjettiness: bool = True  # compute τ1, τ2, τ3, τ21, τ32 among the observables
     # τ_N from a uniform sample of about this many jets (every jet when the audit has fewer):
     # its minimisation costs ~0.6 ms a jet on one core, the rest of latent microseconds
@@ -148,10 +151,31 @@ class LatentState:
     excluded: dict[str, Moments] = field(default_factory=dict)
     obs_sums: dict[str, Any] = field(default_factory=dict)  # [n, Σo, Σo²]
     obs_cross: dict[str, np.ndarray] = field(default_factory=dict)  # Σ (h − K)·o, C values
-    keys: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    values: np.ndarray | None = None  # (k, C) float32
-    observables: np.ndarray | None = None  # (k, n_obs) float32
-    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    kept: KeptJets | None = None  # the uniform sample for Spearman, the figure and the latent tree
+
+
+@dataclass
+class KeptJets:
+    """A bottom-k sample of jets on a seeded hash of their entry numbers: mergeable in any
+    order, the same jets whatever the chunking."""
+
+    keys: np.ndarray  # (k,) in [0, 1)
+    entries: np.ndarray  # (k,) int64, the jets' entry numbers
+    values: np.ndarray  # (k, C) float32
+    observables: np.ndarray  # (k, n_obs) float32
+    labels: np.ndarray  # (k,)
+
+    def joined(self, other: KeptJets | None, limit: int) -> KeptJets:
+        """This sample and ``other``, cut back to the ``limit`` jets with the lowest keys."""
+        parts = [self] if other is None else [self, other]
+        joined = KeptJets(*(np.concatenate([getattr(p, f) for p in parts]) for f in _KEPT_FIELDS))
+        if len(joined.keys) <= limit:
+            return joined
+        keep = np.argpartition(joined.keys, limit - 1)[:limit]
+        return KeptJets(*(getattr(joined, f)[keep] for f in _KEPT_FIELDS))
+
+
+_KEPT_FIELDS = ("keys", "entries", "values", "observables", "labels")
 
 
 class LatentSpace(Explainer[LatentState]):
@@ -261,19 +285,14 @@ class LatentSpace(Explainer[LatentState]):
     def _sample(
         self, state: LatentState, entries: np.ndarray, h: np.ndarray, obs: np.ndarray, labels: np.ndarray
     ) -> None:
-        keys = to_unit(seeded_keys(np.asarray(entries), self.context.seed))
-        values = h.astype(np.float32)
-        observed = obs.astype(np.float32)
-        if state.values is not None:
-            keys = np.concatenate([state.keys, keys])
-            values = np.concatenate([state.values, values])
-            observed = np.concatenate([state.observables, observed])
-            labels = np.concatenate([state.labels, labels])
-        limit = min(self.options.sample, max(10, 16_000_000 // max(1, h.shape[1])))  # ≤ 64 MB of latents
-        if len(keys) > limit:
-            keep = np.argpartition(keys, limit - 1)[:limit]
-            keys, values, observed, labels = keys[keep], values[keep], observed[keep], labels[keep]
-        state.keys, state.values, state.observables, state.labels = keys, values, observed, labels
+        entries = np.asarray(entries, dtype=np.int64)
+        chunk = KeptJets(to_unit(seeded_keys(entries, self.context.seed)), entries, h.astype(np.float32),
+                         obs.astype(np.float32), labels)
+        limit = self._limit(h.shape[1])
+        state.kept = chunk.joined(None, limit) if state.kept is None else state.kept.joined(chunk, limit)
+
+    def _limit(self, channels: int) -> int:
+        return min(self.options.sample, max(10, 16_000_000 // max(1, channels)))  # ≤ 64 MB of latents
 
     def merge(self, a: LatentState, b: LatentState) -> LatentState:
         out = LatentState(all=a.all.merged(b.all))
@@ -290,19 +309,10 @@ class LatentSpace(Explainer[LatentState]):
                     term = part.obs_cross[name] + (part.all.shift - out.all.shift) * part.obs_sums[name][1]
                     cross = term if cross.size == 0 else cross + term
             out.obs_cross[name] = cross
-        if a.values is None:
-            out.keys, out.values, out.observables, out.labels = b.keys, b.values, b.observables, b.labels
-        elif b.values is None:
-            out.keys, out.values, out.observables, out.labels = a.keys, a.values, a.observables, a.labels
+        if a.kept is None or b.kept is None:
+            out.kept = a.kept if b.kept is None else b.kept
         else:
-            out.keys, out.values = np.concatenate([a.keys, b.keys]), np.concatenate([a.values, b.values])
-            out.observables = np.concatenate([a.observables, b.observables])
-            out.labels = np.concatenate([a.labels, b.labels])
-            limit = min(self.options.sample, max(10, 16_000_000 // max(1, out.values.shape[1])))
-            if len(out.keys) > limit:
-                keep = np.argpartition(out.keys, limit - 1)[:limit]
-                out.keys, out.values = out.keys[keep], out.values[keep]
-                out.observables, out.labels = out.observables[keep], out.labels[keep]
+            out.kept = a.kept.joined(b.kept, self._limit(a.kept.values.shape[1]))
         return out
 
     def finish(self, state: LatentState) -> ExplainerResult:
@@ -319,11 +329,12 @@ class LatentSpace(Explainer[LatentState]):
         k = min(self.options.components, len(eigval))
         shift = state.all.shift
         assert shift is not None
-        sample_pcs = (
-            (state.values.astype(np.float64) - mean) @ eigvec[:, :k]
-            if state.values is not None
-            else np.zeros((0, k))
-        )
+        kept = state.kept
+        n_obs = len(self.observable_names)
+        if kept is None:
+            kept = KeptJets(np.zeros(0), np.zeros(0, np.int64), np.zeros((0, len(mean)), np.float32),
+                            np.zeros((0, n_obs), np.float32), np.zeros(0, np.int8))
+        sample_pcs = (kept.values.astype(np.float64) - mean) @ eigvec[:, :k]
         components = []
         for i in range(k):
             u = eigvec[:, i]
@@ -338,10 +349,10 @@ class LatentSpace(Explainer[LatentState]):
                 entry[label] = float((m.mean_cov()[0] - mean) @ u) if m is not None and m.n > 0 else None
             entry["pearson"] = {n: self._pearson(state, n, u) for n in self.observable_names}
             entry["spearman"] = {
-                n: spearman(sample_pcs[:, i], state.observables[:, j])  # type: ignore[index]
+                n: spearman(sample_pcs[:, i], kept.observables[:, j])
                 for j, n in enumerate(self.observable_names)
             }
-            entry["auc_sample"] = _auc(sample_pcs[:, i], state.labels)
+            entry["auc_sample"] = _auc(sample_pcs[:, i], kept.labels)
             components.append(entry)
         strongest = []
         for n in self.observable_names:
@@ -363,8 +374,10 @@ class LatentSpace(Explainer[LatentState]):
                 f" Strongest link: component {best['component']} with {best['observable']} "
                 f"(Pearson {best['pearson']:+.3f})."
             )
-        n_sample = 0 if state.values is None else len(state.values)
+        n_sample = len(kept.keys)
+        trees = {"latent": self._tree(kept, sample_pcs)} if self.options.tree and n_sample else {}
         return self.result(
+            trees=trees,
             fields={
                 "tensor": self.layer.name,
                 "tensor_chosen_by": self.chosen_by,
@@ -375,7 +388,7 @@ class LatentSpace(Explainer[LatentState]):
                 "components": components,
                 "observables": self.observable_names,
                 "strongest": strongest,
-                "component_histograms": _component_histograms(sample_pcs, state.labels),
+                "component_histograms": _component_histograms(sample_pcs, kept.labels),
                 "spearman_sample": {"jets": n_sample, "method": "bottom-k on a hash of entry and seed"},
                 "nsubjettiness_jets": int(state.obs_sums["tau1"][0]) if "tau1" in state.obs_sums else 0,
                 "definition": "PCA of the per-jet channel values (population covariance); Pearson over all "
@@ -383,6 +396,19 @@ class LatentSpace(Explainer[LatentState]):
             },
             summary=summary,
         )
+
+    def _tree(self, kept: KeptJets, pcs: np.ndarray) -> dict[str, np.ndarray]:
+        """The sampled jets in entry order: entry, label, the leading components as one array
+        branch ``latent_pc[k]``, and the observables they were compared with."""
+        order = np.argsort(kept.entries, kind="stable")
+        columns: dict[str, np.ndarray] = {
+            "entry": kept.entries[order],
+            "label": kept.labels[order].astype(np.int32),
+            "latent_pc": pcs[order].astype(np.float32),
+        }
+        for j, name in enumerate(self.observable_names):
+            columns.setdefault(name, kept.observables[order, j])
+        return columns
 
     def draw(self, result: ExplainerResult) -> list[Figure]:
         f = result.fields

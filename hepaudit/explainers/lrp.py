@@ -232,25 +232,27 @@ class Profiles:
 
 
 class EtaPhiImage:
-    """Where the constituent inputs' (η, φ) coordinates live among the features."""
+    """Where the constituent inputs' (η, φ) coordinates live among the features: per particle of
+    every per-particle input (``InputBuilder.particle_grids``) with an η and a φ feature."""
 
     def __init__(self, context: AuditContext) -> None:
-        by_particle: dict[tuple[str, int], dict[str, Any]] = {}
-        for k, slot in enumerate(context.builder.slots):
-            if slot.particle is None or slot.base is None:
+        rows: list[np.ndarray] = []  # per particle, its features' indices
+        eta: list[int] = []
+        phi: list[int] = []
+        for grid in context.builder.particle_grids().values():
+            names = [f.lower() for f in grid.features]
+            at_eta = next((j for j, f in enumerate(names) if f in ETA_NAMES), None)
+            at_phi = next((j for j, f in enumerate(names) if f in PHI_NAMES), None)
+            if at_eta is None or at_phi is None:
                 continue
-            entry = by_particle.setdefault((slot.input, slot.particle), {"members": []})
-            entry["members"].append(k)
-            if slot.base.lower() in ETA_NAMES:
-                entry["eta"] = k
-            elif slot.base.lower() in PHI_NAMES:
-                entry["phi"] = k
-        usable = [e for e in by_particle.values() if "eta" in e and "phi" in e]
-        self.eta = np.array([e["eta"] for e in usable], np.int64)
-        self.phi = np.array([e["phi"] for e in usable], np.int64)
-        self.members = np.zeros((len(context.builder.slots), len(usable)))
-        for j, e in enumerate(usable):
-            self.members[e["members"], j] = 1.0
+            rows.extend(grid.index)
+            eta.extend(int(k) for k in grid.index[:, at_eta])
+            phi.extend(int(k) for k in grid.index[:, at_phi])
+        self.eta = np.array(eta, np.int64)
+        self.phi = np.array(phi, np.int64)
+        self.members = np.zeros((len(context.builder.slots), len(rows)))
+        for j, row in enumerate(rows):
+            self.members[row, j] = 1.0
 
     @property
     def usable(self) -> bool:

@@ -27,7 +27,7 @@ from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureSco
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors.local import Outcome
-    from hepaudit.report.per_jet import PerJetWriter
+    from hepaudit.report.per_jet import PerJetSink
     from hepaudit.run.plan import AuditPlan
 
 
@@ -45,7 +45,7 @@ def run_warnings(plan: AuditPlan, outcome: Outcome) -> list[tuple[str, str]]:
     return skipped
 
 
-def collect_results(plan: AuditPlan, per_jet: PerJetWriter | None) -> dict[str, ExplainerResult]:
+def collect_results(plan: AuditPlan, per_jet: PerJetSink | None) -> dict[str, ExplainerResult]:
     """Every explainer's result in report order; per-jet trees go to ``per_jet``."""
     results: dict[str, ExplainerResult] = {}
     runs = {r.name: r for r in plan.runs}
@@ -201,7 +201,7 @@ def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
     return ReportSection("score", "Tagger score", "; ".join(text_parts) + ".", data, figures)
 
 
-def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetWriter | None, timing: dict[str, float]
+def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetSink | None, timing: dict[str, float]
              ) -> AuditReport:
     """The report of a finished run; ``timing`` holds the phases timed so far (``total_s`` is
     the run's start, made a duration here)."""

@@ -17,9 +17,11 @@ import jinja2
 
 from hepaudit.report.figures import RANK_TOP, attribution_rankings
 from hepaudit.report.json_report import report_dict
-from hepaudit.results import AuditReport, ExplainerResult, Figure, sorted_scores
+from hepaudit.report.method_notes import method_notes
+from hepaudit.results import AuditReport, ExplainerResult, FeatureScore, Figure, sorted_scores
 
 TOP_FEATURES = 20
+LONG_TEXT = 60  # characters: a string field longer than this is a sentence, shown under the table
 # Fields shown in their own place (or too large for a key/value table).
 _HIDDEN_FIELDS = {"definition"}
 
@@ -67,13 +69,27 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, bool, Real))
 
 
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and len(value) > LONG_TEXT
+
+
+def _score_rows(scores: list[FeatureScore]) -> list[dict[str, Any]]:
+    return [{"rank": i + 1, "feature": s.feature, "score": fmt(s.score), "signal": fmt(s.score_signal),
+             "background": fmt(s.score_background),
+             "ci": f"[{fmt(s.score_ci95[0])}, {fmt(s.score_ci95[1])}]" if s.score_ci95 else ""}
+            for i, s in enumerate(scores)]
+
+
 def _explainer_view(result: ExplainerResult, pngs: dict[str, bytes]) -> dict[str, Any]:
     top = sorted_scores(result.feature_importance)[:TOP_FEATURES] if result.feature_importance else []
+    groups = sorted_scores(result.group_importance)[:TOP_FEATURES] if result.group_importance else []
     per_class = any(s.score_signal is not None or s.score_background is not None for s in top)
-    fields = result.fields
-    # Scalars (and short lists) as a key/value table; big nested fields stay in report.json.
-    scalar_fields = [(k, fmt(v)) for k, v in fields.items() if k not in _HIDDEN_FIELDS and _is_scalar(v)]
-    nested = [k for k, v in fields.items() if k not in _HIDDEN_FIELDS and not _is_scalar(v)]
+    fields = {k: v for k, v in result.fields.items() if k not in _HIDDEN_FIELDS}
+    # Scalars as a key/value table, sentences (a note) under it, so that a long one does not
+    # push the table's values off screen; big nested fields stay in report.json.
+    scalar_fields = [(k, fmt(v)) for k, v in fields.items() if _is_scalar(v) and not _is_text(v)]
+    texts = [(k, v) for k, v in fields.items() if _is_text(v)]
+    nested = [k for k, v in fields.items() if not _is_scalar(v)]
     return {
         "name": result.name,
         "status": result.status,
@@ -81,19 +97,20 @@ def _explainer_view(result: ExplainerResult, pngs: dict[str, bytes]) -> dict[str
         "plugin": result.plugin,
         "runtime": fmt(result.runtime_s, 3),
         "summary": result.summary,
-        "definition": fields.get("definition"),
+        "definition": result.fields.get("definition"),
         "options": [(k, v if isinstance(v, str) else fmt(v) if _is_scalar(v) else str(v))
                     for k, v in result.options.items()],
         "fields": scalar_fields,
+        "texts": texts,
         "nested_fields": nested,
         "figures": _figure_views(result.figures, pngs),
         "per_class": per_class,
-        "top": [{"rank": i + 1, "feature": s.feature, "score": fmt(s.score), "signal": fmt(s.score_signal),
-                 "background": fmt(s.score_background),
-                 "ci": f"[{fmt(s.score_ci95[0])}, {fmt(s.score_ci95[1])}]" if s.score_ci95 else ""}
-                for i, s in enumerate(top)],
+        "top": _score_rows(top),
         "intervals": any(s.score_ci95 for s in top),
         "n_features": len(result.feature_importance or []),
+        "groups": _score_rows(groups),
+        "group_intervals": any(s.score_ci95 for s in groups),
+        "n_groups": len(result.group_importance or []),
         "warnings": result.warnings,
     }
 
@@ -138,6 +155,7 @@ def render_html(report: AuditReport, figures: dict[str, bytes]) -> str:
         "methods": methods,
         "ranking_rows": ranking_rows,
         "rank_top": RANK_TOP,
+        "method_notes": method_notes(methods),
         "ranking_figure": _data_uri(ranking_figure) if ranking_figure else None,
         "sections": [{"title": s.title, "text": s.text, "key": s.key,
                       "data": [(k, fmt(v)) for k, v in s.data.items() if _is_scalar(v)],

@@ -16,14 +16,28 @@ if TYPE_CHECKING:  # pragma: no cover
 _LEVEL_COLOURS = {"alert": "#b00020", "warning": "#a15c00", "ok": "#1b7a1b", "info": "#444444"}
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def headline_auc(report: AuditReport) -> str | None:
+    """"AUC 0.9660 [0.9623, 0.9691]" from the performance section, or None without labels."""
+    performance = next((s.data for s in report.sections if s.key == "performance"), {})
+    auc = _number(performance.get("auc"))
+    if auc is None:
+        return None
+    ci = performance.get("auc_ci95")
+    interval = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+    return f"AUC {auc:.4f}{interval}"
+
+
 def headline_numbers(fields: dict[str, Any]) -> list[str]:
     """The numbers a reader looks for first in an explainer's fields (as report.json has them):
     ΔAUC's baseline AUC, OOD flagged fractions, ECE, NAP sparsity, the sanity verdicts."""
     out: list[str] = []
 
     def number(key: str) -> float | None:
-        value = fields.get(key)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        return _number(fields.get(key))
 
     if (auc := number("baseline_auc")) is not None:
         out.append(f"AUC {auc:.4f}")
@@ -42,12 +56,9 @@ def headline_numbers(fields: dict[str, Any]) -> list[str]:
 
 def report_html_summary(report: AuditReport) -> str:
     """The notebook view of a report."""
-    performance = next((s.data for s in report.sections if s.key == "performance"), {})
-    auc = performance.get("auc")
     head = f"hepaudit: {report.data.get('n_jets')} jets with {escape(str(report.model.get('path', '?')))}"
-    if isinstance(auc, float):
-        ci = performance.get("auc_ci95")
-        head += f"; AUC {auc:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+    if (auc := headline_auc(report)) is not None:
+        head += f"; {auc}"
     rows = []
     for name, result in report.explainers.items():
         numbers = headline_numbers(result.fields) if result.status == "ok" else [str(result.error or "")[:200]]

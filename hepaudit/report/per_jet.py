@@ -7,7 +7,8 @@ NaN. A column may hold a fixed-shape array per jet (an attribution in a model in
 shape, for models with thousands of features): it is written as one array branch, which
 ROOT and uproot read back as (jets, ...) without a branch per entry. The file is written
 under a temporary name and renamed into place on close, so a crash never leaves a
-half-written per_jet.root.
+half-written per_jet.root. :class:`PerJetColumns` keeps the same columns in memory instead
+(``hepaudit.audit(out=None)``'s ``report.per_jet``).
 """
 
 from __future__ import annotations
@@ -19,27 +20,24 @@ from typing import Any
 import numpy as np
 import uproot
 
+from hepaudit.report.branch_titles import branch_title
+
 TREE_NAME = "hepaudit"
 
 
-class PerJetWriter:
-    """Writes per-jet columns chunk by chunk; call :meth:`close` to put the file in place."""
+class PerJetSink:
+    """Where per-jet columns go, chunk by chunk: the branches are fixed by the first chunk."""
 
-    def __init__(self, path: Path, tree: str = TREE_NAME) -> None:
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+    def __init__(self, tree: str = TREE_NAME) -> None:
         self.tree_name = tree
-        self._file: uproot.WritableDirectory | None = None
-        self._tree = None
         self._columns: dict[str, np.dtype] = {}
         self.dropped: set[str] = set()
         self.entries = 0
 
     def write(self, columns: dict[str, np.ndarray]) -> None:
-        if self._tree is None:
-            self._file = uproot.recreate(self.tmp)
+        if not self._columns:
             self._columns = {k: _branch_dtype(v) for k, v in columns.items()}
-            self._tree = self._file.mktree(self.tree_name, dict(self._columns))
+            self._begin(self._columns)
         n = len(next(iter(columns.values())))
         out = {}
         for name, dtype in self._columns.items():
@@ -49,20 +47,93 @@ class PerJetWriter:
             else:
                 out[name] = np.asarray(value, dtype=dtype.base)
         self.dropped |= set(columns) - set(self._columns)
-        assert self._tree is not None
-        self._tree.extend(out)
+        self._extend(out)
         self.entries += n
 
     def add_tree(self, name: str, columns: dict[str, np.ndarray]) -> None:
-        """Write a further tree of its own (e.g. ``shap`` for a subsample) into the same file."""
+        """A further tree of its own (e.g. ``shap`` for a subsample)."""
         if name == self.tree_name:
             raise ValueError(f"the tree name {name!r} is reserved for the per-jet tree")
+        types = {k: _branch_dtype(v) for k, v in columns.items()}
+        self._add_tree(name, types, {k: np.asarray(v, dtype=types[k].base) for k, v in columns.items()})
+
+    def _begin(self, types: dict[str, np.dtype]) -> None:
+        raise NotImplementedError
+
+    def _extend(self, columns: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _add_tree(self, name: str, types: dict[str, np.dtype], columns: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> bool:
+        """Finish; False when nothing was written."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Drop what was written (after an error or Ctrl-C)."""
+        raise NotImplementedError
+
+
+class PerJetColumns(PerJetSink):
+    """The per-jet tree and further trees kept in memory (``hepaudit.audit(out=None)``), as
+    :func:`hepaudit.results.read_per_jet` would read them back from per_jet.root."""
+
+    def __init__(self, tree: str = TREE_NAME) -> None:
+        super().__init__(tree)
+        self._chunks: list[dict[str, np.ndarray]] = []
+        self.trees: dict[str, dict[str, np.ndarray]] = {}
+
+    def _begin(self, types: dict[str, np.dtype]) -> None:
+        pass
+
+    def _extend(self, columns: dict[str, np.ndarray]) -> None:
+        self._chunks.append(columns)
+
+    def _add_tree(self, name: str, types: dict[str, np.dtype], columns: dict[str, np.ndarray]) -> None:
+        self.trees[name] = columns
+
+    def close(self) -> bool:
+        return bool(self._chunks or self.trees)
+
+    def abort(self) -> None:
+        self._chunks, self.trees = [], {}
+
+    def arrays(self) -> dict[str, Any]:
+        """The ``hepaudit`` tree's columns, and every further tree as a dict under its name."""
+        out: dict[str, Any] = {name: np.concatenate([c[name] for c in self._chunks])
+                               for name in self._columns} if self._chunks else {}
+        out.update(self.trees)
+        return out
+
+
+class PerJetWriter(PerJetSink):
+    """Writes per-jet columns chunk by chunk to per_jet.root; call :meth:`close` to put the
+    file in place."""
+
+    def __init__(self, path: Path, tree: str = TREE_NAME) -> None:
+        super().__init__(tree)
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._file: uproot.WritableDirectory | None = None
+        self._tree = None
+
+    def _begin(self, types: dict[str, np.dtype]) -> None:
+        self._file = uproot.recreate(self.tmp)
+        self._tree = self._file.mktree(self.tree_name, dict(types))
+        _set_titles(self._tree, types)
+
+    def _extend(self, columns: dict[str, np.ndarray]) -> None:
+        assert self._tree is not None
+        self._tree.extend(columns)
+
+    def _add_tree(self, name: str, types: dict[str, np.dtype], columns: dict[str, np.ndarray]) -> None:
         if self._file is None:
             self._file = uproot.recreate(self.tmp)
-        types = {k: _branch_dtype(v) for k, v in columns.items()}
         tree = self._file.mktree(name, types)
+        _set_titles(tree, types)
         if columns and len(next(iter(columns.values()))):
-            tree.extend({k: np.asarray(v, dtype=types[k]) for k, v in columns.items()})
+            tree.extend(columns)
 
     def close(self) -> bool:
         """Finish the file and move it into place; False when nothing was written."""
@@ -82,6 +153,28 @@ class PerJetWriter:
             self._file = None
         if self.tmp.exists():
             self.tmp.unlink()
+
+
+def _set_titles(tree: Any, types: dict[str, np.dtype]) -> None:
+    """Give the new, still empty ``tree``'s branches their titles (:mod:`.branch_titles`).
+
+    uproot's writer has no public way to set a branch title: this edits the branch records of
+    its tree writer and has it lay the tree's metadata out again, as uproot itself does when a
+    tree outgrows its basket capacity. Should a later uproot change those internals, the titles
+    stay uproot's default (the leaf list) rather than the file failing; a test reads them back."""
+    try:
+        cascading = tree._cascading
+        changed = False
+        for datum in cascading._branch_data:
+            dtype = types.get(datum.get("fName"))
+            title = None if dtype is None else branch_title(datum["fName"], dtype.shape)
+            if title is not None:
+                datum["fTitle"] = title
+                changed = True
+        if changed:
+            cascading._relocate(tree._file, tree._file.sink)
+    except (AttributeError, KeyError, TypeError):
+        return
 
 
 def _branch_dtype(values: np.ndarray) -> np.dtype:

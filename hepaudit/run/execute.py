@@ -15,12 +15,12 @@ from hepaudit.guards import first_layer_scale
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors import Executor
     from hepaudit.executors.local import Outcome
-    from hepaudit.report.per_jet import PerJetWriter
+    from hepaudit.report.per_jet import PerJetSink
     from hepaudit.run.plan import AuditPlan
     from hepaudit.run.progress import Progress
 
 
-def execute(plan: AuditPlan, executor: Executor, per_jet: PerJetWriter | None, progress: Progress
+def execute(plan: AuditPlan, executor: Executor, per_jet: PerJetSink | None, progress: Progress
             ) -> tuple[Outcome, dict[str, float]]:
     """Run ``plan`` on ``executor``; the outcome and the seconds of the x̄ pass (``input_stats_s``)."""
     job = plan.job(per_jet, progress)

@@ -29,7 +29,7 @@ from hepaudit.guards import one_class_per_file
 from hepaudit.model.session import Tagger
 from hepaudit.options import parse_table
 from hepaudit.plugins import PluginHost
-from hepaudit.report.per_jet import PerJetWriter
+from hepaudit.report.per_jet import PerJetSink
 from hepaudit.results import Finding, FindingLevel
 from hepaudit.run.lifecycle import ExplainerRun, describe_error
 from hepaudit.run.progress import Progress
@@ -232,7 +232,7 @@ class AuditPlan:
         """Whether any explainer that runs declares ``need``."""
         return any(need in self.classes[r.name].needs_for(self.options[r.name]) for r in self.runs)
 
-    def job(self, per_jet: PerJetWriter | None, progress: Progress) -> Job:
+    def job(self, per_jet: PerJetSink | None, progress: Progress) -> Job:
         cfg = self.config
         return Job(sample=self.sample, builder=self.builder, tagger=self.tagger, context=self.context,
                    runs=self.runs, label=cfg.data.label, weight=cfg.data.weight, nonfinite=cfg.data.nonfinite,
