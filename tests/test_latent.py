@@ -322,3 +322,19 @@ def test_tau_on_a_seeded_sample_of_jets(tmp_path: Path) -> None:
     assert np.isnan(some["tau1"][~chosen]).all()
     np.testing.assert_allclose(some["tau2"][chosen], every["tau2"][chosen], rtol=1e-12)
     np.testing.assert_array_equal(some["mass"], every["mass"])
+
+
+def test_tau_on_threads_equals_one_pass() -> None:
+    """τ split across threads by runs of jets: bit for bit the numbers of one pass."""
+    from hepaudit.data.observables import THREAD_JETS, _Constituents, _nsubjettiness_flat, _on_threads
+
+    rng = np.random.default_rng(5)
+    n_jets = 3 * THREAD_JETS + 17
+    counts = rng.integers(0, 40, n_jets)  # some jets without constituents
+    jet = np.repeat(np.arange(n_jets), counts)
+    parts = _Constituents(rng.exponential(20, len(jet)), rng.normal(0, 0.3, len(jet)), rng.normal(0, 0.3, len(jet)),
+                          jet, n_jets)
+    one = _nsubjettiness_flat(parts, 3, 0.8, 10)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(_on_threads(parts, 3, 0.8, 10, threads=threads), one)
+    assert np.isfinite(one).all() and (one[counts >= 4] > 0).all()

@@ -168,6 +168,31 @@ def _nsubjettiness_flat(parts: _Constituents, n_max: int, r0: float, iterations:
     return out
 
 
+#: jets per thread below which splitting the minimisation across threads does not pay
+THREAD_JETS = 256
+
+
+def _on_threads(parts: _Constituents, n_max: int, r0: float, iterations: int,
+                threads: int | None = None) -> np.ndarray:
+    """:func:`_nsubjettiness_flat` on contiguous runs of jets, one per thread: every step is per
+    jet or per constituent, so the numbers are those of one pass, and numpy's long array
+    operations release the GIL."""
+    from hepaudit.metrics import on_threads
+    from hepaudit.model.blocks import block_threads
+
+    threads = min(threads or block_threads(0), parts.n_jets // THREAD_JETS)
+    if threads <= 1:
+        return _nsubjettiness_flat(parts, n_max, r0, iterations)
+    bounds = np.linspace(0, parts.n_jets, threads + 1).astype(np.int64)
+    jets = np.arange(parts.n_jets)
+
+    def run(i: int) -> np.ndarray:
+        keep = (jets >= bounds[i]) & (jets < bounds[i + 1])
+        return _nsubjettiness_flat(parts.subset(keep), n_max, r0, iterations)
+
+    return np.concatenate(on_threads(run, threads, threads))
+
+
 def nsubjettiness(
     pt: np.ndarray, y: np.ndarray, phi: np.ndarray, n_max: int = 3, r0: float = 0.8, iterations: int = 10
 ) -> np.ndarray:
@@ -221,7 +246,7 @@ def tau_observables(parts: ak.Array, px: np.ndarray, py: np.ndarray, pz: np.ndar
     y = np.nan_to_num(ak.to_numpy(ak.flatten(parts.rapidity)).astype(np.float64) - jet_y[jet])
     phi = wrap_phi(ak.to_numpy(ak.flatten(parts.phi)).astype(np.float64) - jet_phi[jet])
     real = pt > 0
-    taus = _nsubjettiness_flat(_Constituents(pt[real], y[real], phi[real], jet[real], len(counts)), 3, r0, 10)
+    taus = _on_threads(_Constituents(pt[real], y[real], phi[real], jet[real], len(counts)), 3, r0, 10)
     out = {"tau1": taus[:, 0], "tau2": taus[:, 1], "tau3": taus[:, 2]}
     with np.errstate(divide="ignore", invalid="ignore"):
         out["tau21"] = np.where(taus[:, 0] > 1e-12, taus[:, 1] / taus[:, 0], np.nan)

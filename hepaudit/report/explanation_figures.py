@@ -96,7 +96,9 @@ def dependence(explanation: Explanation, labels: Labels) -> Figure | None:
         ax.set_ylabel(labels.symbol, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    # fixed gaps between the panels (room for each one's tick labels), the outer margins cropped
+    # by the PNG's tight bounding box: tight_layout would draw the whole figure once more
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.18, top=0.95, wspace=0.38)
     caption = (f"{labels.method} dependence: {labels.symbol} of the leading features against their value"
                f" ({labels.value_note}), signal and background jets in their colours.")
     return Figure(f"{labels.key}_dependence.png", caption, _png(fig))
