@@ -145,8 +145,9 @@ def top_k_overlap(ranked_a: list[str], ranked_b: list[str], k: int = 10) -> floa
     return len(set(ranked_a[:k]) & set(ranked_b[:k])) / k
 
 
-#: Jets of each class taken at a time by :class:`ReplicateAUC` (a few MB per replicate block).
-REPLICATE_BLOCK_JETS = 32_768
+#: Jets of each class taken at a time by :class:`ReplicateAUC` (about 1 MB per replicate block:
+#: the block's running sums stay in cache while the signal jets read them).
+REPLICATE_BLOCK_JETS = 8192
 
 
 class ReplicateAUC:
@@ -206,20 +207,24 @@ class ReplicateAUC:
         upto = np.searchsorted(ordered, sig_sorted, side="right")
         if (upto != ends[0]).any():  # ties with the background count one half
             ends.append(upto)
-        total = np.zeros((len(ends), len(self.pairs)))
-        carry = np.zeros((len(self.pairs), 1))
+        # unweighted counts add up exactly in integers, which numpy sums faster than doubles: the
+        # running count in int32 (while 255 × jets fits), the signal's products in int64
+        exact = self.w_bkg is None and self.m_bkg.dtype == np.uint8 and 255 * len(bkg) < 2**31
+        running_type, total_type = (np.int32, np.int64) if exact else (np.float64, np.float64)
+        total = np.zeros((len(ends), len(self.pairs)), total_type)
+        carry = np.zeros((len(self.pairs), 1), running_type)
         for a in range(0, len(bkg), REPLICATE_BLOCK_JETS):
             b = min(a + REPLICATE_BLOCK_JETS, len(bkg))
-            running = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1, dtype=np.float64)  # C[a+1..b]
-            running += carry
+            running = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1, dtype=running_type)
+            running += carry  # C[a+1 .. b]
             for t, at in enumerate(ends):
                 i0, i1 = np.searchsorted(at, (a, b), side="right")  # signal jets reading C[a+1 .. b]
                 if i1 > i0:
                     reads = np.take(running, at[i0:i1] - (a + 1), axis=1)
                     sig_w = self._rows(self.m_sig, self.w_sig, by_sig[i0:i1])
-                    total[t] += np.einsum("rn,rn->r", sig_w, reads, dtype=np.float64)
+                    total[t] += np.einsum("rn,rn->r", sig_w, reads, dtype=total_type)
             carry = running[:, -1:]
-        numerator = total.mean(axis=0)  # (C[below] + C[upto]) / 2 with ties
+        numerator = total.mean(axis=0, dtype=np.float64)  # (C[below] + C[upto]) / 2 with ties
         with np.errstate(invalid="ignore", divide="ignore"):
             return numerator / self.pairs
 
