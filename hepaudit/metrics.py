@@ -210,12 +210,14 @@ class ReplicateAUC:
         # unweighted counts add up exactly in integers, which numpy sums faster than doubles: the
         # running count in int32 (while 255 × jets fits), the signal's products in int64
         exact = self.w_bkg is None and self.m_bkg.dtype == np.uint8 and 255 * len(bkg) < 2**31
-        running_type, total_type = (np.int32, np.int64) if exact else (np.float64, np.float64)
-        total = np.zeros((len(ends), len(self.pairs)), total_type)
-        carry = np.zeros((len(self.pairs), 1), running_type)
+        running_type: type[np.generic] = np.int32 if exact else np.float64
+        total_type: type[np.generic] = np.int64 if exact else np.float64
+        total: np.ndarray = np.zeros((len(ends), len(self.pairs)), total_type)
+        carry: np.ndarray = np.zeros((len(self.pairs), 1), running_type)
         for a in range(0, len(bkg), REPLICATE_BLOCK_JETS):
             b = min(a + REPLICATE_BLOCK_JETS, len(bkg))
-            running = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1, dtype=running_type)
+            running: np.ndarray = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1,
+                                            dtype=running_type)
             running += carry  # C[a+1 .. b]
             for t, at in enumerate(ends):
                 i0, i1 = np.searchsorted(at, (a, b), side="right")  # signal jets reading C[a+1 .. b]
