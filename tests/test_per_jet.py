@@ -76,3 +76,21 @@ def test_branches_carry_titles_and_their_data_survives_many_chunks(tmp_path) -> 
         for name in written[0]:
             np.testing.assert_array_equal(got[name], np.concatenate([c[name] for c in written]))
         assert latent["latent_pc"].array(library="np").shape == (5, 2)
+
+
+def test_columns_in_memory_do_not_alias_a_reused_buffer() -> None:
+    """out=None keeps the per-jet columns in memory: an explainer that refills one buffer for
+    every chunk must not see the earlier chunks change (the file writer copies them out)."""
+    from hepaudit.report.per_jet import PerJetColumns
+
+    sink = PerJetColumns()
+    buffer = np.zeros(4, np.float32)
+    for k in range(3):
+        buffer[:] = k
+        sink.write({"entry": np.arange(4 * k, 4 * k + 4), "score": buffer})
+    sink.add_tree("latent", {"entry": np.arange(2), "latent_pc": np.ones((2, 3), np.float32)})
+    assert sink.close()
+    arrays = sink.arrays()
+    np.testing.assert_array_equal(arrays["score"], np.repeat(np.arange(3, dtype=np.float32), 4))
+    np.testing.assert_array_equal(arrays["entry"], np.arange(12))
+    assert arrays["latent"]["latent_pc"].shape == (2, 3)

@@ -88,7 +88,9 @@ class PerJetColumns(PerJetSink):
         pass
 
     def _extend(self, columns: dict[str, np.ndarray]) -> None:
-        self._chunks.append(columns)
+        # owned copies: a column may be a view of a buffer its explainer reuses for the next chunk
+        # (the file writer has copied the values out by the time write() returns)
+        self._chunks.append({k: np.array(v, copy=True) for k, v in columns.items()})
 
     def _add_tree(self, name: str, types: dict[str, np.dtype], columns: dict[str, np.ndarray]) -> None:
         self.trees[name] = columns
