@@ -73,7 +73,7 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
             per_jet = PerJetColumns()
         run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
         outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
-        with figure_style(cfg.report.style, cfg.report.figure_formats) as problem:
+        with figure_style(cfg.report.style, cfg.report.figure_formats, cfg.report.dpi) as problem:
             if problem:
                 plan.warnings.append(problem)
             report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})

@@ -211,6 +211,13 @@ class ReportConfig:
     style: Literal["cms", "atlas", "lhcb", "alice", "matplotlib"] = "cms"
     # figures/ holds each figure as a PNG, and as PDF and SVG too when listed (for papers and slides)
     figure_formats: tuple[Literal["png", "pdf", "svg"], ...] = ("png",)
+    # dots per inch of the PNGs (report.html embeds them): 200 for slides; drawing time and the
+    # page's size grow with its square
+    dpi: int = 100
+
+    def __post_init__(self) -> None:
+        if not 30 <= self.dpi <= 600:
+            raise ValueError(f"dpi: expected 30 to 600, found {self.dpi}")
 
 
 @dataclass(frozen=True)

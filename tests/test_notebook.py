@@ -181,3 +181,13 @@ def test_report_style_and_vector_figures(setup: AuditSetup, monkeypatch: pytest.
     assert not list((setup.dir / "plain" / "figures").glob("*.pdf"))
     with pytest.raises(ConfigError, match="report.figure_formats"):
         hepaudit.audit({**doc, "report": {"figure_formats": ["jpg"]}}, out=None)
+    # [report] dpi: the PNGs at twice the resolution have twice the pixels on each side
+    import matplotlib.image
+
+    doc["report"] = {"style": "matplotlib", "dpi": 200}
+    hepaudit.audit(doc, out=setup.dir / "dpi200", warn=False)
+    small = matplotlib.image.imread(setup.dir / "plain" / "figures" / name).shape
+    large = matplotlib.image.imread(setup.dir / "dpi200" / "figures" / name).shape
+    assert abs(large[0] - 2 * small[0]) <= 4 and abs(large[1] - 2 * small[1]) <= 4
+    with pytest.raises(ConfigError, match="dpi"):
+        hepaudit.audit({**doc, "report": {"dpi": 5000}}, out=None)

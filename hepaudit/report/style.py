@@ -18,6 +18,8 @@ from typing import Any
 
 #: formats saved beside the PNG while the report is drawn
 EXTRA_FORMATS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("hepaudit_formats", default=())
+#: dots per inch of the PNGs while the report is drawn
+PNG_DPI: contextvars.ContextVar[int] = contextvars.ContextVar("hepaudit_dpi", default=100)  # figures.DPI
 
 #: mplhep's style per ``[report] style``
 STYLES = {"cms": "CMS", "atlas": "ATLAS", "lhcb": "LHCb2", "alice": "ALICE"}
@@ -49,15 +51,17 @@ def style_rc(style: str) -> tuple[dict[str, Any], str | None]:
 
 
 @contextmanager
-def figure_style(style: str, formats: tuple[str, ...]) -> Iterator[str | None]:
-    """Draw the report's figures in ``style`` and save them in ``formats`` too (PNG always);
-    yields why the style could not be applied, or None."""
+def figure_style(style: str, formats: tuple[str, ...], dpi: int = 100) -> Iterator[str | None]:
+    """Draw the report's figures in ``style`` and save them in ``formats`` too (PNG always, at
+    ``dpi``); yields why the style could not be applied, or None."""
     import matplotlib
 
     rc, problem = style_rc(style)
     token = EXTRA_FORMATS.set(tuple(f for f in formats if f != "png"))
+    dpi_token = PNG_DPI.set(dpi)
     try:
         with matplotlib.rc_context(rc):  # type: ignore[arg-type]
             yield problem
     finally:
         EXTRA_FORMATS.reset(token)
+        PNG_DPI.reset(dpi_token)
