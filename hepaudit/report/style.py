@@ -18,8 +18,10 @@ from typing import Any
 
 #: formats saved beside the PNG while the report is drawn
 EXTRA_FORMATS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("hepaudit_formats", default=())
+#: the PNGs' resolution unless ``[report] dpi`` says otherwise
+DEFAULT_DPI = 100
 #: dots per inch of the PNGs while the report is drawn
-PNG_DPI: contextvars.ContextVar[int] = contextvars.ContextVar("hepaudit_dpi", default=100)  # figures.DPI
+PNG_DPI: contextvars.ContextVar[int] = contextvars.ContextVar("hepaudit_dpi", default=DEFAULT_DPI)
 
 #: mplhep's style per ``[report] style``
 STYLES = {"cms": "CMS", "atlas": "ATLAS", "lhcb": "LHCb2", "alice": "ALICE"}
@@ -51,7 +53,7 @@ def style_rc(style: str) -> tuple[dict[str, Any], str | None]:
 
 
 @contextmanager
-def figure_style(style: str, formats: tuple[str, ...], dpi: int = 100) -> Iterator[str | None]:
+def figure_style(style: str, formats: tuple[str, ...], dpi: int = DEFAULT_DPI) -> Iterator[str | None]:
     """Draw the report's figures in ``style`` and save them in ``formats`` too (PNG always, at
     ``dpi``); yields why the style could not be applied, or None."""
     import matplotlib
