@@ -214,10 +214,15 @@ class ReportConfig:
     # dots per inch of the PNGs (report.html embeds them): 200 for slides; drawing time and the
     # page's size grow with its square
     dpi: int = 100
+    # processes drawing the explainers' figures: above 1, fresh Python interpreters draw some
+    # explainers while this one draws the others (never more than the cores); 1: all in this one
+    figure_processes: int = 2
 
     def __post_init__(self) -> None:
         if not 30 <= self.dpi <= 600:
             raise ValueError(f"dpi: expected 30 to 600, found {self.dpi}")
+        if not 1 <= self.figure_processes <= 64:
+            raise ValueError(f"figure_processes: expected 1 to 64, found {self.figure_processes}")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureSco
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors.local import Outcome
+    from hepaudit.report.drawing import FigurePool
     from hepaudit.report.per_jet import PerJetSink
     from hepaudit.run.plan import AuditPlan
 
@@ -70,21 +71,44 @@ def collect_results(plan: AuditPlan, per_jet: PerJetSink | None) -> dict[str, Ex
     return results
 
 
-def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult]) -> float:
-    """Each explainer's ``draw(result)`` figures onto its result; the seconds it took.
+def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult], pool: FigurePool | None = None) -> float:
+    """Each explainer's ``draw(result)`` figures onto its result; the seconds it took. When the
+    report is written, its ranking bar charts too (:func:`~hepaudit.report.writer.chart_jobs`).
 
     After every explainer has finished: drawing is the report's work, not the pass over the
-    jets, and on Dask it happens here on the client, not on the worker that finished."""
+    jets, and on Dask it happens here on the client, not on the worker that finished. With
+    ``[report] figure_processes`` above 1, helper interpreters draw some explainers meanwhile
+    (``pool``, started by :func:`figure_pool`; None: all in this process)."""
+    from hepaudit.report.drawing import FigurePool, Job, explainer_job
+    from hepaudit.report.writer import chart_jobs
+
     t0 = time.perf_counter()
+    jobs: list[Job] = []
     for run in plan.runs:
         result = results.get(run.name)
-        if run.explainer is None or result is None or result.status != "ok":
-            continue
-        try:
-            result.figures.extend(run.explainer.draw(result))
-        except Exception as exc:  # a plotting bug must not cost the report
-            plan.warnings.append(f"{run.name}: its figures could not be drawn: {type(exc).__name__}: {exc}")
+        if run.explainer is not None and result is not None and result.status == "ok":
+            jobs.append(explainer_job(run.name, run.explainer, result))
+    if plan.context.output_dir is not None:
+        jobs += [job for name, result in results.items() for job in chart_jobs(name, result)]
+    outcomes = (pool or FigurePool(0)).draw(jobs)
+    for job, outcome in zip(jobs, outcomes):
+        if isinstance(outcome, BaseException):
+            plan.warnings.append(f"{job.name}: {job.what} could not be drawn: {type(outcome).__name__}: {outcome}")
+        else:
+            results[job.name].figures.extend(outcome)
     return time.perf_counter() - t0
+
+
+def figure_pool(plan: AuditPlan) -> FigurePool:
+    """The helpers that will draw beside this process (``[report] figure_processes``), started
+    now so that their start-up overlaps collecting the results and writing per_jet.root."""
+    from hepaudit.report.drawing import FigurePool, helpers_for
+
+    report = plan.config.report
+    finished = sum(1 for run in plan.runs if run.explainer is not None and run.error is None)
+    # each explainer draws, and when the report is written its rankings get bar charts too
+    jobs = finished * (3 if plan.context.output_dir is not None else 1)
+    return FigurePool(helpers_for(report.figure_processes, jobs), report.figure_formats, report.dpi)
 
 
 def rankings(result: ExplainerResult) -> dict[str, list[FeatureScore]]:
@@ -210,10 +234,11 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetSink | None, timi
     n_sig, n_bkg = plan.context.n_signal, plan.context.n_background
     if outcome.skipped and cfg.data.label:  # files left out while auditing: count the audited jets' labels
         n_bkg, n_sig = int(outcome.score_hist[0].sum()), int(outcome.score_hist[1].sum())
-    results = collect_results(plan, per_jet)
-    if per_jet is not None:
-        per_jet.close()
-    figures_s = draw_figures(plan, results)
+    with figure_pool(plan) as pool:
+        results = collect_results(plan, per_jet)
+        if per_jet is not None:
+            per_jet.close()
+        figures_s = draw_figures(plan, results, pool)
     left_out = {p for p, _ in outcome.skipped}
     report = AuditReport(
         hepaudit_version=__version__,

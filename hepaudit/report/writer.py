@@ -7,12 +7,14 @@ Ctrl-C part-way through leaves either the old file or the new one, never half of
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from hepaudit.report.drawing import Job, chart_job
 from hepaudit.report.figures import group_bar_chart, importance_bar_chart, ranking_comparison
 from hepaudit.report.html import render_html
 from hepaudit.report.json_report import report_json
-from hepaudit.results import AuditReport, Figure
+from hepaudit.results import AuditReport, ExplainerResult, Figure
 
 RANKING_FIGURE = "ranking_comparison.png"
 
@@ -47,6 +49,20 @@ def _add_figure(figures: list[Figure], figure: Figure) -> None:
     figures.append(figure)
 
 
+def _charts(name: str) -> tuple[tuple[str, Callable[[ExplainerResult], bytes | None], str], ...]:
+    """The ranking bar charts every result with rankings gets: (file name, maker, caption)."""
+    return ((f"{name}_importance.png", importance_bar_chart, f"{name}: importance of the leading features"),
+            (f"{name}_groups.png", group_bar_chart, f"{name}: importance of feature groups"))
+
+
+def chart_jobs(name: str, result: ExplainerResult) -> list[Job]:
+    """:func:`_charts` as drawing jobs, for the pool that draws the explainers' figures."""
+    if result.status != "ok" or not (result.feature_importance or result.group_importance):
+        return []
+    return [chart_job(name, make, file_name, caption, result) for file_name, make, caption in _charts(name)
+            if (result.feature_importance if make is importance_bar_chart else result.group_importance)]
+
+
 def write_report(report: AuditReport, out_dir: Path, shown_as: Path | None = None) -> None:
     """Make the figures and write ``figures/*.png``, ``report.json`` and ``report.html`` into ``out_dir``.
 
@@ -60,11 +76,9 @@ def write_report(report: AuditReport, out_dir: Path, shown_as: Path | None = Non
     pngs: dict[str, bytes] = {}
 
     for name, result in report.explainers.items():
-        makers = (
-            (f"{name}_importance.png", importance_bar_chart, f"{name}: importance of the leading features"),
-            (f"{name}_groups.png", group_bar_chart, f"{name}: importance of feature groups"),
-        )
-        for file_name, make, caption in makers:
+        for file_name, make, caption in _charts(name):
+            if any(f.name == file_name for f in result.figures):
+                continue  # drawn with the explainers' figures (hepaudit.report.drawing)
             try:
                 png = make(result)
             except Exception as exc:  # a plotting bug must not cost the user the whole report

@@ -1,0 +1,108 @@
+"""Figures drawn by helper interpreters beside the audit's own (``[report] figure_processes``).
+
+Real processes: ``python -m hepaudit.report.drawing`` started by the pool, fed over pipes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from conftest import AuditSetup
+
+import hepaudit
+from hepaudit.errors import ConfigError
+from hepaudit.report import assemble
+from hepaudit.report.drawing import FigurePool, Job
+from hepaudit.results import Figure
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def pid_figure(name: str, delay: float) -> list[Figure]:
+    """A figure whose caption says which process drew it."""
+    time.sleep(delay)
+    return [Figure(f"{name}.png", str(os.getpid()), PNG)]
+
+
+def only_in(parent: int, name: str) -> list[Figure]:
+    """Draws in the process ``parent`` only (a draw that needs something a helper lacks)."""
+    if os.getpid() != parent:
+        raise RuntimeError("not in this process")
+    return pid_figure(name, 0.0)
+
+
+def broken(name: str) -> list[Figure]:
+    raise ValueError(f"{name} cannot be drawn")
+
+
+def _job(name: str, function: object, *args: object, elsewhere: bool = True) -> Job:
+    return Job(name, lambda: function(*args), (function, args) if elsewhere else None)  # type: ignore[operator]
+
+
+def test_helpers_draw_what_they_can_and_this_process_the_rest() -> None:
+    me = os.getpid()
+    jobs = [_job(f"job{i}", pid_figure, f"job{i}", 0.3) for i in range(6)]
+    jobs += [_job("here_only", pid_figure, "here_only", 0.0, elsewhere=False),
+             _job("needs_parent", only_in, me, "needs_parent"),
+             _job("unpicklable", lambda name: pid_figure(name, 0.0), "unpicklable"),
+             _job("broken", broken, "broken")]
+    with FigurePool(1) as pool:
+        assert pool.helpers[0].wait_ready()
+        outcomes = pool.draw(jobs)
+        helper = pool.helpers[0].process
+    assert helper.poll() is not None  # ended with the pool
+    by_name = dict(zip([j.name for j in jobs], outcomes))
+    assert isinstance(by_name.pop("broken"), ValueError)
+    drawn_by = {name: int(figures[0].caption) for name, figures in by_name.items()}  # type: ignore[index]
+    assert [f[0].name for f in by_name.values()] == [f"{n}.png" for n in by_name]  # type: ignore[index]
+    elsewhere = {name for name, pid in drawn_by.items() if pid != me}
+    assert elsewhere and elsewhere == set(pool.drawn_elsewhere) - {"needs_parent", "broken"}
+    assert elsewhere <= {f"job{i}" for i in range(6)}
+    assert {drawn_by["here_only"], drawn_by["needs_parent"], drawn_by["unpicklable"]} == {me}
+
+
+def test_without_helpers_everything_is_drawn_here() -> None:
+    jobs = [_job(f"job{i}", pid_figure, f"job{i}", 0.0) for i in range(4)]
+    with FigurePool(0) as pool:
+        outcomes = pool.draw(jobs)
+    assert [int(o[0].caption) for o in outcomes] == [os.getpid()] * 4  # type: ignore[index]
+
+
+def test_figures_drawn_by_helpers_equal_those_drawn_here(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real audit: every PNG is the same, byte for byte, whichever process drew it, and
+    report.json lists the same figures in the same order."""
+    pools: list[FigurePool] = []
+    started = assemble.figure_pool
+
+    def ready_pool(plan: object) -> FigurePool:  # the real pool, its helpers waited for
+        pool = started(plan)  # type: ignore[arg-type]
+        for helper in pool.helpers:
+            helper.wait_ready()
+        pools.append(pool)
+        return pool
+
+    monkeypatch.setattr(assemble, "figure_pool", ready_pool)
+    monkeypatch.chdir(setup.dir)
+    doc = setup.doc()
+    doc["explainers"] = {"dauc": {}, "mad": {}, "shap": {"jets": 40}, "lrp": {}, "gradient": {}}
+    doc["execution"] = {"progress": False}
+    listed = {}
+    for processes in (2, 1):
+        doc["report"] = {"figure_processes": processes}
+        hepaudit.audit(doc, out=setup.dir / f"p{processes}", warn=False)
+        report = json.loads((setup.dir / f"p{processes}" / "report.json").read_text())
+        assert not [w for w in report["warnings"] if "drawn" in w]
+        listed[processes] = {n: e["figures"] for n, e in report["explainers"].items()}
+    assert pools[0].drawn_elsewhere and not pools[1].helpers
+    assert listed[2] == listed[1]
+    two = sorted((setup.dir / "p2" / "figures").glob("*.png"))
+    one = sorted((setup.dir / "p1" / "figures").glob("*.png"))
+    assert [p.name for p in two] == [p.name for p in one] and len(two) > 8
+    for a, b in zip(two, one):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    with pytest.raises(ConfigError, match="figure_processes"):
+        hepaudit.audit({**doc, "report": {"figure_processes": 0}}, out=None)
+
