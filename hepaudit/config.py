@@ -214,8 +214,8 @@ class ReportConfig:
     # dots per inch of the PNGs (report.html embeds them): 200 for slides; drawing time and the
     # page's size grow with its square
     dpi: int = 100
-    # processes drawing the explainers' figures: above 1, fresh Python interpreters draw some
-    # explainers while this one draws the others (never more than the cores); 1: all in this one
+    # processes drawing the report's figures: above 1, fresh Python interpreters draw some while
+    # this one draws the others (never more than the cores); 1: all in this one
     figure_processes: int = 2
 
     def __post_init__(self) -> None:

@@ -199,6 +199,8 @@ class AuditReport:
     schema_version: int = 1
     # per-jet columns held in memory (an audit with out=None), else read from per_jet_file on first use
     _per_jet: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # figures of the whole report drawn with the explainers' (the ranking comparison), for the writer
+    _drawn: list[Figure] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def gates_passed(self) -> bool:

@@ -21,13 +21,15 @@ from hepaudit.executors.partitions import LOGIT_BINS, SCORE_BINS
 from hepaudit.gates import evaluate_gates
 from hepaudit.metrics import kendall_tau, top_k_overlap
 from hepaudit.options import as_table
+from hepaudit.report.drawing import add_figure, drawn_later
+from hepaudit.report.figures import RANKING_FIGURE, attribution_rankings, rank_heat_map
 from hepaudit.report.findings import findings
 from hepaudit.report.performance import inputs_section, performance_section
 from hepaudit.results import Agreement, AuditReport, ExplainerResult, FeatureScore, Figure, ReportSection
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.executors.local import Outcome
-    from hepaudit.report.drawing import FigurePool
+    from hepaudit.report.drawing import FigurePool, Job
     from hepaudit.report.per_jet import PerJetSink
     from hepaudit.run.plan import AuditPlan
 
@@ -71,18 +73,15 @@ def collect_results(plan: AuditPlan, per_jet: PerJetSink | None) -> dict[str, Ex
     return results
 
 
-def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult], pool: FigurePool | None = None) -> float:
-    """Each explainer's ``draw(result)`` figures onto its result; the seconds it took. When the
-    report is written, its ranking bar charts too (:func:`~hepaudit.report.writer.chart_jobs`).
+def figure_jobs(plan: AuditPlan, results: dict[str, ExplainerResult]) -> list[Job]:
+    """Each explainer's ``draw(result)``, and, when the report is written, each ranking's bar
+    charts (:func:`~hepaudit.report.writer.chart_jobs`): jobs for the pool.
 
     After every explainer has finished: drawing is the report's work, not the pass over the
-    jets, and on Dask it happens here on the client, not on the worker that finished. With
-    ``[report] figure_processes`` above 1, helper interpreters draw some explainers meanwhile
-    (``pool``, started by :func:`figure_pool`; None: all in this process)."""
-    from hepaudit.report.drawing import FigurePool, Job, explainer_job
+    jets, and on Dask it happens here on the client, not on the worker that finished."""
+    from hepaudit.report.drawing import explainer_job
     from hepaudit.report.writer import chart_jobs
 
-    t0 = time.perf_counter()
     jobs: list[Job] = []
     for run in plan.runs:
         result = results.get(run.name)
@@ -90,12 +89,19 @@ def draw_figures(plan: AuditPlan, results: dict[str, ExplainerResult], pool: Fig
             jobs.append(explainer_job(run.name, run.explainer, result))
     if plan.context.output_dir is not None:
         jobs += [job for name, result in results.items() for job in chart_jobs(name, result)]
-    outcomes = (pool or FigurePool(0)).draw(jobs)
-    for job, outcome in zip(jobs, outcomes):
-        if isinstance(outcome, BaseException):
-            plan.warnings.append(f"{job.name}: {job.what} could not be drawn: {type(outcome).__name__}: {outcome}")
-        else:
-            results[job.name].figures.extend(outcome)
+    return jobs
+
+
+def draw_all(plan: AuditPlan, jobs: list[Job], pool: FigurePool) -> float:
+    """Draw every job (``pool``'s helpers beside this process, ``[report] figure_processes``),
+    put the figures in place, and return the seconds it took."""
+    from hepaudit.report.drawing import settle
+
+    t0 = time.perf_counter()
+    for job, outcome in zip(jobs, pool.draw(jobs)):
+        problem = settle(job, outcome)
+        if problem:
+            plan.warnings.append(problem)
     return time.perf_counter() - t0
 
 
@@ -106,8 +112,9 @@ def figure_pool(plan: AuditPlan) -> FigurePool:
 
     report = plan.config.report
     finished = sum(1 for run in plan.runs if run.explainer is not None and run.error is None)
-    # each explainer draws, and when the report is written its rankings get bar charts too
-    jobs = finished * (3 if plan.context.output_dir is not None else 1)
+    # each explainer draws, and when the report is written its rankings get bar charts too;
+    # the report's sections draw their own three
+    jobs = finished * (3 if plan.context.output_dir is not None else 1) + 3
     return FigurePool(helpers_for(report.figure_processes, jobs), report.figure_formats, report.dpi)
 
 
@@ -216,12 +223,9 @@ def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
     for name, counts in (("signal", sig), ("background", bkg), ("unlabelled", other)):
         if counts.sum():
             text_parts.append(f"mean score of {name} jets {float((counts * centres).sum() / counts.sum()):.3f}")
-    try:
-        png = score_histograms(edges, sig if sig.sum() else None, bkg if bkg.sum() else None,
-                               other if other.sum() else None)
-        figures = [Figure("score_distribution.png", "Tagger score per class", png)]
-    except Exception:  # a figure must never cost the report
-        figures = []
+    figures: list[Figure] = []
+    add_figure(figures, "score_distribution.png", "Tagger score per class", score_histograms, edges,
+               sig if sig.sum() else None, bkg if bkg.sum() else None, other if other.sum() else None)
     return ReportSection("score", "Tagger score", "; ".join(text_parts) + ".", data, figures)
 
 
@@ -238,32 +242,37 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetSink | None, timi
         results = collect_results(plan, per_jet)
         if per_jet is not None:
             per_jet.close()
-        figures_s = draw_figures(plan, results, pool)
-    left_out = {p for p, _ in outcome.skipped}
-    report = AuditReport(
-        hepaudit_version=__version__,
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        config=as_table(cfg),
-        model={**plan.tagger.info.to_dict(), "score": plan.tagger.score_spec.describe(),
-               "providers": plan.tagger.providers},
-        data={"files": [f for f in plan.sample.summary() if f["path"] not in left_out],
-              "skipped_files": [p for p, _ in skipped] or None, "tree": cfg.data.tree, "n_jets": outcome.n_jets,
-              "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label, "weight": cfg.data.weight,
-              "reference": plan.reference.summary() if plan.reference else None},
-        features=plan.builder.features,
-        explainers=results,
-        agreement=agreement(results, {n for n, c in plan.classes.items() if c.attribution}),
-        per_jet_file="per_jet.root" if per_jet is not None and per_jet.entries else None,
-        warnings=plan.warnings,
-        groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
-        output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
-    )
-    performance = performance_section(outcome.logit_hist, LOGIT_BINS, outcome.logit_boot)
-    rankings = [[s.feature for s in r.feature_importance] for r in results.values()
-                if r.status == "ok" and r.feature_importance and r.fields.get("players") != "groups"]
-    inputs = inputs_section(outcome.input_hist, plan.context.feature_range, list(plan.context.features), rankings)
-    report.sections = ([score_section(outcome.score_hist, SCORE_BINS)] + [s for s in (performance, inputs) if s]
-                       + plan.host.report_sections(report))
+        jobs = figure_jobs(plan, results)
+        left_out = {p for p, _ in outcome.skipped}
+        report = AuditReport(
+            hepaudit_version=__version__,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            config=as_table(cfg),
+            model={**plan.tagger.info.to_dict(), "score": plan.tagger.score_spec.describe(),
+                   "providers": plan.tagger.providers},
+            data={"files": [f for f in plan.sample.summary() if f["path"] not in left_out],
+                  "skipped_files": [p for p, _ in skipped] or None, "tree": cfg.data.tree,
+                  "n_jets": outcome.n_jets, "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label,
+                  "weight": cfg.data.weight, "reference": plan.reference.summary() if plan.reference else None},
+            features=plan.builder.features,
+            explainers=results,
+            agreement=agreement(results, {n for n, c in plan.classes.items() if c.attribution}),
+            per_jet_file="per_jet.root" if per_jet is not None and per_jet.entries else None,
+            warnings=plan.warnings,
+            groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
+            output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
+        )
+        with drawn_later() as later:  # the sections' figures, drawn in the pool with the rest
+            performance = performance_section(outcome.logit_hist, LOGIT_BINS, outcome.logit_boot)
+            rankings = [[s.feature for s in r.feature_importance] for r in results.values()
+                        if r.status == "ok" and r.feature_importance and r.fields.get("players") != "groups"]
+            inputs = inputs_section(outcome.input_hist, plan.context.feature_range, list(plan.context.features),
+                                    rankings)
+            sections = [score_section(outcome.score_hist, SCORE_BINS)] + [s for s in (performance, inputs) if s]
+            if plan.context.output_dir is not None:
+                add_figure(report._drawn, RANKING_FIGURE, "", rank_heat_map, attribution_rankings(report))
+        figures_s = draw_all(plan, jobs + later, pool)
+    report.sections = sections + plan.host.report_sections(report)
     report.gates = evaluate_gates(cfg.gates, report)
     report.findings = findings(report, plan.checks, plan.input_facts)
     report.timing = {"total_s": time.perf_counter() - timing["total_s"], "read_s": outcome.read_s,

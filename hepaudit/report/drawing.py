@@ -15,6 +15,7 @@ changes what the report holds: its failure is then this process's, reported as a
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import os
 import pickle
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 from hepaudit.results import ExplainerResult, Figure
@@ -66,7 +67,7 @@ def _settings_now() -> tuple[dict[str, Any], list[str]]:
     import matplotlib
     from matplotlib import font_manager
 
-    rc = {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+    rc: dict[str, Any] = {str(k): v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
     return rc, sorted({str(f.fname) for f in font_manager.fontManager.ttflist})
 
 
@@ -142,6 +143,57 @@ class Job:
     elsewhere: tuple[Callable[..., list[Figure]], tuple[Any, ...]] | None = None
     cost: int = 1
     what: str = "its figures"  # for the warning when drawing fails
+    # where the figures go: appended to ``owner``, or in place of ``placeholder`` in it
+    owner: list[Figure] | None = None
+    placeholder: Figure | None = None
+
+
+def settle(job: Job, outcome: Outcome) -> str | None:
+    """Put a job's figures where they belong; a warning when its drawing failed (a report
+    section's figure fails silently, as it did when drawn inline; it is left out)."""
+    if job.owner is None:
+        return None
+    if job.placeholder is not None:
+        index = next(i for i, f in enumerate(job.owner) if f is job.placeholder)
+        job.owner[index:index + 1] = [] if isinstance(outcome, BaseException) else outcome
+        return None
+    if isinstance(outcome, BaseException):
+        return f"{job.name}: {job.what} could not be drawn: {type(outcome).__name__}: {outcome}"
+    job.owner.extend(outcome)
+    return None
+
+
+#: while set (:func:`drawn_later`), :func:`add_figure` leaves its drawing to the pool
+_LATER: contextvars.ContextVar[list[Job] | None] = contextvars.ContextVar("hepaudit_drawn_later", default=None)
+
+
+@contextlib.contextmanager
+def drawn_later() -> Iterator[list[Job]]:
+    """Collect the jobs of the :func:`add_figure` calls made inside, to draw in the pool."""
+    jobs: list[Job] = []
+    token = _LATER.set(jobs)
+    try:
+        yield jobs
+    finally:
+        _LATER.reset(token)
+
+
+def add_figure(figures: list[Figure], name: str, caption: str, make: Callable[..., bytes | None],
+               *args: Any) -> None:
+    """Append ``Figure(name, caption, make(*args))`` to ``figures`` (nothing when ``make``
+    returns None or fails: a report section's figure must never cost the report). Inside
+    :func:`drawn_later` a placeholder is appended and the pool draws it with the others."""
+    later = _LATER.get()
+    if later is None:
+        try:
+            figures.extend(draw_figure(make, name, caption, *args))
+        except Exception:
+            pass
+        return
+    placeholder = Figure(name, caption)
+    figures.append(placeholder)
+    later.append(Job(name, lambda: draw_figure(make, name, caption, *args), (draw_figure, (make, name, caption, *args)),
+                     owner=figures, placeholder=placeholder))
 
 
 Outcome = list[Figure] | BaseException
@@ -157,7 +209,7 @@ def explainer_job(name: str, explainer: Any, result: ExplainerResult) -> Job:
     cost = 3 if explanation is not None and len(explanation) else 1
     movable = cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__
     return Job(name, lambda: list(explainer.draw(result)),
-               (draw_explainer, (cls, explainer.options, sent)) if movable else None, cost)
+               (draw_explainer, (cls, explainer.options, sent)) if movable else None, cost, owner=result.figures)
 
 
 def draw_explainer(cls: type, options: Any, result: ExplainerResult) -> list[Figure]:
@@ -172,14 +224,14 @@ def chart_job(name: str, make: Callable[[ExplainerResult], bytes | None], file_n
     """A figure made from a result's rankings (``make(result)``, a module-level function)."""
     rankings = ExplainerResult(name=result.name, feature_importance=result.feature_importance,
                                group_importance=result.group_importance)
-    return Job(name, lambda: draw_chart(make, file_name, caption, rankings),
-               (draw_chart, (make, file_name, caption, rankings)), what=f"figure {file_name}")
+    return Job(name, lambda: draw_figure(make, file_name, caption, rankings),
+               (draw_figure, (make, file_name, caption, rankings)), what=f"figure {file_name}",
+               owner=result.figures)
 
 
-def draw_chart(make: Callable[[ExplainerResult], bytes | None], file_name: str, caption: str,
-               result: ExplainerResult) -> list[Figure]:
-    """What a helper runs for :func:`chart_job`."""
-    png = make(result)
+def draw_figure(make: Callable[..., bytes | None], file_name: str, caption: str, *args: Any) -> list[Figure]:
+    """``make(*args)`` as a figure (none when it returns None): what a helper runs for a chart."""
+    png = make(*args)
     return [] if png is None else [Figure(file_name, caption, png)]
 
 
@@ -205,7 +257,10 @@ class FigurePool:
     def __enter__(self) -> FigurePool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:  # Ctrl-C or an error: no helper's figure is wanted any more
+            for helper in self.helpers:
+                helper.stop()
         self.close()
 
     def close(self) -> None:

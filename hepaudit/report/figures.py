@@ -173,12 +173,20 @@ def attribution_rankings(report: AuditReport) -> dict[str, list[str]]:
     }
 
 
+#: the file name of :func:`ranking_comparison`'s figure
+RANKING_FIGURE = "ranking_comparison.png"
+
+
 def ranking_comparison(report: AuditReport, top: int = RANK_TOP) -> bytes | None:
     """Rank heat-map: rows = union of each method's top features, columns = methods, cell = rank.
 
     None with fewer than two attribution methods, where there is nothing to compare.
     """
-    rankings = attribution_rankings(report)
+    return rank_heat_map(attribution_rankings(report), top)
+
+
+def rank_heat_map(rankings: dict[str, list[str]], top: int = RANK_TOP) -> bytes | None:
+    """:func:`ranking_comparison` from the rankings themselves (method -> features, best first)."""
     if len(rankings) < 2:
         return None
     methods = list(rankings)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from hepaudit.bootstrap import centred_interval
+from hepaudit.report.drawing import add_figure
 from hepaudit.results import Figure, ReportSection
 
 EFFICIENCIES = (0.3, 0.5, 0.7)
@@ -84,14 +85,11 @@ def performance_section(logit_hist: np.ndarray, edges: np.ndarray, replicates: n
     parts += [f"1/ε_B = {r:.3g} at ε_S = {e}" if r is not None else f"no background left at ε_S = {e}"
               for e, r in rejection.items()]
     parts.append(f"accuracy at score 0.5: {accuracy:.3f}")
-    figures = []
-    try:
-        from hepaudit.report.figures import roc_curve
+    from hepaudit.report.figures import roc_curve
 
-        figures = [Figure("roc.png", "ROC: background rejection 1/ε_B against signal efficiency ε_S",
-                          roc_curve(fpr, tpr, auc))]
-    except Exception:  # a figure must never cost the report
-        figures = []
+    figures: list[Figure] = []
+    add_figure(figures, "roc.png", "ROC: background rejection 1/ε_B against signal efficiency ε_S", roc_curve,
+               fpr, tpr, auc)
     return ReportSection("performance", "Performance", "; ".join(parts) + ".", data, figures)
 
 
@@ -121,14 +119,11 @@ def inputs_section(hist: np.ndarray | None, feature_range: np.ndarray | None, fe
     bkg, sig = hist[0][index], hist[1][index]
     data = {name: {"bin_edges": edges[i].tolist(), "signal": sig[i].tolist(), "background": bkg[i].tolist()}
             for i, name in enumerate(order)}
-    figures = []
-    try:
-        from hepaudit.report.figures import input_histograms
+    from hepaudit.report.figures import input_histograms
 
-        figures = [Figure("input_features.png", "Input features per class: the features the methods rank "
-                          "highest", input_histograms(order, edges, sig, bkg))]
-    except Exception:  # a figure must never cost the report
-        figures = []
+    figures: list[Figure] = []
+    add_figure(figures, "input_features.png", "Input features per class: the features the methods rank highest",
+               input_histograms, order, edges, sig, bkg)
     return ReportSection("inputs", "Input features per class",
                          f"The {len(order)} features the attribution methods rank highest, per class.",
                          {"features": data}, figures)

@@ -11,12 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hepaudit.report.drawing import Job, chart_job
-from hepaudit.report.figures import group_bar_chart, importance_bar_chart, ranking_comparison
+from hepaudit.report.figures import RANKING_FIGURE, group_bar_chart, importance_bar_chart, ranking_comparison
 from hepaudit.report.html import render_html
 from hepaudit.report.json_report import report_json
 from hepaudit.results import AuditReport, ExplainerResult, Figure
-
-RANKING_FIGURE = "ranking_comparison.png"
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -87,13 +85,17 @@ def write_report(report: AuditReport, out_dir: Path, shown_as: Path | None = Non
             if png is not None:
                 _add_figure(result.figures, Figure(file_name, caption, png))
 
-    try:
-        ranking_png = ranking_comparison(report)
-    except Exception as exc:
-        report.warnings.append(f"figure {RANKING_FIGURE} could not be drawn: {type(exc).__name__}: {exc}")
-        ranking_png = None
-    if ranking_png is not None:
-        pngs[RANKING_FIGURE] = ranking_png
+    drawn = {f.name: f.png for f in report._drawn}
+    if RANKING_FIGURE in drawn:
+        pngs[RANKING_FIGURE] = drawn[RANKING_FIGURE]
+    else:
+        try:
+            ranking_png = ranking_comparison(report)
+        except Exception as exc:
+            report.warnings.append(f"figure {RANKING_FIGURE} could not be drawn: {type(exc).__name__}: {exc}")
+            ranking_png = None
+        if ranking_png is not None:
+            pngs[RANKING_FIGURE] = ranking_png
 
     owners = [r.figures for r in report.explainers.values()] + [s.figures for s in report.sections]
     for figure_list in owners:
