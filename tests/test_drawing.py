@@ -1,6 +1,6 @@
 """Figures drawn by helper interpreters beside the audit's own (``[report] figure_processes``).
 
-Real processes: ``python -m hepaudit.report.drawing`` started by the pool, fed over pipes.
+Real processes: ``python -m hepaudit.report.draw_helper`` started by the pool, fed over pipes.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
-"""The explainers' figures drawn in more than one process (``[report] figure_processes``).
+"""The report's figures drawn in more than one process (``[report] figure_processes``).
 
-Drawing is matplotlib's Python code, which holds the GIL, so threads cannot share it; and a
-forked process would inherit uproot's and onnxruntime's threads mid-flight. The helpers here are
-fresh interpreters (``python -m hepaudit.report.drawing``) fed over pipes: each receives an
-explainer's class (by module and name), its options and its finished result, calls ``draw``
-in the report's style and sends the figures back. This process draws too, taking explainers
-from the other end of the queue, so the helpers' start-up overlaps useful work.
+Every figure is a :class:`Job`: an explainer's ``draw(result)``, a ranking's bar chart, a
+section's figure (score, ROC, inputs; :func:`add_figure` inside :func:`drawn_later`), the rank
+comparison. Drawing is matplotlib's Python code, which holds the GIL, so threads cannot share
+it: a :class:`FigurePool` starts helper interpreters (:mod:`.draw_helper`) that take jobs from
+the queue while this process takes others, the costliest first.
 
-An explainer whose class a fresh interpreter cannot import (defined in ``__main__`` or inside a
-function) is drawn here. So is one whose drawing fails in a helper, so that a helper never
-changes what the report holds: its failure is then this process's, reported as a warning.
+A helper gets an explainer's class (by module and name), its options and its finished result.
+An explainer whose class a fresh interpreter cannot import (defined in ``__main__`` or inside
+a function) is drawn here; so is any job whose drawing fails in a helper, so that a helper
+never changes what the report holds: its failure is then this process's, a report warning.
 """
 
 from __future__ import annotations
@@ -18,20 +18,16 @@ import contextlib
 import contextvars
 import dataclasses
 import os
-import pickle
-import struct
-import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any
+from typing import Any
 
+from hepaudit.report.draw_helper import Helper, settings_now
 from hepaudit.results import ExplainerResult, Figure
 
 #: fewer explainers to draw than this: a helper's start-up (about a second) would not pay
 MIN_JOBS = 3
-_HEADER = struct.Struct("<Q")
 
 
 def usable_cores() -> int:
@@ -40,97 +36,6 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         return os.cpu_count() or 1
-
-
-def _send(stream: IO[bytes], obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)))
-    stream.write(data)
-    stream.flush()
-
-
-def _receive(stream: IO[bytes]) -> Any:
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        raise EOFError("the drawing helper closed its pipe")
-    (size,) = _HEADER.unpack(header)
-    data = stream.read(size)
-    if len(data) < size:
-        raise EOFError("the drawing helper closed its pipe mid-message")
-    return pickle.loads(data)
-
-
-def _settings_now() -> tuple[dict[str, Any], list[str]]:
-    """matplotlib's settings as they are here and now (the report's style applied on top of the
-    caller's own) and the font files it knows (mplhep adds the experiments' fonts when imported),
-    for a helper to draw with exactly these."""
-    import matplotlib
-    from matplotlib import font_manager
-
-    rc: dict[str, Any] = {str(k): v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
-    return rc, sorted({str(f.fname) for f in font_manager.fontManager.ttflist})
-
-
-class Helper:
-    """One drawing interpreter, started at construction; :meth:`draw` one explainer at a time."""
-
-    def __init__(self, settings: tuple[dict[str, Any], list[str]], formats: tuple[str, ...], dpi: int) -> None:
-        # the helper imports what this process imports: its sys.path (a plugin or script
-        # folder added at run time included)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self.process = subprocess.Popen([sys.executable, "-m", "hepaudit.report.drawing"], env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self._in: IO[bytes] = self.process.stdin
-        self._out: IO[bytes] = self.process.stdout
-        self.alive, self.ready = True, False
-        try:
-            _send(self._in, (settings, formats, dpi))
-        except OSError:
-            self.alive = False
-
-    def wait_ready(self) -> bool:
-        """Wait until the helper has set matplotlib up; False when it never will."""
-        if self.alive and not self.ready:
-            try:
-                self.ready = bool(_receive(self._out)[0])
-            except Exception:
-                self.alive = False
-        return self.alive and self.ready
-
-    def draw(self, job: Job) -> list[Figure] | None:
-        """The figures the helper drew, or None when it could not (draw this one here)."""
-        if job.elsewhere is None or not self.wait_ready():
-            return None
-        try:
-            message = pickle.dumps(job.elsewhere, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:  # a class or option a fresh interpreter could not rebuild
-            return None
-        try:
-            self._in.write(_HEADER.pack(len(message)))
-            self._in.write(message)
-            self._in.flush()
-            ok, answer = _receive(self._out)
-        except Exception:  # the helper is gone: this process draws the rest
-            self.alive = False
-            return None
-        return answer if ok else None
-
-    def stop(self) -> None:
-        """End the helper now, whatever it is doing (it holds no job of this pool's)."""
-        with contextlib.suppress(OSError):
-            self.process.kill()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._in.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - a helper stuck in a draw
-            self.process.kill()
-            self.process.wait()
-        with contextlib.suppress(OSError):
-            self._out.close()
 
 
 @dataclasses.dataclass
@@ -247,7 +152,7 @@ class FigurePool:
     def __init__(self, helpers: int, formats: tuple[str, ...] = (), dpi: int = 100) -> None:
         self.helpers: list[Helper] = []
         self.drawn_elsewhere: list[str] = []  # the results a helper drew, by name
-        settings = _settings_now() if helpers else ({}, [])
+        settings = settings_now() if helpers else ({}, [])
         for _ in range(helpers):
             try:
                 self.helpers.append(Helper(settings, formats, dpi))
@@ -289,7 +194,8 @@ class FigurePool:
                         return
                     pending.remove(i)
                     busy.add(id(helper))
-                figures = helper.draw(jobs[i])
+                call = jobs[i].elsewhere
+                figures = None if call is None else helper.draw(call)
                 if figures is None:
                     with lock:
                         returned.append(i)
@@ -323,47 +229,3 @@ def _attempt(job: Job) -> Outcome:
         return job.here()
     except Exception as exc:  # a plotting bug must not cost the report
         return exc
-
-
-def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
-    """The helper's loop: the report's settings first, then one explainer per message until EOF."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from hepaudit.report.style import figure_style
-
-    (rc, fonts), formats, dpi = _receive(requests)
-    from matplotlib import font_manager
-
-    known = {str(f.fname) for f in font_manager.fontManager.ttflist}
-    for path in fonts:
-        if path not in known:
-            with contextlib.suppress(Exception):  # a font this machine cannot read: matplotlib falls back
-                font_manager.fontManager.addfont(path)
-    matplotlib.rcParams.update(rc)
-    with figure_style("matplotlib", formats, dpi):  # the style is in rc already
-        _send(answers, (True, "ready"))
-        while True:
-            try:
-                function, args = _receive(requests)
-            except EOFError:
-                return
-            except Exception as exc:  # a class this interpreter cannot import
-                _send(answers, (False, f"{type(exc).__name__}: {exc}"))
-                continue
-            try:
-                _send(answers, (True, list(function(*args))))
-            except Exception as exc:
-                _send(answers, (False, f"{type(exc).__name__}: {exc}"))
-
-
-def _main() -> None:
-    # the answers go down a private copy of stdout; fd 1 then points at stderr, so that a print
-    # in a plugin's draw cannot corrupt the stream
-    answers = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    _serve(sys.stdin.buffer, answers)
-
-
-if __name__ == "__main__":
-    _main()
