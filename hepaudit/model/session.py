@@ -154,10 +154,9 @@ class Tagger:
         self._layouts: dict[tuple[object, ...], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
         # per layout: the exposed tensors' arrays reused by every ``scratch`` run (see ``run``)
         self._scratch: dict[tuple[object, ...], dict[str, np.ndarray]] = {}
-        # onnxruntime's idle threads busy-wait between runs (its default), which back-to-back runs
-        # (occlusion's, SHAP's coalitions) need; explainers that run heavy numpy between runs
-        # (the LRP and gradient backward) turn it off with expose(spinning=False)
-        self.spinning = True
+        # idle onnxruntime threads sleep rather than busy-wait between runs: hepaudit interleaves
+        # runs with numpy work, which spinning threads slow down on machines with few cores
+        self.spinning = False
         #: exposed tensor -> its jet axis (learnt on the first run that returns it)
         self.jet_axes: dict[str, JetAxis | None] = {}
         #: exposed tensors that have no per-jet view, and why (they are left out of ``extra``)
