@@ -85,7 +85,7 @@ def main() -> None:
     print("  each explainer's runtime_s in the full audit:")
     for k, v in sorted(runtimes.items(), key=lambda kv: -statistics.median(kv[1])):
         print(f"    {k:<12} {statistics.median(v):6.2f} s")
-    print(f"    figures      {statistics.median(figures):6.2f} s (every figure of the report; a helper process draws beside)")
+    print(f"    figures      {statistics.median(figures):6.2f} s (every figure; a helper process draws beside)")
     print(f"RATIO all / dauc+mad = {med['all'] / med['dauc+mad']:.2f}   (target <= 3)")
     print(f"  with every figure drawn in one process: {med['all, 1 pr'] / med['dauc+mad']:.2f}")
 
