@@ -229,6 +229,41 @@ def score_section(hist: np.ndarray, edges: np.ndarray) -> ReportSection:
     return ReportSection("score", "Tagger score", "; ".join(text_parts) + ".", data, figures)
 
 
+def _report(plan: AuditPlan, outcome: Outcome, results: dict[str, ExplainerResult], per_jet: PerJetSink | None,
+            skipped: list[tuple[str, str]], n_sig: int, n_bkg: int) -> AuditReport:
+    """The report around the results: the model, the data, the agreement (no sections yet)."""
+    cfg = plan.config
+    left_out = {p for p, _ in outcome.skipped}
+    return AuditReport(
+        hepaudit_version=__version__,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        config=as_table(cfg),
+        model={**plan.tagger.info.to_dict(), "score": plan.tagger.score_spec.describe(),
+               "providers": plan.tagger.providers},
+        data={"files": [f for f in plan.sample.summary() if f["path"] not in left_out],
+              "skipped_files": [p for p, _ in skipped] or None, "tree": cfg.data.tree,
+              "n_jets": outcome.n_jets, "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label,
+              "weight": cfg.data.weight, "reference": plan.reference.summary() if plan.reference else None},
+        features=plan.builder.features,
+        explainers=results,
+        agreement=agreement(results, {n for n, c in plan.classes.items() if c.attribution}),
+        per_jet_file="per_jet.root" if per_jet is not None and per_jet.entries else None,
+        warnings=plan.warnings,
+        groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
+        output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
+    )
+
+
+def _sections(plan: AuditPlan, outcome: Outcome, results: dict[str, ExplainerResult]) -> list[ReportSection]:
+    """The tagger's score, its performance and the leading inputs, from the executor's histograms."""
+    performance = performance_section(outcome.logit_hist, LOGIT_BINS, outcome.logit_boot)
+    rankings = [[s.feature for s in r.feature_importance] for r in results.values()
+                if r.status == "ok" and r.feature_importance and r.fields.get("players") != "groups"]
+    inputs = inputs_section(outcome.input_hist, plan.context.feature_range, list(plan.context.features),
+                            rankings)
+    return [score_section(outcome.score_hist, SCORE_BINS)] + [s for s in (performance, inputs) if s]
+
+
 def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetSink | None, timing: dict[str, float]
              ) -> AuditReport:
     """The report of a finished run; ``timing`` holds the phases timed so far (``total_s`` is
@@ -243,32 +278,9 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetSink | None, timi
         if per_jet is not None:
             per_jet.close()
         jobs = figure_jobs(plan, results)
-        left_out = {p for p, _ in outcome.skipped}
-        report = AuditReport(
-            hepaudit_version=__version__,
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            config=as_table(cfg),
-            model={**plan.tagger.info.to_dict(), "score": plan.tagger.score_spec.describe(),
-                   "providers": plan.tagger.providers},
-            data={"files": [f for f in plan.sample.summary() if f["path"] not in left_out],
-                  "skipped_files": [p for p, _ in skipped] or None, "tree": cfg.data.tree,
-                  "n_jets": outcome.n_jets, "n_signal": n_sig, "n_background": n_bkg, "label": cfg.data.label,
-                  "weight": cfg.data.weight, "reference": plan.reference.summary() if plan.reference else None},
-            features=plan.builder.features,
-            explainers=results,
-            agreement=agreement(results, {n for n, c in plan.classes.items() if c.attribution}),
-            per_jet_file="per_jet.root" if per_jet is not None and per_jet.entries else None,
-            warnings=plan.warnings,
-            groups={g: [plan.builder.features[k] for k in ks] for g, ks in plan.builder.groups().items()},
-            output_dir=str(plan.context.output_dir) if plan.context.output_dir else None,
-        )
+        report = _report(plan, outcome, results, per_jet, skipped, n_sig, n_bkg)
         with drawn_later() as later:  # the sections' figures, drawn in the pool with the rest
-            performance = performance_section(outcome.logit_hist, LOGIT_BINS, outcome.logit_boot)
-            rankings = [[s.feature for s in r.feature_importance] for r in results.values()
-                        if r.status == "ok" and r.feature_importance and r.fields.get("players") != "groups"]
-            inputs = inputs_section(outcome.input_hist, plan.context.feature_range, list(plan.context.features),
-                                    rankings)
-            sections = [score_section(outcome.score_hist, SCORE_BINS)] + [s for s in (performance, inputs) if s]
+            sections = _sections(plan, outcome, results)
             if plan.context.output_dir is not None:
                 add_figure(report._drawn, RANKING_FIGURE, "", rank_heat_map, attribution_rankings(report))
         figures_s = draw_all(plan, jobs + later, pool)
