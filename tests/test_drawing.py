@@ -106,3 +106,32 @@ def test_figures_drawn_by_helpers_equal_those_drawn_here(setup: AuditSetup, monk
     with pytest.raises(ConfigError, match="figure_processes"):
         hepaudit.audit({**doc, "report": {"figure_processes": 0}}, out=None)
 
+
+
+def test_a_section_figure_that_fails_is_a_warning(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The performance section is still made without its ROC figure, and the report says why;
+    called on its own, the section function warns."""
+    import numpy as np
+
+    from hepaudit.errors import HepauditWarning
+    from hepaudit.executors.partitions import LOGIT_BINS
+    from hepaudit.report import figures
+    from hepaudit.report.performance import performance_section
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(figures, "roc_curve", broken)
+    monkeypatch.chdir(setup.dir)
+    doc = setup.doc()
+    doc["execution"] = {"progress": False}
+    doc["report"] = {"figure_processes": 1}  # the broken function exists in this process only
+    report = hepaudit.audit(doc, out=setup.dir / "out", warn=False)
+    section = next(s for s in report.sections if s.key == "performance")
+    assert section.figures == [] and section.data["auc"] > 0.5
+    assert "report: figure roc.png could not be drawn: RuntimeError: no ink" in report.warnings
+    assert not (setup.dir / "out" / "figures" / "roc.png").exists()
+    hist = np.stack([np.linspace(1, 0, len(LOGIT_BINS) - 1), np.linspace(0, 1, len(LOGIT_BINS) - 1)])
+    with pytest.warns(HepauditWarning, match="roc.png could not be drawn"):
+        alone = performance_section(hist, LOGIT_BINS)
+    assert alone is not None and alone.figures == []

@@ -23,15 +23,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 
-def block_threads(threads: int) -> int:
-    """Threads for block-parallel passes: the configured onnxruntime threads (``model.threads``),
-    or, at 0 (onnxruntime's default: every core), the cores this process may run on."""
-    if threads > 0:
-        return threads
+def usable_cores() -> int:
+    """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def block_threads(threads: int) -> int:
+    """Threads for block-parallel passes: the configured onnxruntime threads (``model.threads``),
+    or, at 0 (onnxruntime's default: every core), the cores this process may run on."""
+    return threads if threads > 0 else usable_cores()
 
 
 def shared_rows(rows: int) -> int:

@@ -17,25 +17,19 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import os
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from hepaudit.errors import HepauditWarning
+from hepaudit.model.blocks import usable_cores
 from hepaudit.report.draw_helper import Helper, settings_now
 from hepaudit.results import ExplainerResult, Figure
 
 #: fewer explainers to draw than this: a helper's start-up (about a second) would not pay
 MIN_JOBS = 3
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclasses.dataclass
@@ -54,18 +48,16 @@ class Job:
 
 
 def settle(job: Job, outcome: Outcome) -> str | None:
-    """Put a job's figures where they belong; a warning when its drawing failed (a report
-    section's figure fails silently, as it did when drawn inline; it is left out)."""
-    if job.owner is None:
-        return None
-    if job.placeholder is not None:
+    """Put a job's figures where they belong (in place of its placeholder, or after the owner's
+    figures); the warning for the report when its drawing failed, else None."""
+    failed = isinstance(outcome, BaseException)
+    figures: list[Figure] = [] if isinstance(outcome, BaseException) else outcome
+    if job.owner is not None and job.placeholder is not None:
         index = next(i for i, f in enumerate(job.owner) if f is job.placeholder)
-        job.owner[index:index + 1] = [] if isinstance(outcome, BaseException) else outcome
-        return None
-    if isinstance(outcome, BaseException):
-        return f"{job.name}: {job.what} could not be drawn: {type(outcome).__name__}: {outcome}"
-    job.owner.extend(outcome)
-    return None
+        job.owner[index:index + 1] = figures
+    elif job.owner is not None:
+        job.owner.extend(figures)
+    return f"{job.name}: {job.what} could not be drawn: {type(outcome).__name__}: {outcome}" if failed else None
 
 
 #: while set (:func:`drawn_later`), :func:`add_figure` leaves its drawing to the pool
@@ -86,19 +78,22 @@ def drawn_later() -> Iterator[list[Job]]:
 def add_figure(figures: list[Figure], name: str, caption: str, make: Callable[..., bytes | None],
                *args: Any) -> None:
     """Append ``Figure(name, caption, make(*args))`` to ``figures`` (nothing when ``make``
-    returns None or fails: a report section's figure must never cost the report). Inside
-    :func:`drawn_later` a placeholder is appended and the pool draws it with the others."""
+    returns None; a warning when it fails: a section's figure must never cost the report).
+    Inside :func:`drawn_later` a placeholder is appended and the pool draws it with the others
+    (a failure is then a report warning, from :func:`settle`)."""
     later = _LATER.get()
     if later is None:
         try:
             figures.extend(draw_figure(make, name, caption, *args))
-        except Exception:
-            pass
+        except Exception as exc:  # the section is still made, without this figure
+            warnings.warn(f"figure {name} could not be drawn: {type(exc).__name__}: {exc}", HepauditWarning,
+                          stacklevel=2)
         return
     placeholder = Figure(name, caption)
     figures.append(placeholder)
-    later.append(Job(name, lambda: draw_figure(make, name, caption, *args), (draw_figure, (make, name, caption, *args)),
-                     owner=figures, placeholder=placeholder))
+    later.append(Job("report", lambda: draw_figure(make, name, caption, *args),
+                     (draw_figure, (make, name, caption, *args)), what=f"figure {name}", owner=figures,
+                     placeholder=placeholder))
 
 
 Outcome = list[Figure] | BaseException

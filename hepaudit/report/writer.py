@@ -55,10 +55,10 @@ def _charts(name: str) -> tuple[tuple[str, Callable[[ExplainerResult], bytes | N
 
 def chart_jobs(name: str, result: ExplainerResult) -> list[Job]:
     """:func:`_charts` as drawing jobs, for the pool that draws the explainers' figures."""
-    if result.status != "ok" or not (result.feature_importance or result.group_importance):
+    if result.status != "ok":
         return []
-    return [chart_job(name, make, file_name, caption, result) for file_name, make, caption in _charts(name)
-            if (result.feature_importance if make is importance_bar_chart else result.group_importance)]
+    # a maker returns None for a result without its ranking: that job draws nothing
+    return [chart_job(name, make, file_name, caption, result) for file_name, make, caption in _charts(name)]
 
 
 def write_report(report: AuditReport, out_dir: Path, shown_as: Path | None = None) -> None:
