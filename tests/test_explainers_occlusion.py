@@ -7,6 +7,7 @@ Mann-Whitney AUC, never taken from hepaudit's own output.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,6 @@ from conftest import FEATURES, AuditSetup, make_setup
 from hepaudit.audit import audit
 from hepaudit.config import load_config
 from hepaudit.metrics import kendall_tau, roc_auc, roc_auc_each
-from hepaudit.model import session as session_module
 from hepaudit.model.session import Tagger
 
 TOL = 1e-6
@@ -52,14 +52,14 @@ def styled(request: pytest.FixtureRequest, tmp_path: Path) -> AuditSetup:
 
 
 @pytest.mark.parametrize("rows", [None, 7])
-def test_dauc_and_mad_match_their_definitions(styled: AuditSetup, rows: int | None,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """``rows = 7``: occluded passes in blocks of 7 jets (the last one short), groups of
-    features occluded block by block; the numbers must not change."""
+def test_dauc_and_mad_match_their_definitions(styled: AuditSetup, rows: int | None) -> None:
+    """``rows = 7``: occluded passes in blocks of 64 jets (the least block; the last one
+    short), on several threads; the numbers must not change."""
     setup = styled
-    if rows is not None:
-        monkeypatch.setattr(session_module, "CACHED_ROWS", rows)
-    report = run(setup, setup.doc())
+    doc = setup.doc()
+    if rows is not None:  # calls of 7 rows: occluded blocks of 64, each run in batches of 7
+        doc["model"]["batch_size"] = rows
+    report = run(setup, doc)
     x = features_of(setup)
     y = np.asarray(setup.jets["is_signal"])
     mean = x.astype(np.float64).mean(axis=0).astype(np.float32)
@@ -245,6 +245,35 @@ def test_several_chunks_give_the_numbers_of_one_chunk(setup: AuditSetup) -> None
     assert one.explainers["dauc"].fields["baseline_auc"] == many.explainers["dauc"].fields["baseline_auc"]
 
 
+def test_occluded_passes_on_threads_give_the_numbers_of_one_thread(setup: AuditSetup,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The occluded passes run in blocks on ``model.threads`` threads, each block on a
+    one-thread session: the same numbers, bit for bit, as one thread."""
+    callers: set[str] = set()
+    plain_run = Tagger.run
+
+    def run_and_record(self: Tagger, *args: object, **kwargs: object) -> object:
+        if self._meter is not self:  # the one-thread twin: the occluded passes
+            callers.add(threading.current_thread().name)
+        return plain_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tagger, "run", run_and_record)
+    reports = {}
+    for threads in (1, 2):
+        doc = setup.doc()
+        doc["model"]["threads"] = threads
+        doc["model"]["batch_size"] = 128  # occluded blocks of 64 rows: 3 in each 150-jet chunk
+        doc["explainers"]["dauc"]["groups"] = {"pair": ["f0", "f1"]}  # a unit of two features
+        reports[threads] = run(setup, doc)
+    assert len(callers) >= 2  # two threads did run occluded blocks
+    for name in ("dauc", "mad"):
+        one, two = reports[1].explainers[name], reports[2].explainers[name]
+        assert [(s.feature, s.score) for s in one.feature_importance] == \
+            [(s.feature, s.score) for s in two.feature_importance]
+    groups = [[(s.feature, s.score) for s in reports[t].explainers["dauc"].group_importance] for t in (1, 2)]
+    assert groups[0] == groups[1] and groups[0][0][0] == "pair"
+
+
 # -- Softmax heads and class-sum discriminants ----------------------------------------------
 
 
@@ -333,9 +362,7 @@ def constituent_matrix(jets: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("rows", [None, 5])
-def test_groups_on_constituents(setup: AuditSetup, rows: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    if rows is not None:  # groups occluded block by block
-        monkeypatch.setattr(session_module, "CACHED_ROWS", rows)
+def test_groups_on_constituents(setup: AuditSetup, rows: int | None) -> None:
     weights = dense_weights([P * 3, 6, 1], seed=31)
     w0 = weights[0][0].copy()
     w0[0::3] /= 100.0  # pT in GeV: keep the logits moderate, so float32 scores do not tie
@@ -343,6 +370,8 @@ def test_groups_on_constituents(setup: AuditSetup, rows: int | None, monkeypatch
     save(mlp_model(weights, "gemm"), setup.dir / "c.onnx")
     doc = setup.doc()
     doc["model"]["path"] = "c.onnx"
+    if rows is not None:  # groups occluded block by block (blocks of 64, calls of 5 rows)
+        doc["model"]["batch_size"] = rows
     doc["inputs"] = [
         {
             "name": "x",

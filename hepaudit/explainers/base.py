@@ -207,13 +207,16 @@ class Chunk:
         return scores, logits
 
     def _run_occluded(self, units: list[tuple[int, ...]], values: dict[str, np.ndarray], tag: str) -> None:
-        """The forward passes of ``units``, block of rows by block of rows.
+        """The forward passes of ``units``, block of rows by block of rows, the blocks on every core.
 
-        Rows outer, units inner: a block of ``tagger.cached_rows`` jets stays in cache while every unit
-        is occluded in it and scored, instead of streaming the whole chunk through memory once
-        per unit. On one core this is 6-13% faster per pass for TopoDNN (bench_blocks.py), and two processes
-        (Dask workers) no longer slow each other down by competing for memory bandwidth.
+        Rows outer, units inner: a block of jets stays in cache while every unit is occluded in it
+        and scored, instead of streaming the whole chunk through memory once per unit, so that
+        two processes (Dask workers) do not compete for memory bandwidth either. Each block runs
+        on a one-thread session (:meth:`Tagger.one_thread`), several blocks at once: thousands of
+        small calls then never wait for a thread pool to wake (benchmarks/bench_occlusion.py).
         """
+        from hepaudit.model.blocks import block_threads, for_blocks, shared_rows
+
         slots = self.context.builder.slots
         plans = []
         for unit in units:
@@ -232,14 +235,18 @@ class Chunk:
                                      "explainer's baseline to a whole number")
         n = len(self)
         tagger = self.context.tagger
-        rows = tagger.cached_rows
+        # blocks of rows on every core, each scored by a one-thread session (model/blocks.py);
+        # fixed blocks, so the numbers do not depend on the number of threads
+        rows = tagger.fixed_batch or shared_rows(tagger.cached_rows)
+        single = tagger.one_thread()
         scores = np.empty((len(units), n))
         logits = np.empty((len(units), n))
-        for start in range(0, n, rows):
-            # row slices of contiguous inputs are contiguous: reshape() gives writable views
-            block = {k: v[start:start + rows] for k, v in self.inputs.items()}
-            flat = {k: v.reshape(len(v), -1) for k, v in block.items()}
-            stop = start + len(next(iter(block.values())))
+
+        def block(_: int, start: int, stop: int) -> None:
+            # row slices of contiguous inputs are contiguous: reshape() gives writable views, and
+            # the blocks' rows are disjoint, so each thread occludes its own rows in place
+            rows_in = {k: v[start:stop] for k, v in self.inputs.items()}
+            flat = {k: v.reshape(len(v), -1) for k, v in rows_in.items()}
             for i, plan in enumerate(plans):
                 # occlude in place and restore: a copy of the block per unit would cost as much
                 # memory traffic as the forward pass of a small tagger
@@ -248,12 +255,14 @@ class Chunk:
                     for name, (positions, value) in plan.items():
                         saved.append((flat[name], positions, flat[name][:, positions].copy()))
                         flat[name][:, positions] = value
-                    out = tagger.run(block, extra=False)
+                    out = single.run(rows_in, extra=False)
                 finally:
                     for array, positions, original in saved:
                         array[:, positions] = original
                 scores[i, start:stop] = out.score
                 logits[i, start:stop] = out.logit
+
+        for_blocks(n, rows, block_threads(tagger.config.threads), block)
         scores.flags.writeable = logits.flags.writeable = False  # shared by every caller: read-only
         batch = (scores, logits)
         for i, unit in enumerate(units):

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -149,6 +149,9 @@ class Tagger:
         self.inference_s = 0.0
         self.n_runs = 0
         self._counting = threading.Lock()  # block-parallel passes run one tagger on several threads
+        #: the tagger whose inference_s and n_runs this one's runs add to (a one-thread twin's parent)
+        self._meter: Tagger = self
+        self._one_thread: Tagger | None = None
         # per (outputs, per-jet input shapes): each output's per-jet shape and dtype, learnt from
         # the first run, so later chunks can be written by onnxruntime into preallocated arrays
         self._layouts: dict[tuple[object, ...], dict[str, tuple[tuple[int, ...], np.dtype]]] = {}
@@ -270,6 +273,26 @@ class Tagger:
         self.memory_rows = rows_within(per_jet)
         self._cache_rows = cache_rows(per_jet, self.config.threads or os.cpu_count() or 1)
 
+    def one_thread(self) -> Tagger:
+        """A twin of this tagger (same graph, score and row sizes; score and logit only) whose
+        onnxruntime runs each call on the calling thread alone, for passes run block by block
+        on several Python threads (:mod:`hepaudit.model.blocks`): for the many small calls of
+        occlusion, that keeps every core busy without waking a thread pool at each layer of
+        each call. Its onnxruntime time counts in this tagger's ``inference_s``."""
+        if self._one_thread is None:
+            twin = Tagger(replace(self.config, threads=1), proto=self.proto, info=self.info)
+            twin.memory_rows, twin._cache_rows = self.memory_rows, self._cache_rows
+            twin._meter = self
+            self._one_thread = twin
+        return self._one_thread
+
+    def _count(self, t0: float) -> None:
+        """Add one onnxruntime call that began at ``t0`` (calls from several threads add up)."""
+        meter = self._meter
+        with meter._counting:
+            meter.inference_s += time.perf_counter() - t0
+            meter.n_runs += 1
+
     # -- running ------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Every graph input present with a compatible per-jet shape; clear errors otherwise."""
@@ -349,9 +372,7 @@ class Tagger:
                     first = (str(exc).splitlines() or [""])[0]
                     raise ModelError(f"{self.path}: onnxruntime failed to run the model on {m} jets: "
                                      f"{first[:300]}") from None
-            with self._counting:
-                self.inference_s += time.perf_counter() - t0
-                self.n_runs += 1
+            self._count(t0)
             if values is None:
                 continue
             values = [self._per_jet(k, val, m) for k, val in zip(names, values)]
@@ -432,9 +453,7 @@ class Tagger:
             first = (str(exc).splitlines() or [""])[0]
             raise ModelError(f"{self.path}: onnxruntime failed to run the model: {first[:300]}") from None
         finally:
-            with self._counting:
-                self.inference_s += time.perf_counter() - t0
-                self.n_runs += 1
+            self._count(t0)
         return dict(zip(key, values))
 
     def _output_arrays(self, key: tuple[object, ...], layout: dict[str, tuple[tuple[int, ...], np.dtype]],
