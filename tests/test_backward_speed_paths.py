@@ -12,6 +12,7 @@ blocked batch; np.copysign for the stabiliser; OpenBLAS's own thread getter.
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,32 @@ def test_row_blocks_give_the_whole_batch_result(style: str, rules: RuleSet, dtyp
     np.testing.assert_allclose(
         blocked.relevance(v2, rules).relevance["x"], fresh.relevance(v2, rules).relevance["x"], **tol
     )
+
+
+@pytest.mark.parametrize("rules", [RuleSet("epsilon", epsilon=1e-6), RuleSet("alpha2beta1")], ids=["epsilon", "ab"])
+def test_blocks_walked_on_threads_give_the_numbers_of_one_thread(rules: RuleSet) -> None:
+    """Blocks on 3 threads (each with one BLAS thread) equal blocks on one thread bit for bit,
+    relevance, bias shares and gradients alike, and the walking threads did take blocks."""
+    model = mlp_model(WEIGHTS)
+    target = ScoreTarget("logits", "Sigmoid")
+    engines = {t: BackwardEngine(model, target, dtype=np.float32, block_rows=100, threads=t) for t in (1, 3)}
+    x = np.random.default_rng(4).normal(size=(N, 7)).astype(np.float32)
+    values = forward_values(engines[1], x)
+    walkers: set[str] = set()
+    walk = engines[3]._backward
+
+    def recorded(*args: object) -> dict[str, np.ndarray]:
+        walkers.add(threading.current_thread().name)
+        return walk(*args)  # type: ignore[arg-type]
+
+    engines[3]._backward = recorded  # type: ignore[method-assign]
+    one, three = engines[1].relevance(values, rules), engines[3].relevance(values, rules)
+    assert len(walkers) >= 2
+    np.testing.assert_array_equal(one.relevance["x"], three.relevance["x"])
+    np.testing.assert_array_equal(one.absorbed_bias, three.absorbed_bias)
+    assert np.abs(one.relevance["x"]).sum() > 0
+    seed = gradient_seed(target, values["logits"])
+    np.testing.assert_array_equal(engines[1].gradient(values, seed)["x"], engines[3].gradient(values, seed)["x"])
 
 
 def test_blocked_relevance_matches_the_definition() -> None:
