@@ -12,6 +12,7 @@ import itertools
 import json
 import subprocess
 import sys
+import threading
 from math import factorial
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from builders import (  # noqa: E402
 
 import hepaudit  # noqa: E402
 from hepaudit.explainers.shap.background import Reservoir, entry_keys  # noqa: E402
+from hepaudit.model.session import Tagger  # noqa: E402
 
 # -- helpers ---------------------------------------------------------------------------------------
 
@@ -52,15 +54,15 @@ def write_data(folder: Path, n: int, m: int, seed: int = 4, tie: tuple[int, int]
 
 
 def config(folder: Path, m: int, shap: dict, model: str = "m.onnx", step: int = 70, seed: int = 0,
-           extra: dict | None = None) -> Path:
+           extra: dict | None = None, threads: int = 0) -> Path:
     doc = {
-        "model": {"path": model},
+        "model": {"path": model, "threads": threads},
         "data": {"files": ["jets.root"], "tree": "jets", "label": "is_signal", "step_size": step},
         "inputs": [{"name": "x", "kind": "jet", "branches": features(m)}],
         "execution": {"seed": seed, "progress": False},
         "explainers": {"shap": shap, **(extra or {})},
     }
-    path = folder / f"audit_{abs(hash(json.dumps(shap, sort_keys=True))) % 10**8}_{model}_{step}_{seed}.toml"
+    path = folder / f"audit_{abs(hash(json.dumps(shap, sort_keys=True))) % 10**8}_{model}_{step}_{seed}_{threads}.toml"
     path.write_text(toml_dumps(doc))
     return path
 
@@ -370,6 +372,32 @@ def test_reproducible_per_seed_and_independent_of_chunking(tmp_path: Path) -> No
         np.testing.assert_allclose(t1[key], t3[key], atol=1e-9)
     assert set(t1["entry"]) != set(t4["entry"])
     assert np.all(np.diff(t1["entry"]) > 0)
+
+
+def test_coalitions_scored_on_threads_give_the_values_of_one_thread(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of coalitions are scored on ``model.threads`` threads by a one-thread twin of the
+    tagger: the same SHAP values, bit for bit, as on one thread."""
+    m = 12
+    write_data(tmp_path, 400, m)
+    save(mlp_model(dense_weights([m, 16, 1], seed=18), "gemm"), tmp_path / "m.onnx")
+    callers: set[str] = set()
+    plain_run = Tagger.run
+
+    def run_and_record(self: Tagger, *args: object, **kwargs: object) -> object:
+        if self._meter is not self:  # the one-thread twin
+            callers.add(threading.current_thread().name)
+        return plain_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tagger, "run", run_and_record)
+    # 20 jets x 4 background rows: 51 coalitions a block, 12 blocks of the 600 coalitions
+    opts = {"jets": 20, "max_exact": 0, "samples": 600, "background": "kmeans:4"}
+    one, _ = run(tmp_path, m, opts, threads=1)
+    two, _ = run(tmp_path, m, opts, threads=2)
+    assert len(callers) >= 2
+    for key in one:
+        np.testing.assert_array_equal(one[key], two[key])
+    assert np.abs(one["shap_f0"]).sum() > 0
 
 
 # -- end to end through the command line -----------------------------------------------------------

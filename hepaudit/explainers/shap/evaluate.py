@@ -7,10 +7,11 @@ inputs that are not features) always keep the jet's value. Blocks are sized so t
 block holds at most about ``max_rows`` model rows, which bounds memory whatever the number
 of coalitions, background rows and jets.
 
-Blocks are small on purpose: onnxruntime scores a TopoDNN row in about 0.55 µs in batches
-of 4-16k rows but 0.70 µs in batches of 65536 (the hidden activations of a big batch spill
-out of the CPU caches), and a block of masked rows this size is still in cache when the
-model reads it (4096-row blocks gave the fastest SHAP on TopoDNN, benchmarks/bench_shap.py).
+Blocks are small on purpose: the hidden activations of a big batch spill out of the CPU
+caches, and a block of masked rows this size is still in cache when the model reads it
+(benchmarks/bench_shap.py). The blocks of coalitions are built and scored on every core,
+each by a one-thread twin of the tagger (:meth:`Tagger.one_thread`, :mod:`hepaudit.model.blocks`);
+the blocks do not depend on the number of threads, so neither do the values.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hepaudit.model.blocks import block_threads, for_blocks
 from hepaudit.model.session import CACHED_ROWS, Tagger
 
 MAX_ROWS = CACHED_ROWS  # model rows per block (and per onnxruntime call): 1.5 MB for a 90-feature tagger
@@ -51,7 +53,8 @@ class CoalitionEvaluator:
     def __init__(self, tagger: Tagger, owners: dict[str, np.ndarray], jets: dict[str, np.ndarray],
                  background: dict[str, np.ndarray], background_weights: np.ndarray,
                  max_rows: int = MAX_ROWS) -> None:
-        self.tagger = tagger
+        self.tagger = tagger.one_thread()
+        self.threads = block_threads(tagger.config.threads)
         self.owners = owners
         self.n = len(next(iter(jets.values())))
         self.shapes = {name: value.shape[1:] for name, value in jets.items()}
@@ -76,18 +79,24 @@ class CoalitionEvaluator:
         jets_per_block = max(1, min(self.n, self.max_rows // per_jet_rows))
         coal_per_block = max(1, self.max_rows // (per_jet_rows * jets_per_block))
         for j0 in range(0, self.n, jets_per_block):
-            j1 = min(self.n, j0 + jets_per_block)
-            for c0 in range(0, len(coalitions), coal_per_block):
-                block = coalitions[c0:c0 + coal_per_block]
-                out[j0:j1, c0:c0 + len(block)] = self._block(block, j0, j1)
+            self._jets(coalitions, j0, min(self.n, j0 + jets_per_block), coal_per_block, out)
         return out
 
-    def _block(self, block: np.ndarray, j0: int, j1: int) -> np.ndarray:
+    def _jets(self, coalitions: np.ndarray, j0: int, j1: int, coal_per_block: int, out: np.ndarray) -> None:
+        """v of the jets j0:j1 for every coalition, blocks of coalitions on ``self.threads`` threads."""
+        xor = self._jet_xor(j0, j1)
+
+        def block(_: int, c0: int, c1: int) -> None:
+            out[j0:j1, c0:c1] = self._block(coalitions[c0:c1], j0, j1, xor)
+
+        for_blocks(len(coalitions), coal_per_block, self.threads, block)
+        self.forward_rows += len(coalitions) * (j1 - j0) * len(self.weights)
+
+    def _block(self, block: np.ndarray, j0: int, j1: int, xor: dict[str, np.ndarray]) -> np.ndarray:
         n_c, n_j, n_b = len(block), j1 - j0, len(self.weights)
         # an extra always-true column makes positions owned by nobody (index −1) keep the jet's value
         take = np.concatenate([block, np.ones((n_c, 1), bool)], axis=1)
         feed = {}
-        xor = self._jet_xor(j0, j1)
         for name, owner in self.owners.items():
             mask = np.where(take[:, owner], np.uint32(0xFFFFFFFF), np.uint32(0))  # (C, D)
             rows = np.empty((n_c, n_j, n_b, len(owner)), np.uint32)
@@ -95,7 +104,6 @@ class CoalitionEvaluator:
             rows ^= self._bg_bits[name][None, None]
             feed[name] = rows.view(np.float32).reshape((n_c * n_j * n_b, *self.shapes[name]))
         score = self.tagger.run(feed, extra=False).score
-        self.forward_rows += n_c * n_j * n_b
         # rows are ordered (coalition, jet, background): average over the background
         v = score.reshape(n_c, n_j, n_b) @ self.weights
         return v.T
