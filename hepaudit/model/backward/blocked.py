@@ -9,20 +9,30 @@ exposing only what the engine reads (``Tagger.raw_values``), runs the engine, an
 per-jet results. The block size is learnt from the model: the bytes of those tensors for
 one jet. A model with a fixed batch is run one fixed batch at a time; when every tensor the
 engine reads is one row per jet, the padding rows are cut before the backward pass.
+
+When the graph is row-wise (an MLP: every tensor one row per jet), each block of the
+engine's ``block_rows`` jets goes from the forward to its relevance on one Python thread,
+on a one-thread twin of the tagger and one BLAS thread, several blocks at once
+(:mod:`hepaudit.model.blocks`): both cores stay busy through the forward and the backward,
+and the blocks, hence the numbers, are the same for any number of threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from hepaudit.model.backward.blas import blas_threads
 from hepaudit.model.backward.engine import BackwardEngine, LrpOutput, gradient_seed, logit_and_gradient
 from hepaudit.model.backward.rules import RuleSet
+from hepaudit.model.blocks import for_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.model.session import Tagger
+
+R = TypeVar("R")
 
 #: Bytes held per byte of forward values during a backward block: the values, their
 #: gradients, and the temporaries of the widest op.
@@ -71,25 +81,52 @@ class BlockedBackward:
             values.update(feed)
             yield m, values
 
+    def _pipelined(self) -> bool:
+        """Whether each engine block runs from its forward to its result on one thread."""
+        engine = self.engine
+        return bool(engine.row_wise and engine.block_rows and not self.tagger.fixed_batch)
+
+    def _each_block(self, inputs: Mapping[str, np.ndarray], work: Callable[[int, dict[str, np.ndarray]], R]
+                    ) -> list[R]:
+        """``work(jets, values)`` for every block, in block order."""
+        if not self._pipelined():
+            return [work(m, values) for m, values in self.blocks(inputs)]
+        n = len(next(iter(inputs.values())))
+        rows = min(self.rows(inputs), int(self.engine.block_rows or 0))
+        single = self.tagger.one_thread()
+        results: list[R | None] = [None] * len(range(0, n, rows))
+
+        def block(i: int, start: int, stop: int) -> None:
+            feed = {k: v[start:stop] for k, v in inputs.items()}
+            values = single.raw_values(feed, self.engine.needed)
+            values.update(feed)
+            with blas_threads(1):
+                results[i] = work(stop - start, values)
+
+        for_blocks(n, rows, self.engine.threads, block)
+        return results  # type: ignore[return-value]
+
     def gradient(self, inputs: Mapping[str, np.ndarray], what: str = "logit"
                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """∂(logit or probability)/∂(input) per model input, and the logit z(x), per jet."""
         target = self.engine.target
-        grads: list[dict[str, np.ndarray]] = []
-        logits: list[np.ndarray] = []
-        for m, values in self.blocks(inputs):
+
+        def work(m: int, values: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
             seed = gradient_seed(target, values[target.tensor], what)
-            grads.append({k: g[:m] for k, g in self.engine.gradient(values, seed).items()})
-            logits.append(logit_and_gradient(target, values[target.tensor])[0][:m])
-        return _joined(grads), np.concatenate(logits)
+            return ({k: g[:m] for k, g in self.engine.gradient(values, seed).items()},
+                    logit_and_gradient(target, values[target.tensor])[0][:m])
+
+        parts = self._each_block(inputs, work)
+        return _joined([g for g, _ in parts]), np.concatenate([z for _, z in parts])
 
     def relevance(self, inputs: Mapping[str, np.ndarray], rules: RuleSet) -> LrpOutput:
         """LRP relevance per model input, per jet (methods.md's seed), block by block."""
-        parts = []
-        for m, values in self.blocks(inputs):
+
+        def work(m: int, values: dict[str, np.ndarray]) -> LrpOutput:
             out = self.engine.relevance(values, rules)
-            parts.append(LrpOutput({k: r[:m] for k, r in out.relevance.items()}, out.seed_total[:m],
-                                   out.absorbed_bias[:m]))
+            return LrpOutput({k: r[:m] for k, r in out.relevance.items()}, out.seed_total[:m], out.absorbed_bias[:m])
+
+        parts = self._each_block(inputs, work)
         if len(parts) == 1:
             return parts[0]
         return LrpOutput(_joined([p.relevance for p in parts]), np.concatenate([p.seed_total for p in parts]),
