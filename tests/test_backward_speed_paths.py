@@ -28,6 +28,7 @@ from hepaudit.config import ModelConfig  # noqa: E402
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget, gradient_seed  # noqa: E402
 from hepaudit.model.backward.base import safe_divide  # noqa: E402
 from hepaudit.model.backward.blas import _controls, blas_threads  # noqa: E402
+from hepaudit.model.backward.blocked import BlockedBackward  # noqa: E402
 from hepaudit.model.graph import with_extra_outputs  # noqa: E402
 from hepaudit.model.session import Tagger  # noqa: E402
 
@@ -299,3 +300,31 @@ def test_rectified_conv_layers_give_the_relevance_of_exposed_ones() -> None:
         np.testing.assert_allclose(got.relevance["x"], want.relevance["x"], rtol=1e-12, atol=1e-14)
     seed = gradient_seed(target, values["logits"])
     np.testing.assert_array_equal(fast.gradient(values, seed)["x"], plain.gradient(values, seed)["x"])
+
+
+def test_row_wise_blocks_run_forward_and_backward_on_threads(tmp_path: Path) -> None:
+    """A row-wise graph: each block goes from its forward (the one-thread twin) to its
+    relevance on one thread. Two threads give the numbers of one, bit for bit, and those of
+    the engine on onnxruntime's whole-batch forward to float32 rounding."""
+    path = save(mlp_model(WEIGHTS), tmp_path / "mlp.onnx")
+    x = np.random.default_rng(8).normal(size=(N, 7)).astype(np.float32)
+    out = {}
+    for threads in (1, 2):
+        tagger = Tagger(ModelConfig(path=str(path), threads=threads))
+        engine = BackwardEngine(tagger.proto, ScoreTarget.from_score_spec(tagger.score_spec), ["x"],
+                                dtype=np.float32, block_rows=300, threads=threads)
+        blocked = BlockedBackward(tagger, engine)
+        assert blocked._pipelined()
+        out[threads] = (blocked.relevance({"x": x}, RuleSet("epsilon")), blocked.gradient({"x": x}))
+        assert tagger.one_thread().n_runs == 0 and tagger.n_runs >= -(-N // 300)  # the twin's runs count here
+    (r1, (g1, z1)), (r2, (g2, z2)) = out[1], out[2]
+    np.testing.assert_array_equal(r1.relevance["x"], r2.relevance["x"])
+    np.testing.assert_array_equal(r1.absorbed_bias, r2.absorbed_bias)
+    np.testing.assert_array_equal(g1["x"], g2["x"])
+    np.testing.assert_array_equal(z1, z2)
+    whole = BackwardEngine(tagger.proto, ScoreTarget.from_score_spec(tagger.score_spec), ["x"],
+                           dtype=np.float32, block_rows=None)
+    values = forward_values(whole, x)
+    want = whole.relevance(values, RuleSet("epsilon"))
+    np.testing.assert_allclose(r2.relevance["x"], want.relevance["x"], rtol=1e-5, atol=1e-6)
+    assert np.abs(want.relevance["x"]).sum() > 0
