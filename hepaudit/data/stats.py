@@ -39,18 +39,20 @@ class InputStats:
     def update(self, inputs: dict[str, np.ndarray], features: np.ndarray | None) -> None:
         """Add a chunk: ``inputs`` per ONNX input, ``features`` the (N, K) feature matrix."""
         for name, value in inputs.items():
-            s = value.astype(np.float64).sum(axis=0)
+            s = np.add.reduce(value, axis=0, dtype=np.float64)  # float64 sums without a float64 copy
             self.sums[name] = s if name not in self.sums else self.sums[name] + s
         if features is not None:
             f = features.astype(np.float64)
             self.feature_sum = f.sum(0) if self.feature_sum is None else self.feature_sum + f.sum(0)
-            sq = (f * f).sum(0)
-            self.feature_sumsq = sq if self.feature_sumsq is None else self.feature_sumsq + sq
-            amax = np.abs(f).max(0) if len(f) else np.zeros(f.shape[1])
+            amax = np.maximum(f.max(0), -f.min(0)) if len(f) else np.zeros(f.shape[1])
             self.abs_max = amax if self.abs_max is None else np.maximum(self.abs_max, amax)
             if f.shape[1] <= MAX_CORRELATION_FEATURES:
                 c = f.T @ f
                 self.cross = c if self.cross is None else self.cross + c
+                sq = np.diag(c).copy()  # Σ f² is the cross-products' diagonal
+            else:
+                sq = np.einsum("ij,ij->j", f, f)
+            self.feature_sumsq = sq if self.feature_sumsq is None else self.feature_sumsq + sq
         self.count += len(next(iter(inputs.values()))) if inputs else 0
 
     def mean(self) -> dict[str, np.ndarray]:
