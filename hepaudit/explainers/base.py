@@ -215,7 +215,7 @@ class Chunk:
         on a one-thread session (:meth:`Tagger.one_thread`), several blocks at once: thousands of
         small calls then never wait for a thread pool to wake (benchmarks/bench_occlusion.py).
         """
-        from hepaudit.model.blocks import block_threads, for_blocks, shared_rows
+        from hepaudit.model.blocks import for_blocks, shared_rows
 
         slots = self.context.builder.slots
         plans = []
@@ -262,7 +262,7 @@ class Chunk:
                 scores[i, start:stop] = out.score
                 logits[i, start:stop] = out.logit
 
-        for_blocks(n, rows, block_threads(tagger.config.threads), block)
+        for_blocks(n, rows, tagger.block_threads, block)
         scores.flags.writeable = logits.flags.writeable = False  # shared by every caller: read-only
         batch = (scores, logits)
         for i, unit in enumerate(units):

@@ -42,7 +42,6 @@ from hepaudit.explainers.iqr import clipped_class_sums
 from hepaudit.explanation import Explanation, ExplanationSample
 from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget
 from hepaudit.model.backward.blocked import BlockedBackward
-from hepaudit.model.blocks import block_threads
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
 from hepaudit.sampling import salt_for
@@ -105,7 +104,7 @@ def backward_for(context: AuditContext) -> BlockedBackward:
         inputs=[i.name for i in tagger.info.inputs],
         # float32: the model's own precision, twice as fast as float64 (benchmarks/bench_lrp.py)
         dtype=np.float32,
-        threads=block_threads(tagger.config.threads),
+        threads=tagger.block_threads,
     )
     # no busy-waiting onnxruntime threads while numpy runs the backward between forwards
     tagger.expose([], spinning=False)

@@ -29,7 +29,7 @@ from hepaudit.errors import ConfigError, ModelError
 from hepaudit.lazy import lazy_module
 from hepaudit.model.graph import Head, ModelInfo, describe_model, find_head, load_model, with_extra_outputs
 from hepaudit.model.jet_axis import ROWS, JetAxis, learn_jet_axis
-from hepaudit.model.providers import resolve_providers
+from hepaudit.model.providers import CPU, resolve_providers
 
 if TYPE_CHECKING:
     import onnx
@@ -273,12 +273,24 @@ class Tagger:
         self.memory_rows = rows_within(per_jet)
         self._cache_rows = cache_rows(per_jet, self.config.threads or os.cpu_count() or 1)
 
+    @property
+    def block_threads(self) -> int:
+        """Python threads for passes run block by block (:mod:`hepaudit.model.blocks`): one per
+        ``model.threads`` (0: per core) on the CPU; one on an accelerator, which takes each call
+        whole."""
+        from hepaudit.model.blocks import block_threads
+
+        return block_threads(self.config.threads) if self.providers == [CPU] else 1
+
     def one_thread(self) -> Tagger:
         """A twin of this tagger (same graph, score and row sizes; score and logit only) whose
         onnxruntime runs each call on the calling thread alone, for passes run block by block
         on several Python threads (:mod:`hepaudit.model.blocks`): for the many small calls of
         occlusion, that keeps every core busy without waking a thread pool at each layer of
-        each call. Its onnxruntime time counts in this tagger's ``inference_s``."""
+        each call. Its onnxruntime time counts in this tagger's ``inference_s``. On an
+        accelerator (``model.providers``), the tagger itself."""
+        if self.providers != [CPU]:
+            return self
         if self._one_thread is None:
             twin = Tagger(replace(self.config, threads=1), proto=self.proto, info=self.info)
             twin.memory_rows, twin._cache_rows = self.memory_rows, self._cache_rows

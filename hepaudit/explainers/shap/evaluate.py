@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hepaudit.model.blocks import block_threads, for_blocks
+from hepaudit.model.blocks import for_blocks
 from hepaudit.model.session import CACHED_ROWS, Tagger
 
 MAX_ROWS = CACHED_ROWS  # model rows per block (and per onnxruntime call): 1.5 MB for a 90-feature tagger
@@ -54,7 +54,7 @@ class CoalitionEvaluator:
                  background: dict[str, np.ndarray], background_weights: np.ndarray,
                  max_rows: int = MAX_ROWS) -> None:
         self.tagger = tagger.one_thread()
-        self.threads = block_threads(tagger.config.threads)
+        self.threads = tagger.block_threads
         self.owners = owners
         self.n = len(next(iter(jets.values())))
         self.shapes = {name: value.shape[1:] for name, value in jets.items()}
