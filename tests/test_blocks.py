@@ -60,19 +60,23 @@ def test_threads_and_rows() -> None:
 
 
 def test_docs_plugin_example_runs_on_a_tagger(tmp_path: Path) -> None:
-    """The for_blocks example in docs/plugins.md: a real ONNX MLP in blocks of 64 rows on 1 and
-    3 threads gives the whole-array scores and the same total, bit for bit."""
+    """The for_blocks example in docs/plugins.md: a real ONNX MLP in blocks of 64 rows, on the
+    one-thread twin of taggers set to 1 and 3 threads, gives the whole-array scores and the
+    same total, bit for bit; the twin's runs count in the tagger's."""
     weights = dense_weights([6, 8, 1], seed=4)
-    tagger = Tagger(ModelConfig(str(save(mlp_model(weights), tmp_path / "m.onnx")), batch_size=128, threads=1))
+    path = str(save(mlp_model(weights), tmp_path / "m.onnx"))
     text = (REPO / "docs" / "plugins.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "for_blocks" in b)
     namespace: dict[str, object] = {}
     exec(compile(block, "docs/plugins.md", "exec"), namespace)
     scores_and_total = namespace["scores_and_total"]
     x = np.random.default_rng(5).normal(size=(1000, 6)).astype(np.float32)
-    one = scores_and_total(tagger, {"x": x}, 1)  # type: ignore[operator]
-    three = scores_and_total(tagger, {"x": x}, 3)  # type: ignore[operator]
+    taggers = {t: Tagger(ModelConfig(path, batch_size=128, threads=t)) for t in (1, 3)}
+    assert taggers[3].block_threads == 3 and taggers[1].block_threads == 1
+    one = scores_and_total(taggers[1], {"x": x})  # type: ignore[operator]
+    three = scores_and_total(taggers[3], {"x": x})  # type: ignore[operator]
     np.testing.assert_array_equal(one[0], three[0])
     assert one[1] == three[1]
     np.testing.assert_allclose(one[0], mlp_forward(weights, x)[:, 0], rtol=1e-5, atol=1e-6)
-    assert tagger.n_runs == 2 * len(block_starts(1000, 64))  # 64-row blocks: half of cached_rows
+    for tagger in taggers.values():  # 64-row blocks: half of cached_rows
+        assert tagger.n_runs == len(block_starts(1000, 64)) and tagger.one_thread().n_runs == 0
