@@ -162,8 +162,7 @@ def main() -> None:
     out_name = plain[True].get_outputs()[0].name
 
     target = ScoreTarget(head.logit, head.op)
-    # as the explainer: default blocks and BLAS threads, blocks walked on every core
-    engine = BackwardEngine(model, target, dtype=np.float32, threads=threads)
+    engine = BackwardEngine(model, target, dtype=np.float32)  # as the explainer (default blocks, BLAS threads)
     # as the explainer runs it: the audit's Tagger, hidden tensors exposed, no spinning threads,
     # and the executor's one scoring run per chunk (scratch arrays for the hidden tensors)
     with tempfile.TemporaryDirectory() as tmp:

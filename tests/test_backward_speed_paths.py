@@ -89,32 +89,6 @@ def test_row_blocks_give_the_whole_batch_result(style: str, rules: RuleSet, dtyp
     )
 
 
-@pytest.mark.parametrize("rules", [RuleSet("epsilon", epsilon=1e-6), RuleSet("alpha2beta1")], ids=["epsilon", "ab"])
-def test_blocks_walked_on_threads_give_the_numbers_of_one_thread(rules: RuleSet) -> None:
-    """Blocks on 3 threads (each with one BLAS thread) equal blocks on one thread bit for bit,
-    relevance, bias shares and gradients alike, and the walking threads did take blocks."""
-    model = mlp_model(WEIGHTS)
-    target = ScoreTarget("logits", "Sigmoid")
-    engines = {t: BackwardEngine(model, target, dtype=np.float32, block_rows=100, threads=t) for t in (1, 3)}
-    x = np.random.default_rng(4).normal(size=(N, 7)).astype(np.float32)
-    values = forward_values(engines[1], x)
-    walkers: set[str] = set()
-    walk = engines[3]._backward
-
-    def recorded(*args: object) -> dict[str, np.ndarray]:
-        walkers.add(threading.current_thread().name)
-        return walk(*args)  # type: ignore[arg-type]
-
-    engines[3]._backward = recorded  # type: ignore[method-assign]
-    one, three = engines[1].relevance(values, rules), engines[3].relevance(values, rules)
-    assert len(walkers) >= 2
-    np.testing.assert_array_equal(one.relevance["x"], three.relevance["x"])
-    np.testing.assert_array_equal(one.absorbed_bias, three.absorbed_bias)
-    assert np.abs(one.relevance["x"]).sum() > 0
-    seed = gradient_seed(target, values["logits"])
-    np.testing.assert_array_equal(engines[1].gradient(values, seed)["x"], engines[3].gradient(values, seed)["x"])
-
-
 def test_blocked_relevance_matches_the_definition() -> None:
     engine = BackwardEngine(mlp_model(WEIGHTS), ScoreTarget("logits", "Sigmoid"), block_rows=300)
     x = np.random.default_rng(3).normal(size=(1000, 7)).astype(np.float32)
@@ -304,20 +278,30 @@ def test_rectified_conv_layers_give_the_relevance_of_exposed_ones() -> None:
 
 def test_row_wise_blocks_run_forward_and_backward_on_threads(tmp_path: Path) -> None:
     """A row-wise graph: each block goes from its forward (the one-thread twin) to its
-    relevance on one thread. Two threads give the numbers of one, bit for bit, and those of
-    the engine on onnxruntime's whole-batch forward to float32 rounding."""
+    relevance on one thread, blocks on ``model.threads`` threads. Three threads give the
+    numbers of one, bit for bit, and those of the engine on onnxruntime's whole-batch forward
+    to float32 rounding."""
     path = save(mlp_model(WEIGHTS), tmp_path / "mlp.onnx")
     x = np.random.default_rng(8).normal(size=(N, 7)).astype(np.float32)
     out = {}
-    for threads in (1, 2):
+    walkers: set[str] = set()
+    for threads in (1, 3):
         tagger = Tagger(ModelConfig(path=str(path), threads=threads))
         engine = BackwardEngine(tagger.proto, ScoreTarget.from_score_spec(tagger.score_spec), ["x"],
-                                dtype=np.float32, block_rows=300, threads=threads)
+                                dtype=np.float32, block_rows=300)
         blocked = BlockedBackward(tagger, engine)
-        assert blocked._pipelined()
+        assert blocked._pipelined() and blocked.threads == threads
+        walk = engine._backward
+
+        def recorded(*args: object, walk=walk) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+            walkers.add(threading.current_thread().name)
+            return walk(*args)
+
+        engine._backward = recorded  # type: ignore[method-assign]
         out[threads] = (blocked.relevance({"x": x}, RuleSet("epsilon")), blocked.gradient({"x": x}))
         assert tagger.one_thread().n_runs == 0 and tagger.n_runs >= -(-N // 300)  # the twin's runs count here
-    (r1, (g1, z1)), (r2, (g2, z2)) = out[1], out[2]
+    assert len(walkers) >= 2  # blocks were walked on more than one thread
+    (r1, (g1, z1)), (r2, (g2, z2)) = out[1], out[3]
     np.testing.assert_array_equal(r1.relevance["x"], r2.relevance["x"])
     np.testing.assert_array_equal(r1.absorbed_bias, r2.absorbed_bias)
     np.testing.assert_array_equal(g1["x"], g2["x"])

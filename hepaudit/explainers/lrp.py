@@ -104,7 +104,6 @@ def backward_for(context: AuditContext) -> BlockedBackward:
         inputs=[i.name for i in tagger.info.inputs],
         # float32: the model's own precision, twice as fast as float64 (benchmarks/bench_lrp.py)
         dtype=np.float32,
-        threads=tagger.block_threads,
     )
     # no busy-waiting onnxruntime threads while numpy runs the backward between forwards
     tagger.expose([], spinning=False)

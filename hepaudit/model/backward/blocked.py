@@ -42,9 +42,12 @@ OVERHEAD = 4
 class BlockedBackward:
     """Gradients and LRP relevance of a tagger's score for any number of jets, in blocks."""
 
-    def __init__(self, tagger: Tagger, engine: BackwardEngine, budget_mb: float = 256.0) -> None:
+    def __init__(self, tagger: Tagger, engine: BackwardEngine, budget_mb: float = 256.0,
+                 threads: int | None = None) -> None:
+        """``threads``: blocks of a row-wise graph walked at once (default: ``tagger.block_threads``)."""
         self.tagger = tagger
         self.engine = engine
+        self.threads = tagger.block_threads if threads is None else max(1, threads)
         self.budget = budget_mb * 2**20
         self._rows: int | None = None
         self._cut_padding = True  # a fixed batch: every value is one row per jet (learnt)
@@ -103,7 +106,7 @@ class BlockedBackward:
             with blas_threads(1):
                 results[i] = work(stop - start, values)
 
-        for_blocks(n, rows, self.engine.threads, block)
+        for_blocks(n, rows, self.threads, block)
         return results  # type: ignore[return-value]
 
     def gradient(self, inputs: Mapping[str, np.ndarray], what: str = "logit"

@@ -17,9 +17,7 @@ layer's relevance comes from a rule class chosen by a composite (:mod:`.rules`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -186,17 +184,13 @@ class BackwardEngine:
         blas_threads: int | None = None,
         block_rows: int | None = 1024,
         canonizers: tuple[Canonizer, ...] = CANONIZERS,
-        threads: int = 1,
     ) -> None:
         """``blas_threads``: numpy's OpenBLAS threads during the backward (None: leave it);
-        ``block_rows``: jets per backward block when the graph is row-wise (None: whole batch);
-        ``threads``: Python threads that walk those blocks side by side, each block with one
-        BLAS thread. None of them changes the result, only the speed (see
-        :mod:`hepaudit.model.backward.blas`)."""
+        ``block_rows``: jets per backward block when the graph is row-wise (None: whole batch).
+        Neither changes the result, only the speed (see :mod:`hepaudit.model.backward.blas`)."""
         self.model = model
         self.blas_threads = blas_threads
         self.block_rows = block_rows
-        self.threads = max(1, threads)
         self.target = ScoreTarget(target) if isinstance(target, str) else target
         self.graph = GraphAnalysis(model, self.target.tensor, inputs, dtype)
         #: canonizer name -> how many places it changed
@@ -314,49 +308,22 @@ class BackwardEngine:
         seed = np.asarray(seed)
         n = len(seed)
         blocks = self._blocks(values, n)
-        if len(blocks) == 1:
-            with blas_threads(self.blas_threads):
+        with blas_threads(self.blas_threads):
+            if len(blocks) == 1:
                 return self._backward(values, seed, rules, absorbed)
-        out: dict[str, np.ndarray] = {}
-
-        def walk(sl: slice) -> None:
-            # one BLAS thread per block whatever the number of walking threads, so a jet's
-            # numbers do not depend on it; numpy releases the GIL in its loops and BLAS calls
-            with blas_threads(1):
+            out: dict[str, np.ndarray] = {}
+            for sl in blocks:
                 part = self._backward(
                     {k: v[sl] for k, v in values.items()},
                     seed[sl],
                     rules,
                     None if absorbed is None else absorbed[sl],  # a view: the block adds into it
                 )
-            for name, r in part.items():
-                if name not in out:
-                    out[name] = np.empty((n,) + r.shape[1:], r.dtype)
-                out[name][sl] = r
-
-        threads = min(self.threads, len(blocks))
-        if threads == 1:
-            for sl in blocks:
-                walk(sl)
+                for name, r in part.items():
+                    if name not in out:
+                        out[name] = np.empty((n,) + r.shape[1:], r.dtype)
+                    out[name][sl] = r
             return out
-        walk(blocks[0])  # allocates every output before the threads write into it
-        queue = iter(blocks[1:])
-        taking = threading.Lock()
-
-        def take() -> None:
-            while True:
-                with taking:
-                    sl = next(queue, None)
-                if sl is None:
-                    return
-                walk(sl)
-
-        with ThreadPoolExecutor(threads - 1, thread_name_prefix="hepaudit-backward") as pool:
-            helpers = [pool.submit(take) for _ in range(threads - 1)]
-            take()  # this thread walks blocks too
-            for helper in helpers:
-                helper.result()
-        return out
 
     def gradient(self, values: Mapping[str, np.ndarray], seed: np.ndarray) -> dict[str, np.ndarray]:
         """∂(Σ seed · seed tensor)/∂(input) per model input: the exact vector-Jacobian product."""
