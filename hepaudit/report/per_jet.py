@@ -122,8 +122,7 @@ class PerJetWriter(PerJetSink):
 
     def _begin(self, types: dict[str, np.dtype]) -> None:
         self._file = uproot.recreate(self.tmp)
-        self._tree = self._file.mktree(self.tree_name, dict(types))
-        _set_titles(self._tree, types)
+        self._tree = _titled_tree(self._file, self.tree_name, dict(types))
 
     def _extend(self, columns: dict[str, np.ndarray]) -> None:
         assert self._tree is not None
@@ -132,8 +131,7 @@ class PerJetWriter(PerJetSink):
     def _add_tree(self, name: str, types: dict[str, np.dtype], columns: dict[str, np.ndarray]) -> None:
         if self._file is None:
             self._file = uproot.recreate(self.tmp)
-        tree = self._file.mktree(name, types)
-        _set_titles(tree, types)
+        tree = _titled_tree(self._file, name, types)
         if columns and len(next(iter(columns.values()))):
             tree.extend(columns)
 
@@ -157,26 +155,42 @@ class PerJetWriter(PerJetSink):
             self.tmp.unlink()
 
 
-def _set_titles(tree: Any, types: dict[str, np.dtype]) -> None:
-    """Give the new, still empty ``tree``'s branches their titles (:mod:`.branch_titles`).
+def _titled_tree(file: Any, name: str, types: dict[str, np.dtype]) -> Any:
+    """``file.mktree(name, types)`` with its branches titled (:mod:`.branch_titles`).
 
-    uproot's writer has no public way to set a branch title: this edits the branch records of
-    its tree writer and has it lay the tree's metadata out again, as uproot itself does when a
-    tree outgrows its basket capacity. Should a later uproot change those internals, the titles
-    stay uproot's default (the leaf list) rather than the file failing; a test reads them back."""
+    uproot's writer has no public way to set a branch title: for this one call, the file's
+    directory makes the tree's writer itself, sets the titles in its branch records and only
+    then lays the tree's metadata out, once (uproot lays it out in a time that grows with the
+    square of the branches: half a second for SHAP's 180). Should a later uproot change those
+    internals, the tree is made as uproot makes it, and the titles stay uproot's default (the
+    leaf list) rather than the file failing; a test reads them back."""
     try:
-        cascading = tree._cascading
-        changed = False
-        for datum in cascading._branch_data:
-            dtype = types.get(datum.get("fName"))
-            title = None if dtype is None else branch_title(datum["fName"], dtype.shape)
-            if title is not None:
-                datum["fTitle"] = title
-                changed = True
-        if changed:
-            cascading._relocate(tree._file, tree._file.sink)
-    except (AttributeError, KeyError, TypeError):
-        return
+        from uproot.writing._cascadetree import Tree
+
+        cascading = file._cascading
+        plain = cascading.add_tree
+        freesegments = cascading._freesegments
+    except (ImportError, AttributeError):
+        return file.mktree(name, types)
+
+    def add_tree(sink: Any, tree_name: str, title: str, branch_types: Any, *rest: Any) -> Any:
+        try:
+            tree = Tree(cascading, tree_name, title, branch_types, freesegments, *rest)
+            for datum in tree._branch_data:
+                dtype = types.get(datum.get("fName"))
+                titled = None if dtype is None else branch_title(datum["fName"], dtype.shape)
+                if titled is not None:
+                    datum["fTitle"] = titled
+        except (AttributeError, KeyError, TypeError):
+            return plain(sink, tree_name, title, branch_types, *rest)
+        tree.write_anew(sink)
+        return tree
+
+    cascading.add_tree = add_tree  # this directory, this call only
+    try:
+        return file.mktree(name, types)
+    finally:
+        del cascading.add_tree
 
 
 def _branch_dtype(values: np.ndarray) -> np.dtype:
