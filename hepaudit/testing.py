@@ -127,7 +127,7 @@ def _run_once(cfg: Any, name: str, plugins: Sequence[tuple[str, object]], partit
 
     from hepaudit.executors.local import LocalExecutor
     from hepaudit.plugins import PluginHost
-    from hepaudit.report.assemble import collect_results
+    from hepaudit.report.assemble import collect_results, write_trees
     from hepaudit.report.per_jet import PerJetWriter
     from hepaudit.run.execute import execute
     from hepaudit.run.plan import AuditPlan
@@ -138,8 +138,9 @@ def _run_once(cfg: Any, name: str, plugins: Sequence[tuple[str, object]], partit
     writer = PerJetWriter(out / "per_jet.root")
     executor = LocalExecutor(partition_size=partition_size, split_every=split_every)
     execute(plan, executor, writer, Progress())
-    result = collect_results(plan, writer)[name]
-    writer.close()
+    results = collect_results(plan)
+    write_trees(results, writer)
+    result = results[name]
     columns: dict[str, np.ndarray] = {}
     if (out / "per_jet.root").exists():
         with uproot.open(out / "per_jet.root") as handle:

@@ -64,6 +64,27 @@ def test_helpers_draw_what_they_can_and_this_process_the_rest() -> None:
     assert {drawn_by["here_only"], drawn_by["needs_parent"], drawn_by["unpicklable"]} == {me}
 
 
+def test_submitted_jobs_are_drawn_by_helpers_while_this_process_works() -> None:
+    """Jobs handed out with ``submit`` are drawn by a helper before ``draw`` is called (this
+    process meanwhile does other work); ``draw`` then adds the last jobs and returns every
+    outcome in the order the jobs were submitted."""
+    me = os.getpid()
+    early = [_job(f"early{i}", pid_figure, f"early{i}", 0.0) for i in range(3)]
+    late = [_job("late_here", pid_figure, "late_here", 0.0, elsewhere=False), _job("late", pid_figure, "late", 0.0)]
+    with FigurePool(1) as pool:
+        pool.submit(early)
+        waited = 0.0
+        while len(pool.drawn_elsewhere) < len(early) and waited < 120:  # this process's other work
+            time.sleep(0.05)
+            waited += 0.05
+        assert sorted(pool.drawn_elsewhere) == ["early0", "early1", "early2"]  # all before draw()
+        outcomes = pool.draw(late)
+    names = [o[0].name for o in outcomes]  # type: ignore[index]
+    assert names == ["early0.png", "early1.png", "early2.png", "late_here.png", "late.png"]
+    pids = [int(o[0].caption) for o in outcomes]  # type: ignore[index]
+    assert all(pid != me for pid in pids[:3]) and pids[3] == me
+
+
 def test_without_helpers_everything_is_drawn_here() -> None:
     jobs = [_job(f"job{i}", pid_figure, f"job{i}", 0.0) for i in range(4)]
     with FigurePool(0) as pool:

@@ -1,8 +1,8 @@
 """The report from a finished run: results, warnings, figures, agreement, sections, gates, timing.
 
 :func:`collect_results` turns each explainer's run into its result (or a skipped / failed
-one) and hands per-jet trees to the writer; :func:`draw_figures` calls every explainer's
-``draw(result)`` in this process, timed apart; :func:`assemble` builds the
+one), :func:`write_trees` hands their per-jet trees to the writer, :func:`draw_all` draws
+every figure (:mod:`.drawing`: helpers beside this process), and :func:`assemble` builds the
 :class:`~hepaudit.results.AuditReport` around them.
 """
 
@@ -48,8 +48,8 @@ def run_warnings(plan: AuditPlan, outcome: Outcome) -> list[tuple[str, str]]:
     return skipped
 
 
-def collect_results(plan: AuditPlan, per_jet: PerJetSink | None) -> dict[str, ExplainerResult]:
-    """Every explainer's result in report order; per-jet trees go to ``per_jet``."""
+def collect_results(plan: AuditPlan) -> dict[str, ExplainerResult]:
+    """Every explainer's result in report order."""
     results: dict[str, ExplainerResult] = {}
     runs = {r.name: r for r in plan.runs}
     for name in plan.names:
@@ -66,11 +66,16 @@ def collect_results(plan: AuditPlan, per_jet: PerJetSink | None) -> dict[str, Ex
         result.plugin = run.plugin
         result.runtime_s = run.seconds
         results[name] = result
-        if per_jet is not None:
-            for tree, columns in result.trees.items():
-                per_jet.add_tree(tree, columns)
         plan.warnings.extend(f"{name}: {w}" for w in result.warnings)
     return results
+
+
+def write_trees(results: dict[str, ExplainerResult], per_jet: PerJetSink) -> None:
+    """The explainers' further per-jet trees (SHAP's, latent's) into ``per_jet``, which is then closed."""
+    for result in results.values():
+        for tree, columns in result.trees.items():
+            per_jet.add_tree(tree, columns)
+    per_jet.close()
 
 
 def figure_jobs(plan: AuditPlan, results: dict[str, ExplainerResult]) -> list[Job]:
@@ -92,17 +97,15 @@ def figure_jobs(plan: AuditPlan, results: dict[str, ExplainerResult]) -> list[Jo
     return jobs
 
 
-def draw_all(plan: AuditPlan, jobs: list[Job], pool: FigurePool) -> float:
-    """Draw every job (``pool``'s helpers beside this process, ``[report] figure_processes``),
-    put the figures in place, and return the seconds it took."""
+def draw_all(plan: AuditPlan, pool: FigurePool, jobs: list[Job]) -> None:
+    """Draw ``jobs`` and whatever ``pool`` still holds (its helpers beside this process,
+    ``[report] figure_processes``), and put every figure in place."""
     from hepaudit.report.drawing import settle
 
-    t0 = time.perf_counter()
-    for job, outcome in zip(jobs, pool.draw(jobs)):
+    for job, outcome in zip(pool.jobs + jobs, pool.draw(jobs)):
         problem = settle(job, outcome)
         if problem:
             plan.warnings.append(problem)
-    return time.perf_counter() - t0
 
 
 def figure_pool(plan: AuditPlan) -> FigurePool:
@@ -274,16 +277,20 @@ def assemble(plan: AuditPlan, outcome: Outcome, per_jet: PerJetSink | None, timi
     if outcome.skipped and cfg.data.label:  # files left out while auditing: count the audited jets' labels
         n_bkg, n_sig = int(outcome.score_hist[0].sum()), int(outcome.score_hist[1].sum())
     with figure_pool(plan) as pool:
-        results = collect_results(plan, per_jet)
+        results = collect_results(plan)
+        t0 = time.perf_counter()
+        # the helpers draw the explainers' figures while this process writes the further trees
+        # and builds the report; the sections' figures and the rank comparison join them after
+        pool.submit(figure_jobs(plan, results))
         if per_jet is not None:
-            per_jet.close()
-        jobs = figure_jobs(plan, results)
+            write_trees(results, per_jet)
         report = _report(plan, outcome, results, per_jet, skipped, n_sig, n_bkg)
         with drawn_later() as later:  # the sections' figures, drawn in the pool with the rest
             sections = _sections(plan, outcome, results)
             if plan.context.output_dir is not None:
                 add_figure(report._drawn, RANKING_FIGURE, "", rank_heat_map, attribution_rankings(report))
-        figures_s = draw_all(plan, jobs + later, pool)
+        draw_all(plan, pool, later)
+        figures_s = time.perf_counter() - t0
     report.sections = sections + plan.host.report_sections(report)
     report.gates = evaluate_gates(cfg.gates, report)
     report.findings = findings(report, plan.checks, plan.input_facts)

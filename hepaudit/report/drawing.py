@@ -142,7 +142,9 @@ def helpers_for(processes: int, jobs: int) -> int:
 
 class FigurePool:
     """Helpers started now (their imports overlap whatever this process does next), shared
-    with this process by :meth:`draw`; ``helpers=0`` draws everything here."""
+    with this process: :meth:`submit` hands jobs to the helpers at once (they draw while this
+    process does other work), :meth:`draw` adds the last jobs and draws here too until every
+    job is done; ``helpers=0`` draws everything here, in :meth:`draw`."""
 
     def __init__(self, helpers: int, formats: tuple[str, ...] = (), dpi: int = 100) -> None:
         self.helpers: list[Helper] = []
@@ -153,70 +155,100 @@ class FigurePool:
                 self.helpers.append(Helper(settings, formats, dpi))
             except OSError:  # no interpreter to start: this process draws everything
                 break
+        self.jobs: list[Job] = []  # every job submitted, in order
+        self._out: list[Outcome | None] = []
+        self._pending: deque[int] = deque()  # the jobs nobody has taken, costliest first
+        self._changed = threading.Condition()  # guards the fields above and below
+        self._open = True  # more jobs may come: an idle helper waits for them
+        self._busy: set[int] = set()  # the helpers (by id) drawing a job now
+        self._returned: list[int] = []  # jobs a helper could not draw
+        self._feeders: list[threading.Thread] = []
 
     def __enter__(self) -> FigurePool:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is not None:  # Ctrl-C or an error: no helper's figure is wanted any more
+            with self._changed:
+                self._open = False
+                self._pending.clear()
+                self._changed.notify_all()
             for helper in self.helpers:
                 helper.stop()
         self.close()
 
     def close(self) -> None:
+        for thread in self._feeders:
+            thread.join()
+        self._feeders = []
         for helper in self.helpers:
             helper.close()
         self.helpers = []
 
-    def draw(self, jobs: Sequence[Job]) -> list[Outcome]:
-        """Each job's figures, or the exception its drawing raised, in the jobs' order. The
-        costliest first, each taken by whichever process is free."""
-        out: list[Outcome | None] = [None] * len(jobs)
-        pending = deque(sorted(range(len(jobs)), key=lambda i: -jobs[i].cost))
-        lock = threading.Lock()
-        returned: list[int] = []  # jobs a helper could not draw
+    def submit(self, jobs: Sequence[Job]) -> None:
+        """Queue ``jobs``; the helpers start on those they can draw now."""
+        with self._changed:
+            first = len(self.jobs)
+            self.jobs.extend(jobs)
+            self._out.extend([None] * len(jobs))
+            queued = list(self._pending) + list(range(first, len(self.jobs)))
+            self._pending = deque(sorted(queued, key=lambda i: -self.jobs[i].cost))
+            self._changed.notify_all()
+        if not self._feeders:
+            self._feeders = [threading.Thread(target=self._feed, args=(h,), name="hepaudit-draw", daemon=True)
+                             for h in self.helpers if h.alive]
+            for thread in self._feeders:
+                thread.start()
 
-        busy: set[int] = set()  # the helpers (by id) drawing a job now
-
-        def feed(helper: Helper) -> None:
-            if not helper.wait_ready():
-                return
-            while True:
-                with lock:
-                    busy.discard(id(helper))
-                    i = next((j for j in pending if jobs[j].elsewhere is not None), None)
-                    if i is None:
-                        return
-                    pending.remove(i)
-                    busy.add(id(helper))
-                call = jobs[i].elsewhere
-                figures = None if call is None else helper.draw(call)
-                if figures is None:
-                    with lock:
-                        returned.append(i)
-                else:
-                    out[i] = figures
-                    self.drawn_elsewhere.append(jobs[i].name)
-
-        threads = [threading.Thread(target=feed, args=(h,), name="hepaudit-draw", daemon=True)
-                   for h in self.helpers if h.alive]
-        for thread in threads:
-            thread.start()
+    def _feed(self, helper: Helper) -> None:
+        """Hand ``helper`` one job after another until none is left and none will come."""
+        if not helper.wait_ready():
+            return
         while True:
-            with lock:
-                if not pending:
+            with self._changed:
+                self._busy.discard(id(helper))
+                while True:
+                    i = next((j for j in self._pending if self.jobs[j].elsewhere is not None), None)
+                    if i is not None or not self._open:
+                        break
+                    self._changed.wait()
+                if i is None:
+                    return
+                self._pending.remove(i)
+                self._busy.add(id(helper))
+            call = self.jobs[i].elsewhere
+            figures = None if call is None else helper.draw(call)
+            with self._changed:
+                if figures is None:
+                    self._returned.append(i)
+                else:
+                    self._out[i] = figures
+                    self.drawn_elsewhere.append(self.jobs[i].name)
+
+    def draw(self, jobs: Sequence[Job] = ()) -> list[Outcome]:
+        """Queue the last ``jobs``, draw here whatever nobody has taken, the costliest first, and
+        return every submitted job's figures, or the exception its drawing raised, in the order
+        the jobs were submitted."""
+        self.submit(jobs)
+        with self._changed:
+            self._open = False  # no more jobs: a helper with nothing to take is done
+            self._changed.notify_all()
+        while True:
+            with self._changed:
+                if not self._pending:
+                    idle = [h for h in self.helpers if id(h) not in self._busy]
                     break
-                i = pending.popleft()
-            out[i] = _attempt(jobs[i])
-        with lock:  # a helper still starting up would only keep this process waiting
-            idle = [h for h in self.helpers if id(h) not in busy]
-        for helper in idle:
+                i = self._pending.popleft()
+            self._out[i] = _attempt(self.jobs[i])
+        for helper in idle:  # a helper still starting up would only keep this process waiting
             helper.stop()
-        for thread in threads:
+        for thread in self._feeders:
             thread.join()
-        for i in returned:
-            out[i] = _attempt(jobs[i])
-        return [o if o is not None else [] for o in out]
+        self._feeders = []
+        for i in self._returned:
+            self._out[i] = _attempt(self.jobs[i])
+        self._returned = []
+        return [o if o is not None else [] for o in self._out]
 
 
 def _attempt(job: Job) -> Outcome:
