@@ -141,22 +141,11 @@ def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | N
 Replayed = tuple[RawChunk, dict[str, np.ndarray], int, int]
 
 
-def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None,
-                  read_ahead: bool = False) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
-    """Each chunk as read, with the model inputs built from it (the part that runs ahead).
-
-    ``read_ahead``: the next chunk is read on a thread of its own while this one is built
-    (uproot's decompression and awkward's kernels release the GIL), one chunk more in memory.
-    """
-    raws: Iterator[RawChunk] = sample.chunks(branches, partition=partition)
-    if read_ahead:
-        raws = Prefetched(raws, name="hepaudit-read")
-    try:
-        for raw in raws:
-            yield raw, builder.build(raw.arrays)
-    finally:
-        if isinstance(raws, Prefetched):
-            raws.close()
+def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None
+                  ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+    """Each chunk as read, with the model inputs built from it (the part that runs ahead)."""
+    for raw in sample.chunks(branches, partition=partition):
+        yield raw, builder.build(raw.arrays)
 
 
 class LocalExecutor:
@@ -212,9 +201,8 @@ class LocalExecutor:
                     counter.update(len(raw.entries) + dropped)
             return
         t0 = time.perf_counter()
-        # with prefetch: chunk k+2 is read while k+1 is built while k is scored
-        built = _built_chunks(sample, branches, job.builder, partition, read_ahead=self.prefetch)
-        chunks = Prefetched(built, name="hepaudit-build-ahead") if self.prefetch else built
+        built = _built_chunks(sample, branches, job.builder, partition)
+        chunks = Prefetched(built) if self.prefetch else built
         try:
             checked = False
             for raw, inputs in chunks:
