@@ -170,9 +170,8 @@ class ExecutionConfig:
     ``cache_mb``: when the x̄ pass reads the audited data and all of it (branches and built
     inputs) fits in this many MB, the audit pass replays it from memory instead of reading
     and building it again (local executor; 0 turns this off). ``prefetch``: the local executor
-    builds the next chunk on a thread, and reads the one after on another, while the current
-    one is scored (two chunks more in memory); Dask workers do not (their parallelism is the
-    cluster's processes).
+    reads and builds the next chunk on a thread while the current one is scored (one chunk
+    more in memory); Dask workers do not (their parallelism is the cluster's processes).
     """
 
     seed: int = 0  # seed of every sample, bootstrap and stochastic explainer
@@ -186,7 +185,7 @@ class ExecutionConfig:
     skip_corrupt: bool = False  # leave unreadable files out (named in the warnings) instead of failing
     # replay the audited data from memory when it fits in this many MB (0: read it again)
     cache_mb: int = 512
-    prefetch: bool = True  # build the next chunk on a thread, and read the one after on another, while one is scored
+    prefetch: bool = True  # read and build the next chunk on a thread while one is scored
     bootstrap: int = 32  # Poisson bootstrap replicates behind every error bar; 0 turns them off
 
     def __post_init__(self) -> None:
