@@ -46,7 +46,7 @@ from hepaudit.explainers.ood.common import (
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.lazy import lazy_module
-from hepaudit.model.blocks import block_starts, block_threads, for_blocks, shared_rows
+from hepaudit.model.blocks import block_starts, for_blocks, shared_rows
 from hepaudit.model.session import CACHED_ROWS
 from hepaudit.results import ExplainerResult, Figure
 
@@ -126,7 +126,7 @@ class OodAutoencoder(Explainer[AeState]):
         for k in self.features:
             by_input.setdefault(slots[k].input, []).append(slots[k].index)
         self.positions = by_input
-        self.threads = block_threads(context.tagger.config.threads)
+        self.threads = context.tagger.block_threads
         self.path: str | None = None
         self.session: ort.InferenceSession | None = None
         if options.autoencoder is not None:

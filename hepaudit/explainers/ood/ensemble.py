@@ -38,7 +38,7 @@ from hepaudit.explainers.ood.common import (
 )
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.metrics import spearman
-from hepaudit.model.blocks import block_threads, for_blocks, shared_rows
+from hepaudit.model.blocks import for_blocks, shared_rows
 from hepaudit.model.session import Tagger
 from hepaudit.results import ExplainerResult, Figure
 
@@ -111,7 +111,7 @@ class OodEnsemble(Explainer[EnsembleState]):
         self.members: list[Tagger] = []
         # the members run block by block on this many threads, each with a one-thread session
         # (hepaudit.model.blocks): faster for small models than one session using every core
-        self.threads = block_threads(context.tagger.config.threads)
+        self.threads = context.tagger.block_threads
         for i, path in enumerate(self.paths):
             if not Path(path).is_file():
                 raise ConfigError(f"explainers.ood_ensemble.members[{i}]: {path}: file not found")

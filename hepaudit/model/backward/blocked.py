@@ -27,7 +27,7 @@ import numpy as np
 from hepaudit.model.backward.blas import blas_threads
 from hepaudit.model.backward.engine import BackwardEngine, LrpOutput, gradient_seed, logit_and_gradient
 from hepaudit.model.backward.rules import RuleSet
-from hepaudit.model.blocks import for_blocks
+from hepaudit.model.blocks import block_starts, for_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.model.session import Tagger
@@ -97,7 +97,7 @@ class BlockedBackward:
         n = len(next(iter(inputs.values())))
         rows = min(self.rows(inputs), int(self.engine.block_rows or 0))
         single = self.tagger.one_thread()
-        results: list[R | None] = [None] * len(range(0, n, rows))
+        results: list[R | None] = [None] * len(block_starts(n, rows))
 
         def block(i: int, start: int, stop: int) -> None:
             feed = {k: v[start:stop] for k, v in inputs.items()}
