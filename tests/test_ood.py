@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import uproot
@@ -313,6 +314,25 @@ def test_blocks_on_several_threads_give_the_one_thread_results(folder: Path) -> 
     x = features_of(folder / "contaminated.root")
     p = np.stack([mlp_forward(dense_weights([K, 16, 1], seed=s), x)[:, 0] for s in (2, 3, 4)], axis=1)
     np.testing.assert_allclose(cols3["ood_ensemble_std"], p.std(axis=1), rtol=1e-4, atol=1e-6)
+
+
+def test_members_that_cannot_share_a_graph_run_one_by_one(folder: Path) -> None:
+    """A member on another opset cannot join the others' graph (hepaudit.model.side_by_side):
+    the members then run one by one, with the same std and mutual information."""
+    newer = onnx.load(str(folder / "m4.onnx"))
+    newer.opset_import[0].version = 17
+    save(newer, folder / "m4_opset17.onnx")
+    cols = {}
+    for last in ("m4", "m4_opset17"):
+        cfg = config(folder, "scaled.root", "ref.root",
+                     {"ood_ensemble": {"members": f'["m2.onnx", "m3.onnx", "{last}.onnx"]'}})
+        hepaudit.audit(cfg, out=folder / f"out_fallback_{last}", force=True)
+        cols[last] = per_jet(folder / f"out_fallback_{last}")
+    for column in ("ood_ensemble_std", "ood_ensemble_mi"):
+        np.testing.assert_allclose(cols["m4_opset17"][column], cols["m4"][column], rtol=1e-6, atol=1e-9)
+    x = features_of(folder / "scaled.root")
+    p = np.stack([mlp_forward(dense_weights([K, 16, 1], seed=s), x)[:, 0] for s in (2, 3, 4)], axis=1)
+    np.testing.assert_allclose(cols["m4_opset17"]["ood_ensemble_std"], p.std(axis=1), rtol=1e-4, atol=1e-6)
 
 
 def test_identical_members_do_not_disagree(folder: Path) -> None:

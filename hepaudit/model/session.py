@@ -488,20 +488,26 @@ class Tagger:
         returned by a session over part of the graph that ends at the same tensors."""
         return self._score_and_logit(out)
 
-    def _score_and_logit(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def signal_score(self, raw: np.ndarray) -> np.ndarray:
+        """The signal score per jet (float64) from the values of the score output alone."""
         spec = self.score_spec
-        raw = out[spec.output].astype(np.float64)
-        raw2 = raw.reshape(len(raw), -1)
-        z = out[spec.head.logit].astype(np.float64).reshape(len(raw), -1) if spec.head else None
+        raw2 = raw.astype(np.float64).reshape(len(raw), -1)
         if spec.is_class_sum:
             s = raw2[:, list(spec.signal)].sum(axis=1)
             b = raw2[:, list(spec.background)].sum(axis=1)
-            score = s / (s + b)
+            return s / (s + b)
+        return raw2[:, spec.column or 0]
+
+    def _score_and_logit(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        spec = self.score_spec
+        raw = out[spec.output]
+        score = self.signal_score(raw)
+        z = out[spec.head.logit].astype(np.float64).reshape(len(raw), -1) if spec.head else None
+        if spec.is_class_sum:
             if z is not None:
                 return score, _logsumexp(z, spec.signal) - _logsumexp(z, spec.background)
             return score, _prob_logit(score)
         col = spec.column or 0
-        score = raw2[:, col]
         if z is not None and spec.head is not None and spec.head.op == "Sigmoid":
             return score, z[:, col] if z.shape[1] > col else z[:, 0]
         if z is not None:  # softmax column c: z_c - logsumexp(others)

@@ -40,6 +40,7 @@ from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, 
 from hepaudit.metrics import spearman
 from hepaudit.model.blocks import for_blocks, shared_rows
 from hepaudit.model.session import Tagger
+from hepaudit.model.side_by_side import side_by_side
 from hepaudit.results import ExplainerResult, Figure
 
 
@@ -127,6 +128,8 @@ class OodEnsemble(Explainer[EnsembleState]):
                     f"the audited model {sorted(want)}; members must take the same inputs"
                 )
             self.members.append(member)
+        # every member in one graph, one call per block for all (None: they run one by one)
+        self.side_by_side = side_by_side(self.members)
         self.real_reference = real_reference(context, options)
         self._checked = False
 
@@ -137,26 +140,37 @@ class OodEnsemble(Explainer[EnsembleState]):
         computed in the same blocks while their scores are in cache (jet by jet: the same
         numbers as for the whole array)."""
         inputs = chunk.inputs if select is None else {k: v[select] for k, v in chunk.inputs.items()}
+        n = len(next(iter(inputs.values())))
         if not self._checked:
             for member in self.members:
                 member.check_inputs(inputs)
-            self._checked = True
-        n = len(next(iter(inputs.values())))
+                if n:
+                    member._learn_footprint(inputs)  # its cached_rows, also when it runs side by side
+            self._checked = bool(n)
         # member by member (M, N): each member's scores land in one contiguous row
         by_member = np.empty((len(self.members) + int(self.options.include_audited), n))
         if self.options.include_audited:
             by_member[-1] = chunk.score if select is None else chunk.score[select]
         std, mi = (np.empty(n), np.empty(n)) if disagree else (None, None)
 
+        fused = self.side_by_side
+        m_own = len(self.members)
+
         def block(_: int, start: int, stop: int) -> None:
             # every member on one block while its inputs are in cache, then the next block
             rows = {k: v[start:stop] for k, v in inputs.items()}
-            for m, member in enumerate(self.members):
-                by_member[m, start:stop] = member.run(rows, extra=False).score
+            if fused is not None:
+                fused.scores(rows, by_member[:m_own, start:stop])
+            else:
+                for m, member in enumerate(self.members):
+                    by_member[m, start:stop] = member.run(rows, extra=False).score
             if std is not None and mi is not None:
                 std[start:stop], mi[start:stop] = disagreement(by_member[:, start:stop].T)
 
-        rows = shared_rows(min(m.cached_rows for m in self.members))
+        cached = min(m.cached_rows for m in self.members)
+        # side by side, a call runs each member on rows that keep its tensors in cache, one
+        # member after another; one by one, two blocks in flight share the cache
+        rows = cached if fused is not None else shared_rows(cached)
         for_blocks(n, rows, self.threads, block)
         return by_member.T, std, mi
 
