@@ -219,12 +219,16 @@ class ReplicateAUC:
             running: np.ndarray = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1,
                                             dtype=running_type)
             running += carry  # C[a+1 .. b]
-            for t, at in enumerate(ends):
-                i0, i1 = np.searchsorted(at, (a, b), side="right")  # signal jets reading C[a+1 .. b]
-                if i1 > i0:
-                    reads = np.take(running, at[i0:i1] - (a + 1), axis=1)
-                    sig_w = self._rows(self.m_sig, self.w_sig, by_sig[i0:i1])
-                    total[t] += np.einsum("rn,rn->r", sig_w, reads, dtype=total_type)
+            # the signal jets that read C[a+1 .. b] at either end, gathered once: ends[-1] >= ends[0]
+            lo = int(np.searchsorted(ends[-1], a, side="right"))
+            hi = int(np.searchsorted(ends[0], b, side="right"))
+            if hi > lo:
+                sig_w = self._rows(self.m_sig, self.w_sig, by_sig[lo:hi])
+                for t, at in enumerate(ends):
+                    i0, i1 = np.searchsorted(at[lo:hi], (a, b), side="right")
+                    if i1 > i0:
+                        reads = np.take(running, at[lo + i0:lo + i1] - (a + 1), axis=1)
+                        total[t] += np.einsum("rn,rn->r", sig_w[:, i0:i1], reads, dtype=total_type)
             carry = running[:, -1:]
         numerator = total.mean(axis=0, dtype=np.float64)  # (C[below] + C[upto]) / 2 with ties
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -66,6 +66,8 @@ def fuse(protos: Sequence[onnx.ModelProto], outputs: Sequence[Sequence[str]]) ->
             return None  # an output that is an input would lose its name to the prefix
         renamed = onnx_compose.add_prefix(trimmed, _prefix(i), rename_inputs=False, rename_functions=False)
         g = renamed.graph
+        if not set(inputs) <= {v.name for v in g.input}:
+            return None  # a subgraph's own input of the same name took the shared one's prefix
         own_inputs = [v for v in g.input if v.name not in inputs]  # initializers listed as inputs (IR < 4)
         graph.input.extend(own_inputs)
         graph.node.extend(g.node)
