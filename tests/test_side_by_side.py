@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from builders import dense_weights, mlp_model, save  # noqa: E402
 
 from hepaudit.config import ClassSumScore, ModelConfig  # noqa: E402
+from hepaudit.model.graph import describe_model, load_model  # noqa: E402
 from hepaudit.model.session import Tagger  # noqa: E402
 from hepaudit.model.side_by_side import fuse, side_by_side  # noqa: E402
 
@@ -91,3 +92,36 @@ def test_members_on_different_opsets_are_not_fused(tmp_path: Path) -> None:
     onnx.checker.check_model(same)
     assert [o.name for o in same.graph.output] == ["hepaudit_member0/score", "hepaudit_member1/score"]
     assert [i.name for i in same.graph.input] == ["x"]
+
+
+EXTERNAL = REPO.parent / "shared" / "external-models"
+
+
+def _external_models() -> list[Path]:
+    return sorted(EXTERNAL.glob("*/*.onnx")) if EXTERNAL.is_dir() else []
+
+
+@pytest.mark.skipif(not _external_models(), reason="../shared/external-models absent")
+@pytest.mark.parametrize("path", _external_models(), ids=lambda p: p.parent.name + "/" + p.name)
+def test_a_real_tagger_beside_itself_scores_as_alone(path: Path) -> None:
+    """Two members from one collaboration tagger's file (the same names in both, every op its
+    graph has): side by side, each gives the tagger's own scores bit for bit; a fixed batch
+    is not fused."""
+    output = describe_model(load_model(path), path).outputs[0]
+    columns = output.shape[-1] if len(output.shape) >= 2 else None
+    config = ModelConfig(path=str(path), threads=1, score=0 if columns not in (None, 1) else None)
+    members = [Tagger(config), Tagger(config)]
+    if members[0].fixed_batch:
+        assert side_by_side(members) is None
+        return
+    rng = np.random.default_rng(3)
+    inputs = {}
+    for info in members[0].info.inputs:
+        shape = [7] + [d if isinstance(d, int) else 32 for d in info.shape[1:]]  # 32: above k of a k-NN
+        inputs[info.name] = rng.normal(size=shape).astype(np.float32 if "float" in info.dtype else np.int64)
+    own = np.stack([m.run(inputs, extra=False).score for m in members])
+    together = side_by_side(members)
+    assert together is not None
+    out = np.full_like(own, np.nan)
+    together.scores(inputs, out)
+    np.testing.assert_array_equal(out, own)
