@@ -141,7 +141,7 @@ class PureOnnxruntime:
         times = {}
         for where, chunks in self.chunks.items():
             for member in members:
-                member._learn_footprint({"x": chunks[0]})
+                member.learn_footprint({"x": chunks[0]})
             rows = min(m.cached_rows for m in members)
             t0 = time.perf_counter()
             for x in chunks:

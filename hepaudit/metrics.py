@@ -202,35 +202,49 @@ class ReplicateAUC:
         by_bkg, by_sig = np.argsort(bkg), np.argsort(sig)
         ordered = bkg[by_bkg]
         sig_sorted = sig[by_sig]
-        # positions in the running background sum C[0..n_bkg] (C[k]: the k lowest), ascending
-        ends = [np.searchsorted(ordered, sig_sorted, side="left")]
+        # positions in the running background sum C[0..n_bkg] (C[k]: the k lowest), ascending: a
+        # signal jet counts the background below it, and half of the background tied with it
+        below = np.searchsorted(ordered, sig_sorted, side="left")
         upto = np.searchsorted(ordered, sig_sorted, side="right")
-        if (upto != ends[0]).any():  # ties with the background count one half
-            ends.append(upto)
+        tied = np.flatnonzero(upto != below)
+        # twice the numerator, from groups of signal jets (in score order) that each read C at
+        # some positions with a coefficient: 2 C[below] for every jet, then C[upto] - C[below]
+        # for the tied ones only (a few percent of saturated scores); both ends for every jet
+        # when most are tied
+        groups: list[tuple[np.ndarray, list[tuple[np.ndarray, int]]]]
+        if 2 * len(tied) > len(sig):
+            groups = [(by_sig, [(below, 1), (upto, 1)])]
+        else:
+            groups = [(by_sig, [(below, 2)])]
+            if len(tied):
+                groups.append((by_sig[tied], [(below[tied], -1), (upto[tied], 1)]))
         # unweighted counts add up exactly in integers, which numpy sums faster than doubles: the
         # running count in int32 (while 255 × jets fits), the signal's products in int64
         exact = self.w_bkg is None and self.m_bkg.dtype == np.uint8 and 255 * len(bkg) < 2**31
         running_type: type[np.generic] = np.int32 if exact else np.float64
         total_type: type[np.generic] = np.int64 if exact else np.float64
-        total: np.ndarray = np.zeros((len(ends), len(self.pairs)), total_type)
+        twice: np.ndarray = np.zeros(len(self.pairs), total_type)
         carry: np.ndarray = np.zeros((len(self.pairs), 1), running_type)
         for a in range(0, len(bkg), REPLICATE_BLOCK_JETS):
             b = min(a + REPLICATE_BLOCK_JETS, len(bkg))
             running: np.ndarray = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1,
                                             dtype=running_type)
             running += carry  # C[a+1 .. b]
-            # the signal jets that read C[a+1 .. b] at either end, gathered once: ends[-1] >= ends[0]
-            lo = int(np.searchsorted(ends[-1], a, side="right"))
-            hi = int(np.searchsorted(ends[0], b, side="right"))
-            if hi > lo:
-                sig_w = self._rows(self.m_sig, self.w_sig, by_sig[lo:hi])
-                for t, at in enumerate(ends):
+            for jets, reads in groups:
+                # the group's jets that read C[a+1 .. b] at any of its positions, gathered once
+                # (a group's last positions are at or above its first, jet by jet)
+                lo = int(np.searchsorted(reads[-1][0], a, side="right"))
+                hi = int(np.searchsorted(reads[0][0], b, side="right"))
+                if hi <= lo:
+                    continue
+                sig_w = self._rows(self.m_sig, self.w_sig, jets[lo:hi])
+                for at, coefficient in reads:
                     i0, i1 = np.searchsorted(at[lo:hi], (a, b), side="right")
                     if i1 > i0:
-                        reads = np.take(running, at[lo + i0:lo + i1] - (a + 1), axis=1)
-                        total[t] += np.einsum("rn,rn->r", sig_w[:, i0:i1], reads, dtype=total_type)
+                        read = np.take(running, at[lo + i0:lo + i1] - (a + 1), axis=1)
+                        twice += coefficient * np.einsum("rn,rn->r", sig_w[:, i0:i1], read, dtype=total_type)
             carry = running[:, -1:]
-        numerator = total.mean(axis=0, dtype=np.float64)  # (C[below] + C[upto]) / 2 with ties
+        numerator = twice.astype(np.float64) / 2  # exact for integer counts below 2^53
         with np.errstate(invalid="ignore", divide="ignore"):
             return numerator / self.pairs
 

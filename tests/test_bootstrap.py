@@ -78,10 +78,13 @@ def test_poisson_weights_are_keyed_by_entry() -> None:
     assert not np.array_equal(poisson_weights(entries, 8, 5), w)
 
 
+@pytest.mark.parametrize("decimals", [2, 4, None])
 @pytest.mark.parametrize("block", [None, 7])
-def test_auc_replicates_equal_weighted_aucs(block: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auc_replicates_equal_weighted_aucs(block: int | None, decimals: int | None,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """One sort for every replicate gives each replicate's weighted AUC exactly, ties ½ (all
-    replicates at once, or a few at a time as on millions of jets)."""
+    replicates at once, or a few at a time as on millions of jets), whether most signal jets
+    tie with the background (scores to 2 decimals), a few do (4 decimals) or none."""
     from hepaudit import metrics
     from hepaudit.metrics import roc_auc, roc_auc_replicates
 
@@ -89,8 +92,13 @@ def test_auc_replicates_equal_weighted_aucs(block: int | None, monkeypatch: pyte
         monkeypatch.setattr(metrics, "REPLICATE_BLOCK_JETS", block)
 
     rng = np.random.default_rng(0)
-    scores = np.round(rng.normal(size=3000), 2)  # many ties
+    scores = rng.normal(size=3000)
+    if decimals is not None:
+        scores = np.round(scores, decimals)
     labels = rng.integers(0, 2, 3000)
+    sig, bkg = np.sort(scores[labels == 1]), np.sort(scores[labels == 0])
+    tied = np.mean(np.searchsorted(bkg, sig, "left") != np.searchsorted(bkg, sig, "right"))
+    assert {2: tied > 0.5, 4: 0.01 < tied < 0.5, None: tied == 0}[decimals]
     weights = poisson_weights(np.arange(3000), 1, 6) * rng.uniform(0.5, 2.0, 3000)
     np.testing.assert_allclose(roc_auc_replicates(scores, labels, weights),
                                [roc_auc(scores, labels, w) for w in weights], rtol=1e-12)

@@ -259,7 +259,7 @@ class Tagger:
         cached = self._cache_rows or CACHED_ROWS
         return self.fixed_batch or min(cached, self.config.batch_size, self.memory_rows or cached)
 
-    def _learn_footprint(self, inputs: Mapping[str, np.ndarray]) -> None:
+    def learn_footprint(self, inputs: Mapping[str, np.ndarray]) -> None:
         """Measure the model's memory per jet once (a fixed batch is what it is)."""
         if self.memory_rows is not None or self.fixed_batch:
             return
@@ -298,7 +298,7 @@ class Tagger:
             self._one_thread = twin
         return self._one_thread
 
-    def _count(self, t0: float) -> None:
+    def count_run(self, t0: float) -> None:
         """Add one onnxruntime call that began at ``t0`` (calls from several threads add up)."""
         meter = self._meter
         with meter._counting:
@@ -334,7 +334,7 @@ class Tagger:
         """
         n = len(next(iter(inputs.values())))
         if n:
-            self._learn_footprint(inputs)
+            self.learn_footprint(inputs)
         batch = self.fixed_batch or min(self.config.batch_size, self.memory_rows or self.config.batch_size)
         # without extras, ask onnxruntime for the score (and logit) only: exposed hidden tensors
         # (NAP's (N, 64, 100, 16) EdgeConv activations in ParticleNet) are then neither computed
@@ -384,7 +384,7 @@ class Tagger:
                     first = (str(exc).splitlines() or [""])[0]
                     raise ModelError(f"{self.path}: onnxruntime failed to run the model on {m} jets: "
                                      f"{first[:300]}") from None
-            self._count(t0)
+            self.count_run(t0)
             if values is None:
                 continue
             values = [self._per_jet(k, val, m) for k, val in zip(names, values)]
@@ -465,7 +465,7 @@ class Tagger:
             first = (str(exc).splitlines() or [""])[0]
             raise ModelError(f"{self.path}: onnxruntime failed to run the model: {first[:300]}") from None
         finally:
-            self._count(t0)
+            self.count_run(t0)
         return dict(zip(key, values))
 
     def _output_arrays(self, key: tuple[object, ...], layout: dict[str, tuple[tuple[int, ...], np.dtype]],

@@ -102,7 +102,7 @@ class SideBySide:
         """Every member's signal score for these jets, written to ``out`` (members, jets)."""
         t0 = time.perf_counter()
         values = self._session.run(self._names, dict(inputs))
-        self.members[0]._count(t0)  # one call for all: counted once, with the first member
+        self.members[0].count_run(t0)  # one call for all: counted once, with the first member
         for i, (member, raw) in enumerate(zip(self.members, values)):
             out[i] = member.signal_score(raw)
 

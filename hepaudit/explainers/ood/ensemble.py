@@ -145,7 +145,7 @@ class OodEnsemble(Explainer[EnsembleState]):
             for member in self.members:
                 member.check_inputs(inputs)
                 if n:
-                    member._learn_footprint(inputs)  # its cached_rows, also when it runs side by side
+                    member.learn_footprint(inputs)  # its cached_rows, also when it runs side by side
             self._checked = bool(n)
         # member by member (M, N): each member's scores land in one contiguous row
         by_member = np.empty((len(self.members) + int(self.options.include_audited), n))
