@@ -205,8 +205,13 @@ class ReplicateAUC:
         # positions in the running background sum C[0..n_bkg] (C[k]: the k lowest), ascending: a
         # signal jet counts the background below it, and half of the background tied with it
         below = np.searchsorted(ordered, sig_sorted, side="left")
-        upto = np.searchsorted(ordered, sig_sorted, side="right")
-        tied = np.flatnonzero(upto != below)
+        # the jets that may tie: the background's next score is not above theirs (all the ties,
+        # NaN included; a jet wrongly kept reads the same C twice and adds nothing)
+        may_tie = below < len(ordered)
+        may_tie[may_tie] = ~(ordered[below[may_tie]] > sig_sorted[may_tie])
+        tied = np.flatnonzero(may_tie)
+        upto = below.copy()
+        upto[tied] = np.searchsorted(ordered, sig_sorted[tied], side="right")
         # twice the numerator, from groups of signal jets (in score order) that each read C at
         # some positions with a coefficient: 2 C[below] for every jet, then C[upto] - C[below]
         # for the tied ones only (a few percent of saturated scores); both ends for every jet
