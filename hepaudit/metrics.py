@@ -7,6 +7,7 @@ given. It is computed from one sort, exactly, with no binning.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -175,6 +176,7 @@ class ReplicateAUC:
         self.w_sig = None if w is None else w[self.signal]
         self.w_bkg = None if w is None else w[~self.signal]
         self.pairs = self._total(self.m_sig, self.w_sig) * self._total(self.m_bkg, self.w_bkg)
+        self._local = threading.local()  # each thread's buffers for the blocks (``_scratch``)
 
     @staticmethod
     def _total(m: np.ndarray, w: np.ndarray | None) -> np.ndarray:
@@ -185,15 +187,31 @@ class ReplicateAUC:
         """From one (R, n) matrix of weights over every jet."""
         return cls(labels, np.asarray(weights, np.float64).T)
 
-    @staticmethod
-    def _rows(m: np.ndarray, w: np.ndarray | None, jets: np.ndarray) -> np.ndarray:
+    def _scratch(self, name: str, shape: tuple[int, int], dtype: type[np.generic] | np.dtype) -> np.ndarray:
+        """A C-contiguous array of ``shape`` on a buffer this thread keeps (grown when too small):
+        the blocks' temporaries are allocated once per column, not at every block. Fresh
+        arrays of a megabyte each cost page faults at every block, and more so in Dask workers,
+        whose allocator hands freed memory back to the system at once."""
+        buffers: dict[tuple[str, np.dtype], np.ndarray] | None = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        key = (name, np.dtype(dtype))
+        size = shape[0] * shape[1]
+        kept = buffers.get(key)
+        if kept is None or len(kept) < size:
+            kept = buffers[key] = np.empty(max(size, 1), key[1])
+        return kept[:size].reshape(shape)
+
+    def _rows(self, side: str, m: np.ndarray, w: np.ndarray | None, jets: np.ndarray) -> np.ndarray:
         """(R, len(jets)) weights of these jets, replicate-major (the counts as they are when
-        unweighted: the sums that read them are float64)."""
-        if w is None:
-            return np.ascontiguousarray(m[jets].T)
-        block = np.ascontiguousarray(m[jets].T, dtype=np.float64)
-        block *= w[jets]
-        return block
+        unweighted: the sums that read them are float64), on this thread's buffers for ``side``."""
+        jet_major = np.take(m, jets, axis=0, mode="clip", out=self._scratch(side + " jets", (len(jets), m.shape[1]),
+                                                                           m.dtype))
+        rows = self._scratch(side, (m.shape[1], len(jets)), m.dtype if w is None else np.float64)
+        np.copyto(rows, jet_major.T)
+        if w is not None:
+            rows *= w[jets]
+        return rows
 
     def __call__(self, scores: np.ndarray) -> np.ndarray:
         """(R,) the AUC of ``scores`` under each replicate's weights."""
@@ -232,8 +250,9 @@ class ReplicateAUC:
         carry: np.ndarray = np.zeros((len(self.pairs), 1), running_type)
         for a in range(0, len(bkg), REPLICATE_BLOCK_JETS):
             b = min(a + REPLICATE_BLOCK_JETS, len(bkg))
-            running: np.ndarray = np.cumsum(self._rows(self.m_bkg, self.w_bkg, by_bkg[a:b]), axis=1,
-                                            dtype=running_type)
+            rows = self._rows("background", self.m_bkg, self.w_bkg, by_bkg[a:b])
+            running: np.ndarray = np.cumsum(rows, axis=1, dtype=running_type,
+                                            out=self._scratch("running", rows.shape, running_type))
             running += carry  # C[a+1 .. b]
             for jets, reads in groups:
                 # the group's jets that read C[a+1 .. b] at any of its positions, gathered once
@@ -242,13 +261,14 @@ class ReplicateAUC:
                 hi = int(np.searchsorted(reads[0][0], b, side="right"))
                 if hi <= lo:
                     continue
-                sig_w = self._rows(self.m_sig, self.w_sig, jets[lo:hi])
+                sig_w = self._rows("signal", self.m_sig, self.w_sig, jets[lo:hi])
                 for at, coefficient in reads:
                     i0, i1 = np.searchsorted(at[lo:hi], (a, b), side="right")
                     if i1 > i0:
-                        read = np.take(running, at[lo + i0:lo + i1] - (a + 1), axis=1)
+                        read = np.take(running, at[lo + i0:lo + i1] - (a + 1), axis=1, mode="clip",
+                                       out=self._scratch("read", (len(running), i1 - i0), running_type))
                         twice += coefficient * np.einsum("rn,rn->r", sig_w[:, i0:i1], read, dtype=total_type)
-            carry = running[:, -1:]
+            carry = running[:, -1:].copy()  # the buffer is the next block's
         numerator = twice.astype(np.float64) / 2  # exact for integer counts below 2^53
         with np.errstate(invalid="ignore", divide="ignore"):
             return numerator / self.pairs
