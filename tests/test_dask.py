@@ -395,23 +395,6 @@ def test_cli_executor_dask_with_local_workers(folder: Path) -> None:
     assert bad.returncode == 2 and "executor" in bad.stderr
 
 
-def test_own_workers_keep_the_sliding_mmap_threshold(folder: Path, cluster: object) -> None:
-    """Dask's nannies set MALLOC_TRIM_THRESHOLD_ (a fixed mmap threshold: slower reading and
-    AUCs); the workers hepaudit starts itself (--workers) go without it."""
-    from hepaudit.config import load_config
-    from hepaudit.executors.dask import DaskExecutor
-
-    def trim() -> str | None:
-        return os.environ.get("MALLOC_TRIM_THRESHOLD_")
-
-    if os.environ.get("MALLOC_TRIM_THRESHOLD_") is None:  # Dask's own default, as a user's cluster has it
-        assert set(cluster.run(trim).values()) == {"65536"}  # type: ignore[attr-defined]
-    files = sorted(str(p.name) for p in folder.glob("jets_*.root"))
-    cfg = load_config(write_config(folder, base_doc(files, {"mad": {}}), "own.toml"))
-    with DaskExecutor(cfg, workers=1) as executor:
-        assert set(executor.client.run(trim).values()) == {os.environ.get("MALLOC_TRIM_THRESHOLD_")}
-
-
 def test_explainers_with_a_reference_pass_run_on_the_workers(folder: Path, cluster: object) -> None:
     """ood_ae, ood_ensemble and calibration: reference pass as tasks, prepared on every worker,
     the reference state merged in before finish; the report and per-jet columns are the local ones."""

@@ -65,14 +65,6 @@ from hepaudit.run.lifecycle import ExplainerRun, by_reference_sample, call_phase
 
 #: How long to wait for a scheduler named by address.
 CONNECT_TIMEOUT = "15s"
-
-#: Dask settings for the worker processes hepaudit starts itself (``--workers N``), and the
-#: ones docs/dask.md recommends for a cluster of one's own. Dask's nannies give every worker
-#: ``MALLOC_TRIM_THRESHOLD_``, which turns off glibc's sliding mmap threshold: every array over
-#: 128 kB is then a fresh mapping, page-faulted anew at each use, and reading and building the
-#: inputs and ΔAUC's exact AUCs, which allocate such arrays at every block, run slower. An
-#: audit's workers hold bounded state (ΔAUC's is spilled to disk), so they do without it.
-WORKER_CONFIG: dict[str, Any] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: Default partition: this many chunks of ``data.step_size`` (or the whole file if smaller).
 CHUNKS_PER_PARTITION = 4
 
@@ -358,7 +350,7 @@ class DaskExecutor:
             import dask
 
             # ONNX sessions release the GIL but our numpy glue does not: processes, not threads
-            with dask.config.set({"distributed.worker.daemon": False, **WORKER_CONFIG}):
+            with dask.config.set({"distributed.worker.daemon": False}):
                 quiet = {"silence_logs": logging.ERROR} if os.environ.get("HEPAUDIT_QUIET_WORKERS") else {}
                 self._cluster = distributed.LocalCluster(n_workers=workers or 1, threads_per_worker=threads_per_worker,
                                                          processes=True, dashboard_address=None, **quiet)
