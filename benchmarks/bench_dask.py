@@ -6,8 +6,9 @@ in its own process (so each peak RSS is its own) on the same files:
 - ``local``: the local executor, onnxruntime with ``--local-threads`` threads (default 2:
   both cores of the reference machine);
 - ``dask1`` / ``dask2``: a LocalCluster of 1 or 2 worker processes, 1 thread each and
-  onnxruntime held to one thread per process (``model.threads = 1``). The audit is timed
-  on a running cluster; its start-up is printed apart.
+  onnxruntime held to one thread per process (``model.threads = 1``), Dask's default worker
+  settings (``--no-trim-threshold``: without ``MALLOC_TRIM_THRESHOLD_``, docs/dask.md). The
+  audit is timed on a running cluster; its start-up is printed apart.
 
 Targets (issue 9): dask2 ≥ 1.7 × dask1 and dask2 ≥ 0.9 × local in jets/s; local peak RSS
 ≤ 1.5 GB on 2M jets. Worker memory against the number of files: ``--files-memory 2,8``
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -70,12 +72,16 @@ def child(config: Path, mode: str) -> None:
     else:
         import resource
 
+        import dask
         import distributed
 
         workers = int(mode.removeprefix("dask"))
         t0 = time.perf_counter()
-        with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        # --no-trim-threshold: workers without Dask's MALLOC_TRIM_THRESHOLD_ (docs/dask.md, "Memory")
+        unset = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+        with dask.config.set(unset if os.environ.get("HEPAUDIT_BENCH_NO_TRIM") else {}), distributed.LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster, distributed.Client(cluster) as client:
             out["startup_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             cpu0 = time.process_time()
@@ -113,6 +119,8 @@ def main() -> None:
     parser.add_argument("--explainers", default="dauc,mad")
     parser.add_argument("--options", default="", help='explainer options, e.g. "mad.iqr_clip=true,mad.relative=true"')
     parser.add_argument("--files-memory", default="", help="e.g. 2,8: worker RSS with mad over that many files")
+    parser.add_argument("--no-trim-threshold", action="store_true",
+                        help="Dask workers without MALLOC_TRIM_THRESHOLD_ (faster, more resident memory)")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "hepaudit-bench-dask")
     parser.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--_mode", help=argparse.SUPPRESS)
@@ -121,10 +129,13 @@ def main() -> None:
         child(args._child, args._mode)
         return
 
+    if args.no_trim_threshold:  # the children read it
+        os.environ["HEPAUDIT_BENCH_NO_TRIM"] = "1"
     args.workdir.mkdir(parents=True, exist_ok=True)
     model, model_text = model_path(args.workdir)
     print(f"machine: {machine()}")
     print(f"model: {model_text}")
+    print("Dask workers: " + ("without MALLOC_TRIM_THRESHOLD_" if args.no_trim_threshold else "Dask's defaults"))
     explainers = [e for e in args.explainers.split(",") if e]
     results: dict[str, dict] = {}
     if args.modes:

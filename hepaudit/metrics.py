@@ -160,10 +160,11 @@ class ReplicateAUC:
     the weights the data's (None: 1), so the whole bootstrap of 2M jets is 66 MB rather than
     0.5 GB of float64. For a column, both classes are sorted by score and the background swept
     in blocks of ``REPLICATE_BLOCK_JETS``: each replicate's running background weight,
-    read by the signal jets at the sum strictly below their score and up to it (ties count
-    ½, as :func:`roc_auc`). Each block is gathered jet-major (one contiguous row of counts a
-    jet) and summed replicate-major (contiguous along the jets), so memory does not grow with
-    the jets and no pass is strided.
+    read by every signal jet at the sum strictly below its score, and by the jets tied with
+    the background also up to it (ties count ½, as :func:`roc_auc`). Each block is gathered
+    jet-major (one contiguous row of counts a jet) and summed replicate-major (contiguous
+    along the jets), into buffers each thread keeps for the column, so memory does not grow
+    with the jets and no pass is strided.
     """
 
     def __init__(self, labels: np.ndarray, multipliers: np.ndarray, weights: np.ndarray | None = None) -> None:
