@@ -50,17 +50,21 @@ def beeswarm(explanation: Explanation, labels: Labels) -> Figure | None:
     colours = _percentile_ranks(values) if values is not None else None
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.35 * len(order)))
+    rows = []
     for row, p in enumerate(order):
         # vertical spread grows with the local density of the values, like a beeswarm
         x = phi[:, p]
         hist, edges = np.histogram(x, bins=30)
         bins = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(hist) - 1)
         density = hist[bins] / max(1, hist.max())
-        y = row + rng.uniform(-0.35, 0.35, len(x)) * density
-        if colours is None:
-            points = ax.scatter(x, y, color=OVERALL_COLOUR, s=8, linewidths=0)
-        else:
-            points = ax.scatter(x, y, c=colours[:, p], cmap="coolwarm", vmin=0, vmax=1, s=8, linewidths=0)
+        rows.append(row + rng.uniform(-0.35, 0.35, len(x)) * density)
+    # every row in one collection: one artist to draw instead of one per feature
+    x, y = phi[:, order].T.ravel(), np.concatenate(rows)
+    if colours is None:
+        points = ax.scatter(x, y, color=OVERALL_COLOUR, s=8, linewidths=0)
+    else:
+        points = ax.scatter(x, y, c=colours[:, order].T.ravel(), cmap="coolwarm", vmin=0, vmax=1, s=8,
+                            linewidths=0)
     ax.axvline(0, color="#888888", lw=0.8)
     ax.set_yticks(np.arange(len(order)), [_short(names[p]) for p in order], fontsize=8)
     ax.invert_yaxis()
