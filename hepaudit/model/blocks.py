@@ -21,6 +21,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from hepaudit.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of it
+    ort = lazy_module("onnxruntime")
 
 
 def usable_cores() -> int:
@@ -68,3 +76,14 @@ def for_blocks(n: int, rows: int, threads: int, work: Callable[[int, int, int], 
         futures = [pool.submit(work, i, start, min(start + rows, n)) for i, start in enumerate(starts)]
     for future in futures:
         future.result()
+
+
+def one_thread_session(model: bytes | str, log_severity: int = 3) -> ort.InferenceSession:
+    """A CPU onnxruntime session for block-parallel passes: one thread (the blocks run on
+    several Python threads instead), and idle threads asleep rather than spinning, since
+    numpy work runs between the calls. ``model``: serialized bytes or a path."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = log_severity
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hepaudit.lazy import lazy_module
+from hepaudit.model.blocks import one_thread_session
 from hepaudit.model.graph import with_extra_outputs
 from hepaudit.model.providers import CPU
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 else:  # loaded on first use (hepaudit.lazy)
     onnx = lazy_module("onnx")
     onnx_compose = lazy_module("onnx.compose")
-    ort = lazy_module("onnxruntime")
 
 
 def _prefix(i: int) -> str:
@@ -56,15 +56,14 @@ def fuse(protos: Sequence[onnx.ModelProto], outputs: Sequence[Sequence[str]]) ->
     graph = onnx.GraphProto(name="hepaudit_members")
     graph.input.extend(i for i in first.graph.input if i.name in inputs)
     for i, (proto, names) in enumerate(zip(protos, outputs)):
-        exposed = with_extra_outputs(proto, list(names))
-        keep = set(names)
-        trimmed = onnx.ModelProto()
-        trimmed.CopyFrom(exposed)
-        del trimmed.graph.output[:]
-        trimmed.graph.output.extend(o for o in exposed.graph.output if o.name in keep)
-        if any(o.name in inputs for o in trimmed.graph.output):
+        renamed = onnx.ModelProto()  # the one copy of this model, renamed in place below
+        renamed.CopyFrom(with_extra_outputs(proto, list(names)))
+        kept = [o for o in renamed.graph.output if o.name in set(names)]
+        del renamed.graph.output[:]
+        renamed.graph.output.extend(kept)
+        if any(o.name in inputs for o in kept):
             return None  # an output that is an input would lose its name to the prefix
-        renamed = onnx_compose.add_prefix(trimmed, _prefix(i), rename_inputs=False, rename_functions=False)
+        onnx_compose.add_prefix(renamed, _prefix(i), rename_inputs=False, rename_functions=False, inplace=True)
         g = renamed.graph
         if not set(inputs) <= {v.name for v in g.input}:
             return None  # a subgraph's own input of the same name took the shared one's prefix
@@ -115,12 +114,8 @@ def side_by_side(members: Sequence[Tagger]) -> SideBySide | None:
     fused = fuse([m.proto for m in members], [[m.score_spec.output] for m in members])
     if fused is None:
         return None
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.log_severity_level = 4
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(fused.SerializeToString(), sess_options=opts, providers=[CPU])
+        session = one_thread_session(fused.SerializeToString(), log_severity=4)
     except Exception:  # a graph onnxruntime will not take fused: the members run one by one, as before
         return None
     return SideBySide(members, session)

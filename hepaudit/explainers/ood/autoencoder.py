@@ -46,7 +46,7 @@ from hepaudit.explainers.ood.common import (
 from hepaudit.explainers.ood.fit import FittedAutoencoder, Standardisation, fit_mlp, fit_pca
 from hepaudit.explainers.ood.scored import Kinematics, add_held_out, flag_jets, reference_split, threshold_fields
 from hepaudit.lazy import lazy_module
-from hepaudit.model.blocks import block_starts, for_blocks, shared_rows
+from hepaudit.model.blocks import block_starts, for_blocks, one_thread_session, shared_rows
 from hepaudit.model.session import CACHED_ROWS
 from hepaudit.results import ExplainerResult, Figure
 
@@ -92,18 +92,6 @@ class AeState:
     n: int = 0
 
 
-def _session(model_bytes: bytes | str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # one thread per session: blocks of jets run on several threads instead (hepaudit.model.blocks)
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    # idle threads sleep after a run: the errors are reduced in numpy between runs, which
-    # onnxruntime's spinning threads would slow down on a machine with few cores
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
-
-
 class OodAutoencoder(Explainer[AeState]):
     name = "ood_ae"
     Options = OodAeOptions
@@ -134,7 +122,7 @@ class OodAutoencoder(Explainer[AeState]):
             if not Path(self.path).is_file():
                 raise ConfigError(f"explainers.ood_ae.autoencoder: {self.path}: file not found")
             try:
-                self.session = _session(self.path)
+                self.session = one_thread_session(self.path)
             except Exception as exc:
                 raise ConfigError(
                     f"explainers.ood_ae.autoencoder: {self.path}: onnxruntime cannot load it "
@@ -250,7 +238,7 @@ class OodAutoencoder(Explainer[AeState]):
                 else fit_mlp(train, opts.hidden, self.context.seed, opts.max_iter, self.standard)
             )
             data = self.fitted.model.SerializeToString()
-            self.session = _session(data)
+            self.session = one_thread_session(data)
             if self.context.output_dir is not None:
                 folder = Path(self.context.write_dir or self.context.output_dir)
                 target = folder / SAVED_NAME
