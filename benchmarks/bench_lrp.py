@@ -186,7 +186,7 @@ def main() -> None:
         first = None
         for c in chunks:
             t0 = time.perf_counter()
-            blocked._each_block({name: c}, lambda m, values: None)
+            blocked._each_block({name: c}, lambda start, m, values: None)
             t1 = time.perf_counter()
             rel = blocked.relevance({name: c}, rules).relevance[name]
             total += time.perf_counter() - t1

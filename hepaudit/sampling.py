@@ -9,6 +9,8 @@ reservoirs cut again to size is the reservoir of the union. Explainers that samp
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -43,6 +45,7 @@ def salted_uniform(entries: np.ndarray, salt: int) -> np.ndarray:
     return to_unit(mix64(z & _MASK64))
 
 
+@lru_cache(maxsize=1024)  # SeedSequence takes ~0.5 ms, and a chunk's bootstrap asks for R salts
 def salt_for(seed: int, purpose: str) -> int:
     """A 64-bit salt from the seed and a purpose string, so different samples of one seed differ."""
     state = np.random.SeedSequence([seed, *purpose.encode()]).generate_state(2, np.uint32)

@@ -27,11 +27,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from hepaudit.binning import histogram2d_uniform
 from hepaudit.bootstrap import (
     BootstrapMeans,
     Replicates,
+    class_weights,
     jet_weights,
     merged,
+    poisson_counts,
     ranked_with_intervals,
     with_intervals,
 )
@@ -40,7 +43,7 @@ from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums
 from hepaudit.explanation import Explanation, ExplanationSample
-from hepaudit.model.backward import BackwardEngine, RuleSet, ScoreTarget
+from hepaudit.model.backward import BackwardEngine, LrpOutput, RuleSet, ScoreTarget
 from hepaudit.model.backward.blocked import BlockedBackward
 from hepaudit.plugins import ExplainerRegistry, hookimpl
 from hepaudit.results import CLASS_NAMES, ExplainerResult, FeatureScore, Figure, sorted_scores
@@ -125,18 +128,18 @@ class AttributionSums:
     signed: np.ndarray | None = None
 
     def add(self, values: np.ndarray, labels: np.ndarray | None, weights: np.ndarray | None) -> None:
-        n, f = values.shape
-        cls = np.full(n, 2, np.int8) if labels is None else labels.astype(np.int8)
-        w = np.ones(n) if weights is None else weights
+        self.add_weighted(values, class_weights(labels, weights, len(values)))
+
+    def add_weighted(self, values: np.ndarray, per_class: np.ndarray) -> None:
+        """Add ``values`` (n, F) with :func:`hepaudit.bootstrap.class_weights` ``per_class`` (3, n)."""
         if self.abs is None:
+            f = values.shape[1]
             self.abs, self.signed = np.zeros((3, f)), np.zeros((3, f))
         assert self.signed is not None
-        for c in range(3):
-            sel = cls == c
-            if sel.any():
-                self.abs[c] += w[sel] @ np.abs(values[sel])
-                self.signed[c] += w[sel] @ values[sel]
-                self.weight[c] += w[sel].sum()
+        values = values.astype(np.float64, copy=False)
+        self.abs += per_class @ np.abs(values)
+        self.signed += per_class @ values
+        self.weight += per_class.sum(axis=1)
 
     def merge(self, other: AttributionSums) -> AttributionSums:
         if self.abs is None:
@@ -198,13 +201,19 @@ class Profiles:
     def add(self, x: np.ndarray, r: np.ndarray, labels: np.ndarray | None) -> None:
         n_feat, bins, _ = self.sums.shape
         lo, width = self.edges[:, 0], self.edges[:, -1] - self.edges[:, 0]
-        cls = np.full(len(x), 2, np.int64) if labels is None else labels.astype(np.int64)
-        base = (np.arange(n_feat, dtype=np.int64) * bins)[None, :]
+        scale = bins / np.where(width > 0, width, 1.0)
+        cls = np.full(len(x), 2, np.intp) if labels is None else labels.astype(np.intp)
+        base = np.arange(n_feat, dtype=np.intp) * (bins * 3)  # (feature, bin, class) flattened
         size = n_feat * bins * 3
         for start in range(0, len(x), self.ROWS):
-            xs = x[start:start + self.ROWS]
-            b = np.clip(np.floor((xs - lo) / width * bins), 0, bins - 1).astype(np.int64)
-            flat = ((base + b) * 3 + cls[start:start + self.ROWS, None]).ravel()
+            t = x[start:start + self.ROWS] - lo
+            t *= scale
+            np.clip(t, 0, bins - 1, out=t)  # >= 0 now: truncation is the floor
+            flat = t.astype(np.intp)
+            flat *= 3
+            flat += base
+            flat += cls[start:start + self.ROWS, None]
+            flat = flat.ravel()
             self.sums += np.bincount(flat, weights=r[start:start + self.ROWS].ravel(),
                                      minlength=size).reshape(self.sums.shape)
             self.counts += np.bincount(flat, minlength=size).reshape(self.counts.shape)
@@ -262,10 +271,7 @@ class EtaPhiImage:
         per_particle = r @ self.members
         present = np.abs(x) @ self.members > 0  # zero-padded constituents carry no position
         eta, phi = x[:, self.eta][present], x[:, self.phi][present]
-        hist, _, _ = np.histogram2d(
-            eta, phi, bins=bins, range=[[-extent, extent], [-extent, extent]], weights=per_particle[present]
-        )
-        return hist
+        return histogram2d_uniform(eta, phi, bins, ((-extent, extent), (-extent, extent)), per_particle[present])
 
 
 @dataclass
@@ -324,53 +330,85 @@ class LayerwiseRelevance(Explainer[LrpState]):
             r = np.divide(r, total, out=np.zeros_like(r), where=total != 0)
         return r
 
-    def start(self) -> LrpState:
+    def _empty_profiles(self) -> Profiles:
         bounds = self.context.feature_range
         if bounds is None:  # no x̄ pass (a context built by hand): unit bins
             bounds = np.tile([0.0, 1.0], (len(self.context.features), 1))
-        return LrpState(profiles=Profiles.empty(bounds) if self.options.profile_features > 0 else None,
+        return Profiles.empty(bounds)
+
+    def start(self) -> LrpState:
+        return LrpState(profiles=self._empty_profiles() if self.options.profile_features > 0 else None,
                         sample=ExplanationSample(self.options.sample_jets, salt_for(self.context.seed, "lrp-sample")),
                         kept=SpilledColumns(len(self.context.features)) if self.options.iqr_clip else None,
                         boot=None if self.options.iqr_clip else self.context.bootstrap_means("lrp"))
 
     def update(self, state: LrpState, chunk: Chunk) -> LrpState:
-        out = self.backward.relevance(chunk.inputs, self.rules)
-        r = self._features(out.relevance)
-        total = out.total()
-        raw_features = feature_matrix(self.context.builder, out.relevance).sum(axis=1)
-        state.n += len(chunk)
-        state.abs_error += float(np.abs(total - chunk.logit).sum())
-        state.abs_logit += float(np.abs(chunk.logit).sum())
-        state.bias += float(out.absorbed_bias.sum())
-        state.abs_bias += float(np.abs(out.absorbed_bias).sum())
-        state.residual += float(np.abs(total + out.absorbed_bias - chunk.logit).sum())
-        state.outside += float(np.abs(total - raw_features).sum())
-        state.sums.add(r, chunk.labels, chunk.weights)
-        if state.boot is not None:
-            state.boot.add(np.abs(r), chunk.labels, chunk.weights, chunk.entries)
+        n, n_feat = len(chunk), len(self.context.features)
+        boot = state.boot
+        counts = None if boot is None else poisson_counts(chunk.entries, boot.seed, boot.replicates)
+        # every jet's relevance and features, written block by block, for the sample and per_jet.root
+        r_all = np.empty((n, n_feat), self.engine.dtype)
+        x_all = np.empty((n, n_feat))
+        keep_inputs = self.options.per_jet and not self.per_jet
+
+        def tally(rows: slice, out: LrpOutput) -> tuple[LrpState, dict[str, np.ndarray] | None]:
+            """The sums of one block of jets (run on the block's thread: blocks stay in cache)."""
+            part, r_all[rows], x_all[rows] = self._block_sums(rows, out, chunk, counts, boot)
+            return part, out.relevance if keep_inputs else None
+
+        parts = self.backward.relevance_blocks(chunk.inputs, self.rules, tally)
+        for part, _ in parts:  # in block order: the sums do not depend on the threads
+            state = self.merge(state, part)
+        r = r_all
         if state.kept is not None:
             state.kept.append(r.T)
-            state.classes.append(np.full(len(chunk), 2, np.int8) if chunk.labels is None
-                                 else chunk.labels.astype(np.int8))
-            state.weights.append(np.ones(len(chunk)) if chunk.weights is None else chunk.weights)
+            state.classes.append(np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8))
+            state.weights.append(np.ones(n) if chunk.weights is None else chunk.weights)
             state.entries.append(np.asarray(chunk.entries, np.int64))
-        state.differential.add(r - self.mean_relevance[None, :], chunk.labels, chunk.weights)
-        x = feature_matrix(self.context.builder, chunk.inputs).astype(np.float64)
-        if state.profiles is not None:
-            state.profiles.add(x, r, chunk.labels)
-        if self.image.usable:
-            hist = self.image.histogram(x, r, self.options.heatmap_range, self.options.heatmap_bins)
-            state.image = hist if state.image is None else state.image + hist
-        explanation = Explanation(r, self.context.features, chunk.entries, data=x, labels=chunk.labels,
+        explanation = Explanation(r, self.context.features, chunk.entries, data=x_all, labels=chunk.labels,
                                   scores=chunk.score)
         if self.per_jet:
             branches = explanation.branches("lrp", grids=self.context.builder.particle_grids())
-            chunk.per_jet.update({k: v.astype(np.float32) for k, v in branches.items()})
-        elif self.options.per_jet:
-            chunk.per_jet.update(Explanation.input_branches("lrp", out.relevance, self.context.builder.feature_inputs))
+            chunk.per_jet.update({k: v.astype(np.float32, copy=False) for k, v in branches.items()})
+        elif keep_inputs:
+            relevance = {k: np.concatenate([p[k] for _, p in parts if p is not None]) for k in parts[0][1] or {}}
+            chunk.per_jet.update(Explanation.input_branches("lrp", relevance, self.context.builder.feature_inputs))
         if state.sample is not None:
             state.sample.add(explanation)
         return state
+
+    def _block_sums(self, rows: slice, out: LrpOutput, chunk: Chunk, counts: np.ndarray | None,
+                    boot: BootstrapMeans | None) -> tuple[LrpState, np.ndarray, np.ndarray]:
+        """A block's share of every sum over jets, as a state of its own (merged in block order),
+        and the block's relevance and features per jet."""
+        r = self._features(out.relevance)
+        raw = r if self.options.normalize == "none" else feature_matrix(self.context.builder, out.relevance)
+        total = out.total()
+        logit = chunk.logit[rows]
+        labels = None if chunk.labels is None else chunk.labels[rows]
+        per_class = class_weights(labels, None if chunk.weights is None else chunk.weights[rows], len(logit))
+        part = LrpState(n=len(logit), profiles=None, sample=None)
+        part.abs_error = float(np.abs(total - logit).sum())
+        part.abs_logit = float(np.abs(logit).sum())
+        part.bias = float(out.absorbed_bias.sum())
+        part.abs_bias = float(np.abs(out.absorbed_bias).sum())
+        part.residual = float(np.abs(total + out.absorbed_bias - logit).sum())
+        part.outside = float(np.abs(total - raw.sum(axis=1)).sum())
+        r64 = r.astype(np.float64)
+        part.sums.add_weighted(r64, per_class)
+        if boot is not None and counts is not None:
+            part.boot = BootstrapMeans(boot.replicates, boot.seed)
+            part.boot.add(np.abs(r64), labels, None if chunk.weights is None else chunk.weights[rows],
+                          chunk.entries[rows], counts[:, rows])
+        r64 -= self.mean_relevance[None, :]
+        part.differential.add_weighted(r64, per_class)
+        x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()}).astype(np.float64)
+        if self.options.profile_features > 0:
+            part.profiles = self._empty_profiles()
+            part.profiles.add(x, r, labels)
+        if self.image.usable:
+            part.image = self.image.histogram(x, r, self.options.heatmap_range, self.options.heatmap_bins)
+        return part, r, x
 
     def merge(self, a: LrpState, b: LrpState) -> LrpState:
         image = b.image if a.image is None else (a.image if b.image is None else a.image + b.image)

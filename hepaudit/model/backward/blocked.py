@@ -89,11 +89,15 @@ class BlockedBackward:
         engine = self.engine
         return bool(engine.row_wise and engine.block_rows and not self.tagger.fixed_batch)
 
-    def _each_block(self, inputs: Mapping[str, np.ndarray], work: Callable[[int, dict[str, np.ndarray]], R]
+    def _each_block(self, inputs: Mapping[str, np.ndarray], work: Callable[[int, int, dict[str, np.ndarray]], R]
                     ) -> list[R]:
-        """``work(jets, values)`` for every block, in block order."""
+        """``work(first row, jets, values)`` for every block, results in block order."""
         if not self._pipelined():
-            return [work(m, values) for m, values in self.blocks(inputs)]
+            done, start = [], 0
+            for m, values in self.blocks(inputs):
+                done.append(work(start, m, values))
+                start += m
+            return done
         n = len(next(iter(inputs.values())))
         rows = min(self.rows(inputs), int(self.engine.block_rows or 0))
         single = self.tagger.one_thread()
@@ -104,7 +108,7 @@ class BlockedBackward:
             values = single.raw_values(feed, self.engine.needed)
             values.update(feed)
             with blas_threads(1):
-                results[i] = work(stop - start, values)
+                results[i] = work(start, stop - start, values)
 
         for_blocks(n, rows, self.threads, block)
         return results  # type: ignore[return-value]
@@ -114,7 +118,7 @@ class BlockedBackward:
         """∂(logit or probability)/∂(input) per model input, and the logit z(x), per jet."""
         target = self.engine.target
 
-        def work(m: int, values: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        def work(start: int, m: int, values: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
             seed = gradient_seed(target, values[target.tensor], what)
             return ({k: g[:m] for k, g in self.engine.gradient(values, seed).items()},
                     logit_and_gradient(target, values[target.tensor])[0][:m])
@@ -124,16 +128,25 @@ class BlockedBackward:
 
     def relevance(self, inputs: Mapping[str, np.ndarray], rules: RuleSet) -> LrpOutput:
         """LRP relevance per model input, per jet (methods.md's seed), block by block."""
-
-        def work(m: int, values: dict[str, np.ndarray]) -> LrpOutput:
-            out = self.engine.relevance(values, rules)
-            return LrpOutput({k: r[:m] for k, r in out.relevance.items()}, out.seed_total[:m], out.absorbed_bias[:m])
-
-        parts = self._each_block(inputs, work)
+        parts = self.relevance_blocks(inputs, rules, lambda rows, out: out)
         if len(parts) == 1:
             return parts[0]
         return LrpOutput(_joined([p.relevance for p in parts]), np.concatenate([p.seed_total for p in parts]),
                          np.concatenate([p.absorbed_bias for p in parts]))
+
+    def relevance_blocks(self, inputs: Mapping[str, np.ndarray], rules: RuleSet,
+                         visit: Callable[[slice, LrpOutput], R]) -> list[R]:
+        """``visit(rows, out)`` for each block's LRP output, ``rows`` its jets among ``inputs``;
+        the results in block order. ``visit`` runs on the thread that computed the block (for a
+        row-wise graph, several at once, with one BLAS thread each), so what an explainer does
+        with every jet's relevance runs in parallel, on blocks that stay in cache."""
+
+        def work(start: int, m: int, values: dict[str, np.ndarray]) -> R:
+            out = self.engine.relevance(values, rules)
+            return visit(slice(start, start + m), LrpOutput({k: r[:m] for k, r in out.relevance.items()},
+                                                            out.seed_total[:m], out.absorbed_bias[:m]))
+
+        return self._each_block(inputs, work)
 
 
 def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
