@@ -259,7 +259,8 @@ class EtaPhiImage:
             phi.extend(int(k) for k in grid.index[:, at_phi])
         self.eta = np.array(eta, np.int64)
         self.phi = np.array(phi, np.int64)
-        self.members = np.zeros((len(context.builder.slots), len(rows)))
+        # float32, as the relevance and the inputs: products with them stay in single-precision BLAS
+        self.members = np.zeros((len(context.builder.slots), len(rows)), np.float32)
         for j, row in enumerate(rows):
             self.members[row, j] = 1.0
 
@@ -402,7 +403,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
                           chunk.entries[rows], counts[:, rows])
         r64 -= self.mean_relevance[None, :]
         part.differential.add_weighted(r64, per_class)
-        x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()}).astype(np.float64)
+        x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()})
         if self.options.profile_features > 0:
             part.profiles = self._empty_profiles()
             part.profiles.add(x, r, labels)
