@@ -159,6 +159,38 @@ def test_blas_threads_is_restored() -> None:
         assert get() == before
 
 
+def test_blas_threads_held_by_two_threads_stays_set_until_both_leave() -> None:
+    """OpenBLAS's count is the process's: a thread leaving must not restore it under another
+    thread still inside (the race that let blocks run two-threaded and round differently)."""
+    import threading
+
+    controls = _controls()
+    if controls is None:
+        pytest.skip("numpy is not linked against an OpenBLAS this helper can control")
+    get = controls[2]
+    before = get()
+    entered, first_left, seen = threading.Barrier(2), threading.Event(), []
+
+    def first() -> None:
+        with blas_threads(1):
+            entered.wait()
+        first_left.set()
+
+    def second() -> None:
+        with blas_threads(1):
+            entered.wait()
+            first_left.wait()
+            seen.append(get())  # the first thread has left: still one thread here
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [1]
+    assert get() == before
+
+
 def test_tagger_without_spinning_returns_the_same_tensors(tmp_path: Path) -> None:
     path = save(mlp_model(WEIGHTS), tmp_path / "mlp.onnx")
     x = np.random.default_rng(6).normal(size=(50, 7)).astype(np.float32)

@@ -580,3 +580,32 @@ def test_eta_phi_image_equals_the_per_jet_relevance_binned(monkeypatch: pytest.M
     got = np.asarray(image["relevance_sum"])
     assert np.abs(expected).sum() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+
+def test_sums_taken_block_by_block_do_not_depend_on_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sum over jets is taken per backward block on the block's thread and merged in block
+    order: one thread or two, the ranking, its intervals, the profiles and the image are the same
+    to the bit, and the ranking is each feature's mean |R| over the per-jet relevance."""
+    import tomllib
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    doc = tomllib.loads((examples / "audit_topodnn.toml").read_text())
+    doc["explainers"] = {"lrp": {}}
+    doc["data"]["max_jets"] = 2500  # three blocks of the engine's 1024 rows
+    doc["execution"] = {"progress": False}
+    monkeypatch.chdir(examples)
+    results = []
+    for threads in (1, 2):
+        doc["model"]["threads"] = threads
+        report = hepaudit.audit(doc, out=None, warn=False)
+        results.append((report.explainers["lrp"], report.per_jet, report.features))
+    (one, per_jet, features), (two, _, _) = results
+    assert one.status == two.status == "ok"
+    assert [(s.feature, s.score, s.score_std, s.score_ci95) for s in one.feature_importance] == \
+        [(s.feature, s.score, s.score_std, s.score_ci95) for s in two.feature_importance]
+    for key in ("eta_phi_image", "profiles", "mean_behaviour", "conservation_mean_abs_error"):
+        assert one.fields[key] == two.fields[key], key
+    r = per_jet["lrp_x"].astype(np.float64).reshape(2500, -1)  # model order: the report's features
+    assert len(features) == r.shape[1]
+    score = {s.feature: s.score for s in one.feature_importance}
+    np.testing.assert_allclose([score[f] for f in features], np.abs(r).mean(axis=0), rtol=1e-5)

@@ -245,7 +245,7 @@ class EtaPhiImage:
     every per-particle input (``InputBuilder.particle_grids``) with an η and a φ feature."""
 
     def __init__(self, context: AuditContext) -> None:
-        rows: list[np.ndarray] = []  # per particle, its features' indices
+        self.grids: list[np.ndarray] = []  # per input with η and φ: (particles, features) feature indices
         eta: list[int] = []
         phi: list[int] = []
         for grid in context.builder.particle_grids().values():
@@ -254,23 +254,22 @@ class EtaPhiImage:
             at_phi = next((j for j, f in enumerate(names) if f in PHI_NAMES), None)
             if at_eta is None or at_phi is None:
                 continue
-            rows.extend(grid.index)
+            self.grids.append(np.asarray(grid.index, np.int64))
             eta.extend(int(k) for k in grid.index[:, at_eta])
             phi.extend(int(k) for k in grid.index[:, at_phi])
         self.eta = np.array(eta, np.int64)
         self.phi = np.array(phi, np.int64)
-        # float32, as the relevance and the inputs: products with them stay in single-precision BLAS
-        self.members = np.zeros((len(context.builder.slots), len(rows)), np.float32)
-        for j, row in enumerate(rows):
-            self.members[row, j] = 1.0
 
     @property
     def usable(self) -> bool:
         return len(self.eta) > 0
 
     def histogram(self, x: np.ndarray, r: np.ndarray, extent: float, bins: int) -> np.ndarray:
-        per_particle = r @ self.members
-        present = np.abs(x) @ self.members > 0  # zero-padded constituents carry no position
+        # each particle's relevance: its features' added one by one, in feature order, so a jet's
+        # sum does not depend on the block it is in (a matrix product's rounding can)
+        per_particle = np.concatenate([sum(r[:, g[:, j]] for j in range(g.shape[1])) for g in self.grids], axis=1)
+        # zero-padded constituents carry no position
+        present = np.concatenate([(x[:, g] != 0).any(axis=2) for g in self.grids], axis=1)
         eta, phi = x[:, self.eta][present], x[:, self.phi][present]
         return histogram2d_uniform(eta, phi, bins, ((-extent, extent), (-extent, extent)), per_particle[present])
 

@@ -9,13 +9,15 @@ measured the LRP backward about twice as fast with one BLAS thread on a 2-core m
 
 numpy ships no API for this; like threadpoolctl we call OpenBLAS's own setter through
 ctypes, on the library numpy has loaded. Any failure (another BLAS, no symbol, not Linux)
-leaves BLAS as it is: the result never depends on this, only the speed.
+leaves BLAS as it is: the results then differ at most in the last bits (a product split
+over more threads may add its terms in another order), the speed more.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -71,24 +73,39 @@ def _controls() -> tuple[Any, Any, Any] | None:
     return None
 
 
+_lock = threading.Lock()
+_holders = 0  # blocks inside blas_threads now, on any thread
+_saved = 0  # the thread count to restore when the last one leaves
+
+
 @contextmanager
 def blas_threads(n: int | None) -> Iterator[None]:
-    """Run the block with numpy's OpenBLAS on at most ``n`` threads (None: leave it alone)."""
+    """Run the block with numpy's OpenBLAS on at most ``n`` threads (None: leave it alone).
+
+    OpenBLAS's thread count is one setting for the whole process (its "local" setter, too,
+    changes it for every thread), so the blocks of a block-parallel pass that each set and
+    restored it raced: one block's restore let the other's products run on two threads,
+    rounded differently and oversubscribing the cores. Entries now hold the setting
+    together: the first one in sets it, the last one out restores it, and an entry while it
+    is held keeps the holder's count."""
+    global _holders, _saved
     controls = _controls() if n else None
     if controls is None:
         yield
         return
     local, set_global, get_global = controls
-    if local is not None:
-        previous = local(int(n))  # type: ignore[arg-type]
-        try:
-            yield
-        finally:
-            local(previous)
-        return
-    previous = get_global()
-    set_global(int(n))  # type: ignore[arg-type]
+    with _lock:
+        if _holders == 0:
+            if local is not None:
+                _saved = local(int(n))  # type: ignore[arg-type]
+            else:
+                _saved = get_global()
+                set_global(int(n))  # type: ignore[arg-type]
+        _holders += 1
     try:
         yield
     finally:
-        set_global(previous)
+        with _lock:
+            _holders -= 1
+            if _holders == 0:
+                (local or set_global)(_saved)

@@ -110,7 +110,8 @@ class BlockedBackward:
             with blas_threads(1):
                 results[i] = work(start, stop - start, values)
 
-        for_blocks(n, rows, self.threads, block)
+        with blas_threads(1):  # held across the pass: the setting is the process's (blas.py)
+            for_blocks(n, rows, self.threads, block)
         return results  # type: ignore[return-value]
 
     def gradient(self, inputs: Mapping[str, np.ndarray], what: str = "logit"

@@ -187,7 +187,8 @@ class BackwardEngine:
     ) -> None:
         """``blas_threads``: numpy's OpenBLAS threads during the backward (None: leave it);
         ``block_rows``: jets per backward block when the graph is row-wise (None: whole batch).
-        Neither changes the result, only the speed (see :mod:`hepaudit.model.backward.blas`)."""
+        Both change the speed; the numbers only in the last bits of float rounding (OpenBLAS
+        may sum a product's terms in another order on more threads; :mod:`hepaudit.model.backward.blas`)."""
         self.model = model
         self.blas_threads = blas_threads
         self.block_rows = block_rows
