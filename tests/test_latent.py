@@ -338,3 +338,37 @@ def test_tau_on_threads_equals_one_pass() -> None:
     for threads in (2, 3):
         np.testing.assert_array_equal(_on_threads(parts, 3, 0.8, 10, threads=threads), one)
     assert np.isfinite(one).all() and (one[counts >= 4] > 0).all()
+
+
+def test_jet_momentum_is_summed_once_and_shared_by_latent_and_ood(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Latent's mass and pT and the OOD explainers' pT and mass bins come from one sum of the
+    constituents per chunk, the one the input builder made: the same numbers as summing the
+    constituents again."""
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import InputBuilder
+    from hepaudit.data.builtin_recipes import BUILTIN_RECIPES
+    from hepaudit.data.observables import constituents_from_arrays
+    from hepaudit.explainers.ood.common import jet_kinematics
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    monkeypatch.chdir(examples)
+    cfg = load_config(examples / "audit_topodnn.toml")
+    tagger = Tagger(cfg.model)
+    builder = InputBuilder(cfg.inputs, BUILTIN_RECIPES, tagger.info.inputs)
+    with uproot.open(cfg.data.files[0]) as f:
+        arrays = f[cfg.data.tree].arrays(builder.branches, entry_stop=300)
+    inputs = builder.build(arrays)
+    out = tagger.run(inputs)
+    context = AuditContext(tagger=tagger, builder=builder, features=builder.features, groups={})
+    chunk = Chunk(np.arange(300), inputs, out.score, out.logit, context, arrays=arrays)
+    jet = chunk.jet_momentum()
+    assert jet is not None and chunk.jet_momentum() is jet  # once per chunk
+    parts = constituents_from_arrays(arrays, cfg.inputs[0].momentum)
+    shared = jet_observables(parts, tau=False, jet=jet)
+    again = jet_observables(parts, tau=False)
+    for name in ("mass", "pt", "n_constituents"):
+        np.testing.assert_allclose(shared[name], again[name], rtol=1e-12, err_msg=name)
+    kinematics = jet_kinematics(chunk)
+    assert kinematics is not None
+    np.testing.assert_allclose(kinematics[0], again["pt"], rtol=1e-12)
+    np.testing.assert_allclose(kinematics[1], again["mass"], rtol=1e-9)

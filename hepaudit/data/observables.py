@@ -37,6 +37,8 @@ from hepaudit.lazy import lazy_module
 
 if TYPE_CHECKING:
     import awkward as ak
+
+    from hepaudit.data.builders import JetMomentum
 else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
     ak = lazy_module("awkward")
 
@@ -207,16 +209,18 @@ def nsubjettiness(
 
 
 def jet_observables(parts: ak.Array, tau: bool = True, r0: float = 0.8,
-                    tau_jets: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    tau_jets: np.ndarray | None = None, jet: JetMomentum | None = None) -> dict[str, np.ndarray]:
     """Mass, pT and multiplicity of the jets (the sum of all constituents), and with ``tau``
     the N-subjettiness τ1, τ2, τ3 and ratios τ21, τ32, from vector ``Momentum4D`` records.
 
     ``tau_jets`` (a bool per jet): the jets whose τ are computed, NaN elsewhere (τ costs
-    far more than the rest: a sample of jets is enough for correlations)."""
-    px = ak.to_numpy(ak.sum(parts.px, axis=1)).astype(np.float64)
-    py = ak.to_numpy(ak.sum(parts.py, axis=1)).astype(np.float64)
-    pz = ak.to_numpy(ak.sum(parts.pz, axis=1)).astype(np.float64)
-    energy = ak.to_numpy(ak.sum(parts.E, axis=1)).astype(np.float64)
+    far more than the rest: a sample of jets is enough for correlations). ``jet``: the
+    constituents' summed four-momentum when already known (``Chunk.jet_momentum``)."""
+    if jet is None:
+        px, py, pz, energy = (ak.to_numpy(ak.sum(c, axis=1)).astype(np.float64)
+                              for c in (parts.px, parts.py, parts.pz, parts.E))
+    else:
+        px, py, pz, energy = jet.px, jet.py, jet.pz, jet.energy
     out = {
         "mass": np.sqrt(np.maximum(energy**2 - px**2 - py**2 - pz**2, 0.0)),
         "pt": np.hypot(px, py),

@@ -25,7 +25,7 @@ from hepaudit.results import ExplainerResult, Figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.bootstrap import BootstrapMeans
-    from hepaudit.data.builders import InputBuilder
+    from hepaudit.data.builders import InputBuilder, JetMomentum
     from hepaudit.model.session import Tagger
 
 State = TypeVar("State")
@@ -172,11 +172,33 @@ class Chunk:
         self.arrays = arrays  # the raw awkward branches, for observables
         self.context = context
         self.per_jet: dict[str, np.ndarray] = {}
+        self._shared: dict[str, Any] = {}  # what several explainers derive from the chunk, once
         # per (baseline, unit): the (scores, logits) batch it was computed in, and its row
         self._occluded: dict[tuple[object, ...], tuple[tuple[np.ndarray, np.ndarray], int]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def jet_momentum(self) -> JetMomentum | None:
+        """The jets' four-momentum (the sum of the constituents) of the first constituents input
+        with a momentum, as the builder summed it for this chunk's inputs; None without one.
+        Computed once per chunk for every explainer that asks (latent's observables, the OOD
+        explainers' pT and mass bins)."""
+        if "jet_momentum" not in self._shared:
+            self._shared["jet_momentum"] = self._jet_momentum()
+        return self._shared["jet_momentum"]
+
+    def _jet_momentum(self) -> JetMomentum | None:
+        if self.arrays is None:
+            return None
+        builder = self.context.builder
+        for cfg in builder.inputs:
+            if cfg.kind == "constituents" and cfg.momentum is not None:
+                # summed again only for arrays the builder did not build from (jets dropped
+                # for non-finite inputs leave a new arrays object)
+                return (builder.jet_momentum(self.arrays, cfg.name)
+                        or builder.summed_jet_momentum(self.arrays, cfg.name))
+        return None
 
     def occluded(self, units: Sequence[Sequence[int]], baseline: str | float = "mean"
                  ) -> tuple[np.ndarray, np.ndarray]:

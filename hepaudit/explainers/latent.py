@@ -247,7 +247,8 @@ class LatentSpace(Explainer[LatentState]):
             # the same jets whatever the chunking, the bottom of the Spearman sample's keys
             fraction = self.options.nsubjettiness_jets / max(self.context.n_jets, 1)
             tau_jets = None if fraction >= 1 else to_unit(seeded_keys(chunk.entries, self.context.seed)) < fraction
-            cols.update(jet_observables(parts, tau=self.options.nsubjettiness, tau_jets=tau_jets))
+            cols.update(jet_observables(parts, tau=self.options.nsubjettiness, tau_jets=tau_jets,
+                                        jet=chunk.jet_momentum()))
         for b in self.branches:
             if b not in cols:
                 cols[b] = np.asarray(chunk.arrays[b], dtype=np.float64)

@@ -18,7 +18,6 @@ is then 1 − quantile within the binomial uncertainty sqrt(q (1 − q) / n).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -145,33 +144,16 @@ _JET_PT = ("jet_pt", "pt", "fj_pt", "jet_pT")
 _JET_MASS = ("jet_mass", "jet_m", "mass", "fj_mass", "jet_sdmass", "fj_msoftdrop")
 
 
-_KINEMATICS: weakref.WeakKeyDictionary[Chunk, tuple[np.ndarray, np.ndarray] | None] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
     """Jet pT and mass per jet: the sum of the constituents' four-momenta of the first
-    constituents input, else flat branches named like ``jet_pt`` / ``jet_mass``; None if neither.
-    Computed once per chunk, however many OOD explainers ask."""
-    if chunk not in _KINEMATICS:
-        _KINEMATICS[chunk] = _jet_kinematics(chunk)
-    return _KINEMATICS[chunk]
-
-
-def _jet_kinematics(chunk: Chunk) -> tuple[np.ndarray, np.ndarray] | None:
+    constituents input (``Chunk.jet_momentum``, shared with the other explainers), else flat
+    branches named like ``jet_pt`` / ``jet_mass``; None if neither."""
+    jet = chunk.jet_momentum()
+    if jet is not None:
+        return jet.pt_and_mass()
     arrays = chunk.arrays
     if arrays is None:
         return None
-    builder = chunk.context.builder
-    for cfg in builder.inputs:
-        mom = cfg.momentum
-        if cfg.kind != "constituents" or mom is None:
-            continue
-        # the sums the builder made for this chunk's inputs; summed again only for arrays it did
-        # not build from (jets dropped for non-finite inputs leave a new arrays object)
-        jet = builder.jet_momentum(arrays, cfg.name) or builder.summed_jet_momentum(arrays, cfg.name)
-        return jet.pt_and_mass()
     fields = set(arrays.fields)
     pt_name = next((b for b in _JET_PT if b in fields), None)
     mass_name = next((b for b in _JET_MASS if b in fields), None)
