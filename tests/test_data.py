@@ -466,3 +466,24 @@ def test_a_chunk_built_in_blocks_equals_one_built_whole(jets_file, monkeypatch: 
         assert a is not None and b is not None
         np.testing.assert_array_equal(a.pt_and_mass()[0], b.pt_and_mass()[0])
         np.testing.assert_array_equal(a.pt_and_mass()[1], b.pt_and_mass()[1])
+
+
+def test_building_blocks_on_two_threads_gives_the_same_inputs() -> None:
+    """The x̄ pass builds a chunk's blocks side by side: the same arrays, and the same jet sums
+    for the explainers, as one block after the other."""
+    from hepaudit.config import load_config
+    from hepaudit.data.builders import BUILD_ROWS
+    from hepaudit.model.session import Tagger
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    cfg = load_config(examples / "audit_topodnn.toml")
+    builder = InputBuilder(cfg.inputs, BUILTIN_RECIPES, Tagger(cfg.model).info.inputs)
+    with uproot.open(examples / "data" / "top_qcd_test.root") as f:
+        one = f["jets"].arrays(builder.branches)
+    arrays = ak.concatenate([one] * (2 * BUILD_ROWS // len(one) + 2))  # three blocks and a part
+    serial, parallel = builder.build(arrays, threads=1), builder.build(arrays, threads=2)
+    assert serial.keys() == parallel.keys()
+    for name in serial:
+        np.testing.assert_array_equal(serial[name], parallel[name])
+    jet = builder.jet_momentum(arrays, cfg.inputs[0].name)
+    assert jet is not None and len(jet.px) == len(arrays)

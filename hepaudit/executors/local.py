@@ -141,11 +141,11 @@ def _column(arrays: ak.Array, branch: str | None, dtype: type) -> np.ndarray | N
 Replayed = tuple[RawChunk, dict[str, np.ndarray], int, int]
 
 
-def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None
-                  ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None,
+                  threads: int = 1) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
     """Each chunk as read, with the model inputs built from it (the part that runs ahead)."""
     for raw in sample.chunks(branches, partition=partition):
-        yield raw, builder.build(raw.arrays)
+        yield raw, builder.build(raw.arrays, threads)
 
 
 class LocalExecutor:
@@ -183,12 +183,13 @@ class LocalExecutor:
         return [item for item in kept if item[0].file == partition.path and lo <= item[3] < hi]
 
     def _chunks(self, sample: Sample, branches: list[str], job: Job, counter: PhaseCounter | None,
-                count: bool = True, partition: Partition | None = None
+                count: bool = True, partition: Partition | None = None, build_threads: int = 1
                 ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
         """Read and build inputs chunk by chunk, applying the non-finite policy to inputs.
 
         Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
-        ``partition`` restricts the pass to one file's entry range.
+        ``partition`` restricts the pass to one file's entry range. ``build_threads``: blocks
+        of a chunk built at once (:meth:`InputBuilder.build`), for passes that do little else.
         """
         replay = self._replayed(sample, partition)
         if replay is not None:  # the x̄ pass kept every chunk: read and build nothing again
@@ -201,7 +202,7 @@ class LocalExecutor:
                     counter.update(len(raw.entries) + dropped)
             return
         t0 = time.perf_counter()
-        built = _built_chunks(sample, branches, job.builder, partition)
+        built = _built_chunks(sample, branches, job.builder, partition, build_threads)
         chunks = Prefetched(built) if self.prefetch else built
         try:
             checked = False
@@ -269,7 +270,8 @@ class LocalExecutor:
         kept: list[Replayed] | None = [] if audited else None
         size = 0
         counter = job.progress.phase("input means", sample.n_entries)
-        for raw, inputs in self._chunks(sample, branches, job, counter):
+        # the sums take little: the cores are free to build the inputs side by side
+        for raw, inputs in self._chunks(sample, branches, job, counter, build_threads=job.tagger.block_threads):
             stats.update(inputs, feature_matrix(job.builder, inputs))
             if kept is not None:
                 if not job.keep_arrays:  # keep the label and weight columns only
