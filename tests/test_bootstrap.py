@@ -78,6 +78,26 @@ def test_poisson_weights_are_keyed_by_entry() -> None:
     assert not np.array_equal(poisson_weights(entries, 8, 5), w)
 
 
+def test_poisson_counts_are_the_inverse_cdf_of_the_keys() -> None:
+    """The fast draw (three comparisons, a search for the rest) is the Poisson(1) inverse CDF
+    of each jet's uniform key, as a sorted search over the whole CDF finds it; values on the
+    CDF's steps and in the far tail included."""
+    from hepaudit.bootstrap import _CDF, _inverse_cdf, poisson_counts
+    from hepaudit.sampling import salt_for, salted_uniform
+
+    rng = np.random.default_rng(5)
+    u = np.concatenate([rng.uniform(size=200_000), _CDF[:12], np.nextafter(_CDF[:12], 0),
+                        1 - rng.uniform(0, 1e-9, 100)])
+    np.testing.assert_array_equal(_inverse_cdf(u), np.searchsorted(_CDF, u, side="right"))
+    entries = np.arange(50_000, 90_000)
+    counts = poisson_counts(entries, 3, 4)
+    assert counts.dtype == np.uint8
+    for r in range(4):
+        keys = salted_uniform(entries, salt_for(3, f"bootstrap-{r}"))
+        np.testing.assert_array_equal(counts[r], np.searchsorted(_CDF, keys, side="right"))
+    np.testing.assert_array_equal(poisson_weights(entries, 3, 4), counts.astype(np.float64))
+
+
 @pytest.mark.parametrize("decimals", [2, 4, None])
 @pytest.mark.parametrize("block", [None, 7])
 def test_auc_replicates_equal_weighted_aucs(block: int | None, decimals: int | None,
