@@ -46,6 +46,30 @@ def test_a_producer_error_is_raised_at_its_item() -> None:
     assert not [t for t in threading.enumerate() if t.name == "hepaudit-read-ahead"]
 
 
+def test_the_producer_sees_whether_the_consumer_waits_for_it() -> None:
+    """Before the first item, and while the consumer is blocked asking for the next one, the
+    consumer idles (the producer may build on every core); while it works on an item, not."""
+    holder: list[Prefetched[int]] = []
+    asked = threading.Event()
+    seen: list[bool] = []
+
+    def items() -> Iterator[int]:
+        seen.append(not holder or holder[0].consumer_idles())  # before any item
+        yield 0
+        asked.wait()  # the consumer works on item 0, then asks for item 1 and blocks
+        time.sleep(0.2)
+        seen.append(holder[0].consumer_idles())
+        yield 1
+
+    holder.append(Prefetched(items()))
+    it = iter(holder[0])
+    assert next(it) == 0
+    assert not holder[0].consumer_idles()  # working on item 0
+    asked.set()
+    assert next(it) == 1
+    assert seen == [True, True]
+
+
 def test_closing_early_stops_the_producer_and_closes_the_source() -> None:
     closed: list[str] = []
     items = Prefetched(_produced(10_000, closed))

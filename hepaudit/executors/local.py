@@ -142,10 +142,11 @@ Replayed = tuple[RawChunk, dict[str, np.ndarray], int, int]
 
 
 def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None,
-                  threads: int = 1) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
-    """Each chunk as read, with the model inputs built from it (the part that runs ahead)."""
+                  threads: Callable[[], int]) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+    """Each chunk as read, with the model inputs built from it (the part that runs ahead) on
+    ``threads()`` threads, asked again for every chunk."""
     for raw in sample.chunks(branches, partition=partition):
-        yield raw, builder.build(raw.arrays, threads)
+        yield raw, builder.build(raw.arrays, threads())
 
 
 class LocalExecutor:
@@ -183,13 +184,15 @@ class LocalExecutor:
         return [item for item in kept if item[0].file == partition.path and lo <= item[3] < hi]
 
     def _chunks(self, sample: Sample, branches: list[str], job: Job, counter: PhaseCounter | None,
-                count: bool = True, partition: Partition | None = None, build_threads: int = 1
+                count: bool = True, partition: Partition | None = None, build_threads: int | None = None
                 ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
         """Read and build inputs chunk by chunk, applying the non-finite policy to inputs.
 
         Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
-        ``partition`` restricts the pass to one file's entry range. ``build_threads``: blocks
-        of a chunk built at once (:meth:`InputBuilder.build`), for passes that do little else.
+        ``partition`` restricts the pass to one file's entry range. ``build_threads``: at most
+        this many blocks of a chunk built at once (:meth:`InputBuilder.build`): all of them
+        while the pass waits for its chunks (the x̄ pass, cheap explainers, the first chunk of
+        any pass), one while the pass keeps the cores busy with the chunk before.
         """
         replay = self._replayed(sample, partition)
         if replay is not None:  # the x̄ pass kept every chunk: read and build nothing again
@@ -202,8 +205,17 @@ class LocalExecutor:
                     counter.update(len(raw.entries) + dropped)
             return
         t0 = time.perf_counter()
-        built = _built_chunks(sample, branches, job.builder, partition, build_threads)
-        chunks = Prefetched(built) if self.prefetch else built
+        cores = job.tagger.block_threads if build_threads is None else build_threads
+        if self.prefetch:
+            started: list[Prefetched[tuple[RawChunk, dict[str, np.ndarray]]]] = []
+
+            def threads() -> int:  # the producer starts before `started` holds it: nothing consumed yet
+                return cores if not started or started[0].consumer_idles() else 1
+
+            started.append(Prefetched(_built_chunks(sample, branches, job.builder, partition, threads)))
+            chunks: Iterator[tuple[RawChunk, dict[str, np.ndarray]]] = started[0]
+        else:  # built between the chunks' work: nothing else runs meanwhile
+            chunks = _built_chunks(sample, branches, job.builder, partition, lambda: cores)
         try:
             checked = False
             for raw, inputs in chunks:
@@ -270,8 +282,7 @@ class LocalExecutor:
         kept: list[Replayed] | None = [] if audited else None
         size = 0
         counter = job.progress.phase("input means", sample.n_entries)
-        # the sums take little: the cores are free to build the inputs side by side
-        for raw, inputs in self._chunks(sample, branches, job, counter, build_threads=job.tagger.block_threads):
+        for raw, inputs in self._chunks(sample, branches, job, counter):
             stats.update(inputs, feature_matrix(job.builder, inputs))
             if kept is not None:
                 if not job.keep_arrays:  # keep the label and weight columns only

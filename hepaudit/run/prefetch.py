@@ -3,7 +3,8 @@
 uproot's decompression, numpy's and awkward's kernels and onnxruntime's ``run`` all release
 the GIL, so on two or more cores reading the next chunk overlaps the current chunk's
 inference instead of adding to the audit's wall time. One chunk is read ahead (``depth``):
-memory grows by one chunk, not by the sample.
+memory grows by one chunk, not by the sample. The producer can ask whether the consumer
+is waiting for it (:meth:`Prefetched.consumer_idles`), to use the idle cores as well.
 """
 
 from __future__ import annotations
@@ -35,8 +36,19 @@ class Prefetched(Generic[T]):
         self._items = items
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
         self._stop = threading.Event()
+        self._waiting = False  # the consumer is blocked in __next__ now
+        self._delivered = 0
         self._thread = threading.Thread(target=self._produce, name=name, daemon=True)
         self._thread.start()
+
+    def consumer_idles(self) -> bool:
+        """Whether the consumer waits for the producer now (or has not had an item yet): the
+        producer may then use every core (a chunk's inputs built side by side) without taking
+        them from the consumer's own work. Asked as a chunk's build starts: one that starts
+        while the consumer works on the chunk before keeps to one core (had it asked whether
+        the consumer waited for the chunk before, the second chunk of every audit, built while
+        the first is scored, would have taken the cores from it)."""
+        return self._delivered == 0 or self._waiting
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
@@ -62,7 +74,12 @@ class Prefetched(Generic[T]):
     def __next__(self) -> T:
         if self._stop.is_set():
             raise StopIteration
-        item = self._queue.get()
+        self._waiting = True
+        try:
+            item = self._queue.get()
+        finally:
+            self._waiting = False
+        self._delivered += 1
         if item is _DONE:
             self.close()
             raise StopIteration
