@@ -80,3 +80,27 @@ def test_docs_plugin_example_runs_on_a_tagger(tmp_path: Path) -> None:
     np.testing.assert_allclose(one[0], mlp_forward(weights, x)[:, 0], rtol=1e-5, atol=1e-6)
     for tagger in taggers.values():  # 64-row blocks: half of cached_rows
         assert tagger.n_runs == len(block_starts(1000, 64)) and tagger.one_thread().n_runs == 0
+
+
+@pytest.mark.parametrize("helping", [True, False])
+def test_helped_blocks_run_once_each_and_helpers_only_while_asked(helping: bool) -> None:
+    """Every block runs once; helpers take blocks only while ``helping()`` holds, so with it
+    false the calling thread runs them all; a block's error is raised to the caller."""
+    from hepaudit.model.blocks import for_blocks_helped
+
+    ran: list[tuple[int, int, int, str]] = []
+
+    def work(i: int, start: int, stop: int) -> None:
+        ran.append((i, start, stop, threading.current_thread().name))
+
+    for_blocks_helped(10, 3, 3, work, lambda: helping)
+    assert sorted(r[:3] for r in ran) == [(0, 0, 3), (1, 3, 6), (2, 6, 9), (3, 9, 10)]
+    if not helping:
+        assert {r[3] for r in ran} == {threading.current_thread().name}
+
+    def fails(i: int, start: int, stop: int) -> None:
+        if i == 2:
+            raise ValueError("block 2")
+
+    with pytest.raises(ValueError, match="block 2"):
+        for_blocks_helped(10, 3, 2, fails, lambda: helping)

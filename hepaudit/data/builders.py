@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -249,26 +249,31 @@ class InputBuilder:
         return list(dict.fromkeys(slot.input for slot in self.slots))
 
     # -- building --------------------------------------------------------------------------------
-    def build(self, arrays: ak.Array, threads: int = 1) -> dict[str, np.ndarray]:
+    def build(self, arrays: ak.Array, threads: int = 1, helping: Callable[[], bool] | None = None
+              ) -> dict[str, np.ndarray]:
         """Every model input for this chunk, float32 (or the model's dtype), in model shape.
 
         A large chunk is built ``BUILD_ROWS`` jets at a time: awkward's and numpy's passes over
         a block's constituents stay in the CPU cache (twice as fast as over 100k jets at once).
-        ``threads`` > 1 builds that many blocks at once (awkward's kernels and numpy release the
-        GIL), for a pass with nothing else to run on the cores (the x̄ pass); each block is
-        built alone and the blocks are joined in order, so the inputs are the same."""
+        ``threads`` > 1 builds up to that many blocks at once (awkward's kernels and numpy
+        release the GIL), all the time, or with ``helping`` only while ``helping()`` holds
+        (the audit is waiting for this chunk: :func:`hepaudit.model.blocks.for_blocks_helped`).
+        Each block is built alone and the blocks are joined in order: the same inputs."""
         n = len(arrays)
         if n <= 2 * BUILD_ROWS:
             built, jets = self._build(arrays)
         else:
-            from hepaudit.model.blocks import for_blocks
+            from hepaudit.model.blocks import for_blocks, for_blocks_helped
 
             blocks: list[tuple[dict[str, np.ndarray], dict[str, ak.Array]]] = [({}, {})] * len(range(0, n, BUILD_ROWS))
 
             def block(i: int, start: int, stop: int) -> None:
                 blocks[i] = self._build(arrays[start:stop])
 
-            for_blocks(n, BUILD_ROWS, threads, block)
+            if helping is None:
+                for_blocks(n, BUILD_ROWS, threads, block)
+            else:
+                for_blocks_helped(n, BUILD_ROWS, threads, block, helping)
             built = {name: np.concatenate([b[0][name] for b in blocks]) for name in blocks[0][0]}
             jets = {name: ak.concatenate([b[1][name] for b in blocks]) for name in blocks[0][1]}
         for name, jet in jets.items():

@@ -142,11 +142,12 @@ Replayed = tuple[RawChunk, dict[str, np.ndarray], int, int]
 
 
 def _built_chunks(sample: Sample, branches: list[str], builder: InputBuilder, partition: Partition | None,
-                  threads: Callable[[], int]) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
+                  threads: int, helping: Callable[[], bool] | None
+                  ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
     """Each chunk as read, with the model inputs built from it (the part that runs ahead) on
-    ``threads()`` threads, asked again for every chunk."""
+    up to ``threads`` threads (beyond the first only while ``helping()``, when given)."""
     for raw in sample.chunks(branches, partition=partition):
-        yield raw, builder.build(raw.arrays, threads())
+        yield raw, builder.build(raw.arrays, threads, helping)
 
 
 class LocalExecutor:
@@ -190,9 +191,9 @@ class LocalExecutor:
 
         Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
         ``partition`` restricts the pass to one file's entry range. ``build_threads``: at most
-        this many blocks of a chunk built at once (:meth:`InputBuilder.build`): all of them
-        while the pass waits for its chunks (the x̄ pass, cheap explainers, the first chunk of
-        any pass), one while the pass keeps the cores busy with the chunk before.
+        this many blocks of a chunk built at once (:meth:`InputBuilder.build`), beyond the
+        first only while the pass waits for the chunk (the x̄ pass, cheap explainers, the
+        first chunk of any pass), not while it keeps the cores busy with the chunk before.
         """
         replay = self._replayed(sample, partition)
         if replay is not None:  # the x̄ pass kept every chunk: read and build nothing again
@@ -209,13 +210,13 @@ class LocalExecutor:
         if self.prefetch:
             started: list[Prefetched[tuple[RawChunk, dict[str, np.ndarray]]]] = []
 
-            def threads() -> int:  # the producer starts before `started` holds it: nothing consumed yet
-                return cores if not started or started[0].consumer_idles() else 1
+            def idle() -> bool:  # the producer starts before `started` holds it: nothing consumed yet
+                return not started or started[0].consumer_idles()
 
-            started.append(Prefetched(_built_chunks(sample, branches, job.builder, partition, threads)))
+            started.append(Prefetched(_built_chunks(sample, branches, job.builder, partition, cores, idle)))
             chunks: Iterator[tuple[RawChunk, dict[str, np.ndarray]]] = started[0]
         else:  # built between the chunks' work: nothing else runs meanwhile
-            chunks = _built_chunks(sample, branches, job.builder, partition, lambda: cores)
+            chunks = _built_chunks(sample, branches, job.builder, partition, cores, None)
         try:
             checked = False
             for raw, inputs in chunks:

@@ -19,6 +19,8 @@ number of threads or on which thread ran which block.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -76,6 +78,54 @@ def for_blocks(n: int, rows: int, threads: int, work: Callable[[int, int, int], 
         futures = [pool.submit(work, i, start, min(start + rows, n)) for i, start in enumerate(starts)]
     for future in futures:
         future.result()
+
+
+def for_blocks_helped(n: int, rows: int, threads: int, work: Callable[[int, int, int], None],
+                      helping: Callable[[], bool]) -> None:
+    """:func:`for_blocks` where the calling thread takes the blocks in order and up to
+    ``threads - 1`` helpers take blocks only while ``helping()`` holds (asked before each
+    block; a helper finding it false looks again 2 ms later): for work that should use idle
+    cores and leave busy ones alone. The first exception raised by a block is raised here."""
+    starts = block_starts(n, rows)
+    if threads <= 1 or len(starts) <= 1:
+        for_blocks(n, rows, 1, work)
+        return
+    lock = threading.Lock()
+    taken = [0]
+    errors: list[BaseException] = []
+
+    def take() -> int | None:
+        with lock:
+            if taken[0] >= len(starts) or errors:
+                return None
+            taken[0] += 1
+            return taken[0] - 1
+
+    def run(helper: bool) -> None:
+        while True:
+            if helper and not helping():
+                if taken[0] >= len(starts) or errors:
+                    return
+                time.sleep(0.002)
+                continue
+            i = take()
+            if i is None:
+                return
+            try:
+                work(i, starts[i], min(starts[i] + rows, n))
+            except BaseException as exc:  # raised by the caller once every thread is done
+                errors.append(exc)
+                return
+
+    helpers = [threading.Thread(target=run, args=(True,), name="hepaudit-helper", daemon=True)
+               for _ in range(min(threads, len(starts)) - 1)]
+    for h in helpers:
+        h.start()
+    run(False)
+    for h in helpers:
+        h.join()
+    if errors:
+        raise errors[0]
 
 
 def one_thread_session(model: bytes | str, log_severity: int = 3) -> ort.InferenceSession:

@@ -44,10 +44,7 @@ class Prefetched(Generic[T]):
     def consumer_idles(self) -> bool:
         """Whether the consumer waits for the producer now (or has not had an item yet): the
         producer may then use every core (a chunk's inputs built side by side) without taking
-        them from the consumer's own work. Asked as a chunk's build starts: one that starts
-        while the consumer works on the chunk before keeps to one core (had it asked whether
-        the consumer waited for the chunk before, the second chunk of every audit, built while
-        the first is scored, would have taken the cores from it)."""
+        them from the consumer's own work."""
         return self._delivered == 0 or self._waiting
 
     def _put(self, item: object) -> bool:
