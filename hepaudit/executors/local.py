@@ -185,13 +185,13 @@ class LocalExecutor:
         return [item for item in kept if item[0].file == partition.path and lo <= item[3] < hi]
 
     def _chunks(self, sample: Sample, branches: list[str], job: Job, counter: PhaseCounter | None,
-                count: bool = True, partition: Partition | None = None, build_threads: int | None = None
+                count: bool = True, partition: Partition | None = None
                 ) -> Iterator[tuple[RawChunk, dict[str, np.ndarray]]]:
         """Read and build inputs chunk by chunk, applying the non-finite policy to inputs.
 
         Reference samples (``count=False``) always drop non-finite jets: they only calibrate.
-        ``partition`` restricts the pass to one file's entry range. ``build_threads``: at most
-        this many blocks of a chunk built at once (:meth:`InputBuilder.build`), beyond the
+        ``partition`` restricts the pass to one file's entry range. A chunk's blocks are built
+        on up to ``tagger.block_threads`` threads (:meth:`InputBuilder.build`), beyond the
         first only while the pass waits for the chunk (the x̄ pass, cheap explainers, the
         first chunk of any pass), not while it keeps the cores busy with the chunk before.
         """
@@ -206,7 +206,7 @@ class LocalExecutor:
                     counter.update(len(raw.entries) + dropped)
             return
         t0 = time.perf_counter()
-        cores = job.tagger.block_threads if build_threads is None else build_threads
+        cores = job.tagger.block_threads
         if self.prefetch:
             started: list[Prefetched[tuple[RawChunk, dict[str, np.ndarray]]]] = []
 
