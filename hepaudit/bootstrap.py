@@ -78,11 +78,15 @@ class BootstrapMeans:
             entries: np.ndarray, counts: np.ndarray | None = None) -> None:
         """``values`` (n, F) per jet (e.g. |attribution|); ``weights`` the jets' own weights;
         ``counts`` the jets' :func:`poisson_counts` when already drawn."""
+        self.add_weighted(values, class_weights(labels, weights, len(values)), entries, counts)
+
+    def add_weighted(self, values: np.ndarray, per_class: np.ndarray, entries: np.ndarray,
+                     counts: np.ndarray | None = None) -> None:
+        """:meth:`add` with the jets' :func:`class_weights` ``per_class`` (3, n) already made."""
         n, f = values.shape
         if self.sums is None:
             self.sums = np.zeros((3, self.replicates, f))
             self.weight = np.zeros((3, self.replicates))
-        per_class = class_weights(labels, weights, n)
         present = np.flatnonzero(per_class.any(axis=1))
         w = (poisson_weights(entries, self.seed, self.replicates) if counts is None
              else counts.astype(np.float64))

@@ -359,13 +359,12 @@ class LayerwiseRelevance(Explainer[LrpState]):
         parts = self.backward.relevance_blocks(chunk.inputs, self.rules, tally)
         for part, _ in parts:  # in block order: the sums do not depend on the threads
             state = self.merge(state, part)
-        r = r_all
         if state.kept is not None:
-            state.kept.append(r.T)
+            state.kept.append(r_all.T)
             state.classes.append(np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8))
             state.weights.append(np.ones(n) if chunk.weights is None else chunk.weights)
             state.entries.append(np.asarray(chunk.entries, np.int64))
-        explanation = Explanation(r, self.context.features, chunk.entries, data=x_all, labels=chunk.labels,
+        explanation = Explanation(r_all, self.context.features, chunk.entries, data=x_all, labels=chunk.labels,
                                   scores=chunk.score)
         if self.per_jet:
             branches = explanation.branches("lrp", grids=self.context.builder.particle_grids())
@@ -398,8 +397,7 @@ class LayerwiseRelevance(Explainer[LrpState]):
         part.sums.add_weighted(r64, per_class)
         if boot is not None and counts is not None:
             part.boot = BootstrapMeans(boot.replicates, boot.seed)
-            part.boot.add(np.abs(r64), labels, None if chunk.weights is None else chunk.weights[rows],
-                          chunk.entries[rows], counts[:, rows])
+            part.boot.add_weighted(np.abs(r64), per_class, chunk.entries[rows], counts[:, rows])
         r64 -= self.mean_relevance[None, :]
         part.differential.add_weighted(r64, per_class)
         x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()})
