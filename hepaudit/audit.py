@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.config import AuditConfig
     from hepaudit.results import AuditReport
+    from hepaudit.run.plan import AuditPlan
     from hepaudit.run.progress import ProgressCallback
 
 
@@ -54,16 +55,37 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
     import warnings
 
     from hepaudit.errors import HepauditWarning
-    from hepaudit.report.per_jet import PerJetColumns, PerJetSink
-    from hepaudit.report.style import figure_style
+    from hepaudit.report.drawing import started_early
     from hepaudit.run import steps
 
     t_start = time.perf_counter()
     cfg = steps.apply_overrides(config, max_jets=max_jets, seed=seed, executor=executor, scheduler=scheduler,
                                 workers=workers, in_memory=arrays is not None)
-    out_dir = Path(out) if out is not None else None
-    plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir, debug,
-                                 arrays)
+    # the report's drawing helpers start now: their imports run beside the plan's checks and
+    # the first reading, not after the last explainer
+    with started_early(cfg.report.figure_processes) as helpers:
+        out_dir = Path(out) if out is not None else None
+        plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir,
+                                     debug, arrays)
+        plan.figure_helpers = helpers
+        report = _run(plan, out_dir, force, disable, plugins, scheduler, progress, on_progress, cancel, keep_per_jet,
+                      t_start)
+    if warn:
+        for text in report.warnings:
+            warnings.warn(text, HepauditWarning, stacklevel=2)
+    return report
+
+
+def _run(plan: AuditPlan, out_dir: Path | None, force: bool, disable: Sequence[str],
+         plugins: Sequence[tuple[str, object]], scheduler: object, progress: bool | None,
+         on_progress: ProgressCallback | None, cancel: threading.Event | None, keep_per_jet: bool | None,
+         t_start: float) -> AuditReport:
+    """The planned audit: executed, assembled and (with ``out_dir``) written and published."""
+    from hepaudit.report.per_jet import PerJetColumns, PerJetSink
+    from hepaudit.report.style import figure_style
+    from hepaudit.run import steps
+
+    cfg = plan.config
     bars = steps.terminal_bars(cfg.execution.progress if progress is None else progress)
     if keep_per_jet is None:
         keep_per_jet = out_dir is None and cfg.execution.executor == "local"
@@ -84,7 +106,4 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
             report.per_jet_file = None  # nothing was written where the caller would look
     if keep_per_jet and out_dir is not None:
         _ = report.per_jet  # read from the published folder now, as asked
-    if warn:
-        for text in report.warnings:
-            warnings.warn(text, HepauditWarning, stacklevel=2)
     return report

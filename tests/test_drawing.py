@@ -15,7 +15,8 @@ from conftest import AuditSetup
 import hepaudit
 from hepaudit.errors import ConfigError
 from hepaudit.report import assemble
-from hepaudit.report.drawing import FigurePool, Job
+from hepaudit.report import drawing
+from hepaudit.report.drawing import FigurePool, Job, started_early
 from hepaudit.results import Figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -90,6 +91,45 @@ def test_without_helpers_everything_is_drawn_here() -> None:
     with FigurePool(0) as pool:
         outcomes = pool.draw(jobs)
     assert [int(o[0].caption) for o in outcomes] == [os.getpid()] * 4  # type: ignore[index]
+
+
+def test_helpers_started_early_draw_for_the_pool() -> None:
+    """Helpers started when an audit begins wait, unconfigured, for the pool, which takes them
+    out of the list and configures them; those it does not need are stopped with it."""
+    with started_early(2) as helpers:
+        assert len(helpers) == 1  # figure_processes = 2: this process and one helper
+        early = helpers[0]
+        assert not early.configured and not early.wait_ready()  # no settings yet: never "ready"
+        with FigurePool(1, started=helpers) as pool:
+            assert helpers == [] and pool.helpers == [early] and early.wait_ready()
+            outcomes = pool.draw([_job(f"job{i}", pid_figure, f"job{i}", 0.2) for i in range(4)])
+        assert early.process.pid in {int(o[0].caption) for o in outcomes}  # type: ignore[index]
+        assert early.process.poll() is not None  # closed with the pool
+    with started_early(2) as helpers:
+        spare = list(helpers)
+        with FigurePool(0, started=helpers) as pool:
+            assert pool.helpers == [] and helpers == []
+        assert all(h.process.poll() is not None for h in spare)
+
+
+def test_an_audit_that_stops_before_its_report_leaves_no_helper(setup: AuditSetup,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helpers an audit starts at its beginning end with it when its plan fails."""
+    started: list[drawing.Helper] = []
+
+    class Counted(drawing.Helper):  # the real helper, counted
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            started.append(self)
+
+    monkeypatch.setattr(drawing, "Helper", Counted)
+    monkeypatch.chdir(setup.dir)
+    doc = setup.doc()
+    doc["data"] = {**doc["data"], "label": "no_such_branch"}  # type: ignore[dict-item]
+    doc["explainers"] = {"dauc": {}}
+    with pytest.raises(hepaudit.errors.DataError, match="no_such_branch"):
+        hepaudit.audit(doc, out=None, warn=False)
+    assert started and all(h.process.poll() is not None for h in started)
 
 
 def test_figures_drawn_by_helpers_equal_those_drawn_here(setup: AuditSetup, monkeypatch: pytest.MonkeyPatch) -> None:

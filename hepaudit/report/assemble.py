@@ -109,8 +109,9 @@ def draw_all(plan: AuditPlan, pool: FigurePool, jobs: list[Job]) -> None:
 
 
 def figure_pool(plan: AuditPlan) -> FigurePool:
-    """The helpers that will draw beside this process (``[report] figure_processes``), started
-    now so that their start-up overlaps collecting the results and writing per_jet.root."""
+    """The helpers that will draw beside this process (``[report] figure_processes``): those the
+    audit started when it began (``plan.figure_helpers``), or started now, so that their
+    start-up overlaps collecting the results and writing per_jet.root."""
     from hepaudit.report.drawing import FigurePool, helpers_for
 
     report = plan.config.report
@@ -118,7 +119,8 @@ def figure_pool(plan: AuditPlan) -> FigurePool:
     # each explainer draws, and when the report is written its rankings get bar charts too;
     # the report's sections draw their own three
     jobs = finished * (3 if plan.context.output_dir is not None else 1) + 3
-    return FigurePool(helpers_for(report.figure_processes, jobs), report.figure_formats, report.dpi)
+    return FigurePool(helpers_for(report.figure_processes, jobs), report.figure_formats, report.dpi,
+                      started=plan.figure_helpers)
 
 
 def rankings(result: ExplainerResult) -> dict[str, list[FeatureScore]]:

@@ -59,9 +59,13 @@ def settings_now() -> tuple[dict[str, Any], list[str]]:
 
 
 class Helper:
-    """One drawing interpreter, started at construction; :meth:`draw` one job at a time."""
+    """One drawing interpreter, started at construction: it imports matplotlib while it waits
+    for :meth:`configure` (the report's settings; given at construction, sent at once), then
+    :meth:`draw` one job at a time. Started early (:func:`hepaudit.report.drawing.started_early`),
+    its imports overlap the audit's own start-up instead of the report's drawing."""
 
-    def __init__(self, settings: tuple[dict[str, Any], list[str]], formats: tuple[str, ...], dpi: int) -> None:
+    def __init__(self, settings: tuple[dict[str, Any], list[str]] | None = None, formats: tuple[str, ...] = (),
+                 dpi: int = 100) -> None:
         # the helper imports what this process imports: its sys.path (a plugin or script
         # folder added at run time included)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -70,15 +74,24 @@ class Helper:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in: IO[bytes] = self.process.stdin
         self._out: IO[bytes] = self.process.stdout
-        self.alive, self.ready = True, False
+        self.alive, self.ready, self.configured = True, False, False
+        if settings is not None:
+            self.configure(settings, formats, dpi)
+
+    def configure(self, settings: tuple[dict[str, Any], list[str]], formats: tuple[str, ...], dpi: int) -> None:
+        """Send the report's matplotlib settings, figure formats and resolution (once)."""
+        if self.configured:
+            return
+        self.configured = True
         try:
             _send(self._in, (settings, formats, dpi))
         except OSError:
             self.alive = False
 
     def wait_ready(self) -> bool:
-        """Wait until the helper has set matplotlib up; False when it never will."""
-        if self.alive and not self.ready:
+        """Wait until the helper has set matplotlib up; False when it never will (or was never
+        given the settings to set it up with)."""
+        if self.alive and self.configured and not self.ready:
             try:
                 self.ready = bool(_receive(self._out)[0])
             except Exception:
@@ -118,15 +131,29 @@ class Helper:
             self._out.close()
 
 
+def _warm_up() -> None:
+    """What drawing any figure imports and builds first (pyplot, the font list, mplhep's fonts,
+    the report's figure module), done while the helper waits for its settings."""
+    import matplotlib.pyplot  # noqa: F401
+    from matplotlib import font_manager
+
+    _ = font_manager.fontManager.ttflist
+    with contextlib.suppress(ImportError):  # the report's style comes as rcParams; this is its fonts
+        import mplhep  # type: ignore[import-untyped]  # noqa: F401
+    import hepaudit.report.figures  # noqa: F401
+
+
 def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     """The helper's loop: the report's settings first, then one explainer per message until EOF."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib import font_manager
+
     from hepaudit.report.style import figure_style
 
+    _warm_up()
     (rc, fonts), formats, dpi = _receive(requests)
-    from matplotlib import font_manager
 
     known = {str(f.fname) for f in font_manager.fontManager.ttflist}
     for path in fonts:

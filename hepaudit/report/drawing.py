@@ -140,17 +140,50 @@ def helpers_for(processes: int, jobs: int) -> int:
     return max(0, min(processes, usable_cores()) - 1) if jobs >= MIN_JOBS else 0
 
 
+@contextlib.contextmanager
+def started_early(processes: int) -> Iterator[list[Helper]]:
+    """The helpers ``[report] figure_processes`` allows, started now, when an audit begins: each
+    imports matplotlib on a core the audit's single-threaded start-up leaves idle, and waits for
+    the report's settings (:class:`FigurePool` takes them from the list). Whatever is still in
+    the list when the block ends (the audit failed or stopped before its report) is stopped."""
+    helpers: list[Helper] = []
+    try:
+        for _ in range(helpers_for(processes, MIN_JOBS)):
+            helpers.append(Helper())
+    except OSError:  # no interpreter to start: the pool starts its own, or draws here
+        pass
+    try:
+        yield helpers
+    finally:
+        for helper in helpers:
+            helper.stop()
+            helper.close()
+        helpers.clear()
+
+
 class FigurePool:
     """Helpers started now (their imports overlap whatever this process does next), shared
     with this process: :meth:`submit` hands jobs to the helpers at once (they draw while this
     process does other work), :meth:`draw` adds the last jobs and draws here too until every
     job is done; ``helpers=0`` draws everything here, in :meth:`draw`."""
 
-    def __init__(self, helpers: int, formats: tuple[str, ...] = (), dpi: int = 100) -> None:
+    def __init__(self, helpers: int, formats: tuple[str, ...] = (), dpi: int = 100,
+                 started: list[Helper] | None = None) -> None:
+        """``started``: helpers started earlier (:func:`started_early`), used first and taken
+        out of that list (this pool closes them); any beyond ``helpers`` are stopped."""
         self.helpers: list[Helper] = []
         self.drawn_elsewhere: list[str] = []  # the results a helper drew, by name
+        early = list(started or ())
+        if started:
+            started.clear()
         settings = settings_now() if helpers else ({}, [])
-        for _ in range(helpers):
+        for helper in early[helpers:]:
+            helper.stop()
+            helper.close()
+        for helper in early[:helpers]:
+            helper.configure(settings, formats, dpi)
+            self.helpers.append(helper)
+        for _ in range(helpers - len(self.helpers)):
             try:
                 self.helpers.append(Helper(settings, formats, dpi))
             except OSError:  # no interpreter to start: this process draws everything

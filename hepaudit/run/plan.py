@@ -126,6 +126,9 @@ class AuditPlan:
     # also open the report's findings
     checks: list[Finding] = field(default_factory=list)
     input_facts: InputFacts | None = None  # from the x̄ pass, when it ran
+    # drawing helpers started when the audit began (hepaudit.report.drawing.started_early),
+    # for the report's figure pool to take
+    figure_helpers: list[Any] = field(default_factory=list)
 
     def check(self, kind: str, level: FindingLevel, text: str | None) -> None:
         """Record a guard's sentence (if any) as a warning and a finding."""
