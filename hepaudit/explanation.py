@@ -172,12 +172,15 @@ class ExplanationSample:
     rows: Explanation | None = None
 
     def wanted(self, entries: np.ndarray) -> np.ndarray:
-        """Which of these jets can still enter the sample (so a caller builds rows for those only)."""
+        """Which of these jets the sample will hold once they are added (so a caller builds rows
+        for those only): those whose key is among the ``size`` smallest of the sample's and theirs."""
         if self.size <= 0:
             return np.zeros(len(entries), bool)
-        if len(self.keys) < self.size:
+        if len(self.keys) + len(entries) <= self.size:
             return np.ones(len(entries), bool)
-        return salted_uniform(entries, self.salt) < self.keys.max()
+        keys = salted_uniform(entries, self.salt)
+        cut = np.partition(np.concatenate([self.keys, keys]), self.size - 1)[self.size - 1]
+        return keys <= cut
 
     def add(self, explanation: Explanation) -> None:
         if self.size <= 0 or not len(explanation):

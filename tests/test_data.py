@@ -246,6 +246,11 @@ def test_layouts_and_feature_names(jets_file) -> None:
             np.testing.assert_array_equal(column, reference[name], err_msg=name)
     # channels: the model's own memory order, feature-major
     assert tensors["channels"][0].features[:6] == ["pt_0", "pt_1", "pt_2", "pt_3", "pt_4", "eta_0"]
+    # features in the input's memory order: the input itself where a reader asks for a view, a copy otherwise
+    for builder, inputs in tensors.values():
+        copied, viewed = feature_matrix(builder, inputs), feature_matrix(builder, inputs, view=True)
+        np.testing.assert_array_equal(viewed, copied)
+        assert np.shares_memory(viewed, inputs["x"]) and not np.shares_memory(copied, inputs["x"])
     groups = flat_builder.groups()
     assert groups["particle_1"] == [3, 4, 5] and groups["feature_eta"] == [1, 4, 7, 10, 13]
 
@@ -277,6 +282,10 @@ def test_mask_input_and_prefixed_names(jets_file) -> None:
     assert builder.features[-2:] == ["glob.f0", "glob.f2"]
     assert not any("mask" in f for f in builder.features)
     assert len(builder.features) == 30 * 3 + 2
+    both = feature_matrix(builder, inputs, view=True)  # two inputs: always gathered into a new matrix
+    np.testing.assert_array_equal(both[:, -2:], inputs["glob"])
+    np.testing.assert_array_equal(both[:, :90], inputs["pf"].reshape(len(both), -1))
+    assert not np.shares_memory(both, inputs["pf"])
     for i in (0, 5, 17):
         expected, _ = pfn_reference(
             *(jets[k][i] for k in ("part_px", "part_py", "part_pz", "part_energy")), 30

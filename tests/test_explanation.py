@@ -74,6 +74,27 @@ def test_sample_is_the_same_however_the_jets_are_split(cuts: list[int]) -> None:
     assert len(whole.rows.entries) == 10 and np.all(np.diff(whole.rows.entries) > 0)
 
 
+@pytest.mark.parametrize("cuts", [[40], [7, 33], [1, 13, 26, 40], [3, 40]])
+def test_only_the_wanted_rows_make_the_same_sample(cuts: list[int]) -> None:
+    """Adding only the rows ``wanted`` names, chunk after chunk, gives the sample that adding every
+    row gives; once the sample is full, few rows of a chunk are wanted."""
+    e = make(40)
+    every, wanted = ExplanationSample(10, salt=3), ExplanationSample(10, salt=3)
+    start, counts = 0, []
+    for stop in cuts:
+        chunk = e.take(slice(start, stop))
+        every.add(chunk)
+        rows = wanted.wanted(chunk.entries)
+        counts.append(int(rows.sum()))
+        wanted.add(chunk.take(rows))
+        start = stop
+    assert every.rows is not None and wanted.rows is not None
+    for name in ("entries", "values", "data", "labels"):
+        np.testing.assert_array_equal(getattr(wanted.rows, name), getattr(every.rows, name), err_msg=name)
+    assert all(c <= 10 for c in counts)  # never more rows than the sample holds
+    assert ExplanationSample(0, salt=3).wanted(e.entries).sum() == 0
+
+
 def test_numbers_behind_the_lrp_figures_and_shap_inputs_match_a_recomputation(tmp_path: Path) -> None:
     """LRP's profiles and signed class means in report.json, recomputed with numpy from the per-jet
     relevance in per_jet.root and the inputs in the ROOT file; SHAP's input columns are the jets' inputs."""

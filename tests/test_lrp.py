@@ -580,6 +580,13 @@ def test_eta_phi_image_equals_the_per_jet_relevance_binned(monkeypatch: pytest.M
     got = np.asarray(image["relevance_sum"])
     assert np.abs(expected).sum() > 0
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    # the seeded sample behind the beeswarm and dependence plots: those jets' inputs and relevance
+    sample = report.explainers["lrp"].explanation
+    assert sample is not None and len(sample) == 500
+    row = {int(e): i for i, e in enumerate(report.per_jet["entry"])}
+    at = [row[int(e)] for e in sample.entries]
+    np.testing.assert_array_equal(sample.data, x.reshape(600, 90)[at])
+    np.testing.assert_array_equal(sample.values, r.reshape(600, 90)[at].astype(np.float32))
 
 
 def test_sums_taken_block_by_block_do_not_depend_on_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -609,3 +616,15 @@ def test_sums_taken_block_by_block_do_not_depend_on_the_threads(monkeypatch: pyt
     assert len(features) == r.shape[1]
     score = {s.feature: s.score for s in one.feature_importance}
     np.testing.assert_allclose([score[f] for f in features], np.abs(r).mean(axis=0), rtol=1e-5)
+
+
+def test_evenly_spaced_columns_are_slices() -> None:
+    """The η–φ image reads a per-particle input's columns as views where they are evenly spaced,
+    and as the indices themselves elsewhere: the same columns either way."""
+    from hepaudit.data.builders import column_selection
+
+    x = np.arange(60.0).reshape(2, 30)
+    for index in ([1, 4, 7, 10], [5], [0, 1, 2], [3, 2, 1], [0, 2, 3], [4, 4]):
+        got = column_selection(np.asarray(index))
+        assert isinstance(got, slice) == (index in ([1, 4, 7, 10], [5], [0, 1, 2]))
+        np.testing.assert_array_equal(x[:, got], x[:, index])

@@ -395,15 +395,43 @@ def _recipe_feature_names(recipe: Recipe) -> tuple[str, ...] | None:
         return None
 
 
-def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The (N, K) matrix of every feature in model order, gathered from the input tensors."""
+#: a selection of columns: a slice when they are evenly spaced, else their indices
+Columns = slice | np.ndarray
+
+
+def column_selection(index: np.ndarray) -> Columns:
+    """These columns as a slice when they are evenly spaced and ascending (a view of an array,
+    no gather), else the index array itself."""
+    if len(index) and (len(index) == 1 or index[1] > index[0]):
+        step = int(index[1] - index[0]) if len(index) > 1 else 1
+        if np.array_equal(index, index[0] + step * np.arange(len(index))):
+            return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
+
+
+def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray], view: bool = False) -> np.ndarray:
+    """The (N, K) matrix of every feature in model order, gathered from the input tensors.
+
+    ``view=True``: when the features are one input's columns in order (TopoDNN's (N, 30, 3)
+    ``x``), the input itself reshaped, not a copy: for callers that only read it."""
     n = len(next(iter(inputs.values())))
-    flat = {name: value.reshape(n, -1) for name, value in inputs.items()}
-    by_input: dict[str, list[int]] = {}
-    for slot in builder.slots:
-        by_input.setdefault(slot.input, []).append(slot.index)
+    by_input: list[tuple[str, Columns]] | None = builder.__dict__.get("_feature_columns")
+    if by_input is None:  # worked out once per builder: explainers ask for it at every block
+        slots: dict[str, list[int]] = {}
+        for slot in builder.slots:
+            slots.setdefault(slot.input, []).append(slot.index)
+        by_input = builder.__dict__["_feature_columns"] = [
+            (name, column_selection(np.asarray(idx, np.intp))) for name, idx in slots.items()]
+    if view and len(by_input) == 1:
+        name, cols = by_input[0]
+        flat = inputs[name].reshape(n, -1)
+        if isinstance(cols, slice) and cols.step == 1 and cols.start == 0 and cols.stop == flat.shape[1]:
+            return flat
     # slots are grouped by input in model order, so concatenating per input keeps the order
-    return np.concatenate([flat[name][:, idx] for name, idx in by_input.items()], axis=1)
+    parts = [inputs[name].reshape(n, -1)[:, cols] for name, cols in by_input]
+    if len(parts) == 1 and not isinstance(by_input[0][1], slice):
+        return parts[0]  # a fancy-index gather is a copy already
+    return np.concatenate(parts, axis=1)
 
 
 def input_branches(builder: InputBuilder, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

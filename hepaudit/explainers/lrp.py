@@ -38,7 +38,7 @@ from hepaudit.bootstrap import (
     ranked_with_intervals,
     with_intervals,
 )
-from hepaudit.data.builders import feature_matrix
+from hepaudit.data.builders import Columns, column_selection, feature_matrix
 from hepaudit.explainers.base import AuditContext, Chunk, Explainer
 from hepaudit.explainers.columns import SpilledColumns
 from hepaudit.explainers.iqr import clipped_class_sums
@@ -245,33 +245,46 @@ class EtaPhiImage:
     every per-particle input (``InputBuilder.particle_grids``) with an η and a φ feature."""
 
     def __init__(self, context: AuditContext) -> None:
-        self.grids: list[np.ndarray] = []  # per input with η and φ: (particles, features) feature indices
-        eta: list[int] = []
-        phi: list[int] = []
+        # per input with η and φ: each base feature's columns over the particles, then η's and φ's
+        # (slices where evenly spaced, as in a (particles, features) input: views, not copies)
+        self.columns: list[tuple[list[Columns], Columns, Columns]] = []
         for grid in context.builder.particle_grids().values():
             names = [f.lower() for f in grid.features]
             at_eta = next((j for j, f in enumerate(names) if f in ETA_NAMES), None)
             at_phi = next((j for j, f in enumerate(names) if f in PHI_NAMES), None)
             if at_eta is None or at_phi is None:
                 continue
-            self.grids.append(np.asarray(grid.index, np.int64))
-            eta.extend(int(k) for k in grid.index[:, at_eta])
-            phi.extend(int(k) for k in grid.index[:, at_phi])
-        self.eta = np.array(eta, np.int64)
-        self.phi = np.array(phi, np.int64)
+            index = np.asarray(grid.index, np.int64)
+            self.columns.append(([column_selection(index[:, j]) for j in range(index.shape[1])],
+                                 column_selection(index[:, at_eta]), column_selection(index[:, at_phi])))
 
     @property
     def usable(self) -> bool:
-        return len(self.eta) > 0
+        return bool(self.columns)
 
     def histogram(self, x: np.ndarray, r: np.ndarray, extent: float, bins: int) -> np.ndarray:
-        # each particle's relevance: its features' added one by one, in feature order, so a jet's
-        # sum does not depend on the block it is in (a matrix product's rounding can)
-        per_particle = np.concatenate([sum(r[:, g[:, j]] for j in range(g.shape[1])) for g in self.grids], axis=1)
-        # zero-padded constituents carry no position
-        present = np.concatenate([(x[:, g] != 0).any(axis=2) for g in self.grids], axis=1)
-        eta, phi = x[:, self.eta][present], x[:, self.phi][present]
-        return histogram2d_uniform(eta, phi, bins, ((-extent, extent), (-extent, extent)), per_particle[present])
+        per_particle, present, eta, phi = [], [], [], []
+        for features, at_eta, at_phi in self.columns:
+            # each particle's relevance: its features' added one by one, in feature order, so a jet's
+            # sum does not depend on the block it is in (a matrix product's rounding can)
+            total = r[:, features[0]].copy()
+            for c in features[1:]:
+                total += r[:, c]
+            per_particle.append(total)
+            # zero-padded constituents carry no position
+            mask = x[:, features[0]] != 0
+            for c in features[1:]:
+                mask |= x[:, c] != 0
+            present.append(mask)
+            eta.append(x[:, at_eta])
+            phi.append(x[:, at_phi])
+        keep = _joined(present)
+        return histogram2d_uniform(_joined(eta)[keep], _joined(phi)[keep], bins, ((-extent, extent), (-extent, extent)),
+                                   _joined(per_particle)[keep])
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 @dataclass
@@ -320,8 +333,9 @@ class LayerwiseRelevance(Explainer[LrpState]):
         # the mean-behaviour relevance r(x̄): LRP on the mean input
         self.mean_relevance = self._features(self.backward.relevance(mean_row(context), self.rules).relevance)[0]
 
-    def _features(self, relevance: dict[str, np.ndarray]) -> np.ndarray:
-        r = feature_matrix(self.context.builder, relevance)
+    def _features(self, relevance: dict[str, np.ndarray], view: bool = False) -> np.ndarray:
+        """Relevance per feature, normalised as asked (``view``: may be ``relevance``'s own array)."""
+        r = feature_matrix(self.context.builder, relevance, view)
         if self.options.normalize == "sum_abs":
             total = np.abs(r).sum(axis=1, keepdims=True)
             r = np.divide(r, total, out=np.zeros_like(r), where=total > 0)
@@ -346,14 +360,13 @@ class LayerwiseRelevance(Explainer[LrpState]):
         n, n_feat = len(chunk), len(self.context.features)
         boot = state.boot
         counts = None if boot is None else poisson_counts(chunk.entries, boot.seed, boot.replicates)
-        # every jet's relevance and features, written block by block, for the sample and per_jet.root
+        # every jet's relevance, written block by block, for the sample and per_jet.root
         r_all = np.empty((n, n_feat), self.engine.dtype)
-        x_all = np.empty((n, n_feat))
         keep_inputs = self.options.per_jet and not self.per_jet
 
         def tally(rows: slice, out: LrpOutput) -> tuple[LrpState, dict[str, np.ndarray] | None]:
             """The sums of one block of jets (run on the block's thread: blocks stay in cache)."""
-            part, r_all[rows], x_all[rows] = self._block_sums(rows, out, chunk, counts, boot)
+            part, r_all[rows] = self._block_sums(rows, out, chunk, counts, boot)
             return part, out.relevance if keep_inputs else None
 
         parts = self.backward.relevance_blocks(chunk.inputs, self.rules, tally)
@@ -364,24 +377,29 @@ class LayerwiseRelevance(Explainer[LrpState]):
             state.classes.append(np.full(n, 2, np.int8) if chunk.labels is None else chunk.labels.astype(np.int8))
             state.weights.append(np.ones(n) if chunk.weights is None else chunk.weights)
             state.entries.append(np.asarray(chunk.entries, np.int64))
-        explanation = Explanation(r_all, self.context.features, chunk.entries, data=x_all, labels=chunk.labels,
-                                  scores=chunk.score)
         if self.per_jet:
-            branches = explanation.branches("lrp", grids=self.context.builder.particle_grids())
+            branches = Explanation(r_all, self.context.features, chunk.entries).branches(
+                "lrp", grids=self.context.builder.particle_grids())
             chunk.per_jet.update({k: v.astype(np.float32, copy=False) for k, v in branches.items()})
         elif keep_inputs:
             relevance = {k: np.concatenate([p[k] for _, p in parts if p is not None]) for k in parts[0][1] or {}}
             chunk.per_jet.update(Explanation.input_branches("lrp", relevance, self.context.builder.feature_inputs))
         if state.sample is not None:
-            state.sample.add(explanation)
+            # the features of the jets the sample will keep only (a few hundred of a large chunk)
+            entries = np.asarray(chunk.entries, np.int64)
+            rows = state.sample.wanted(entries)
+            x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()})
+            state.sample.add(Explanation(r_all[rows], self.context.features, entries[rows], data=x,
+                                         labels=None if chunk.labels is None else chunk.labels[rows],
+                                         scores=chunk.score[rows]))
         return state
 
     def _block_sums(self, rows: slice, out: LrpOutput, chunk: Chunk, counts: np.ndarray | None,
-                    boot: BootstrapMeans | None) -> tuple[LrpState, np.ndarray, np.ndarray]:
+                    boot: BootstrapMeans | None) -> tuple[LrpState, np.ndarray]:
         """A block's share of every sum over jets, as a state of its own (merged in block order),
-        and the block's relevance and features per jet."""
-        r = self._features(out.relevance)
-        raw = r if self.options.normalize == "none" else feature_matrix(self.context.builder, out.relevance)
+        and the block's relevance per jet."""
+        r = self._features(out.relevance, view=True)  # read only: copied into the chunk's array by the caller
+        raw = r if self.options.normalize == "none" else feature_matrix(self.context.builder, out.relevance, True)
         total = out.total()
         logit = chunk.logit[rows]
         labels = None if chunk.labels is None else chunk.labels[rows]
@@ -398,15 +416,15 @@ class LayerwiseRelevance(Explainer[LrpState]):
         if boot is not None and counts is not None:
             part.boot = BootstrapMeans(boot.replicates, boot.seed)
             part.boot.add_weighted(np.abs(r64), per_class, chunk.entries[rows], counts[:, rows])
-        r64 -= self.mean_relevance[None, :]
-        part.differential.add_weighted(r64, per_class)
-        x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()})
+        x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()}, view=True)
         if self.options.profile_features > 0:
             part.profiles = self._empty_profiles()
-            part.profiles.add(x, r, labels)
+            part.profiles.add(x, r64, labels)  # the float64 copy: binned as is, not converted again
+        r64 -= self.mean_relevance[None, :]
+        part.differential.add_weighted(r64, per_class)
         if self.image.usable:
             part.image = self.image.histogram(x, r, self.options.heatmap_range, self.options.heatmap_bins)
-        return part, r, x
+        return part, r
 
     def merge(self, a: LrpState, b: LrpState) -> LrpState:
         image = b.image if a.image is None else (a.image if b.image is None else a.image + b.image)
