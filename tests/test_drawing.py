@@ -14,8 +14,7 @@ from conftest import AuditSetup
 
 import hepaudit
 from hepaudit.errors import ConfigError
-from hepaudit.report import assemble
-from hepaudit.report import drawing
+from hepaudit.report import assemble, drawing
 from hepaudit.report.drawing import FigurePool, Job, started_early
 from hepaudit.results import Figure
 
