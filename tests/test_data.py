@@ -251,6 +251,8 @@ def test_layouts_and_feature_names(jets_file) -> None:
         copied, viewed = feature_matrix(builder, inputs), feature_matrix(builder, inputs, view=True)
         np.testing.assert_array_equal(viewed, copied)
         assert np.shares_memory(viewed, inputs["x"]) and not np.shares_memory(copied, inputs["x"])
+        for view in (False, True):  # no jets (a chunk none of whose jets a sample keeps): (0, features)
+            assert feature_matrix(builder, {k: v[:0] for k, v in inputs.items()}, view).shape == (0, 15)
     groups = flat_builder.groups()
     assert groups["particle_1"] == [3, 4, 5] and groups["feature_eta"] == [1, 4, 7, 10, 13]
 

@@ -409,6 +409,11 @@ def column_selection(index: np.ndarray) -> Columns:
     return index
 
 
+def _rows(value: np.ndarray, n: int) -> np.ndarray:
+    """(n, values per jet): explicit widths, as ``reshape(n, -1)`` cannot size zero jets."""
+    return value.reshape(n, int(np.prod(value.shape[1:], dtype=np.int64)))
+
+
 def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray], view: bool = False) -> np.ndarray:
     """The (N, K) matrix of every feature in model order, gathered from the input tensors.
 
@@ -424,11 +429,11 @@ def feature_matrix(builder: InputBuilder, inputs: dict[str, np.ndarray], view: b
             (name, column_selection(np.asarray(idx, np.intp))) for name, idx in slots.items()]
     if view and len(by_input) == 1:
         name, cols = by_input[0]
-        flat = inputs[name].reshape(n, -1)
+        flat = _rows(inputs[name], n)
         if isinstance(cols, slice) and cols.step == 1 and cols.start == 0 and cols.stop == flat.shape[1]:
             return flat
     # slots are grouped by input in model order, so concatenating per input keeps the order
-    parts = [inputs[name].reshape(n, -1)[:, cols] for name, cols in by_input]
+    parts = [_rows(inputs[name], n)[:, cols] for name, cols in by_input]
     if len(parts) == 1 and not isinstance(by_input[0][1], slice):
         return parts[0]  # a fancy-index gather is a copy already
     return np.concatenate(parts, axis=1)

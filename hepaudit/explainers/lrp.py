@@ -385,14 +385,19 @@ class LayerwiseRelevance(Explainer[LrpState]):
             relevance = {k: np.concatenate([p[k] for _, p in parts if p is not None]) for k in parts[0][1] or {}}
             chunk.per_jet.update(Explanation.input_branches("lrp", relevance, self.context.builder.feature_inputs))
         if state.sample is not None:
-            # the features of the jets the sample will keep only (a few hundred of a large chunk)
-            entries = np.asarray(chunk.entries, np.int64)
-            rows = state.sample.wanted(entries)
-            x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()})
-            state.sample.add(Explanation(r_all[rows], self.context.features, entries[rows], data=x,
-                                         labels=None if chunk.labels is None else chunk.labels[rows],
-                                         scores=chunk.score[rows]))
+            self._sample(state.sample, chunk, r_all)
         return state
+
+    def _sample(self, sample: ExplanationSample, chunk: Chunk, relevance: np.ndarray) -> None:
+        """Add the jets the seeded sample will keep, with their inputs (a few hundred of a large chunk)."""
+        entries = np.asarray(chunk.entries, np.int64)
+        rows = sample.wanted(entries)
+        if not rows.any():  # the sample is full of jets with smaller keys
+            return
+        x = feature_matrix(self.context.builder, {k: v[rows] for k, v in chunk.inputs.items()})
+        sample.add(Explanation(relevance[rows], self.context.features, entries[rows], data=x,
+                               labels=None if chunk.labels is None else chunk.labels[rows],
+                               scores=chunk.score[rows]))
 
     def _block_sums(self, rows: slice, out: LrpOutput, chunk: Chunk, counts: np.ndarray | None,
                     boot: BootstrapMeans | None) -> tuple[LrpState, np.ndarray]:
