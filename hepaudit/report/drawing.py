@@ -173,10 +173,10 @@ class FigurePool:
         out of that list (this pool closes them); any beyond ``helpers`` are stopped."""
         self.helpers: list[Helper] = []
         self.drawn_elsewhere: list[str] = []  # the results a helper drew, by name
-        early = list(started or ())
+        settings = settings_now() if helpers else ({}, [])
+        early = list(started or ())  # taken only now: until here, their owner still stops them
         if started:
             started.clear()
-        settings = settings_now() if helpers else ({}, [])
         for helper in early[helpers:]:
             helper.stop()
             helper.close()
