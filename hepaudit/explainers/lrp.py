@@ -331,11 +331,11 @@ class LayerwiseRelevance(Explainer[LrpState]):
             )
         self.image = EtaPhiImage(context)
         # the mean-behaviour relevance r(x̄): LRP on the mean input
-        self.mean_relevance = self._features(self.backward.relevance(mean_row(context), self.rules).relevance)[0]
+        mean = self.backward.relevance(mean_row(context), self.rules).relevance
+        self.mean_relevance = self._normalized(feature_matrix(context.builder, mean))[0]
 
-    def _features(self, relevance: dict[str, np.ndarray], view: bool = False) -> np.ndarray:
-        """Relevance per feature, normalised as asked (``view``: may be ``relevance``'s own array)."""
-        r = feature_matrix(self.context.builder, relevance, view)
+    def _normalized(self, r: np.ndarray) -> np.ndarray:
+        """Relevance per feature normalised per jet as asked (a new array unless ``normalize = "none"``)."""
         if self.options.normalize == "sum_abs":
             total = np.abs(r).sum(axis=1, keepdims=True)
             r = np.divide(r, total, out=np.zeros_like(r), where=total > 0)
@@ -403,8 +403,9 @@ class LayerwiseRelevance(Explainer[LrpState]):
                     boot: BootstrapMeans | None) -> tuple[LrpState, np.ndarray]:
         """A block's share of every sum over jets, as a state of its own (merged in block order),
         and the block's relevance per jet."""
-        r = self._features(out.relevance, view=True)  # read only: copied into the chunk's array by the caller
-        raw = r if self.options.normalize == "none" else feature_matrix(self.context.builder, out.relevance, True)
+        # read only (a view of the block's relevance where it can be): copied into the chunk's array by the caller
+        raw = feature_matrix(self.context.builder, out.relevance, view=True)
+        r = self._normalized(raw)
         total = out.total()
         logit = chunk.logit[rows]
         labels = None if chunk.labels is None else chunk.labels[rows]

@@ -119,6 +119,11 @@ class Helper:
         with contextlib.suppress(OSError):
             self.process.kill()
 
+    def discard(self) -> None:
+        """Stop the helper and wait for it (one that will draw nothing more)."""
+        self.stop()
+        self.close()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._in.close()

@@ -156,8 +156,7 @@ def started_early(processes: int) -> Iterator[list[Helper]]:
         yield helpers
     finally:
         for helper in helpers:
-            helper.stop()
-            helper.close()
+            helper.discard()
         helpers.clear()
 
 
@@ -178,8 +177,7 @@ class FigurePool:
         if started:
             started.clear()
         for helper in early[helpers:]:
-            helper.stop()
-            helper.close()
+            helper.discard()
         for helper in early[:helpers]:
             helper.configure(settings, formats, dpi)
             self.helpers.append(helper)
