@@ -82,7 +82,7 @@ def _run(plan: AuditPlan, out_dir: Path | None, force: bool, disable: Sequence[s
          t_start: float) -> AuditReport:
     """The planned audit: executed, assembled and (with ``out_dir``) written and published."""
     from hepaudit.report.per_jet import PerJetColumns, PerJetSink
-    from hepaudit.report.style import figure_style
+    from hepaudit.report.style import figure_style_when_drawn
     from hepaudit.run import steps
 
     cfg = plan.config
@@ -95,7 +95,8 @@ def _run(plan: AuditPlan, out_dir: Path | None, force: bool, disable: Sequence[s
             per_jet = PerJetColumns()
         run_on = steps.make_executor(cfg, disable, plugins, None if isinstance(scheduler, str) else scheduler)
         outcome, timing = steps.execute(plan, run_on, per_jet, steps.Progress(on_progress or bars, cancel))
-        with figure_style(cfg.report.style, cfg.report.figure_formats, cfg.report.dpi) as problem:
+        # matplotlib is imported here only if this process draws a figure itself
+        with figure_style_when_drawn(cfg.report.style, cfg.report.figure_formats, cfg.report.dpi) as problem:
             if problem:
                 plan.warnings.append(problem)
             report = steps.assemble(plan, outcome, per_jet, {"total_s": t_start, **timing})

@@ -111,6 +111,30 @@ def test_helpers_started_early_draw_for_the_pool() -> None:
         assert all(h.process.poll() is not None for h in spare)
 
 
+def test_a_helper_told_only_the_style_draws_as_this_process_does() -> None:
+    """A caller that has not imported matplotlib sends the style's name alone (``settings_now``
+    does not import it for this): the helper applies the style on matplotlib's defaults itself,
+    and its PNG equals, byte for byte, the one drawn here in that style."""
+    import matplotlib
+    import numpy as np
+
+    from hepaudit.report import figures
+    from hepaudit.report.draw_helper import Helper
+    from hepaudit.report.style import figure_style
+
+    args = (np.linspace(0, 1, 60) ** 3, np.linspace(0, 1, 60), 0.91)
+    with matplotlib.rc_context():
+        matplotlib.rc_file_defaults()  # what a fresh interpreter starts from
+        with figure_style("cms", ()):
+            here = figures.roc_curve(*args)
+        helper = Helper(("cms", None, None))
+        try:
+            drawn = helper.draw((drawing.draw_figure, (figures.roc_curve, "roc.png", "", *args)))
+        finally:
+            helper.close()
+    assert drawn is not None and bytes(drawn[0].png) == bytes(here)
+
+
 def test_an_audit_that_stops_before_its_report_leaves_no_helper(setup: AuditSetup,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The helpers an audit starts at its beginning end with it when its plan fails."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from hepaudit.plotting import png, pyplot, short_label
+from hepaudit.plotting import log_scale, png, pyplot, short_label
 
 COLOURS = {"a": "#1f77b4", "b": "#d62728"}
 
@@ -29,7 +29,7 @@ def rejection_figure(diff: dict[str, Any]) -> bytes | None:
         keep = fpr > 0
         label = f"{side.upper()}: AUC {auc[side]:.4f}" if auc.get(side) is not None else side.upper()
         ax.plot(tpr[keep], 1.0 / fpr[keep], color=COLOURS[side], label=label)
-    ax.set_yscale("log")
+    log_scale(ax, "y")
     ax.set_xlabel("signal efficiency ε_S")
     ax.set_ylabel("background rejection 1/ε_B")
     ax.set_xlim(0, 1)

@@ -120,7 +120,7 @@ def figure_pool(plan: AuditPlan) -> FigurePool:
     # the report's sections draw their own three
     jobs = finished * (3 if plan.context.output_dir is not None else 1) + 3
     return FigurePool(helpers_for(report.figure_processes, jobs), report.figure_formats, report.dpi,
-                      started=plan.figure_helpers)
+                      started=plan.figure_helpers, style=report.style)
 
 
 def rankings(result: ExplainerResult) -> dict[str, list[FeatureScore]]:

@@ -1,8 +1,8 @@
 """A helper interpreter that draws figures for the report (:mod:`hepaudit.report.drawing`).
 
 ``python -m hepaudit.report.draw_helper`` reads length-prefixed pickles on stdin: first
-matplotlib's settings (the report's style on top of the caller's own rcParams, and the font
-files the caller knows), then one ``(function, args)`` per figure job, and answers each with
+the report's style and the caller's own matplotlib settings (its rcParams and the font files it
+knows, when it has imported matplotlib), then one ``(function, args)`` per figure job, and answers each with
 ``(True, figures)`` or ``(False, why)`` on its stdout. :class:`Helper` starts one and talks to it.
 Fresh interpreters, not forks: a forked process would inherit uproot's and onnxruntime's
 threads mid-flight.
@@ -47,15 +47,23 @@ def _receive(stream: IO[bytes]) -> Any:
     return pickle.loads(data)
 
 
-def settings_now() -> tuple[dict[str, Any], list[str]]:
-    """matplotlib's settings as they are here and now (the report's style applied on top of the
-    caller's own) and the font files it knows (mplhep adds the experiments' fonts when imported),
-    for a helper to draw with exactly these."""
+#: what a helper draws with: the report's style (``[report] style``), and this process's own
+#: rcParams and font files when it has imported matplotlib (None: matplotlib's defaults, as
+#: the helper's own import finds them)
+Settings = tuple[str, dict[str, Any] | None, list[str] | None]
+
+
+def settings_now(style: str = "matplotlib") -> Settings:
+    """The settings for a helper to draw in ``style`` on top of matplotlib's settings as they
+    are here and now. A process that has not imported matplotlib has changed none of them, and
+    does not import it for this (the helper has it imported already)."""
+    if "matplotlib" not in sys.modules:
+        return style, None, None
     import matplotlib
     from matplotlib import font_manager
 
     rc: dict[str, Any] = {str(k): v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
-    return rc, sorted({str(f.fname) for f in font_manager.fontManager.ttflist})
+    return style, rc, sorted({str(f.fname) for f in font_manager.fontManager.ttflist})
 
 
 class Helper:
@@ -64,8 +72,7 @@ class Helper:
     :meth:`draw` one job at a time. Started early (:func:`hepaudit.report.drawing.started_early`),
     its imports overlap the audit's own start-up instead of the report's drawing."""
 
-    def __init__(self, settings: tuple[dict[str, Any], list[str]] | None = None, formats: tuple[str, ...] = (),
-                 dpi: int = 100) -> None:
+    def __init__(self, settings: Settings | None = None, formats: tuple[str, ...] = (), dpi: int = 100) -> None:
         # the helper imports what this process imports: its sys.path (a plugin or script
         # folder added at run time included)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -78,8 +85,8 @@ class Helper:
         if settings is not None:
             self.configure(settings, formats, dpi)
 
-    def configure(self, settings: tuple[dict[str, Any], list[str]], formats: tuple[str, ...], dpi: int) -> None:
-        """Send the report's matplotlib settings, figure formats and resolution (once)."""
+    def configure(self, settings: Settings, formats: tuple[str, ...], dpi: int) -> None:
+        """Send the report's style and matplotlib settings, figure formats and resolution (once)."""
         if self.configured:
             return
         self.configured = True
@@ -158,15 +165,16 @@ def _serve(requests: IO[bytes], answers: IO[bytes]) -> None:
     from hepaudit.report.style import figure_style
 
     _warm_up()
-    (rc, fonts), formats, dpi = _receive(requests)
+    (style, rc, fonts), formats, dpi = _receive(requests)
 
     known = {str(f.fname) for f in font_manager.fontManager.ttflist}
-    for path in fonts:
+    for path in fonts or ():
         if path not in known:
             with contextlib.suppress(Exception):  # a font this machine cannot read: matplotlib falls back
                 font_manager.fontManager.addfont(path)
-    matplotlib.rcParams.update(rc)
-    with figure_style("matplotlib", formats, dpi):  # the style is in rc already
+    if rc:
+        matplotlib.rcParams.update(rc)
+    with figure_style(style, formats, dpi):  # the style on top of the caller's settings, as it would draw
         _send(answers, (True, "ready"))
         while True:
             try:

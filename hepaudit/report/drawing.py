@@ -26,6 +26,7 @@ from typing import Any
 from hepaudit.errors import HepauditWarning
 from hepaudit.model.blocks import usable_cores
 from hepaudit.report.draw_helper import Helper, settings_now
+from hepaudit.report.style import ensure_style
 from hepaudit.results import ExplainerResult, Figure
 
 #: fewer explainers to draw than this: a helper's start-up (about a second) would not pay
@@ -84,6 +85,7 @@ def add_figure(figures: list[Figure], name: str, caption: str, make: Callable[..
     later = _LATER.get()
     if later is None:
         try:
+            ensure_style()
             figures.extend(draw_figure(make, name, caption, *args))
         except Exception as exc:  # the section is still made, without this figure
             warnings.warn(f"figure {name} could not be drawn: {type(exc).__name__}: {exc}", HepauditWarning,
@@ -167,12 +169,14 @@ class FigurePool:
     job is done; ``helpers=0`` draws everything here, in :meth:`draw`."""
 
     def __init__(self, helpers: int, formats: tuple[str, ...] = (), dpi: int = 100,
-                 started: list[Helper] | None = None) -> None:
+                 started: list[Helper] | None = None, style: str = "matplotlib") -> None:
         """``started``: helpers started earlier (:func:`started_early`), used first and taken
-        out of that list (this pool closes them); any beyond ``helpers`` are stopped."""
+        out of that list (this pool closes them); any beyond ``helpers`` are stopped. The
+        helpers draw in ``style`` (``[report] style``) on top of this process's matplotlib
+        settings, as this process does inside :func:`~hepaudit.report.style.figure_style`."""
         self.helpers: list[Helper] = []
         self.drawn_elsewhere: list[str] = []  # the results a helper drew, by name
-        settings = settings_now() if helpers else ({}, [])
+        settings = settings_now(style)
         early = list(started or ())  # taken only now: until here, their owner still stops them
         if started:
             started.clear()
@@ -284,6 +288,7 @@ class FigurePool:
 
 def _attempt(job: Job) -> Outcome:
     try:
+        ensure_style()
         return job.here()
     except Exception as exc:  # a plotting bug must not cost the report
         return exc

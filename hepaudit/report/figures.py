@@ -272,7 +272,7 @@ def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float) -> bytes:
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     ok = fpr > 0
     ax.plot(tpr[ok], 1.0 / fpr[ok], color=SIGNAL_COLOUR, linewidth=1.5)
-    ax.set_yscale("log")
+    log_scale(ax, "y")
     ax.set_xlim(0, 1)
     ax.set_xlabel("signal efficiency ε_S")
     ax.set_ylabel("background rejection 1/ε_B")

@@ -12,8 +12,8 @@ two audits in one process (the service) do not see each other's settings.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 #: formats saved beside the PNG while the report is drawn
@@ -52,6 +52,15 @@ def style_rc(style: str) -> tuple[dict[str, Any], str | None]:
     return rc, None
 
 
+def style_problem(style: str) -> str | None:
+    """Why ``style`` could not be applied (mplhep missing), found without importing anything."""
+    import importlib.util
+
+    if style == "matplotlib" or importlib.util.find_spec("mplhep") is not None:
+        return None
+    return f'report.style = "{style}" needs mplhep (pip install mplhep); drawn in matplotlib\'s style'
+
+
 @contextmanager
 def figure_style(style: str, formats: tuple[str, ...], dpi: int = DEFAULT_DPI) -> Iterator[str | None]:
     """Draw the report's figures in ``style`` and save them in ``formats`` too (PNG always, at
@@ -59,11 +68,47 @@ def figure_style(style: str, formats: tuple[str, ...], dpi: int = DEFAULT_DPI) -
     import matplotlib
 
     rc, problem = style_rc(style)
+    with _saved_as(formats, dpi), matplotlib.rc_context(rc):  # type: ignore[arg-type]
+        yield problem
+
+
+#: inside :func:`figure_style_when_drawn`: applies the style in this process (once)
+_WHEN_DRAWN: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "hepaudit_style_when_drawn", default=None)
+
+
+@contextmanager
+def figure_style_when_drawn(style: str, formats: tuple[str, ...], dpi: int = DEFAULT_DPI) -> Iterator[str | None]:
+    """:func:`figure_style`, with matplotlib and the style loaded only when this process first
+    draws (:func:`ensure_style`, called by the report's drawing): an audit whose figures are all
+    drawn by helpers (:mod:`hepaudit.report.drawing`) never imports matplotlib here."""
+    with ExitStack() as stack:
+        def apply() -> None:
+            import matplotlib
+
+            token = _WHEN_DRAWN.set(None)  # once
+            stack.callback(_WHEN_DRAWN.reset, token)
+            stack.enter_context(matplotlib.rc_context(style_rc(style)[0]))  # type: ignore[arg-type]
+
+        stack.enter_context(_saved_as(formats, dpi))
+        token = _WHEN_DRAWN.set(apply)
+        stack.callback(_WHEN_DRAWN.reset, token)
+        yield style_problem(style)
+
+
+def ensure_style() -> None:
+    """Apply the style of the enclosing :func:`figure_style_when_drawn` before drawing here."""
+    apply = _WHEN_DRAWN.get()
+    if apply is not None:
+        apply()
+
+
+@contextmanager
+def _saved_as(formats: tuple[str, ...], dpi: int) -> Iterator[None]:
     token = EXTRA_FORMATS.set(tuple(f for f in formats if f != "png"))
     dpi_token = PNG_DPI.set(dpi)
     try:
-        with matplotlib.rc_context(rc):  # type: ignore[arg-type]
-            yield problem
+        yield
     finally:
         EXTRA_FORMATS.reset(token)
         PNG_DPI.reset(dpi_token)
