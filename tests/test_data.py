@@ -441,6 +441,44 @@ def test_topodnn_xai4_recipe_matches_the_papers_code(p_max: int) -> None:
             assert abs(out.values[i, 1, 1]) < 1e-9 and out.values[i, 1, 2] < 0
 
 
+@pytest.mark.parametrize("p_max", [1, 4, 30])
+@pytest.mark.parametrize("recipe", ["topodnn", "topodnn_xai4"])
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # Σ pT·η with η = inf (along the beam)
+def test_recipes_dense_path_equals_vectors_bit_for_bit(p_max: int, recipe: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipes gather the kept constituents' px, py, pz into dense arrays and compute pT, η,
+    φ there (``padded_cartesian``, ``pt_eta_phi``): the same values, bit for bit, as vector's
+    ``.pt``, ``.eta``, ``.phi`` padded afterwards, with empty jets, a null vector and
+    constituents along the beam among them, on a pT-sorted (indexed) layout."""
+    from hepaudit.data import recipes
+    from hepaudit.data.constituents import (
+        jet_axis,
+        momenta_from_cartesian,
+        pad_jagged,
+        padded_cartesian,
+        pt_eta_phi,
+        sort_by_pt,
+    )
+
+    data = toy_constituents(COUNTS, seed=5)
+    odd = {"px": [[], [0.0, 3.0], [0.0, 0.0, 1.0]], "py": [[], [0.0, 4.0], [0.0, 0.0, -2.0]],
+           "pz": [[], [0.0, 1.0], [5.0, -7.0, 0.5]], "e": [[], [0.0, 6.0], [5.0, 7.0, 3.0]]}
+    data = {k: ak.concatenate([data[k], ak.Array(odd[k])]) for k in data}
+    parts = sort_by_pt(momenta_from_cartesian(data["px"], data["py"], data["pz"], data["e"]))
+    dense = padded_cartesian(parts, p_max)
+    assert dense is not None
+    (px, py, pz, energy), mask = dense[0].values(), dense[1]
+    kept = parts[:, :p_max]
+    for got, want in zip((*pt_eta_phi(px, py, pz), energy), (kept.pt, kept.eta, kept.phi, kept.E)):
+        np.testing.assert_array_equal(got, pad_jagged(want, p_max))
+    assert mask.dtype == np.float32 and mask.sum() == sum(min(len(j), p_max) for j in data["px"].tolist())
+    fast = getattr(recipes, recipe)(parts, jet_axis(parts), p_max)
+    monkeypatch.setattr(recipes, "padded_cartesian", lambda *args: None)  # vector's path
+    slow = getattr(recipes, recipe)(parts, jet_axis(parts), p_max)
+    np.testing.assert_array_equal(fast.values, slow.values)
+    np.testing.assert_array_equal(fast.mask, slow.mask)
+
+
 def test_preprocessing_runs_in_float64_from_float32_branches() -> None:
     """float32 branches: the recipe's numbers equal those from the same values in float64."""
     data = toy_constituents(COUNTS, seed=4)

@@ -21,7 +21,9 @@ from hepaudit.data.constituents import (
     jet_axis,
     momenta_from_cartesian,
     pad_jagged,
+    padded_cartesian,
     padding_mask,
+    pt_eta_phi,
     sort_by_pt,
     wrap_phi,
 )
@@ -60,11 +62,16 @@ def topodnn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:
     constituents. Padding stays zero.
     """
     del jet  # TopoDNN frames the jet on its leading constituent, not on the jet axis
-    parts = parts[:, :max_particles]  # compute eta and phi only for the constituents kept
-    pt = pad_jagged(parts.pt, max_particles)
-    eta = pad_jagged(parts.eta, max_particles)
-    phi = pad_jagged(parts.phi, max_particles)
-    mask = padding_mask(parts, max_particles)
+    dense = padded_cartesian(parts, max_particles)
+    if dense is not None:  # the kept constituents' pT, η, φ from dense arrays, as vector computes them
+        (px, py, pz, _), mask = dense[0].values(), dense[1]
+        pt, eta, phi = pt_eta_phi(px, py, pz)
+    else:
+        parts = parts[:, :max_particles]  # compute eta and phi only for the constituents kept
+        pt = pad_jagged(parts.pt, max_particles)
+        eta = pad_jagged(parts.eta, max_particles)
+        phi = pad_jagged(parts.phi, max_particles)
+        mask = padding_mask(parts, max_particles)
 
     eta = (eta - eta[:, :1]) * mask
     phi = wrap_phi(phi - phi[:, :1]) * mask
@@ -108,9 +115,13 @@ def topodnn_xai4(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOu
     (docs/methods.md): the same frame, a 2-D rotation in the η–φ plane, pT / 1700 untouched.
     """
     del jet
-    parts = parts[:, :max_particles]
-    mask = padding_mask(parts, max_particles)
-    px, py, pz = (pad_jagged(parts[c], max_particles) for c in ("px", "py", "pz"))
+    dense = padded_cartesian(parts, max_particles)
+    if dense is not None:
+        (px, py, pz, _), mask = dense[0].values(), dense[1]
+    else:
+        parts = parts[:, :max_particles]
+        mask = padding_mask(parts, max_particles)
+        px, py, pz = (pad_jagged(parts[c], max_particles) for c in ("px", "py", "pz"))
     pt, eta, phi = _pt_eta_phi(px, py, pz)
     pt = pt / XAI4_PT_SCALE
     shift = phi[:, :1].copy()
