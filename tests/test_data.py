@@ -479,6 +479,40 @@ def test_recipes_dense_path_equals_vectors_bit_for_bit(p_max: int, recipe: str,
     np.testing.assert_array_equal(fast.mask, slow.mask)
 
 
+@pytest.mark.parametrize("keys", ["cartesian", "ptetaphi"])
+def test_pt_ordered_momenta_equal_vectors_sorted_records(keys: str) -> None:
+    """pT-ordered constituents made around the flat arrays (``momenta_from_flat``) are the
+    records vector's zip and a stable sort by ``.pt`` give: same layout, class and values, for
+    unsorted, sorted and empty jets; the permutation reorders any other branch the same way."""
+    from hepaudit.data.constituents import (
+        momenta_from_cartesian,
+        momenta_from_ptetaphi,
+        pt_ordered_momenta,
+        reorder,
+        sort_by_pt,
+    )
+
+    data = toy_constituents(COUNTS + [0, 4], seed=7)
+    if keys == "cartesian":
+        branches = {"px": data["px"], "py": data["py"], "pz": data["pz"], "energy": data["e"]}
+        reference = momenta_from_cartesian(*branches.values())
+    else:
+        cart = momenta_from_cartesian(data["px"], data["py"], data["pz"], data["e"])
+        branches = {"pt": cart.pt, "eta": cart.eta, "phi": cart.phi, "mass": cart.mass}
+        reference = momenta_from_ptetaphi(*branches.values())
+    order = ak.argsort(reference.pt, axis=1, ascending=False, stable=True)
+    parts, permutation, counts = pt_ordered_momenta(branches)
+    want = sort_by_pt(reference)
+    assert type(parts) is type(want) and parts.layout.form == ak.to_packed(want).layout.form
+    assert ak.array_equal(parts, want) and np.array_equal(counts, ak.num(want, axis=1))
+    assert permutation is not None
+    assert ak.array_equal(reorder(ak.local_index(reference.pt), permutation, counts), order)
+    for field in parts.fields:  # bit for bit (array_equal compares values)
+        assert np.array_equal(ak.to_numpy(ak.flatten(parts[field])), ak.to_numpy(ak.flatten(want[field]))), field
+    again, none, _ = pt_ordered_momenta({k: v[order] for k, v in branches.items()})  # already ordered
+    assert none is None and ak.array_equal(again, want)
+
+
 def test_preprocessing_runs_in_float64_from_float32_branches() -> None:
     """float32 branches: the recipe's numbers equal those from the same values in float64."""
     data = toy_constituents(COUNTS, seed=4)
