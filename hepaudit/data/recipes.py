@@ -64,8 +64,8 @@ def topodnn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:
     del jet  # TopoDNN frames the jet on its leading constituent, not on the jet axis
     dense = padded_cartesian(parts, max_particles)
     if dense is not None:  # the kept constituents' pT, η, φ from dense arrays, as vector computes them
-        (px, py, pz, _), mask = dense[0].values(), dense[1]
-        pt, eta, phi = pt_eta_phi(px, py, pz)
+        components, mask = dense
+        pt, eta, phi = pt_eta_phi(components["px"], components["py"], components["pz"])
     else:
         parts = parts[:, :max_particles]  # compute eta and phi only for the constituents kept
         pt = pad_jagged(parts.pt, max_particles)
@@ -117,7 +117,8 @@ def topodnn_xai4(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOu
     del jet
     dense = padded_cartesian(parts, max_particles)
     if dense is not None:
-        (px, py, pz, _), mask = dense[0].values(), dense[1]
+        components, mask = dense
+        px, py, pz = components["px"], components["py"], components["pz"]
     else:
         parts = parts[:, :max_particles]
         mask = padding_mask(parts, max_particles)
