@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine  # noqa: E402
+from common import REPO, machine, worktree  # noqa: E402
 
 
 def run_once(tree: Path, config: Path, out: Path, pythonpath: list[str]) -> tuple[float, float, float]:
@@ -54,22 +54,15 @@ def main() -> None:
     config = args.config.resolve()
     print(f"machine: {machine()}")
     print(f"config: {config}; {args.rounds} interleaved rounds; baseline {args.against}")
-    with tempfile.TemporaryDirectory(prefix="hepaudit-bench-command-") as tmp:
-        base = Path(tmp) / "baseline"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base), args.against],
-                       check=True)
-        try:
-            sides = {"baseline": (base, [p for p in args.against_path.split(os.pathsep) if p]),
-                     "this tree": (REPO, [])}
-            runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
-            for _ in range(args.rounds):
-                for name, (tree, path) in sides.items():
-                    runs[name].append(run_once(tree, config, Path(tmp) / name.replace(" ", "_"), path))
-                    wall, total, figures = runs[name][-1]
-                    print(f"  {name:10s} wall {wall:6.2f} s  total_s {total:6.2f} s  figures_s {figures:5.2f} s",
-                          flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
+    with tempfile.TemporaryDirectory(prefix="hepaudit-bench-command-") as tmp, worktree(args.against) as base:
+        sides = {"baseline": (base, [p for p in args.against_path.split(os.pathsep) if p]), "this tree": (REPO, [])}
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in sides}
+        for _ in range(args.rounds):
+            for name, (tree, path) in sides.items():
+                runs[name].append(run_once(tree, config, Path(tmp) / name.replace(" ", "_"), path))
+                wall, total, figures = runs[name][-1]
+                print(f"  {name:10s} wall {wall:6.2f} s  total_s {total:6.2f} s  figures_s {figures:5.2f} s",
+                      flush=True)
     medians = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in runs.items()}
     for name, (wall, total, figures) in medians.items():
         print(f"{name:10s} median wall {wall:6.2f} s  (start-up and imports {wall - total:5.2f} s, "

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import awkward as ak
@@ -95,3 +99,16 @@ def topodnn_config(model: Path, files: list[Path], *, step: int | None = None, m
              'features = ["pt", "eta", "phi"]', "max_particles = 30", 'preprocess = "topodnn"',
              extra]
     return "\n".join(line for line in lines if line) + "\n"
+
+
+@contextlib.contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """A detached git worktree of ``revision`` in a temporary folder, removed afterwards: the
+    baseline of a before/after benchmark (run it with ``cwd`` and ``PYTHONPATH`` set to it)."""
+    with tempfile.TemporaryDirectory(prefix="hepaudit-bench-baseline-") as tmp:
+        tree = Path(tmp) / "baseline"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(tree), revision], check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
