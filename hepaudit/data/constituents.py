@@ -115,8 +115,8 @@ def pt_ordered_momenta(branches: dict[str, ak.Array]) -> tuple[ak.Array, np.ndar
         local = ak.argsort(ak.unflatten(pt, counts), axis=1, ascending=False, stable=True)
         permutation = _flat(local).astype(np.int64) + np.repeat(offsets[:-1], counts)
         flat = {key: value[permutation] for key, value in flat.items()}
-    return momenta_from_flat({("E" if key == "energy" else key): value for key, value in flat.items()}, offsets), \
-        permutation, counts
+    parts = momenta_from_flat({("E" if key == "energy" else key): value for key, value in flat.items()}, offsets)
+    return parts, permutation, counts
 
 
 def momenta_from_flat(fields: dict[str, np.ndarray], offsets: np.ndarray) -> ak.Array:
@@ -205,10 +205,11 @@ def pad_jagged(values: ak.Array, max_particles: int, fill: float = 0.0) -> np.nd
     return ak.to_numpy(ak.fill_none(padded, fill)).astype(np.float64, copy=False)
 
 
-def padded_cartesian(parts: ak.Array, max_particles: int) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    """The first ``max_particles`` constituents' px, py, pz, E as dense float64 (N, max_particles)
-    arrays, padding zero, and the float32 padding mask; None when ``parts`` are not Cartesian
-    records (use :func:`pad_jagged` on vector's properties then).
+def padded_cartesian(parts: ak.Array, max_particles: int, keys: tuple[str, ...] = ("px", "py", "pz", "E")
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """The first ``max_particles`` constituents' components ``keys`` (of px, py, pz, E) as dense
+    float64 (N, max_particles) arrays, padding zero, and the float32 padding mask; None when
+    ``parts`` are not Cartesian records (use :func:`pad_jagged` on vector's properties then).
 
     A gather from the flat content with numpy: no jagged slicing, padding or vector dispatch per
     component, the costliest part of building TopoDNN's inputs."""
@@ -219,7 +220,7 @@ def padded_cartesian(parts: ak.Array, max_particles: int) -> tuple[dict[str, np.
     valid = slot[None, :] < counts[:, None]
     index = np.where(valid, (np.cumsum(counts) - counts)[:, None] + slot[None, :], 0)
     dense = {}
-    for key in ("px", "py", "pz", "E"):
+    for key in keys:
         flat = _flat(parts[key])
         dense[key] = np.where(valid, flat[index], 0.0) if len(flat) else np.zeros(valid.shape)
     return dense, valid.astype(np.float32)

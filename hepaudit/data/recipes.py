@@ -62,7 +62,7 @@ def topodnn(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOutput:
     constituents. Padding stays zero.
     """
     del jet  # TopoDNN frames the jet on its leading constituent, not on the jet axis
-    dense = padded_cartesian(parts, max_particles)
+    dense = padded_cartesian(parts, max_particles, ("px", "py", "pz"))  # E is not used
     if dense is not None:  # the kept constituents' pT, η, φ from dense arrays, as vector computes them
         components, mask = dense
         pt, eta, phi = pt_eta_phi(components["px"], components["py"], components["pz"])
@@ -115,7 +115,7 @@ def topodnn_xai4(parts: ak.Array, jet: ak.Array, max_particles: int) -> RecipeOu
     (docs/methods.md): the same frame, a 2-D rotation in the η–φ plane, pT / 1700 untouched.
     """
     del jet
-    dense = padded_cartesian(parts, max_particles)
+    dense = padded_cartesian(parts, max_particles, ("px", "py", "pz"))  # E is not used
     if dense is not None:
         components, mask = dense
         px, py, pz = components["px"], components["py"], components["pz"]

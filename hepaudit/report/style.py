@@ -41,7 +41,7 @@ def style_rc(style: str) -> tuple[dict[str, Any], str | None]:
     try:
         import mplhep  # type: ignore[import-untyped]
     except ImportError:
-        return {}, f'report.style = "{style}" needs mplhep (pip install mplhep); drawn in matplotlib\'s style'
+        return {}, _needs_mplhep(style)
     rc = dict(getattr(mplhep.style, STYLES[style]))
     rc = {k: v for k, v in rc.items() if not k.startswith(_DROPPED)}
     rc.update(_SCALED)
@@ -58,6 +58,10 @@ def style_problem(style: str) -> str | None:
 
     if style == "matplotlib" or importlib.util.find_spec("mplhep") is not None:
         return None
+    return _needs_mplhep(style)
+
+
+def _needs_mplhep(style: str) -> str:
     return f'report.style = "{style}" needs mplhep (pip install mplhep); drawn in matplotlib\'s style'
 
 
