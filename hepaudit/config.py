@@ -50,6 +50,9 @@ class ModelConfig:
     # onnxruntime execution providers in order of preference; CPU is always the last fallback
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+    # occluded passes (dauc, mad) compute a first dense layer once per block of jets, not once
+    # per occlusion (docs/methods.md); false: every occluded pass runs the whole graph
+    factor_first_layer: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

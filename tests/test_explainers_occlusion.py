@@ -245,23 +245,33 @@ def test_several_chunks_give_the_numbers_of_one_chunk(setup: AuditSetup) -> None
     assert one.explainers["dauc"].fields["baseline_auc"] == many.explainers["dauc"].fields["baseline_auc"]
 
 
-def test_occluded_passes_on_threads_give_the_numbers_of_one_thread(setup: AuditSetup,
+@pytest.mark.parametrize("factored", [True, False])
+def test_occluded_passes_on_threads_give_the_numbers_of_one_thread(setup: AuditSetup, factored: bool,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The occluded passes run in blocks on ``model.threads`` threads, each block on a
-    one-thread session: the same numbers, bit for bit, as one thread."""
+    one-thread session (the whole graph, or the graph after its first layer): the same
+    numbers, bit for bit, as one thread."""
+    from hepaudit.model.first_layer import FactoredPasses
+
     callers: set[str] = set()
-    plain_run = Tagger.run
+    plain_run, plain_occluded = Tagger.run, FactoredPasses.occluded
 
     def run_and_record(self: Tagger, *args: object, **kwargs: object) -> object:
         if self._meter is not self:  # the one-thread twin: the occluded passes
             callers.add(threading.current_thread().name)
         return plain_run(self, *args, **kwargs)
 
+    def occluded_and_record(self: FactoredPasses, *args: object, **kwargs: object) -> object:
+        callers.add(threading.current_thread().name)
+        return plain_occluded(self, *args, **kwargs)  # type: ignore[arg-type]
+
     monkeypatch.setattr(Tagger, "run", run_and_record)
+    monkeypatch.setattr(FactoredPasses, "occluded", occluded_and_record)
     reports = {}
     for threads in (1, 2):
         doc = setup.doc()
         doc["model"]["threads"] = threads
+        doc["model"]["factor_first_layer"] = factored
         doc["model"]["batch_size"] = 128  # occluded blocks of 64 rows: 3 in each 150-jet chunk
         doc["explainers"]["dauc"]["groups"] = {"pair": ["f0", "f1"]}  # a unit of two features
         reports[threads] = run(setup, doc)

@@ -263,13 +263,28 @@ class Chunk:
         single = tagger.one_thread()
         scores = np.empty((len(units), n))
         logits = np.empty((len(units), n))
+        # units within one input read by a dense layer alone: that layer once per block, the rest
+        # of the graph per unit (model/first_layer.py)
+        factored = {name: single.factored(name) for name in {k for plan in plans for k in plan}
+                    } if tagger.factor_first_layer else {}
 
         def block(_: int, start: int, stop: int) -> None:
             # row slices of contiguous inputs are contiguous: reshape() gives writable views, and
             # the blocks' rows are disjoint, so each thread occludes its own rows in place
             rows_in = {k: v[start:stop] for k, v in self.inputs.items()}
             flat = {k: v.reshape(len(v), -1) for k, v in rows_in.items()}
+            first: dict[str, np.ndarray] = {}  # each factored input's first layer, for this block
             for i, plan in enumerate(plans):
+                passes = factored.get(next(iter(plan))) if len(plan) == 1 else None
+                if passes is not None:
+                    name = passes.split.input
+                    if name not in first:
+                        first[name] = passes.first(rows_in[name])
+                    positions, value = plan[name]
+                    scores[i, start:stop], logits[i, start:stop] = passes.occluded(
+                        first[name], rows_in[name], positions, value,
+                        {k: v for k, v in rows_in.items() if k != name})
+                    continue
                 # occlude in place and restore: a copy of the block per unit would cost as much
                 # memory traffic as the forward pass of a small tagger
                 saved = []

@@ -34,6 +34,8 @@ from hepaudit.model.providers import CPU, resolve_providers
 if TYPE_CHECKING:
     import onnx
     import onnxruntime as ort
+
+    from hepaudit.model.first_layer import FactoredPasses
 else:  # loaded on first use (hepaudit.lazy): registering plugins imports none of them
     onnx = lazy_module("onnx")
     ort = lazy_module("onnxruntime")
@@ -165,6 +167,9 @@ class Tagger:
         #: exposed tensors that have no per-jet view, and why (they are left out of ``extra``)
         self.no_jet_axis: dict[str, str] = {}
         self._raw_sessions: dict[tuple[str, ...], ort.InferenceSession] = {}
+        #: occluded passes compute a first dense layer once per block (:meth:`factored`)
+        self.factor_first_layer = config.factor_first_layer
+        self._factored: dict[str, FactoredPasses | None] = {}
         self._reducers: dict[str, Reducer] = {}
         self._raw: set[str] = set()
         #: rows per onnxruntime call that keep its intermediate tensors within the memory budget
@@ -204,7 +209,9 @@ class Tagger:
             head = None
         return ScoreSpec(output, column, head=head, classes=classes)
 
-    def _make_session(self, outputs: list[str], keep: bool = True) -> ort.InferenceSession:
+    def _make_session(self, outputs: list[str], keep: bool = True, proto: onnx.ModelProto | None = None
+                      ) -> ort.InferenceSession:
+        """A session returning ``outputs`` of this tagger's graph (or of ``proto``, a graph cut from it)."""
         opts = ort.SessionOptions()
         if self.config.threads:
             opts.intra_op_num_threads = self.config.threads
@@ -212,9 +219,9 @@ class Tagger:
         opts.log_severity_level = 4  # onnxruntime's own error log would repeat what the ModelError says
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        proto: onnx.ModelProto = with_extra_outputs(self.proto, outputs)
+        graph: onnx.ModelProto = with_extra_outputs(self.proto if proto is None else proto, outputs)
         try:
-            session = ort.InferenceSession(proto.SerializeToString(), sess_options=opts,
+            session = ort.InferenceSession(graph.SerializeToString(), sess_options=opts,
                                            providers=self.providers)
         except Exception as exc:
             first_line = str(exc).splitlines()[0][:200]
@@ -281,6 +288,29 @@ class Tagger:
         from hepaudit.model.blocks import block_threads
 
         return block_threads(self.config.threads) if self.providers == [CPU] else 1
+
+    def factored(self, input_name: str) -> FactoredPasses | None:
+        """The occluded passes' head and tail sessions around the dense layer that reads input
+        ``input_name`` (:mod:`hepaudit.model.first_layer`); None where the graph has no such layer,
+        on an accelerator, for a fixed batch, or when ``model.factor_first_layer`` is false."""
+        if not self.factor_first_layer or self.providers != [CPU] or self.fixed_batch:
+            return None
+        if input_name not in self._factored:
+            from hepaudit.model.first_layer import FactoredPasses, split_first_layer
+
+            split = split_first_layer(self.proto, input_name)
+            passes = None
+            if split is not None:
+                outputs = list(dict.fromkeys(self._base_outputs))
+                try:
+                    head = self._make_session([], keep=False, proto=split.head)
+                    tail = self._make_session(outputs, keep=False, proto=split.tail)
+                except ModelError:  # a cut onnxruntime does not take: the whole graph, as before
+                    head = tail = None
+                if head is not None:
+                    passes = FactoredPasses(split, head, tail, outputs, self._score_and_logit, self.count_run)
+            self._factored[input_name] = passes
+        return self._factored[input_name]
 
     def one_thread(self) -> Tagger:
         """A twin of this tagger (same graph, score and row sizes; score and logit only) whose
