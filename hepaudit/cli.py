@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     disable = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--disable"]
     if args[:1] == ["--version"]:  # a CI job's first check: no plugin is needed to say the version
         cli.main(args=args, prog_name="hepaudit")
+    from hepaudit.data import constituents
+
+    constituents.VECTOR_WITHOUT_SYMPY = True  # this process is the command's own
     try:
         from hepaudit.plugins import PluginHost
 

@@ -570,3 +570,29 @@ def test_building_blocks_on_two_threads_gives_the_same_inputs() -> None:
         np.testing.assert_array_equal(serial[name], parallel[name])
     jet = builder.jet_momentum(arrays, cfg.inputs[0].name)
     assert jet is not None and len(jet.px) == len(arrays)
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_vector_imported_with_sympy_hidden_only_when_asked(hidden: bool) -> None:
+    """The command line imports vector with sympy hidden (a symbolic backend hepaudit never
+    uses); vector's Momentum4D records still work, and sympy stays importable afterwards.
+    A fresh interpreter, so that neither module is loaded yet."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from hepaudit.data import constituents
+constituents.VECTOR_WITHOUT_SYMPY = {hidden}
+parts = constituents.momentum4d({{"px": [[3.0]], "py": [[4.0]], "pz": [[0.0]], "E": [[5.0]]}})
+assert parts.pt.tolist() == [[5.0]]
+assert "vector" in sys.modules and sys.modules.get("sympy", "absent") is not None
+print("sympy backend:", "vector.backends.sympy" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    has_sympy = importlib.util.find_spec("sympy") is not None
+    assert out.strip() == f"sympy backend: {has_sympy and not hidden}"
+    if has_sympy and hidden:  # hidden from vector's import only
+        subprocess.run([sys.executable, "-c", code.replace("print(", "import sympy; print(")], check=True,
+                       capture_output=True)

@@ -7,6 +7,8 @@ four-vector sum of *all* of a jet's constituents, before any truncation.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,12 @@ else:  # loaded on first use (hepaudit.lazy): registering plugins imports none o
 
 _vector_registered = False
 
+#: Import vector with sympy hidden from it. vector imports sympy, when it is installed (torch
+#: brings it), only to offer a symbolic backend hepaudit never uses, and that import is most
+#: of a second of every audit's start-up. Set by the command line, which owns its process; a
+#: notebook's vector keeps its sympy backend. sympy itself stays importable afterwards.
+VECTOR_WITHOUT_SYMPY = False
+
 
 def momentum4d(fields: dict[str, ak.Array]) -> ak.Array:
     """The fields zipped into vector's ``Momentum4D`` records; vector's awkward behaviours are
@@ -35,6 +43,12 @@ def momentum4d(fields: dict[str, ak.Array]) -> ak.Array:
 def _register_vector() -> None:
     global _vector_registered
     if not _vector_registered:
+        if VECTOR_WITHOUT_SYMPY and "vector" not in sys.modules and "sympy" not in sys.modules:
+            sys.modules["sympy"] = None  # type: ignore[assignment]  # `import sympy` raises ImportError
+            try:
+                importlib.import_module("vector")
+            finally:
+                del sys.modules["sympy"]
         vector.register_awkward()
         _vector_registered = True
 
