@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hepaudit.report.figures import BACKGROUND_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short
+from hepaudit.report.figures import BACKGROUND_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short, fixed_margins
 
 
 def class_bars(
@@ -43,7 +43,7 @@ def class_bars(
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(f"top {n} features by mean |relevance|", fontsize=10)
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax))
 
 
 def profiles(

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from hepaudit.explanation import Explanation
-from hepaudit.report.figures import BACKGROUND_COLOUR, OVERALL_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short
+from hepaudit.report.figures import (
+    BACKGROUND_COLOUR,
+    OVERALL_COLOUR,
+    SIGNAL_COLOUR,
+    _png,
+    _pyplot,
+    _short,
+    fixed_margins,
+)
 from hepaudit.results import Figure
 
 TOP = 15
@@ -69,15 +77,17 @@ def beeswarm(explanation: Explanation, labels: Labels) -> Figure | None:
     ax.set_yticks(np.arange(len(order)), [_short(names[p]) for p in order], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{labels.method} value {labels.symbol} ({labels.meaning})")
+    side = None
     if colours is not None:
-        bar = fig.colorbar(points, ax=ax, pad=0.01)
+        bar = fig.colorbar(points, ax=ax, pad=0.01, fraction=0.04)  # its slot no wider than the bar
         bar.set_label(f"{labels.value_note} (percentile)")
+        side = bar.ax
     ax.set_title(f"{labels.method} summary: one dot per {labels.jets}")
     coloured = (f", coloured by the {labels.value_note}, as a percentile among the jets shown" if colours is not None
                 else " (groups of features have no single value to colour by)")
     caption = (f"{labels.method} values per {labels.jets} for the features with the largest mean "
                f"|{labels.symbol}|{coloured}.")
-    return Figure(f"{labels.key}_beeswarm.png", caption, _png(fig))
+    return Figure(f"{labels.key}_beeswarm.png", caption, _png(fig, tight=not fixed_margins(fig, ax, side)))
 
 
 def dependence(explanation: Explanation, labels: Labels) -> Figure | None:
@@ -138,7 +148,7 @@ def box_plot(explanation: Explanation, labels: Labels) -> Figure | None:
     ax.set_title(f"{labels.method} per {labels.jets}: quartiles (box) and 5–95 % (whiskers)")
     caption = (f"{labels.method} values per {labels.jets} for the features with the largest mean "
                f"|{labels.symbol}|, per class: boxes span the quartiles, whiskers 5 % to 95 %.")
-    return Figure(f"{labels.key}_boxes.png", caption, _png(fig))
+    return Figure(f"{labels.key}_boxes.png", caption, _png(fig, tight=not fixed_margins(fig, ax)))
 
 
 def _boxes(ax: Any, q: np.ndarray, rows: np.ndarray, colour: str, height: float = 0.3) -> None:

@@ -58,6 +58,40 @@ def log_scale(ax: Any, axis: str = "y") -> None:
     which.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
+def fixed_margins(fig: Any, ax: Any, side: Any = None, pad: float = 0.1) -> bool:
+    """Margins (inches) that just hold ``ax``'s tick labels, axis labels and title, and the tick
+    labels and label of ``side`` (a colorbar's axes, laid out by the gridspec beside ``ax``),
+    measured from those texts alone; False, leaving the figure as it was, when a label is wider
+    than the figure allows (crop to a tight bounding box then). A tight bounding box lays the
+    whole figure out once more to find the same margins: a quarter of a bar chart's cost."""
+    import matplotlib
+
+    renderer = fig.canvas.get_renderer()
+
+    def span(texts: Sequence[Any], width: bool) -> float:  # inches
+        boxes = [t.get_window_extent(renderer) for t in texts if t.get_visible() and t.get_text()]
+        return max((b.width if width else b.height for b in boxes), default=0.0) / fig.dpi
+
+    def ticks(axis: Any) -> float:  # the ticks' length outside the axes, their labels' pad, the label's pad
+        major = axis.get_major_ticks()
+        outside = max((t.get_tick_padding() + t.get_pad() for t in major[:1]), default=0.0)
+        return (outside + axis.labelpad) / 72
+
+    width, height = fig.get_size_inches()
+    left = span(ax.get_yticklabels(which="both"), True) + span([ax.yaxis.label], True) + ticks(ax.yaxis) + pad
+    bottom = span(ax.get_xticklabels(which="both"), False) + span([ax.xaxis.label], False) + ticks(ax.xaxis) + pad
+    top = span([ax.title], False) + matplotlib.rcParams["axes.titlepad"] / 72 + pad
+    right = pad
+    if side is not None:
+        right += span(side.get_yticklabels(which="both"), True) + span([side.yaxis.label], True) + ticks(side.yaxis)
+    inner = width - left - right
+    if (left + right > 0.6 * width or bottom + top > 0.6 * height or span([ax.title], True) > width - 2 * pad
+            or span([ax.xaxis.label], True) > inner):
+        return False
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
+    return True
+
+
 def _png(fig: Any, tight: bool = True) -> bytes:
     """The figure as PNG bytes. ``tight=False`` for figures laid out with fixed margins:
     a tight bounding box draws the figure twice, a third of a simple figure's cost.
@@ -141,7 +175,7 @@ def _bar_chart(scores: list[FeatureScore], title: str, xlabel: str, top: int) ->
     ax.set_title(title, fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     ax.tick_params(axis="x", labelsize=8)
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax))
 
 
 def importance_bar_chart(result: ExplainerResult, top: int = 20) -> bytes | None:
@@ -219,7 +253,7 @@ def rank_heat_map(rankings: dict[str, list[str]], top: int = RANK_TOP) -> bytes 
     colorbar.set_label("rank (1 = most important)", fontsize=8)
     colorbar.ax.tick_params(labelsize=7)
     colorbar.ax.invert_yaxis()  # rank 1 at the top, as in the rows
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax, colorbar.ax))
 
 
 def score_distribution(scores_signal: Sequence[float] | np.ndarray,
@@ -244,7 +278,7 @@ def score_distribution(scores_signal: Sequence[float] | np.ndarray,
     ax.set_ylabel("normalised jets")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Tagger score per class", fontsize=11)
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax))
 
 
 def score_histograms(edges: np.ndarray, signal: np.ndarray | None, background: np.ndarray | None,
@@ -263,7 +297,7 @@ def score_histograms(edges: np.ndarray, signal: np.ndarray | None, background: n
     log_scale(ax, "y")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title("Tagger score per class", fontsize=11)
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax))
 
 
 def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float) -> bytes:
@@ -278,7 +312,7 @@ def roc_curve(fpr: np.ndarray, tpr: np.ndarray, auc: float) -> bytes:
     ax.set_ylabel("background rejection 1/ε_B")
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"ROC (AUC = {auc:.4f})", fontsize=11)
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax))
 
 
 def input_histograms(names: Sequence[str], edges: np.ndarray, signal: np.ndarray, background: np.ndarray) -> bytes:
