@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hepaudit.report.figures import BACKGROUND_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short, fixed_margins
+from hepaudit.report.figures import BACKGROUND_COLOUR, SIGNAL_COLOUR, _png, _pyplot, _short, fixed_margins, named_ticks
 
 
 def class_bars(
@@ -39,7 +39,7 @@ def class_bars(
     else:
         ax.barh(y, overall[idx], height=0.7, color="#4d4d4d")
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_yticks(y, [_short(features[i]) for i in idx], fontsize=8)
+    named_ticks(ax.yaxis, y, [_short(features[i]) for i in idx], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.set_title(f"top {n} features by mean |relevance|", fontsize=10)

@@ -23,6 +23,7 @@ from hepaudit.report.figures import (
     _pyplot,
     _short,
     fixed_margins,
+    named_ticks,
 )
 from hepaudit.results import Figure
 
@@ -74,7 +75,7 @@ def beeswarm(explanation: Explanation, labels: Labels) -> Figure | None:
         points = ax.scatter(x, y, c=colours[:, order].T.ravel(), cmap="coolwarm", vmin=0, vmax=1, s=8,
                             linewidths=0)
     ax.axvline(0, color="#888888", lw=0.8)
-    ax.set_yticks(np.arange(len(order)), [_short(names[p]) for p in order], fontsize=8)
+    named_ticks(ax.yaxis, np.arange(len(order)), [_short(names[p]) for p in order], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{labels.method} value {labels.symbol} ({labels.meaning})")
     side = None
@@ -141,7 +142,7 @@ def box_plot(explanation: Explanation, labels: Labels) -> Figure | None:
         _boxes(ax, q, np.arange(len(order)) + shift, colour)
         ax.plot([], [], color=colour, linewidth=6, alpha=0.5, label=name)
     ax.axvline(0, color="#888888", lw=0.8)
-    ax.set_yticks(np.arange(len(order)), [_short(explanation.feature_names[p]) for p in order], fontsize=8)
+    named_ticks(ax.yaxis, np.arange(len(order)), [_short(explanation.feature_names[p]) for p in order], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(f"{labels.method} value {labels.symbol} ({labels.meaning})")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
@@ -197,7 +198,7 @@ def waterfall_figure(explanation: Explanation, jet: int, top: int = 10) -> Any:
         start += step
     ax.axvline(base, color="#888888", lw=0.8, ls="--")
     ax.axvline(start, color=OVERALL_COLOUR, lw=0.8)
-    ax.set_yticks(np.arange(len(steps)), names, fontsize=8)
+    named_ticks(ax.yaxis, np.arange(len(steps)), names, fontsize=8)
     ax.invert_yaxis()
     entry = int(explanation.entries[jet])
     ax.set_xlabel(f"{explanation.output}: base value {base:.3g} → {start:.3g}")

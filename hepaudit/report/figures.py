@@ -58,6 +58,16 @@ def log_scale(ax: Any, axis: str = "y") -> None:
     which.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
+def named_ticks(axis: Any, positions: Sequence[float] | np.ndarray, labels: Sequence[str], **kwargs: Any) -> None:
+    """Ticks at ``positions`` named ``labels`` (features, methods, layers), with no minor ticks
+    between them: a style's minor ticks (the CMS style's) mean nothing on such an axis, and each
+    is two lines and two texts more to lay out and draw."""
+    from matplotlib.ticker import NullLocator
+
+    axis.set_ticks(positions, labels, **kwargs)
+    axis.set_minor_locator(NullLocator())
+
+
 def fixed_margins(fig: Any, ax: Any, side: Any = None, pad: float = 0.1) -> bool:
     """Margins (inches) that just hold ``ax``'s tick labels, axis labels and title, and the tick
     labels and label of ``side`` (a colorbar's axes, laid out by the gridspec beside ``ax``),
@@ -168,7 +178,7 @@ def _bar_chart(scores: list[FeatureScore], title: str, xlabel: str, top: int) ->
         ax.barh(y, overall, height=0.7, color=OVERALL_COLOUR, xerr=xerr, error_kw={"elinewidth": 0.8, "capsize": 2})
     if xerr is not None:
         title += " (bars: 95 % bootstrap intervals)"
-    ax.set_yticks(y, labels, fontsize=8)
+    named_ticks(ax.yaxis, y, labels, fontsize=8)
     ax.invert_yaxis()  # rank 1 at the top
     ax.axvline(0.0, color="black", linewidth=0.6)
     ax.set_xlabel(xlabel)
@@ -246,8 +256,8 @@ def rank_heat_map(rankings: dict[str, list[str]], top: int = RANK_TOP) -> bytes 
             red, green, blue, _ = cmap(image.norm(shown[i, j])) if not np.isnan(r) else (0.87, 0.87, 0.87, 1)
             colour = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(len(methods)), methods, fontsize=9, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), [_short(f, 32) for f in rows], fontsize=8)
+    named_ticks(ax.xaxis, range(len(methods)), methods, fontsize=9, rotation=30, ha="right")
+    named_ticks(ax.yaxis, range(len(rows)), [_short(f, 32) for f in rows], fontsize=8)
     ax.set_title(f"Rank of each method's top-{top} features", fontsize=11)
     colorbar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     colorbar.set_label("rank (1 = most important)", fontsize=8)
