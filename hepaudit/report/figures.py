@@ -343,6 +343,10 @@ def input_histograms(names: Sequence[str], edges: np.ndarray, signal: np.ndarray
                 ax.stairs(counts / (counts.sum() * widths), edges[k], color=colour, linewidth=1.2, label=label)
         ax.set_xlabel(_short(names[k], 30), fontsize=8)
         ax.tick_params(labelsize=7)
+        # a few major ticks on these small panels: each tick is two lines and two texts to lay out
+        ax.locator_params(axis="x", nbins=5)
+        ax.locator_params(axis="y", nbins=4)
+        ax.minorticks_off()
     axes[0][0].legend(fontsize=7, frameon=False)
     fig.suptitle("The leading features' inputs per class (unit area; the end bins hold the tails)", fontsize=10)
     # fixed margins in inches (the panels are alike): a tight layout and bounding box drew the
