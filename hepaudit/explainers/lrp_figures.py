@@ -87,12 +87,12 @@ def profiles(
             ax.legend(fontsize=8, frameon=False)
     for j in range(k, rows * cols):
         axes[j // cols][j % cols].axis("off")
-    # fixed room in inches for the tick and axis labels (the PNG's tight bounding box crops the
-    # outer margins): tight_layout would lay the whole figure out once more
+    # fixed room in inches for the tick and axis labels: a tight layout or bounding box would lay
+    # the whole figure out once more
     height, width = 3.0 * rows, 4.2 * cols
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.15 / height,
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.3 / height,
                         wspace=0.95 / (width / cols - 0.95), hspace=0.75 / (height / rows - 0.75))
-    return _png(fig)
+    return _png(fig, tight=False)
 
 
 def eta_phi_image(image: np.ndarray, extent: float, n_jets: int, title: str) -> bytes | None:

@@ -111,12 +111,14 @@ def dependence(explanation: Explanation, labels: Labels) -> Figure | None:
         ax.set_ylabel(labels.symbol, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(fontsize=7, frameon=False)
-    # fixed gaps between the panels (room for each one's tick labels), the outer margins cropped
-    # by the PNG's tight bounding box: tight_layout would draw the whole figure once more
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.18, top=0.95, wspace=0.38)
+    # fixed margins and gaps between the panels, in inches (room for the tick and axis labels):
+    # a tight layout or bounding box would lay the whole figure out once more
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.3 / height,
+                        wspace=0.8 / (width / len(order) - 0.8))
     caption = (f"{labels.method} dependence: {labels.symbol} of the leading features against their value"
                f" ({labels.value_note}), signal and background jets in their colours.")
-    return Figure(f"{labels.key}_dependence.png", caption, _png(fig))
+    return Figure(f"{labels.key}_dependence.png", caption, _png(fig, tight=False))
 
 
 def box_plot(explanation: Explanation, labels: Labels) -> Figure | None:
