@@ -95,8 +95,14 @@ def fixed_margins(fig: Any, ax: Any, side: Any = None, pad: float = 0.1) -> bool
     if side is not None:
         right += span(side.get_yticklabels(which="both"), True) + span([side.yaxis.label], True) + ticks(side.yaxis)
     inner = width - left - right
-    if (left + right > 0.6 * width or bottom + top > 0.6 * height or span([ax.title], True) > width - 2 * pad
-            or span([ax.xaxis.label], True) > inner):
+
+    def inside(text: Any) -> bool:  # a title or x label, placed along the axes by its alignment
+        size = span([text], True)
+        start = left + inner * text.get_position()[0]
+        start -= size * {"left": 0.0, "center": 0.5, "right": 1.0}.get(text.get_horizontalalignment(), 0.5)
+        return start >= 0 and start + size <= width
+
+    if left + right > 0.6 * width or bottom + top > 0.6 * height or not (inside(ax.title) and inside(ax.xaxis.label)):
         return False
     fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
     return True
