@@ -78,3 +78,21 @@ def test_a_title_wider_than_the_figure_leaves_the_layout_to_the_tight_box() -> N
         assert not fixed_margins(fig, ax)
         assert ax.get_position().bounds == before
         plt.close(fig)
+
+
+def test_an_axis_with_an_offset_leaves_the_layout_to_the_tight_box() -> None:
+    """Importances of order 1e-5: the x axis writes "1e−5" at its end, a text matplotlib sets only
+    while drawing, which the measured margins would not hold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with figure_style("cms", ()):
+        fig, ax = plt.subplots(figsize=(7.0, 4.0))
+        ax.barh(np.arange(5), np.linspace(1e-6, 2e-5, 5))
+        named_ticks(ax.yaxis, np.arange(5), [f"f{i}" for i in range(5)])
+        ax.set_xlabel("importance score")
+        assert not fixed_margins(fig, ax)
+        plt.close(fig)
+

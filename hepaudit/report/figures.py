@@ -102,7 +102,11 @@ def fixed_margins(fig: Any, ax: Any, side: Any = None, pad: float = 0.1) -> bool
         start -= size * {"left": 0.0, "center": 0.5, "right": 1.0}.get(text.get_horizontalalignment(), 0.5)
         return start >= 0 and start + size <= width
 
-    if left + right > 0.6 * width or bottom + top > 0.6 * height or not (inside(ax.title) and inside(ax.xaxis.label)):
+    # an axis whose numbers carry an offset or a power of ten (1e−5) has one more text at its end,
+    # set only while drawing: the tight box finds it
+    offset = any(axis.major.formatter.get_offset() for axis in (ax.xaxis, ax.yaxis))
+    if (offset or left + right > 0.6 * width or bottom + top > 0.6 * height
+            or not (inside(ax.title) and inside(ax.xaxis.label))):
         return False
     fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - top / height)
     return True
