@@ -79,12 +79,12 @@ def split_first_layer(model: onnx.ModelProto, input_name: str) -> SplitGraph | N
         return None
     if len(info.type.tensor_type.shape.dim) != 2 or any(o.name == input_name for o in graph.output):
         return None
-    readers = [n for n in graph.node if input_name in n.input]
+    readers = [i for i, n in enumerate(graph.node) if input_name in n.input]
     # a subgraph (If, Loop, Scan) may read the input from the outer scope: not cut
     if len(readers) != 1 or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                 for n in graph.node for a in n.attribute):
         return None
-    node = readers[0]
+    node = graph.node[readers[0]]
     constants = {t.name: t for t in graph.initializer}
     weight = _dense_weight(node, input_name, constants)
     if weight is None or weight.ndim != 2 or weight.dtype != np.float32 or len(node.output) != 1:
@@ -108,7 +108,7 @@ def split_first_layer(model: onnx.ModelProto, input_name: str) -> SplitGraph | N
     h0, delta, w, product = (_fresh(model, f"hepaudit_{s}") for s in ("h0", "delta", "w", "dw"))
     nodes = [helper.make_node("MatMul", [delta, w], [product]),
              helper.make_node("Add", [h0, product], [layer_out])]
-    rest = [n for n in graph.node if n is not node]
+    rest = [n for i, n in enumerate(graph.node) if i != readers[0]]
     del tail.graph.node[:]
     tail.graph.node.extend(nodes + rest)
     _keep_initializers(tail.graph, {v for n in rest for v in n.input})
