@@ -135,3 +135,22 @@ def test_audits_with_and_without_factoring_agree(tmp_path: Path, style: str) -> 
         for feature in FEATURES:
             assert on[feature] == pytest.approx(off[feature], abs=1e-6), (name, feature)
         assert any(off[f] != 0 for f in FEATURES)
+
+
+
+def test_the_hls4ml_tagger_is_cut_but_its_fixed_batch_runs_whole() -> None:
+    """hls4ml's three-layer jet tagger (a real collaboration MLP, Gemm first, its weights also
+    listed among the graph inputs as old exporters do): the graph is cut into a valid head and
+    tail, but its input declares a fixed batch (789444 rows), so its passes run the whole graph.
+    Skipped without the external models."""
+    from taggers import EXTERNAL
+
+    path = EXTERNAL / "hls4ml-three-layer-pytorch" / "three_layer_pytorch.onnx"
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    tagger = Tagger(ModelConfig(str(path), score=0))
+    split = split_first_layer(tagger.proto, "0")
+    assert split is not None and split.weight.shape == (16, 64)
+    onnx.checker.check_model(split.head)
+    onnx.checker.check_model(split.tail)
+    assert tagger.fixed_batch == 789444 and tagger.factored("0") is None

@@ -26,6 +26,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["FactoredPasses", "SplitGraph", "split_first_layer"]
 
+#: the shape declared for the cut's new tensors: two axes of any length (old IR versions want one)
+MATRIX: list[int | str | None] = [None, None]
+
 
 @dataclass(frozen=True)
 class SplitGraph:
@@ -100,7 +103,7 @@ def split_first_layer(model: onnx.ModelProto, input_name: str) -> SplitGraph | N
     del head.graph.input[:]  # old IR versions list initializers among the inputs too
     head.graph.input.extend([info] + [i for i in graph.input if i.name in constants and i.name in used])
     del head.graph.output[:]
-    head.graph.output.append(helper.make_tensor_value_info(layer_out, TensorProto.FLOAT, None))
+    head.graph.output.append(helper.make_tensor_value_info(layer_out, TensorProto.FLOAT, MATRIX))
     del head.graph.value_info[:]
 
     tail = onnx.ModelProto()
@@ -116,9 +119,9 @@ def split_first_layer(model: onnx.ModelProto, input_name: str) -> SplitGraph | N
     kept = [i for i in tail.graph.input if i.name != input_name and (i.name not in constants or i.name in still)]
     del tail.graph.input[:]
     tail.graph.input.extend(kept + [
-        helper.make_tensor_value_info(h0, TensorProto.FLOAT, None),
-        helper.make_tensor_value_info(delta, TensorProto.FLOAT, None),
-        helper.make_tensor_value_info(w, TensorProto.FLOAT, None),
+        helper.make_tensor_value_info(h0, TensorProto.FLOAT, MATRIX),
+        helper.make_tensor_value_info(delta, TensorProto.FLOAT, MATRIX),
+        helper.make_tensor_value_info(w, TensorProto.FLOAT, MATRIX),
     ])
     return SplitGraph(input_name, np.ascontiguousarray(weight), head, tail, h0, delta, w)
 
