@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ else:  # loaded on first use (hepaudit.lazy): registering plugins imports none o
     vector = lazy_module("vector")
 
 _vector_registered = False
+_registering = threading.Lock()
 
 #: Import vector with sympy hidden from it. vector imports sympy, when it is installed (torch
 #: brings it), only to offer a symbolic backend hepaudit never uses, and that import is most
@@ -42,13 +44,18 @@ def momentum4d(fields: dict[str, ak.Array]) -> ak.Array:
 
 def _register_vector() -> None:
     global _vector_registered
-    if not _vector_registered:
+    if _vector_registered:
+        return
+    with _registering:  # blocks of jets are built on several threads
+        if _vector_registered:
+            return
         if VECTOR_WITHOUT_SYMPY and "vector" not in sys.modules and "sympy" not in sys.modules:
             sys.modules["sympy"] = None  # type: ignore[assignment]  # `import sympy` raises ImportError
             try:
                 importlib.import_module("vector")
             finally:
-                del sys.modules["sympy"]
+                if "sympy" in sys.modules and sys.modules["sympy"] is None:
+                    del sys.modules["sympy"]
         vector.register_awkward()
         _vector_registered = True
 
