@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,11 +96,16 @@ def pure_onnxruntime_seconds(config: Path) -> tuple[dict[str, float], int, float
                 if k >= 0:
                     x[:, k] = kept
 
-        total = 0.0  # wall time of all blocks (each occludes its own rows in place)
+        return on_threads(block, rows, threads, copy=True)  # each block occludes its own rows in place
+
+    def on_threads(block: Callable[[np.ndarray], None], rows: int, threads: int, copy: bool = False) -> float:
+        """Wall time of ``block`` over every chunk's blocks of ``rows`` jets, on ``threads`` threads."""
+        total = 0.0
         for x in chunks:
             t0 = time.perf_counter()
             with ThreadPoolExecutor(threads) as pool:
-                for future in [pool.submit(block, x[s:s + rows].copy()) for s in range(0, len(x), rows)]:
+                blocks = [x[s:s + rows].copy() if copy else x[s:s + rows] for s in range(0, len(x), rows)]
+                for future in [pool.submit(block, b) for b in blocks]:
                     future.result()
             total += time.perf_counter() - t0
         return total
@@ -119,14 +125,7 @@ def pure_onnxruntime_seconds(config: Path) -> tuple[dict[str, float], int, float
             for k, w in enumerate(weights):
                 passes.tail.run(passes.outputs, {split.h0: h0, split.delta: mean[k] - x[:, [k]], split.w: w})
 
-        total = 0.0
-        for x in chunks:
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(threads) as pool:
-                for future in [pool.submit(block, x[s:s + rows]) for s in range(0, len(x), rows)]:
-                    future.result()
-            total += time.perf_counter() - t0
-        return total
+        return on_threads(block, rows, threads)
 
     spinning = ort.InferenceSession(str(cfg.model.path), providers=["CPUExecutionProvider"])
     one = ort.SessionOptions()
