@@ -316,6 +316,23 @@ def test_an_upload_with_external_data_and_a_client_gone_mid_upload(service: Any,
     assert list((svc.home / "uploads").iterdir()) == []
 
 
+def still_running(psutil: Any, processes: list[Any], timeout: float) -> list[Any]:
+    """Those of ``processes`` still running after up to ``timeout`` s (a zombie, exited but not
+    yet reaped by whichever process adopted it, counts as ended)."""
+    end = time.monotonic() + timeout
+    while True:
+        alive = []
+        for p in processes:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > end:
+            return alive
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_audit(tmp_path: Path) -> None:
     """The Dask worker running an audit is killed: Dask runs the task again on a fresh worker,
@@ -335,13 +352,19 @@ def test_a_killed_worker_loses_no_audit(tmp_path: Path) -> None:
         wait_for(svc.url, token, audit_id, ("running",), timeout=60)
         time.sleep(1.0)
         assert svc.process is not None
-        workers = [p for p in psutil.Process(svc.process.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(p.cmdline()) and p.children() == []]
+        # the workers are the service's spawned processes; one running an audit may have a
+        # child of its own (the report's drawing helper, started when the audit begins)
+        spawned = [p for p in psutil.Process(svc.process.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        workers = [p for p in spawned if p.parent() not in spawned]
         assert workers, "no Dask worker process found"
+        orphans = [child for worker in workers for child in worker.children(recursive=True)]
         for worker in workers:
             os.kill(worker.pid, signal.SIGKILL)
         end = wait_for(svc.url, token, audit_id, timeout=300)
         assert end["status"] == "done" or (end["status"] == "failed" and end["error"]), end
+        # a killed worker's drawing helper reads end-of-file on its pipe and exits
+        assert not still_running(psutil, orphans, timeout=30)
     finally:
         svc.stop()
 
