@@ -96,3 +96,35 @@ def test_an_axis_with_an_offset_leaves_the_layout_to_the_tight_box() -> None:
         assert not fixed_margins(fig, ax)
         plt.close(fig)
 
+
+
+def _blank_edges(png: bytes) -> bool:
+    """Nothing drawn on the outermost pixels: no label runs off the canvas."""
+    import io
+
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(io.BytesIO(png))[..., :3]
+    edges = [pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]
+    return all(np.all(edge > 0.95) for edge in edges)
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_latent_figures_fixed_margins_hold_their_labels(style: str, scale: float) -> None:
+    """The latent explainer's figures (component histograms with fixed inch margins, the
+    correlation map with measured ones): every label inside the canvas, for densities whose tick
+    labels are short (2.5) and long (25000)."""
+    from hepaudit.explainers.nap_figures import latent_figures
+
+    rng = np.random.default_rng(1)
+    edges = np.linspace(-3.0, 3.0, 31) / scale
+    histograms = [{"bin_edges": edges, "signal": rng.random(30) * scale, "background": rng.random(30) * scale}
+                  for _ in range(3)]
+    observables = ["mass", "pt", "n_constituents", "tau21"]
+    components = [{"index": i, "pearson": {o: float(rng.uniform(-1, 1)) for o in observables}} for i in range(3)]
+    with figure_style(style, ()):
+        figures = latent_figures(histograms, np.array([0.9, 0.07, 0.02]), components, observables)
+    assert [name for name, _, _ in figures] == ["latent_components.png", "latent_correlations.png"]
+    for name, _, png in figures:
+        assert _blank_edges(png), name

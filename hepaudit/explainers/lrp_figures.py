@@ -126,4 +126,4 @@ def eta_phi_image(image: np.ndarray, extent: float, n_jets: int, title: str) -> 
     ax.set_xlabel("η (model input frame)")
     ax.set_ylabel("φ (model input frame)")
     ax.set_title(title, fontsize=10)
-    return _png(fig)
+    return _png(fig, tight=not fixed_margins(fig, ax, bar.ax))

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hepaudit.report.figures import _png, _pyplot, _short
+from hepaudit.report.figures import _png, _pyplot, _short, fixed_margins
 
 _GENERIC = re.compile(r"(\w*_)?(act|acts|activation|activations)([._]\d+)?", re.I)
 
@@ -140,11 +140,15 @@ def latent_figures(
             ax.set_ylabel("normalised jets", fontsize=8)
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Leading principal components of the latent tensor, per class", fontsize=10)
+    # fixed margins in inches (the panels are alike): a tight bounding box lays the row out twice
+    width, height = 3.3 * k, 3.0
+    fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.4 / height,
+                        wspace=0.3)
     out.append(
         (
             "latent_components.png",
             "Distributions of the leading principal components per class (a uniform sample of the jets)",
-            _png(fig),
+            _png(fig, tight=False),
         )
     )
     if observables:
@@ -174,7 +178,7 @@ def latent_figures(
             (
                 "latent_correlations.png",
                 "Pearson correlation of the leading principal components with jet observables (all jets)",
-                _png(fig),
+                _png(fig, tight=not fixed_margins(fig, ax, bar.ax)),
             )
         )
     return out
