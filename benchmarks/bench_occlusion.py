@@ -115,7 +115,7 @@ def pure_onnxruntime_seconds(config: Path) -> tuple[dict[str, float], int, float
         per block one head call, then per feature δ in numpy and one tail call."""
         passes = tagger.one_thread().factored("x")
         assert passes is not None
-        weights = [np.ascontiguousarray(passes.split.weight[[k]]) for k in range(len(builder.features))]
+        weights = [passes.rows([k]) for k in range(len(builder.features))]
         split = passes.split
 
         def block(x: np.ndarray) -> None:

@@ -48,14 +48,14 @@ def test_head_and_tail_give_the_whole_graph(tmp_path: Path, style: str) -> None:
     h0 = passes.first(x)
     for positions in ([4], [2, 5]):
         v = value[:len(positions)]
-        score, logit = passes.occluded(h0, x, positions, v, {})
+        score, logit = passes.occluded(h0, x, positions, v, passes.rows(positions), {})
         want = tagger.run({"x": occlude(x, positions, v)}, extra=False)
         np.testing.assert_allclose(score, want.score, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(logit, want.logit, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(score, mlp_forward(weights, occlude(x, positions, v))[:, 0], rtol=1e-5, atol=1e-6)
-    unchanged, _ = passes.occluded(h0, x, [2], value[:1], {})
+    unchanged, _ = passes.occluded(h0, x, [2], value[:1], passes.rows([2]), {})
     np.testing.assert_array_equal(unchanged[::3], whole.score[::3])
-    zero, _ = passes.occluded(h0, x, [1], x[:, 1][:1] * 0, {})
+    zero, _ = passes.occluded(h0, x, [1], x[:, 1][:1] * 0, passes.rows([1]), {})
     assert not np.array_equal(zero, whole.score)  # a real occlusion moves the scores
 
 
@@ -66,7 +66,7 @@ def test_the_example_topodnn_splits_after_its_first_gemm() -> None:
     assert passes is not None and passes.split.weight.shape == (90, 300)
     x = np.random.default_rng(3).normal(size=(256, 90)).astype(np.float32)
     positions, value = [3, 4, 5], np.zeros(3, np.float32)
-    score, _ = passes.occluded(passes.first(x), x, positions, value, {})
+    score, _ = passes.occluded(passes.first(x), x, positions, value, passes.rows(positions), {})
     want = tagger.run({"x": occlude(x, positions, value)}, extra=False).score
     # unscaled random inputs: the layer's float32 sums of 90 terms round differently by up to ~1e-5
     np.testing.assert_allclose(score, want, rtol=1e-4, atol=1e-5)

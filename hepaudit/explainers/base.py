@@ -267,6 +267,9 @@ class Chunk:
         # of the graph per unit (model/first_layer.py)
         factored = {name: single.factored(name) for name in {k for plan in plans for k in plan}
                     } if tagger.factor_first_layer else {}
+        # each factored unit's rows of the layer's weights, gathered once for every block
+        weight_rows = {i: passes.rows(plan[passes.split.input][0]) for i, plan in enumerate(plans)
+                       if len(plan) == 1 and (passes := factored.get(next(iter(plan)))) is not None}
 
         def block(_: int, start: int, stop: int) -> None:
             # row slices of contiguous inputs are contiguous: reshape() gives writable views, and
@@ -282,7 +285,7 @@ class Chunk:
                         first[name] = passes.first(rows_in[name])
                     positions, value = plan[name]
                     scores[i, start:stop], logits[i, start:stop] = passes.occluded(
-                        first[name], rows_in[name], positions, value,
+                        first[name], rows_in[name], positions, value, weight_rows[i],
                         {k: v for k, v in rows_in.items() if k != name})
                     continue
                 # occlude in place and restore: a copy of the block per unit would cost as much

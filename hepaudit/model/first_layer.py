@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -146,7 +146,6 @@ class FactoredPasses:
     outputs: list[str]
     score_and_logit: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
     count: Callable[[float], None]
-    _weights: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict)
 
     def first(self, x: np.ndarray) -> np.ndarray:
         """The layer's output for a block of jets (float32, (rows, units))."""
@@ -156,14 +155,16 @@ class FactoredPasses:
         finally:
             self.count(t0)
 
-    def occluded(self, h0: np.ndarray, x: np.ndarray, positions: list[int], value: np.ndarray,
+    def rows(self, positions: list[int]) -> np.ndarray:
+        """The weight matrix's rows for the input columns ``positions`` (gather once per unit,
+        pass to :meth:`occluded` for every block)."""
+        return np.ascontiguousarray(self.split.weight[list(positions)])
+
+    def occluded(self, h0: np.ndarray, x: np.ndarray, positions: list[int], value: np.ndarray, w: np.ndarray,
                  others: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Score and logit of the block with ``x``'s columns ``positions`` set to ``value``,
-        from the layer's output ``h0`` for the unoccluded block; ``others``: the other inputs."""
-        key = tuple(int(p) for p in positions)
-        w = self._weights.get(key)
-        if w is None:  # a unit's rows of the weight matrix, gathered once for every block
-            w = self._weights[key] = np.ascontiguousarray(self.split.weight[list(key)])
+        from the layer's output ``h0`` for the unoccluded block; ``w``: :meth:`rows` of
+        ``positions``; ``others``: the other inputs."""
         delta = np.asarray(value, np.float32)[None, :] - x[:, positions]
         feed = {**others, self.split.h0: h0, self.split.delta: delta, self.split.w: w}
         t0 = time.perf_counter()
