@@ -235,10 +235,14 @@ class ReplicateAUC:
         below = np.searchsorted(ordered, sig_sorted, side="left")
         # the jets that may tie: the background's next score is not above theirs (all the ties,
         # NaN included; a jet wrongly kept reads the same C twice and adds nothing)
-        following = np.take(ordered, below, mode="clip", out=self._vector("following", len(below), ordered.dtype))
-        may_tie = np.greater(following, sig_sorted, out=self._vector("may tie", len(below), np.bool_))
-        np.logical_not(may_tie, out=may_tie)
-        may_tie &= below < len(ordered)
+        may_tie = self._vector("may tie", len(below), np.bool_)
+        if len(ordered):
+            following = np.take(ordered, below, mode="clip", out=self._vector("following", len(below), ordered.dtype))
+            np.greater(following, sig_sorted, out=may_tie)
+            np.logical_not(may_tie, out=may_tie)
+            may_tie &= below < len(ordered)
+        else:  # no background jet to tie with (every AUC is then undefined)
+            may_tie[:] = False
         tied = np.flatnonzero(may_tie)
         upto = self._vector("upto", len(below), below.dtype)
         np.copyto(upto, below)

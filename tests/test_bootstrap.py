@@ -183,3 +183,13 @@ def test_agreement_says_whether_a_difference_is_within_noise() -> None:
     assert pair.within_noise is False and pair.kendall_tau < 0 and pair.noise_kendall_tau > 0.9
     bare = {n: ExplainerResult(name=n, feature_importance=r.feature_importance) for n, r in noisy.items()}
     assert agreement(bare)[0].within_noise is None  # no replicates: no verdict
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_auc_replicates_of_one_class_are_undefined(label: int) -> None:
+    """Every jet of one class: no pair to order, so every replicate's AUC is NaN (not an error)."""
+    from hepaudit.metrics import ReplicateAUC
+
+    scores = np.random.default_rng(2).random(40)
+    counts = poisson_weights(np.arange(40), 1, 3).T.astype(np.uint8)
+    assert np.isnan(ReplicateAUC(np.full(40, label), counts)(scores)).all()

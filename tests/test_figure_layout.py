@@ -110,21 +110,21 @@ def _blank_edges(png: bytes) -> bool:
 
 
 @pytest.mark.parametrize("style", STYLES)
-@pytest.mark.parametrize("scale", [1.0, 1e4])
-def test_latent_figures_fixed_margins_hold_their_labels(style: str, scale: float) -> None:
+@pytest.mark.parametrize(("scale", "k"), [(1.0, 3), (1e4, 3), (1.0, 1)])
+def test_latent_figures_fixed_margins_hold_their_labels(style: str, scale: float, k: int) -> None:
     """The latent explainer's figures (component histograms with fixed inch margins, the
     correlation map with measured ones): every label inside the canvas, for densities whose tick
-    labels are short (2.5) and long (25000)."""
+    labels are short (2.5) and long (25000), and for one component under the row's title."""
     from hepaudit.explainers.nap_figures import latent_figures
 
     rng = np.random.default_rng(1)
     edges = np.linspace(-3.0, 3.0, 31) / scale
     histograms = [{"bin_edges": edges, "signal": rng.random(30) * scale, "background": rng.random(30) * scale}
-                  for _ in range(3)]
+                  for _ in range(k)]
     observables = ["mass", "pt", "n_constituents", "tau21"]
-    components = [{"index": i, "pearson": {o: float(rng.uniform(-1, 1)) for o in observables}} for i in range(3)]
+    components = [{"index": i, "pearson": {o: float(rng.uniform(-1, 1)) for o in observables}} for i in range(k)]
     with figure_style(style, ()):
-        figures = latent_figures(histograms, np.array([0.9, 0.07, 0.02]), components, observables)
+        figures = latent_figures(histograms, np.array([0.9, 0.07, 0.02][:k]), components, observables)
     assert [name for name, _, _ in figures] == ["latent_components.png", "latent_correlations.png"]
     for name, _, png in figures:
         assert _blank_edges(png), name

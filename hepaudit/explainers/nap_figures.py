@@ -128,7 +128,9 @@ def latent_figures(
     plt = _pyplot()
     out = []
     k = len(histograms)
-    fig, axes = plt.subplots(1, k, figsize=(3.3 * k, 3.0), squeeze=False)
+    # wide enough for the title above a single panel too: margins are fixed, not cropped to fit
+    width, height = max(3.3 * k, 5.5), 3.0
+    fig, axes = plt.subplots(1, k, figsize=(width, height), squeeze=False)
     for i, hist in enumerate(histograms):
         ax = axes[0, i]
         for colour, name in ((SIGNAL_COLOUR, "signal"), (BACKGROUND_COLOUR, "background")):
@@ -141,7 +143,6 @@ def latent_figures(
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle("Leading principal components of the latent tensor, per class", fontsize=10)
     # fixed margins in inches (the panels are alike): a tight bounding box lays the row out twice
-    width, height = 3.3 * k, 3.0
     fig.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.4 / height,
                         wspace=0.3)
     out.append(
