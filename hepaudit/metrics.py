@@ -173,10 +173,10 @@ class ReplicateAUC:
         self.signal = np.asarray(labels).astype(bool)
         self.sig_jets, self.bkg_jets = np.flatnonzero(self.signal), np.flatnonzero(~self.signal)
         m = np.asarray(multipliers)
-        self.m_sig, self.m_bkg = m[self.signal], m[~self.signal]  # jet-major rows, copied once
+        self.m_sig, self.m_bkg = m[self.sig_jets], m[self.bkg_jets]  # jet-major rows, copied once
         w = None if weights is None else np.asarray(weights, np.float64)
-        self.w_sig = None if w is None else w[self.signal]
-        self.w_bkg = None if w is None else w[~self.signal]
+        self.w_sig = None if w is None else w[self.sig_jets]
+        self.w_bkg = None if w is None else w[self.bkg_jets]
         self.pairs = self._total(self.m_sig, self.w_sig) * self._total(self.m_bkg, self.w_bkg)
         self._local = threading.local()  # each thread's buffers for the blocks (``_scratch``)
 

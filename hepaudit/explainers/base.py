@@ -26,6 +26,7 @@ from hepaudit.results import ExplainerResult, Figure
 if TYPE_CHECKING:  # pragma: no cover
     from hepaudit.bootstrap import BootstrapMeans
     from hepaudit.data.builders import InputBuilder, JetMomentum
+    from hepaudit.model.first_layer import FactoredPasses
     from hepaudit.model.session import Tagger
 
 State = TypeVar("State")
@@ -267,9 +268,13 @@ class Chunk:
         # of the graph per unit (model/first_layer.py)
         factored = {name: single.factored(name) for name in {k for plan in plans for k in plan}
                     } if tagger.factor_first_layer else {}
-        # each factored unit's rows of the layer's weights, gathered once for every block
-        weight_rows = {i: passes.rows(plan[passes.split.input][0]) for i, plan in enumerate(plans)
-                       if len(plan) == 1 and (passes := factored.get(next(iter(plan)))) is not None}
+        # each factored unit (one input's features) with its rows of the layer's weights, found and
+        # gathered once for every block
+        by_unit: dict[int, tuple[FactoredPasses, np.ndarray]] = {}
+        for i, plan in enumerate(plans):
+            passes = factored.get(next(iter(plan))) if len(plan) == 1 else None
+            if passes is not None:
+                by_unit[i] = (passes, passes.rows(plan[passes.split.input][0]))
 
         def block(_: int, start: int, stop: int) -> None:
             # row slices of contiguous inputs are contiguous: reshape() gives writable views, and
@@ -278,14 +283,14 @@ class Chunk:
             flat = {k: v.reshape(len(v), -1) for k, v in rows_in.items()}
             first: dict[str, np.ndarray] = {}  # each factored input's first layer, for this block
             for i, plan in enumerate(plans):
-                passes = factored.get(next(iter(plan))) if len(plan) == 1 else None
-                if passes is not None:
+                if i in by_unit:
+                    passes, weight_rows = by_unit[i]
                     name = passes.split.input
                     if name not in first:
                         first[name] = passes.first(rows_in[name])
                     positions, value = plan[name]
                     scores[i, start:stop], logits[i, start:stop] = passes.occluded(
-                        first[name], rows_in[name], positions, value, weight_rows[i],
+                        first[name], rows_in[name], positions, value, weight_rows,
                         {k: v for k, v in rows_in.items() if k != name})
                     continue
                 # occlude in place and restore: a copy of the block per unit would cost as much
