@@ -56,14 +56,16 @@ def audit(config: str | Path | AuditConfig | Mapping[str, Any], *, out: str | Pa
 
     from hepaudit.errors import HepauditWarning
     from hepaudit.report.drawing import started_early
-    from hepaudit.run import steps
+    from hepaudit.run.overrides import apply_overrides
 
     t_start = time.perf_counter()
-    cfg = steps.apply_overrides(config, max_jets=max_jets, seed=seed, executor=executor, scheduler=scheduler,
-                                workers=workers, in_memory=arrays is not None)
-    # the report's drawing helpers start now: their imports run beside the plan's checks and
-    # the first reading, not after the last explainer
+    cfg = apply_overrides(config, max_jets=max_jets, seed=seed, executor=executor, scheduler=scheduler,
+                          workers=workers, in_memory=arrays is not None)
+    # the report's drawing helpers start now, before this process imports the readers and
+    # onnxruntime: their imports run beside this process's, not beside its first pass over the jets
     with started_early(cfg.report.figure_processes) as helpers:
+        from hepaudit.run import steps
+
         out_dir = Path(out) if out is not None else None
         plan = steps.AuditPlan.build(cfg, steps.PluginHost(disable=disable, extra=plugins), explainers, out_dir,
                                      debug, arrays)

@@ -194,7 +194,7 @@ def check_explainer(config: str | Path | Any, explainer: str, *, plugins: Sequen
     :param plugins: ``(name, plugin)`` objects to register (an explainer not installed as a package).
     """
     from hepaudit.data.reading import Sample
-    from hepaudit.run.plan import apply_overrides
+    from hepaudit.run.overrides import apply_overrides
 
     cfg = apply_overrides(config, seed=seed)
     sample = Sample(cfg.data, "data")

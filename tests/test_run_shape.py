@@ -20,7 +20,7 @@ import hepaudit
 from hepaudit.api import Chunk, Explainer, ExplainerResult, FeatureScore, hookimpl
 from hepaudit.executors.partitions import MergeTree, tree_levels
 from hepaudit.plugins import PluginHost
-from hepaudit.run.plan import apply_overrides
+from hepaudit.run.overrides import apply_overrides
 from hepaudit.run.progress import AuditCancelled, ProgressEvent
 from hepaudit.testing import check_explainer, tiny_audit
 

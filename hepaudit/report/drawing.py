@@ -3,8 +3,10 @@
 Every figure is a :class:`Job`: an explainer's ``draw(result)``, a ranking's bar chart, a
 section's figure (score, ROC, inputs; :func:`add_figure` inside :func:`drawn_later`), the rank
 comparison. Drawing is matplotlib's Python code, which holds the GIL, so threads cannot share
-it: a :class:`FigurePool` starts helper interpreters (:mod:`.draw_helper`) that take jobs from
-the queue while this process takes others, the costliest first.
+it: a :class:`FigurePool` starts helper processes (:mod:`.draw_helper`) that take jobs from the
+queue, the costliest first. On Linux they are one fresh interpreter and copies of it forked once
+it has loaded matplotlib, and this process, which has not, draws only what they cannot; elsewhere
+helper interpreters draw beside this process, which takes jobs from the queue too.
 
 A helper gets an explainer's class (by module and name), its options and its finished result.
 An explainer whose class a fresh interpreter cannot import (defined in ``__main__`` or inside
@@ -25,7 +27,7 @@ from typing import Any
 
 from hepaudit.errors import HepauditWarning
 from hepaudit.model.blocks import usable_cores
-from hepaudit.report.draw_helper import Helper, settings_now
+from hepaudit.report.draw_helper import CAN_CLONE, Clone, Helper, settings_now
 from hepaudit.report.style import ensure_style
 from hepaudit.results import ExplainerResult, Figure
 
@@ -77,11 +79,12 @@ def drawn_later() -> Iterator[list[Job]]:
 
 
 def add_figure(figures: list[Figure], name: str, caption: str, make: Callable[..., bytes | None],
-               *args: Any) -> None:
+               *args: Any, cost: int = 1) -> None:
     """Append ``Figure(name, caption, make(*args))`` to ``figures`` (nothing when ``make``
     returns None; a warning when it fails: a section's figure must never cost the report).
     Inside :func:`drawn_later` a placeholder is appended and the pool draws it with the others
-    (a failure is then a report warning, from :func:`settle`)."""
+    (a failure is then a report warning, from :func:`settle`), the costliest (``cost``, as a
+    :class:`Job`'s) first."""
     later = _LATER.get()
     if later is None:
         try:
@@ -94,7 +97,7 @@ def add_figure(figures: list[Figure], name: str, caption: str, make: Callable[..
     placeholder = Figure(name, caption)
     figures.append(placeholder)
     later.append(Job("report", lambda: draw_figure(make, name, caption, *args),
-                     (draw_figure, (make, name, caption, *args)), what=f"figure {name}", owner=figures,
+                     (draw_figure, (make, name, caption, *args)), cost, what=f"figure {name}", owner=figures,
                      placeholder=placeholder))
 
 
@@ -138,20 +141,32 @@ def draw_figure(make: Callable[..., bytes | None], file_name: str, caption: str,
 
 
 def helpers_for(processes: int, jobs: int) -> int:
-    """How many helpers to start for ``jobs`` explainers to draw with ``processes`` allowed."""
-    return max(0, min(processes, usable_cores()) - 1) if jobs >= MIN_JOBS else 0
+    """How many processes besides this one draw ``jobs`` figure jobs with ``[report]
+    figure_processes`` = ``processes`` (never more than the cores): on Linux all of them (a
+    helper and its copies, :data:`~hepaudit.report.draw_helper.CAN_CLONE`; this process,
+    which has not imported matplotlib, only assembles), elsewhere one fewer (this process draws
+    too)."""
+    drawing = min(processes, usable_cores())
+    if jobs < MIN_JOBS or drawing < 2:
+        return 0
+    return drawing if CAN_CLONE else drawing - 1
 
 
 @contextlib.contextmanager
 def started_early(processes: int) -> Iterator[list[Helper]]:
     """The helpers ``[report] figure_processes`` allows, started now, when an audit begins: each
     imports matplotlib on a core the audit's single-threaded start-up leaves idle, and waits for
-    the report's settings (:class:`FigurePool` takes them from the list). Whatever is still in
-    the list when the block ends (the audit failed or stopped before its report) is stopped."""
+    the report's settings (:class:`FigurePool` takes them from the list). On Linux that is one
+    interpreter, ready to fork the others. Whatever is still in the list when the block ends (the
+    audit failed or stopped before its report) is stopped."""
     helpers: list[Helper] = []
+    wanted = helpers_for(processes, MIN_JOBS)
     try:
-        for _ in range(helpers_for(processes, MIN_JOBS)):
-            helpers.append(Helper())
+        if CAN_CLONE and wanted:
+            helpers.append(Helper(clones=wanted - 1))
+        else:
+            for _ in range(wanted):
+                helpers.append(Helper())
     except OSError:  # no interpreter to start: the pool starts its own, or draws here
         pass
     try:
@@ -170,26 +185,34 @@ class FigurePool:
 
     def __init__(self, helpers: int, formats: tuple[str, ...] = (), dpi: int = 100,
                  started: list[Helper] | None = None, style: str = "matplotlib") -> None:
-        """``started``: helpers started earlier (:func:`started_early`), used first and taken
-        out of that list (this pool closes them); any beyond ``helpers`` are stopped. The
-        helpers draw in ``style`` (``[report] style``) on top of this process's matplotlib
-        settings, as this process does inside :func:`~hepaudit.report.style.figure_style`."""
-        self.helpers: list[Helper] = []
+        """``helpers``: processes drawing beside this one (:func:`helpers_for`). ``started``:
+        helpers started earlier (:func:`started_early`), used first and taken out of that list
+        (this pool closes them), each asked for as many copies as it can make and the pool
+        still needs; any beyond ``helpers`` are stopped. The helpers draw in ``style``
+        (``[report] style``) on top of this process's matplotlib settings, as this process
+        does inside :func:`~hepaudit.report.style.figure_style`."""
+        self.helpers: list[Helper | Clone] = []
         self.drawn_elsewhere: list[str] = []  # the results a helper drew, by name
         settings = settings_now(style)
         early = list(started or ())  # taken only now: until here, their owner still stops them
         if started:
             started.clear()
-        for helper in early[helpers:]:
-            helper.discard()
-        for helper in early[:helpers]:
-            helper.configure(settings, formats, dpi)
+        for helper in early:
+            if len(self.helpers) >= helpers:
+                helper.discard()
+                continue
             self.helpers.append(helper)
-        for _ in range(helpers - len(self.helpers)):
+            self.helpers.extend(helper.configure(settings, formats, dpi, helpers - len(self.helpers)))
+        while len(self.helpers) < helpers:
+            copies = helpers - len(self.helpers) - 1 if CAN_CLONE else 0
             try:
-                self.helpers.append(Helper(settings, formats, dpi))
+                helper = Helper(settings, formats, dpi, clones=copies)
             except OSError:  # no interpreter to start: this process draws everything
                 break
+            self.helpers += [helper, *helper.clones]
+        # this process takes jobs a helper could draw only beside helper interpreters (not
+        # copies): where it would otherwise import matplotlib just to draw a share
+        self.here_too = not any(isinstance(h, Clone) for h in self.helpers)
         self.jobs: list[Job] = []  # every job submitted, in order
         self._out: list[Outcome | None] = []
         self._pending: deque[int] = deque()  # the jobs nobody has taken, costliest first
@@ -198,6 +221,7 @@ class FigurePool:
         self._busy: set[int] = set()  # the helpers (by id) drawing a job now
         self._returned: list[int] = []  # jobs a helper could not draw
         self._feeders: list[threading.Thread] = []
+        self._feeding = 0  # feeders that may still take a job
 
     def __enter__(self) -> FigurePool:
         return self
@@ -232,14 +256,24 @@ class FigurePool:
         if not self._feeders:
             self._feeders = [threading.Thread(target=self._feed, args=(h,), name="hepaudit-draw", daemon=True)
                              for h in self.helpers if h.alive]
+            self._feeding = len(self._feeders)
             for thread in self._feeders:
                 thread.start()
 
-    def _feed(self, helper: Helper) -> None:
-        """Hand ``helper`` one job after another until none is left and none will come."""
-        if not helper.wait_ready():
-            return
-        while True:
+    def _feed(self, helper: Helper | Clone) -> None:
+        """Hand ``helper`` one job after another until none is left and none will come, or the
+        helper is gone (this process then draws what is left)."""
+        try:
+            if helper.wait_ready():
+                self._feed_ready(helper)
+        finally:
+            with self._changed:
+                self._busy.discard(id(helper))
+                self._feeding -= 1
+                self._changed.notify_all()
+
+    def _feed_ready(self, helper: Helper | Clone) -> None:
+        while helper.alive:
             with self._changed:
                 self._busy.discard(id(helper))
                 while True:
@@ -251,6 +285,7 @@ class FigurePool:
                     return
                 self._pending.remove(i)
                 self._busy.add(id(helper))
+                self._changed.notify_all()
             call = self.jobs[i].elsewhere
             figures = None if call is None else helper.draw(call)
             with self._changed:
@@ -260,20 +295,29 @@ class FigurePool:
                     self._out[i] = figures
                     self.drawn_elsewhere.append(self.jobs[i].name)
 
+    def _mine(self, i: int) -> bool:
+        """Whether this process draws pending job ``i`` now: one no helper can draw, any job
+        when it draws beside helper interpreters, all that are left once no helper takes jobs."""
+        return self.here_too or self.jobs[i].elsewhere is None or self._feeding == 0
+
     def draw(self, jobs: Sequence[Job] = ()) -> list[Outcome]:
-        """Queue the last ``jobs``, draw here whatever nobody has taken, the costliest first, and
-        return every submitted job's figures, or the exception its drawing raised, in the order
-        the jobs were submitted."""
+        """Queue the last ``jobs``, draw here what this process takes (:meth:`_mine`), the
+        costliest first, wait for the helpers' figures, and return every submitted job's
+        figures, or the exception its drawing raised, in the order the jobs were submitted."""
         self.submit(jobs)
         with self._changed:
             self._open = False  # no more jobs: a helper with nothing to take is done
             self._changed.notify_all()
         while True:
             with self._changed:
-                if not self._pending:
-                    idle = [h for h in self.helpers if id(h) not in self._busy]
-                    break
-                i = self._pending.popleft()
+                i = next((j for j in self._pending if self._mine(j)), None)
+                if i is None:
+                    if not self._pending:
+                        idle = [h for h in self.helpers if id(h) not in self._busy]
+                        break
+                    self._changed.wait()
+                    continue
+                self._pending.remove(i)
             self._out[i] = _attempt(self.jobs[i])
         for helper in idle:  # a helper still starting up would only keep this process waiting
             helper.stop()

@@ -123,7 +123,7 @@ def inputs_section(hist: np.ndarray | None, feature_range: np.ndarray | None, fe
 
     figures: list[Figure] = []
     add_figure(figures, "input_features.png", "Input features per class: the features the methods rank highest",
-               input_histograms, order, edges, sig, bkg)
+               input_histograms, order, edges, sig, bkg, cost=3)  # a panel per feature: among the costliest
     return ReportSection("inputs", "Input features per class",
                          f"The {len(order)} features the attribution methods rank highest, per class.",
                          {"features": data}, figures)

@@ -1,7 +1,7 @@
 """The plan of an audit: everything decided and checked before the first jet is read.
 
-:func:`apply_overrides` folds the keyword arguments of :func:`hepaudit.audit` (and the
-CLI's flags) into the config. :meth:`AuditPlan.build` then resolves the explainers and
+:func:`~hepaudit.run.overrides.apply_overrides` first folds the keyword arguments of
+:func:`hepaudit.audit` (and the CLI's flags) into the config. :meth:`AuditPlan.build` then resolves the explainers and
 validates their options, opens the model, builds the input layout, checks the files and
 branches, counts the labels, decides which explainers are skipped (and why) and which read
 a reference sample, and holds the facts every process shares
@@ -11,14 +11,14 @@ here with exit code 2, before any output is touched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hepaudit.config import AuditConfig, config_from_dict, load_config, sample_config
+from hepaudit.config import AuditConfig, sample_config
 from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Sample
 from hepaudit.data.stats import InputFacts
@@ -33,48 +33,6 @@ from hepaudit.report.per_jet import PerJetSink
 from hepaudit.results import Finding, FindingLevel
 from hepaudit.run.lifecycle import ExplainerRun, describe_error
 from hepaudit.run.progress import Progress
-
-#: data.files of a dict config whose jets come from memory (``arrays=``)
-IN_MEMORY = "<arrays>"
-
-
-def apply_overrides(config: str | Path | AuditConfig | Mapping[str, Any], *, max_jets: int | None = None,
-                    seed: int | None = None, executor: str | None = None, scheduler: object = None,
-                    workers: int | None = None, in_memory: bool = False) -> AuditConfig:
-    """The config with the caller's overrides; a ``distributed.Client`` as ``scheduler`` is not
-    config and goes to the executor as it is. A dict has the TOML's structure, its relative
-    paths taken from the current folder; with ``in_memory`` (jets given as arrays) its
-    ``[data]`` needs no ``files``."""
-    if isinstance(config, AuditConfig):
-        cfg = config
-    elif isinstance(config, Mapping):
-        raw = dict(config)
-        if in_memory and isinstance(raw.get("data"), Mapping) and "files" not in raw["data"]:
-            raw["data"] = {**raw["data"], "files": [IN_MEMORY]}  # the jets come as arrays= instead
-        cfg = config_from_dict(raw, Path.cwd(), source=None)
-    elif isinstance(config, (str, Path)):
-        cfg = load_config(config)
-    else:
-        raise ConfigError(f"config: expected a path, a dict or an AuditConfig, found {type(config).__name__}")
-    if max_jets is not None:
-        cfg = replace(cfg, data=replace(cfg.data, max_jets=max_jets))
-    if seed is not None:
-        cfg = replace(cfg, execution=replace(cfg.execution, seed=seed))
-    if scheduler is not None or workers is not None:
-        executor = executor or "dask"
-        if executor != "dask":
-            raise ConfigError("scheduler and workers are Dask options: use them with executor = \"dask\"")
-        if scheduler is not None and workers is not None:
-            raise ConfigError("give either a Dask scheduler or a number of local workers, not both")
-        address = scheduler if isinstance(scheduler, str) else None
-        changes = {"scheduler": address, "workers": None} if scheduler is not None else \
-            {"workers": workers, "scheduler": None}
-        cfg = replace(cfg, execution=replace(cfg.execution, **changes))
-    if executor is not None:
-        if executor not in ("local", "dask"):
-            raise ConfigError(f"executor: expected 'local' or 'dask', found {executor!r}")
-        cfg = replace(cfg, execution=replace(cfg.execution, executor="dask" if executor == "dask" else "local"))
-    return cfg
 
 
 def label_counts(sample: Sample, label: str, skip_corrupt: bool = False

@@ -16,7 +16,8 @@ from hepaudit.report.output import StagedOutput
 from hepaudit.report.per_jet import PerJetWriter
 from hepaudit.report.writer import write_report
 from hepaudit.run.execute import execute
-from hepaudit.run.plan import AuditPlan, apply_overrides
+from hepaudit.run.overrides import apply_overrides
+from hepaudit.run.plan import AuditPlan
 from hepaudit.run.progress import Progress, terminal_bars
 
 __all__ = ["AuditPlan", "NoOutput", "PluginHost", "Progress", "apply_overrides", "assemble", "execute",
