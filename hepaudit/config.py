@@ -217,8 +217,9 @@ class ReportConfig:
     # dots per inch of the PNGs (report.html embeds them): 200 for slides; drawing time and the
     # page's size grow with its square
     dpi: int = 100
-    # processes drawing the report's figures: above 1, fresh Python interpreters draw some while
-    # this one draws the others (never more than the cores); 1: all in this one
+    # processes drawing the report's figures (never more than the cores): above 1, a fresh Python
+    # interpreter and, on Linux, copies of it forked once it is set up draw them while this one
+    # builds the report (elsewhere interpreters draw beside this one); 1: all in this one
     figure_processes: int = 2
 
     def __post_init__(self) -> None:

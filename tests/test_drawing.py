@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from conftest import AuditSetup
 import hepaudit
 from hepaudit.errors import ConfigError
 from hepaudit.report import assemble, drawing
+from hepaudit.report.draw_helper import CAN_CLONE, Clone, Helper
 from hepaudit.report.drawing import FigurePool, Job, started_early
 from hepaudit.results import Figure
 
@@ -90,6 +92,38 @@ def test_without_helpers_everything_is_drawn_here() -> None:
     with FigurePool(0) as pool:
         outcomes = pool.draw(jobs)
     assert [int(o[0].caption) for o in outcomes] == [os.getpid()] * 4  # type: ignore[index]
+
+
+@pytest.mark.skipif(not CAN_CLONE, reason="copies of a helper are forked on Linux only")
+def test_a_helper_and_its_copy_draw_everything_and_end_with_the_pool() -> None:
+    """figure_processes = 2 on Linux: one interpreter and a copy forked from it draw every job
+    they can, this process (no matplotlib of its own) only the one they cannot; closing the
+    pool ends both, the copy reaped by its helper."""
+    me = os.getpid()
+    jobs = [_job(f"job{i}", pid_figure, f"job{i}", 0.3) for i in range(6)]
+    jobs.append(_job("here_only", pid_figure, "here_only", 0.0, elsewhere=False))
+    with FigurePool(2) as pool:
+        helper, copy = pool.helpers
+        assert isinstance(helper, Helper) and isinstance(copy, Clone) and not pool.here_too
+        outcomes = pool.draw(jobs)
+        assert copy.pid is not None and copy.pid != helper.process.pid
+        copy_pid = copy.pid
+    pids = [int(o[0].caption) for o in outcomes]  # type: ignore[index]
+    assert set(pids[:6]) == {helper.process.pid, copy_pid} and pids[6] == me
+    assert helper.process.poll() is not None
+    assert not os.path.exists(f"/proc/{copy_pid}")  # ended and reaped, not a zombie
+
+
+@pytest.mark.skipif(not CAN_CLONE, reason="copies of a helper are forked on Linux only")
+def test_a_copy_that_dies_leaves_its_jobs_to_the_others() -> None:
+    jobs = [_job(f"job{i}", pid_figure, f"job{i}", 0.1) for i in range(6)]
+    with FigurePool(2) as pool:
+        helper, copy = pool.helpers
+        assert isinstance(copy, Clone) and copy.wait_ready() and copy.pid is not None
+        os.kill(copy.pid, signal.SIGKILL)
+        outcomes = pool.draw(jobs)
+    assert [o[0].name for o in outcomes] == [f"job{i}.png" for i in range(6)]  # type: ignore[index]
+    assert not copy.alive and helper.process.poll() is not None
 
 
 def test_helpers_started_early_draw_for_the_pool() -> None:

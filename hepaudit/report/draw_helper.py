@@ -286,6 +286,10 @@ def _serve(requests: IO[bytes], answers: IO[bytes], sockets: list[socket.socket]
         for sock in sockets:
             sock.close()
         _answer(requests, answers, "ready")
+    if clones:  # the audit closes the copies first: wait until they have ended (ECHILD then)
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                os.waitpid(-1, 0)
 
 
 def _answer(requests: IO[bytes], answers: IO[bytes], hello: object) -> None:

@@ -232,15 +232,19 @@ class FigurePool:
                 self._open = False
                 self._pending.clear()
                 self._changed.notify_all()
-            for helper in self.helpers:
+            for helper in self._copies_first():
                 helper.stop()
         self.close()
+
+    def _copies_first(self) -> list[Helper | Clone]:
+        """The helpers, copies before interpreters: a helper reaps its copies while it lives."""
+        return sorted(self.helpers, key=lambda h: not isinstance(h, Clone))
 
     def close(self) -> None:
         for thread in self._feeders:
             thread.join()
         self._feeders = []
-        for helper in self.helpers:
+        for helper in self._copies_first():  # a helper waits for its copies to end before it does
             helper.close()
         self.helpers = []
 
@@ -313,13 +317,13 @@ class FigurePool:
                 i = next((j for j in self._pending if self._mine(j)), None)
                 if i is None:
                     if not self._pending:
-                        idle = [h for h in self.helpers if id(h) not in self._busy]
+                        idle = [h for h in self.helpers if id(h) not in self._busy and not h.ready]
                         break
                     self._changed.wait()
                     continue
                 self._pending.remove(i)
             self._out[i] = _attempt(self.jobs[i])
-        for helper in idle:  # a helper still starting up would only keep this process waiting
+        for helper in idle:  # one still starting up, with no job left, would only keep this process waiting
             helper.stop()
         for thread in self._feeders:
             thread.join()
