@@ -16,11 +16,14 @@ from math import exp, factorial
 
 import numpy as np
 
+from hepaudit.metrics import on_threads
 from hepaudit.results import FeatureScore
 from hepaudit.sampling import salt_for, salted_uniform
 
 #: the default number of replicates (``execution.bootstrap``)
 REPLICATES = 32
+#: from this many jets on, the replicates are drawn on several threads (a chunk's are drawn on one)
+THREADED_JETS = 200_000
 # the Poisson(1) cumulative distribution, up to where it is 1 in double precision
 _CDF = np.cumsum([exp(-1.0) / factorial(k) for k in range(20)])
 
@@ -31,8 +34,13 @@ def poisson_counts(entries: np.ndarray, seed: int, replicates: int, out: np.ndar
     entries = np.asarray(entries)
     if out is None:
         out = np.empty((replicates, len(entries)), np.uint8)
-    for r in range(replicates):
-        out[r] = _inverse_cdf(salted_uniform(entries, salt_for(seed, f"bootstrap-{r}")))
+    target = out
+
+    def row(r: int) -> None:
+        target[r] = _inverse_cdf(salted_uniform(entries, salt_for(seed, f"bootstrap-{r}")))
+
+    # the replicates of a whole sample (ΔAUC's finish) on every core: numpy's passes release the GIL
+    on_threads(row, replicates, None if len(entries) >= THREADED_JETS else 1)
     return out
 
 
