@@ -56,6 +56,7 @@ from hepaudit.data.builders import InputBuilder
 from hepaudit.data.reading import CorruptFileError, Partition, Sample
 from hepaudit.data.stats import InputStats
 from hepaudit.errors import ConfigError, DataError
+from hepaudit.executors.heap import reusing_heap
 from hepaudit.executors.local import Job, LocalExecutor, Outcome, with_reference
 from hepaudit.executors.partitions import SPLIT_EVERY, PartResult, PartSummary, merge_many, merge_stats, tree_levels
 from hepaudit.explainers.base import AuditContext, AuditFacts, Explainer
@@ -180,6 +181,7 @@ class StatsPart:
     skipped: list[tuple[str, str]]
 
 
+@reusing_heap
 def stats_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int) -> StatsPart:
     """The x̄ pass over one partition: per-chunk input sums (the client folds them in order)."""
     ctx = worker_context(spec)
@@ -206,6 +208,7 @@ def _runs(ctx: WorkerContext, names: tuple[str, ...]) -> list[ExplainerRun]:
     return runs
 
 
+@reusing_heap
 def reference_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int,
                    names: tuple[str, ...]) -> PartResult:
     """The reference pass over one partition of a reference sample, for the explainers ``names``:
@@ -247,6 +250,7 @@ def _prepare_from(ctx: WorkerContext, runs: list[ExplainerRun], key: str, refere
     return states
 
 
+@reusing_heap
 def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: int,
                parts_dir: str | None, reference_key: str = "", *references: PartResult) -> PartResult:
     """Audit one partition: fresh states for every explainer, the local chunk loop, no finish.
@@ -278,6 +282,7 @@ def audit_task(spec: WorkerSpec, sample: Sample, partition: Partition, index: in
                       per_jet=[str(per_jet.path)] if written and per_jet else [])
 
 
+@reusing_heap
 def merge_task(spec: WorkerSpec, *parts: PartResult) -> PartResult:
     """One node of the tree reduction, with the worker's explainer instances' ``merge``."""
     ctx = worker_context(spec)
@@ -290,6 +295,7 @@ def merge_task(spec: WorkerSpec, *parts: PartResult) -> PartResult:
     return merge_many(parts, merge)
 
 
+@reusing_heap
 def finish_task(spec: WorkerSpec, part: PartResult, reference_key: str = "", *references: PartResult) -> PartResult:
     """The root of the reduction: every explainer's ``finish`` on its merged state, where the
     state already is; the result goes back to the client instead of the state. The reference
