@@ -175,6 +175,8 @@ class ExecutionConfig:
     and building it again (local executor; 0 turns this off). ``prefetch``: the local executor
     reads and builds the next chunk on a thread while the current one is scored (one chunk
     more in memory); Dask workers do not (their parallelism is the cluster's processes).
+    ``reuse_heap``: Dask tasks take their arrays from glibc's heap instead of fresh mappings
+    (:mod:`hepaudit.executors.heap`).
     """
 
     seed: int = 0  # seed of every sample, bootstrap and stochastic explainer
@@ -189,6 +191,9 @@ class ExecutionConfig:
     # replay the audited data from memory when it fits in this many MB (0: read it again)
     cache_mb: int = 512
     prefetch: bool = True  # read and build the next chunk on a thread while one is scored
+    # Dask: while a task runs, glibc reuses its heap for arrays up to 32 MB (faster; the workers'
+    # peak memory is higher), then hands it back; false: Dask's MALLOC_TRIM_THRESHOLD_ as it is
+    reuse_heap: bool = True
     bootstrap: int = 32  # Poisson bootstrap replicates behind every error bar; 0 turns them off
 
     def __post_init__(self) -> None:

@@ -94,9 +94,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reusing_heap(task: F) -> F:
-    """``task`` run inside :func:`reused_heap` (a Dask task function, pickled by its name)."""
+    """``task`` run inside :func:`reused_heap` (a Dask task function, pickled by its name, whose
+    first argument is the audit's worker spec: ``[execution] reuse_heap = false`` leaves it out)."""
     @functools.wraps(task)
     def run(*args: Any, **kwargs: Any) -> Any:
+        config = getattr(args[0], "config", None) if args else None
+        if config is not None and not config.execution.reuse_heap:
+            return task(*args, **kwargs)
         with reused_heap():
             return task(*args, **kwargs)
 
