@@ -46,8 +46,9 @@ def _send(stream: IO[bytes], obj: Any) -> None:
 
 
 def _receive(stream: IO[bytes]) -> Any:
-    # the only writer is the other end of a pipe between this process and the one that started
-    # it (never a file or a socket another user can reach): the same trust as an import
+    # the only writer is the other end of a pipe or socket pair between this process and the one
+    # that started it or its helper (never a file or a socket another user can reach): the same
+    # trust as an import
     header = stream.read(_HEADER.size)
     if len(header) < _HEADER.size:
         raise EOFError("the drawing helper closed its pipe")
