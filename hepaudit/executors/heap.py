@@ -4,9 +4,7 @@ Dask's nannies start every worker with ``MALLOC_TRIM_THRESHOLD_=65536`` so that 
 goes back to the system. Setting it also stops glibc from raising its mmap threshold as it
 does by default, so every array over 128 kB becomes a fresh mapping, page-faulted and zeroed
 anew each time it is allocated; a task reading, building and scoring chunks allocates such
-arrays at every block. Two workers doing so at once on two cores lose more than one does alone
-(page faults contend in the kernel), which is most of what keeps two workers from scoring
-twice as fast as one (docs/dask.md, "Memory").
+arrays at every block, and pays for the page faults each time (docs/dask.md, "Memory").
 
 :func:`reused_heap` wraps a task: while it runs, arrays up to :data:`MMAP_BYTES` come from the
 heap and are reused block after block (the mmap and trim thresholds raised with ``mallopt``);
@@ -27,8 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
-#: arrays up to this size come from the heap inside a task: a block's temporaries (a few MB
-#: at most), not a chunk's branches or a partition's state, which are still mapped and unmapped
+#: arrays up to this size come from the heap inside a task (glibc's own ceiling when it adapts):
+#: a block's temporaries and a chunk's branches and inputs; larger ones are still mapped
 MMAP_BYTES = 32 << 20
 _M_TRIM_THRESHOLD = -1  # mallopt's parameters (glibc's malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -38,8 +36,9 @@ _lock = threading.Lock()
 _inside = 0  # tasks running now in this process (a worker with several threads)
 
 
+@functools.cache  # once per process: find_library runs ldconfig, and the environment is fixed at start
 def _libc() -> Any | None:
-    """glibc, when this process runs on it (mallopt and malloc_trim)."""
+    """glibc, when this process runs on it and its environment sets Dask's variable."""
     if not os.environ.get("MALLOC_TRIM_THRESHOLD_") or not hasattr(os, "confstr"):
         return None
     try:
